@@ -1,0 +1,74 @@
+# Sluice — the two commands a new machine needs: `make run` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+# One profile for everything (clippy, tests, image), so nothing is compiled twice.
+PROFILE_FLAGS := --release --locked
+BIN := target/release
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# System packages the build needs: libclang for RocksDB's bindings, RocksDB itself
+# (linked instead of compiling its C++ for 25 minutes), and a C/C++ toolchain.
+APT_PACKAGES := libclang-dev librocksdb-dev clang pkg-config nghttp2-client python3-venv
+
+.PHONY: deps build run test fmt-check lint unit-and-e2e container-test interop image up down loadtest loadtest-smoke bench bench-smoke clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first"; exit 1; }
+
+build: deps
+	$(CARGO) build $(PROFILE_FLAGS) --workspace --bins
+
+run: build
+	$(BIN)/sluice-broker --data-dir ./data --listen 127.0.0.1:50051
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint: deps
+	$(CARGO) clippy $(PROFILE_FLAGS) --workspace --all-targets -- -D warnings
+
+unit-and-e2e: build
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test $(PROFILE_FLAGS) --workspace 2>&1 | tee target/test-output.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f; exit (p == 0 || f > 0) }' target/test-output.log
+
+# The container image (FROM scratch, no pull) and a Compose deployment of it.
+image: build
+	bash deploy/build-image.sh
+
+up: image
+	cd deploy && { docker compose version >/dev/null 2>&1 && docker compose up -d || docker-compose up -d; }
+
+down:
+	cd deploy && { docker compose version >/dev/null 2>&1 && docker compose down || docker-compose down; }
+
+container-test: build
+	bash deploy/test-compose.sh
+
+# Load test a running broker (make run in another terminal): h2load + a grpcio loop.
+loadtest: build
+	bash deploy/loadtest.sh
+
+loadtest-smoke: build
+	bash deploy/loadtest.sh --smoke
+
+# The standard benchmark suite against a fresh release broker; writes docs/BENCHMARKS.md.
+bench: build
+	bash deploy/bench.sh
+
+bench-smoke: build
+	bash deploy/bench.sh --smoke
+
+# A Python client generated from proto/ (grpcio-tools from PyPI) against the real broker.
+interop: build
+	bash tests/python/run.sh
+
+test: deps fmt-check lint unit-and-e2e interop loadtest-smoke bench-smoke container-test
+	@echo ">> all checks passed"
+
+clean:
+	$(CARGO) clean

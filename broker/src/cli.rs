@@ -1,0 +1,179 @@
+//! Command-line flags. Each setting is a flag and a `SLUICE_*` variable
+//! (clap gives the flag precedence); both override the TOML file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use sluice_storage::Durability;
+
+use crate::config::BrokerConfig;
+
+/// The Sluice broker.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-broker", version, about = "Sluice: a durable message queue broker")]
+pub struct Cli {
+    /// What to run; the broker itself when absent.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings.
+    #[command(flatten)]
+    pub settings: SettingArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Exit 0 if the broker at --addr reports SERVING (for container health checks).
+    Health {
+        /// Broker address.
+        #[arg(long, env = "SLUICE_HEALTH_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+    },
+}
+
+/// Settings given as flags or environment variables. Unset ones keep the file's (or the default) value.
+#[derive(Debug, Args, Default)]
+pub struct SettingArgs {
+    /// Optional TOML file with any of the settings below (kebab-case keys).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051]
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory [default: ./data]
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Prometheus listen address, empty to disable [default: 127.0.0.1:9464]
+    #[arg(long, env = "SLUICE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Log format, `text` or `json` [default: text]; levels via RUST_LOG
+    #[arg(long, env = "SLUICE_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Default topic retention by age, ms; 0 keeps forever [default: 604800000]
+    #[arg(long, env = "SLUICE_RETENTION_MS")]
+    pub retention_ms: Option<u64>,
+    /// Default topic retention by size per partition, bytes; 0 unlimited [default: 0]
+    #[arg(long, env = "SLUICE_RETENTION_BYTES")]
+    pub retention_bytes: Option<u64>,
+    /// Default segment size, bytes [default: 134217728]
+    #[arg(long, env = "SLUICE_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Default segment age, ms [default: 86400000]
+    #[arg(long, env = "SLUICE_SEGMENT_MS")]
+    pub segment_ms: Option<u64>,
+    /// Default largest message, bytes, at most 16 MiB [default: 1048576]
+    #[arg(long, env = "SLUICE_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<u32>,
+    /// Default durability: `always` (fsync before ack) or `interval` [default: always]
+    #[arg(long, env = "SLUICE_DURABILITY", value_parser = parse_durability)]
+    pub durability: Option<Durability>,
+    /// WAL fsync period for `interval` topics, ms [default: 100]
+    #[arg(long, env = "SLUICE_SYNC_INTERVAL_MS")]
+    pub sync_interval_ms: Option<u64>,
+    /// Most partitions per topic [default: 4096]
+    #[arg(long, env = "SLUICE_MAX_PARTITIONS")]
+    pub max_partitions: Option<u32>,
+    /// Most messages per produce request [default: 10000]
+    #[arg(long, env = "SLUICE_MAX_BATCH_MESSAGES")]
+    pub max_batch_messages: Option<u32>,
+    /// Largest gRPC request, bytes [default: 67108864]
+    #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Appends queued per partition before RESOURCE_EXHAUSTED [default: 1024]
+    #[arg(long, env = "SLUICE_PARTITION_QUEUE_DEPTH")]
+    pub partition_queue_depth: Option<usize>,
+    /// Writes queued for the storage writer [default: 4096]
+    #[arg(long, env = "SLUICE_WRITER_QUEUE_DEPTH")]
+    pub writer_queue_depth: Option<usize>,
+    /// RocksDB memtable size for records, bytes [default: 67108864]
+    #[arg(long, env = "SLUICE_WRITE_BUFFER_BYTES")]
+    pub write_buffer_bytes: Option<usize>,
+    /// Retention check period, ms [default: 5000]
+    #[arg(long, env = "SLUICE_RETENTION_CHECK_MS")]
+    pub retention_check_ms: Option<u64>,
+    /// Shutdown grace period for in-flight requests, ms [default: 10000]
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// How often backlog and size gauges are recomputed, ms [default: 5000]
+    #[arg(long, env = "SLUICE_METRICS_REFRESH_MS")]
+    pub metrics_refresh_ms: Option<u64>,
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "always" => Ok(Durability::Always),
+        "interval" => Ok(Durability::Interval),
+        _ => Err(format!("`{s}` is not a durability mode; use `always` or `interval`")),
+    }
+}
+
+macro_rules! overlay {
+    ($cfg:ident, $args:ident, $($field:ident),+ $(,)?) => {
+        $( if let Some(v) = $args.$field.clone() { $cfg.$field = v; } )+
+    };
+}
+
+impl SettingArgs {
+    /// The effective configuration: defaults, then the file, then env and flags.
+    pub fn resolve(&self) -> anyhow::Result<BrokerConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading config file {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            }
+            None => BrokerConfig::default(),
+        };
+        let args = self;
+        overlay!(
+            cfg,
+            args,
+            listen,
+            data_dir,
+            metrics_listen,
+            log_format,
+            retention_ms,
+            retention_bytes,
+            segment_bytes,
+            segment_ms,
+            max_message_bytes,
+            durability,
+            sync_interval_ms,
+            max_partitions,
+            max_batch_messages,
+            max_request_bytes,
+            partition_queue_depth,
+            writer_queue_depth,
+            write_buffer_bytes,
+            retention_check_ms,
+            shutdown_grace_ms,
+            metrics_refresh_ms,
+        );
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "segment-bytes = 8192\nretention-ms = 5\n").expect("write");
+        let cli = Cli::parse_from(["sluice-broker", "--config", path.to_str().expect("utf8"), "--retention-ms", "9"]);
+        let cfg = cli.settings.resolve().expect("valid");
+        assert_eq!(cfg.segment_bytes, 8192);
+        assert_eq!(cfg.retention_ms, 9);
+    }
+
+    #[test]
+    fn invalid_value_names_the_setting() {
+        let cli = Cli::parse_from(["sluice-broker", "--segment-bytes", "1"]);
+        let err = cli.settings.resolve().expect_err("too small").to_string();
+        assert!(err.contains("segment-bytes"), "{err}");
+    }
+}

@@ -1,0 +1,160 @@
+//! Broker configuration: a TOML file, then `SLUICE_*` environment variables,
+//! then flags, each overriding the one before. Validated once at start-up;
+//! it does not change while the broker runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use sluice_storage::{Durability, TopicSettings};
+
+/// Every broker setting. Sizes are bytes, durations milliseconds.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// gRPC listen address. Default `127.0.0.1:50051`.
+    pub listen: SocketAddr,
+    /// Where RocksDB keeps its files. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Prometheus `/metrics` listen address; empty disables it. Default `127.0.0.1:9464`.
+    pub metrics_listen: String,
+    /// `text` or `json` logs. Default `text`.
+    pub log_format: String,
+    /// Default retention by age for new topics; 0 keeps forever. Default 7 days.
+    pub retention_ms: u64,
+    /// Default retention by size per partition; 0 is unlimited. Default 0.
+    pub retention_bytes: u64,
+    /// Default segment size for new topics. Default 128 MiB.
+    pub segment_bytes: u64,
+    /// Default segment age for new topics. Default 1 day.
+    pub segment_ms: u64,
+    /// Default largest message (key + value + headers). Default 1 MiB; at most 16 MiB.
+    pub max_message_bytes: u32,
+    /// Default durability of new topics: `always` or `interval`. Default `always`.
+    pub durability: Durability,
+    /// WAL fsync period for `interval` topics. Default 100.
+    pub sync_interval_ms: u64,
+    /// Most partitions a topic may have. Default 4096.
+    pub max_partitions: u32,
+    /// Most messages in one produce request. Default 10000.
+    pub max_batch_messages: u32,
+    /// Largest gRPC request accepted. Default 64 MiB.
+    pub max_request_bytes: usize,
+    /// Appends queued per partition before producers get RESOURCE_EXHAUSTED. Default 1024.
+    pub partition_queue_depth: usize,
+    /// Writes queued for the writer before partitions wait. Default 4096.
+    pub writer_queue_depth: usize,
+    /// RocksDB memtable size for records. Default 64 MiB.
+    pub write_buffer_bytes: usize,
+    /// How often retention and segment age are checked. Default 5000.
+    pub retention_check_ms: u64,
+    /// How long shutdown waits for in-flight requests. Default 10000.
+    pub shutdown_grace_ms: u64,
+    /// How often state gauges (backlog, sizes) are recomputed. Default 5000.
+    pub metrics_refresh_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("./data"),
+            metrics_listen: "127.0.0.1:9464".into(),
+            log_format: "text".into(),
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: 0,
+            segment_bytes: 128 << 20,
+            segment_ms: 24 * 3600 * 1000,
+            max_message_bytes: 1 << 20,
+            durability: Durability::Always,
+            sync_interval_ms: 100,
+            max_partitions: 4096,
+            max_batch_messages: 10_000,
+            max_request_bytes: 64 << 20,
+            partition_queue_depth: 1024,
+            writer_queue_depth: 4096,
+            write_buffer_bytes: 64 << 20,
+            retention_check_ms: 5000,
+            shutdown_grace_ms: 10_000,
+            metrics_refresh_ms: 5000,
+        }
+    }
+}
+
+/// A setting outside its allowed range.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid setting `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The setting's name as in the TOML file.
+    pub field: &'static str,
+    /// The allowed range.
+    pub reason: String,
+}
+
+fn check(ok: bool, field: &'static str, reason: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError { field, reason: reason.to_owned() })
+    }
+}
+
+impl BrokerConfig {
+    /// Rejects settings outside their ranges, naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(self.segment_bytes >= 4096, "segment-bytes", "must be at least 4096")?;
+        check(self.segment_ms >= 1000, "segment-ms", "must be at least 1000")?;
+        check((1..=16 << 20).contains(&self.max_message_bytes), "max-message-bytes", "must be 1..=16777216")?;
+        check((1..=60_000).contains(&self.sync_interval_ms), "sync-interval-ms", "must be 1..=60000")?;
+        check((1..=100_000).contains(&self.max_partitions), "max-partitions", "must be 1..=100000")?;
+        check((1..=1_000_000).contains(&self.max_batch_messages), "max-batch-messages", "must be 1..=1000000")?;
+        check((1024..=1 << 30).contains(&self.max_request_bytes), "max-request-bytes", "must be 1024..=1073741824")?;
+        check(
+            self.max_request_bytes >= self.max_message_bytes as usize,
+            "max-request-bytes",
+            "must be at least max-message-bytes",
+        )?;
+        check((1..=1 << 20).contains(&self.partition_queue_depth), "partition-queue-depth", "must be 1..=1048576")?;
+        check((1..=1 << 20).contains(&self.writer_queue_depth), "writer-queue-depth", "must be 1..=1048576")?;
+        check((1 << 20..=4 << 30).contains(&self.write_buffer_bytes), "write-buffer-bytes", "must be 1 MiB..=4 GiB")?;
+        check((10..=3_600_000).contains(&self.retention_check_ms), "retention-check-ms", "must be 10..=3600000")?;
+        check(self.shutdown_grace_ms <= 600_000, "shutdown-grace-ms", "must be at most 600000")?;
+        check((100..=600_000).contains(&self.metrics_refresh_ms), "metrics-refresh-ms", "must be 100..=600000")?;
+        check(matches!(self.log_format.as_str(), "text" | "json"), "log-format", "must be `text` or `json`")?;
+        if !self.metrics_listen.is_empty() {
+            check(self.metrics_listen.parse::<SocketAddr>().is_ok(), "metrics-listen", "must be host:port or empty")?;
+        }
+        Ok(())
+    }
+
+    /// The settings a new topic gets for fields its creator left at zero.
+    pub fn default_topic_settings(&self) -> TopicSettings {
+        TopicSettings {
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            max_message_bytes: self.max_message_bytes,
+            durability: self.durability,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_file_parses_and_validates() {
+        let text = include_str!("../../deploy/sluice.toml");
+        let cfg: BrokerConfig = toml::from_str(text).expect("deploy/sluice.toml parses");
+        cfg.validate().expect("deploy/sluice.toml is valid");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let cfg = BrokerConfig { max_message_bytes: 0, ..BrokerConfig::default() };
+        assert_eq!(cfg.validate().map_err(|e| e.field), Err("max-message-bytes"));
+        assert!(toml::from_str::<BrokerConfig>("no-such-setting = 1").is_err());
+    }
+}

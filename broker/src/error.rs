@@ -1,0 +1,69 @@
+//! The broker's error type: what a request can fail with, independent of gRPC.
+//! `grpc::status` maps each variant to one status code and reason.
+
+/// Why a broker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is invalid.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// No topic has that name.
+    #[error("topic `{0}` does not exist; create it first (sluice topic create {0})")]
+    TopicNotFound(String),
+    /// A topic with that name exists already.
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
+    /// No group has that name.
+    #[error("group `{0}` does not exist; create it first (sluice group create {0} --topic TOPIC)")]
+    GroupNotFound(String),
+    /// A group with that name exists already.
+    #[error("group `{0}` already exists")]
+    GroupExists(String),
+    /// The operation conflicts with current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The partition number is past the topic's partition count.
+    #[error("topic `{topic}` has partitions 0..{count}; partition {partition} does not exist")]
+    PartitionNotFound {
+        /// The topic.
+        topic: String,
+        /// The requested partition.
+        partition: u32,
+        /// The topic's partition count.
+        count: u32,
+    },
+    /// The offset is not stored (anymore, or not yet).
+    #[error("offset {offset} is outside the stored range [{earliest}, {latest}]; fetch from earliest or latest")]
+    OffsetOutOfRange {
+        /// The requested offset.
+        offset: u64,
+        /// First stored offset.
+        earliest: u64,
+        /// Next offset to be written.
+        latest: u64,
+    },
+    /// A queue is full: back off and retry.
+    #[error("{0} is full; retry with backoff")]
+    Overloaded(&'static str),
+    /// The broker is stopping.
+    #[error("broker is shutting down; retry against another broker or after restart")]
+    ShuttingDown,
+    /// The storage layer failed.
+    #[error(transparent)]
+    Storage(#[from] sluice_storage::Error),
+}
+
+/// Result alias for broker operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Shorthand for an invalid field.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument { field, reason: reason.into() }
+    }
+}

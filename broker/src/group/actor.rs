@@ -1,0 +1,527 @@
+//! The group actor: the only owner of a group's `GroupState`. It leases
+//! messages to pulls, applies acks and nacks, expires leases on a timer,
+//! schedules redeliveries, dead-letters exhausted messages and, for ordered
+//! groups, assigns partitions to members.
+//!
+//! # Correctness
+//! Replies to Pull, Ack and Nack are sent from the writer's completion, after
+//! the state change they depend on is durable (attempt counts and cursors for
+//! a pull; the ack for an ack). The actor does not wait for those writes, so
+//! many requests share one fsync; the writer commits in order, so what the
+//! actor decides later never reaches disk before what it decided earlier.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sluice_storage::{now_ms, Mutation, StoredRecord, WriteRequest};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::config::{GroupMode, GroupSettings};
+use super::dead_letter;
+use super::registry::GroupContext;
+use super::state::{AckError, FailOutcome, GroupState, PartitionStats};
+use crate::error::{Error, Result};
+use crate::topic::Topic;
+
+/// Messages one partition may have outstanding (delivered, not committed) in a group.
+pub const MAX_OUTSTANDING_PER_PARTITION: u64 = 20_000;
+
+/// A parsed ack id: `partition:offset:attempt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckId {
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Delivery attempt the id was issued for.
+    pub attempt: u32,
+}
+
+impl AckId {
+    /// Parses an ack id as issued by `Pull`.
+    pub fn parse(s: &str) -> Option<AckId> {
+        let mut it = s.split(':');
+        let id = AckId {
+            partition: it.next()?.parse().ok()?,
+            offset: it.next()?.parse().ok()?,
+            attempt: it.next()?.parse().ok()?,
+        };
+        it.next().is_none().then_some(id)
+    }
+}
+
+impl std::fmt::Display for AckId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.partition, self.offset, self.attempt)
+    }
+}
+
+/// A message leased to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// Ack id.
+    pub ack_id: AckId,
+    /// The record.
+    pub record: StoredRecord,
+    /// Lease end, ms since the Unix epoch.
+    pub deadline_ms: i64,
+}
+
+/// A point-in-time view of a group.
+#[derive(Debug, Clone, Default)]
+pub struct GroupSnapshot {
+    /// Per partition.
+    pub partitions: Vec<PartitionStats>,
+    /// Ordered groups: the owner of each partition.
+    pub owners: Vec<Option<String>>,
+    /// Known members.
+    pub members: Vec<String>,
+}
+
+/// Per-id outcome of an ack, nack or extension.
+pub type AckResults = Vec<(AckId, Option<AckError>)>;
+
+pub(super) enum Command {
+    Pull {
+        consumer: String,
+        max: usize,
+        reply: oneshot::Sender<Result<Vec<Delivered>>>,
+    },
+    Ack {
+        ids: Vec<AckId>,
+        reply: oneshot::Sender<Result<AckResults>>,
+    },
+    Nack {
+        ids: Vec<AckId>,
+        delay_ms: Option<u32>,
+        reason: String,
+        consumer: String,
+        reply: oneshot::Sender<Result<AckResults>>,
+    },
+    Extend {
+        ids: Vec<AckId>,
+        deadline_ms: u32,
+        reply: oneshot::Sender<Result<AckResults>>,
+    },
+    Seek {
+        targets: Vec<(u32, u64)>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<GroupSnapshot>,
+    },
+    Leave {
+        consumer: String,
+    },
+}
+
+/// Cloneable access to a running group.
+#[derive(Debug)]
+pub struct GroupHandle {
+    /// Group name.
+    pub name: String,
+    /// The topic it reads.
+    pub topic: Arc<Topic>,
+    /// Settings, shared with the actor.
+    pub settings: Arc<RwLock<GroupSettings>>,
+    pub(super) tx: mpsc::Sender<Command>,
+    /// Bumped when redeliveries become due or the group moves, so long-polls wake.
+    pub ready: Arc<watch::Sender<u64>>,
+    pub(super) stop: CancellationToken,
+    pub(super) join: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl GroupHandle {
+    /// Current settings.
+    pub fn settings(&self) -> GroupSettings {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(make(reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::Overloaded("group request queue"),
+            mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
+        })?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Leases up to `max` ready messages (no waiting).
+    pub async fn pull(&self, consumer: &str, max: usize) -> Result<Vec<Delivered>> {
+        self.call(|reply| Command::Pull { consumer: consumer.to_owned(), max, reply }).await?
+    }
+
+    /// Acks; resolves once durable.
+    pub async fn ack(&self, ids: Vec<AckId>) -> Result<AckResults> {
+        self.call(|reply| Command::Ack { ids, reply }).await?
+    }
+
+    /// Nacks; resolves once the schedule is durable.
+    pub async fn nack(
+        &self,
+        ids: Vec<AckId>,
+        delay_ms: Option<u32>,
+        reason: String,
+        consumer: String,
+    ) -> Result<AckResults> {
+        self.call(|reply| Command::Nack { ids, delay_ms, reason, consumer, reply }).await?
+    }
+
+    /// Sets new lease ends; 0 releases the messages.
+    pub async fn extend(&self, ids: Vec<AckId>, deadline_ms: u32) -> Result<AckResults> {
+        self.call(|reply| Command::Extend { ids, deadline_ms, reply }).await?
+    }
+
+    /// Moves partitions to offsets.
+    pub async fn seek(&self, targets: Vec<(u32, u64)>) -> Result<()> {
+        self.call(|reply| Command::Seek { targets, reply }).await?
+    }
+
+    /// The group's figures.
+    pub async fn snapshot(&self) -> Result<GroupSnapshot> {
+        self.call(|reply| Command::Snapshot { reply }).await
+    }
+
+    /// A streaming member went away (ordered groups rebalance at once).
+    pub fn leave(&self, consumer: &str) {
+        let _ = self.tx.try_send(Command::Leave { consumer: consumer.to_owned() });
+    }
+}
+
+pub(super) struct GroupActor {
+    pub state: GroupState,
+    pub settings: Arc<RwLock<GroupSettings>>,
+    pub topic: Arc<Topic>,
+    pub ctx: GroupContext,
+    pub ready: Arc<watch::Sender<u64>>,
+    pub members: BTreeMap<String, i64>,
+    pub owners: Vec<Option<String>>,
+    pub rotation: u32,
+}
+
+/// Answers `reply` with `value` once `mutations` are durable (at once if there are none).
+async fn reply_after_commit<T: Send + 'static>(
+    ctx: &GroupContext,
+    mutations: Vec<Mutation>,
+    reply: oneshot::Sender<Result<T>>,
+    value: T,
+) {
+    if mutations.is_empty() {
+        let _ = reply.send(Ok(value));
+        return;
+    }
+    let request = WriteRequest {
+        mutations,
+        sync: true,
+        on_commit: Box::new(move |r| {
+            let _ = reply.send(r.map(|()| value).map_err(Error::from));
+        }),
+    };
+    if let Err(e) = ctx.writer.submit(request).await {
+        tracing::error!(error = %e, "writer stopped while committing group state");
+    }
+}
+
+impl GroupActor {
+    fn settings(&self) -> GroupSettings {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn bump_ready(&self) {
+        self.ready.send_modify(|g| *g += 1);
+    }
+
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>, stop: CancellationToken) {
+        loop {
+            let now = now_ms();
+            let wait = self
+                .state
+                .next_wakeup(now)
+                .map_or(Duration::from_secs(3600), |w| Duration::from_millis((w - now).max(1) as u64));
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => self.tick(now_ms()).await,
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        let now = now_ms();
+        self.tick(now).await;
+        match cmd {
+            Command::Pull { consumer, max, reply } => match self.pull(&consumer, max, now).await {
+                Ok((deliveries, mutations)) => reply_after_commit(&self.ctx, mutations, reply, deliveries).await,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Ack { ids, reply } => {
+                let mut out = Vec::new();
+                let results = ids
+                    .into_iter()
+                    .map(|id| (id, self.state.ack(id.partition, id.offset, id.attempt, &mut out).err()))
+                    .collect();
+                self.state.flush_cursors(&mut out);
+                reply_after_commit(&self.ctx, out, reply, results).await;
+            }
+            Command::Nack { ids, delay_ms, reason, consumer, reply } => {
+                if !consumer.is_empty() {
+                    self.touch(&consumer, now);
+                }
+                let mut out = Vec::new();
+                let mut results = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let r = self.fail(id, now, delay_ms.map(i64::from), &reason, &consumer, &mut out).await;
+                    results.push((id, r.err()));
+                }
+                self.state.flush_cursors(&mut out);
+                self.bump_ready();
+                reply_after_commit(&self.ctx, out, reply, results).await;
+            }
+            Command::Extend { ids, deadline_ms, reply } => {
+                let mut out = Vec::new();
+                let mut results = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let r = if deadline_ms == 0 {
+                        self.fail(id, now, Some(0), "released by consumer", "", &mut out).await.map(|_| ())
+                    } else {
+                        self.state.extend(id.partition, id.offset, id.attempt, now + i64::from(deadline_ms)).map(|_| ())
+                    };
+                    results.push((id, r.err()));
+                }
+                self.state.flush_cursors(&mut out);
+                if deadline_ms == 0 {
+                    self.bump_ready();
+                }
+                reply_after_commit(&self.ctx, out, reply, results).await;
+            }
+            Command::Seek { targets, reply } => {
+                let mut out = Vec::new();
+                for (p, off) in targets {
+                    self.state.seek(p, off, &mut out);
+                }
+                self.state.flush_cursors(&mut out);
+                self.bump_ready();
+                reply_after_commit(&self.ctx, out, reply, ()).await;
+            }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(GroupSnapshot {
+                    partitions: (0..self.state.partitions()).map(|p| self.state.stats(p)).collect(),
+                    owners: self.owners.clone(),
+                    members: self.members.keys().cloned().collect(),
+                });
+            }
+            Command::Leave { consumer } => {
+                if self.members.remove(&consumer).is_some() {
+                    self.rebalance(now, Some(&consumer));
+                }
+            }
+        }
+    }
+
+    /// Expires leases (scheduling or dead-lettering them), drops silent members,
+    /// and wakes long-polls when redeliveries are due.
+    async fn tick(&mut self, now: i64) {
+        let expired = self.state.expired(now);
+        if !expired.is_empty() {
+            let mut out = Vec::new();
+            for (p, offset, attempt) in expired {
+                let id = AckId { partition: p, offset, attempt };
+                let _ = self.fail(id, now, None, "ack deadline expired", "", &mut out).await;
+            }
+            self.state.flush_cursors(&mut out);
+            if let Err(e) = self.ctx.writer.write(out).await {
+                tracing::error!(error = %e, "persisting expired leases failed");
+            }
+        }
+        let session = i64::from(self.settings().ack_deadline_ms).saturating_mul(2).max(1000);
+        let before = self.members.len();
+        self.members.retain(|_, seen| now - *seen <= session);
+        if self.members.len() != before {
+            self.rebalance(now, None);
+        }
+        if self.state.has_due(now) {
+            self.bump_ready();
+        }
+    }
+
+    fn touch(&mut self, consumer: &str, now: i64) {
+        if self.members.insert(consumer.to_owned(), now).is_none() && self.settings().mode == GroupMode::Ordered {
+            self.rebalance(now, None);
+        }
+    }
+
+    /// Ordered groups: partition `p` goes to the `p mod n`-th member by name.
+    /// The new owner gets a partition only once its outstanding leases are acked
+    /// or expire (`is_busy`), so two members never work on one partition at
+    /// once; only the leases of a member that said it `left` are released at once.
+    fn rebalance(&mut self, now: i64, left: Option<&str>) {
+        if self.settings().mode != GroupMode::Ordered {
+            return;
+        }
+        let members: Vec<&String> = self.members.keys().collect();
+        for p in 0..self.state.partitions() {
+            let owner = (!members.is_empty()).then(|| members[p as usize % members.len()].clone());
+            if self.owners[p as usize] != owner {
+                if left.is_some() && self.owners[p as usize].as_deref() == left {
+                    self.state.release_partition(p, now);
+                }
+                self.owners[p as usize] = owner;
+            }
+        }
+        tracing::info!(group = %self.settings().name, members = members.len(), "ordered group rebalanced");
+        self.bump_ready();
+    }
+
+    /// A delivery failed: schedule its redelivery after its delay (default: the
+    /// group's backoff), or dead-letter it when its attempts are exhausted.
+    async fn fail(
+        &mut self,
+        id: AckId,
+        now: i64,
+        delay_ms: Option<i64>,
+        reason: &str,
+        consumer: &str,
+        out: &mut Vec<Mutation>,
+    ) -> std::result::Result<(), AckError> {
+        let settings = self.settings();
+        let attempts = self.state.message(id.partition, id.offset).map_or(1, |m| m.attempts);
+        let delay = delay_ms.unwrap_or_else(|| settings.backoff_ms(attempts, rand::random::<f64>()));
+        let outcome = self.state.fail(
+            id.partition,
+            id.offset,
+            id.attempt,
+            now,
+            delay,
+            reason,
+            consumer,
+            settings.max_delivery_attempts,
+            out,
+        )?;
+        match outcome {
+            FailOutcome::DeadLetter => self.dead_letter(id.partition, id.offset, &settings, now, out).await,
+            FailOutcome::Scheduled(_) => {
+                metrics::counter!(crate::metrics::GROUP_REDELIVERIES, "group" => settings.name.clone()).increment(1)
+            }
+            FailOutcome::Ignored => {}
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&mut self, p: u32, offset: u64, settings: &GroupSettings, now: i64, out: &mut Vec<Mutation>) {
+        let result =
+            dead_letter::write(&self.ctx, &self.topic, p, offset, settings, self.state.message(p, offset), now).await;
+        match result {
+            Ok(()) => {
+                self.state.dead_lettered(p, offset, out);
+                metrics::counter!("sluice_group_dead_lettered_total", "group" => settings.name.clone()).increment(1);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, partition = p, offset, "dead-lettering failed; will retry after the backoff");
+                self.state.schedule(p, offset, now + i64::from(settings.backoff.max_ms), out);
+            }
+        }
+    }
+
+    fn partition_allowed(&self, consumer: &str, p: u32) -> bool {
+        match self.owners.get(p as usize) {
+            Some(Some(owner)) => owner == consumer,
+            _ => false,
+        }
+    }
+
+    /// Leases up to `max` messages: due redeliveries first, then fresh ones
+    /// round-robin across partitions.
+    async fn pull(&mut self, consumer: &str, max: usize, now: i64) -> Result<(Vec<Delivered>, Vec<Mutation>)> {
+        let settings = self.settings();
+        let ordered = settings.mode == GroupMode::Ordered;
+        if ordered && consumer.is_empty() {
+            return Err(Error::invalid("consumer_id", "ordered groups need a consumer_id to assign partitions"));
+        }
+        self.touch(consumer, now);
+        let deadline = now + i64::from(settings.ack_deadline_ms);
+        let partitions = self.state.partitions();
+        let mut out = Vec::new();
+        let mut again: Vec<(u32, u64)> = Vec::new();
+        if ordered {
+            for p in 0..partitions {
+                if self.partition_allowed(consumer, p) && again.len() < max {
+                    let first_offset = self.state.take_due_in_order(p, now, max - again.len());
+                    again.extend(first_offset.into_iter().map(|o| (p, o)));
+                }
+            }
+        } else {
+            again = self.state.take_due(now, max, |_| true);
+        }
+        let mut deliveries = Vec::with_capacity(max.min(1024));
+        for (p, off) in again {
+            match self.read(p, off, off + 1).await?.pop() {
+                Some(record) => {
+                    let attempt = self.state.lease_again(p, off, now, deadline, consumer, &mut out);
+                    deliveries.push(Delivered {
+                        ack_id: AckId { partition: p, offset: off, attempt },
+                        record,
+                        deadline_ms: deadline,
+                    });
+                }
+                None => {
+                    // Removed by retention before it could be redelivered.
+                    let attempt = self.state.message(p, off).map_or(0, |m| m.attempts);
+                    let _ = self.state.ack(p, off, attempt, &mut out);
+                    tracing::warn!(partition = p, offset = off, "message expired by retention before redelivery");
+                }
+            }
+        }
+        self.rotation = self.rotation.wrapping_add(1);
+        for i in 0..partitions {
+            if deliveries.len() >= max {
+                break;
+            }
+            let p = (self.rotation.wrapping_add(i)) % partitions;
+            if ordered && (!self.partition_allowed(consumer, p) || self.state.is_busy(p, now)) {
+                continue;
+            }
+            let handle = self.topic.partition(p)?;
+            let (mut next, outstanding) = self.state.fresh_position(p);
+            if next < handle.earliest() {
+                self.state.seek(p, handle.earliest(), &mut out);
+                next = handle.earliest();
+            }
+            let room = MAX_OUTSTANDING_PER_PARTITION.saturating_sub(outstanding);
+            let n = (handle.latest().saturating_sub(next)).min(room).min((max - deliveries.len()) as u64);
+            if n == 0 {
+                continue;
+            }
+            for record in self.read(p, next, next + n).await? {
+                if record.offset != self.state.fresh_position(p).0 {
+                    break;
+                }
+                let attempt = self.state.lease_fresh(p, record.offset, now, deadline, consumer);
+                deliveries.push(Delivered {
+                    ack_id: AckId { partition: p, offset: record.offset, attempt },
+                    record,
+                    deadline_ms: deadline,
+                });
+            }
+        }
+        self.state.flush_cursors(&mut out);
+        metrics::counter!("sluice_group_delivered_total").increment(deliveries.len() as u64);
+        Ok((deliveries, out))
+    }
+
+    async fn read(&self, p: u32, from: u64, until: u64) -> Result<Vec<StoredRecord>> {
+        let (store, topic_id) = (self.ctx.store.clone(), self.topic.id);
+        let n = (until - from) as usize;
+        let records = tokio::task::spawn_blocking(move || store.read(topic_id, p, from, until, n, usize::MAX))
+            .await
+            .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
+        Ok(records)
+    }
+}

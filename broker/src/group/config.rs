@@ -1,0 +1,144 @@
+//! A group's settings as the broker stores them (JSON in the `meta` family),
+//! with their allowed ranges and the redelivery backoff they imply.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How messages are handed to members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupMode {
+    /// Any member gets any message.
+    Shared,
+    /// One member per partition, in order.
+    Ordered,
+}
+
+/// Redelivery delays: `initial × multiplier^(attempt-1)`, capped at `max`, spread by ±`jitter`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BackoffSettings {
+    /// First delay, ms.
+    pub initial_ms: u32,
+    /// Largest delay, ms.
+    pub max_ms: u32,
+    /// Growth per attempt.
+    pub multiplier: f64,
+    /// Random spread as a fraction of the delay.
+    pub jitter: f64,
+}
+
+/// Everything configurable about a group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GroupSettings {
+    /// Internal id (never reused).
+    pub id: u64,
+    /// The topic read.
+    pub topic: String,
+    /// Lease length, ms.
+    pub ack_deadline_ms: u32,
+    /// Deliveries before dead-lettering; 0 = unlimited.
+    pub max_delivery_attempts: u32,
+    /// Where exhausted messages go; empty = none.
+    pub dead_letter_topic: String,
+    /// Redelivery backoff.
+    pub backoff: BackoffSettings,
+    /// Delivery mode.
+    pub mode: GroupMode,
+    /// Creation time.
+    pub created_ms: i64,
+    /// The group's own name (kept here for dead-letter headers).
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Limits on group settings.
+pub const ACK_DEADLINE_MS: std::ops::RangeInclusive<u32> = 100..=600_000;
+/// Longest backoff.
+pub const MAX_BACKOFF_MS: u32 = 3_600_000;
+
+impl Default for BackoffSettings {
+    fn default() -> Self {
+        BackoffSettings { initial_ms: 1000, max_ms: 60_000, multiplier: 2.0, jitter: 0.2 }
+    }
+}
+
+impl GroupSettings {
+    /// Rejects settings outside their ranges, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if !ACK_DEADLINE_MS.contains(&self.ack_deadline_ms) {
+            return Err(Error::invalid(
+                "config.ack_deadline_ms",
+                format!("must be 100..=600000 ms, got {}", self.ack_deadline_ms),
+            ));
+        }
+        if self.max_delivery_attempts > 0 && self.dead_letter_topic.is_empty() {
+            return Err(Error::invalid(
+                "config.dead_letter_topic",
+                "a group with max_delivery_attempts needs a dead_letter_topic (messages are never dropped silently)",
+            ));
+        }
+        if self.dead_letter_topic == self.topic {
+            return Err(Error::invalid("config.dead_letter_topic", "must differ from the group's topic"));
+        }
+        let b = &self.backoff;
+        if b.initial_ms > MAX_BACKOFF_MS || b.max_ms > MAX_BACKOFF_MS || b.max_ms < b.initial_ms {
+            return Err(Error::invalid("config.backoff", "need initial_ms <= max_ms <= 3600000"));
+        }
+        if !(1.0..=10.0).contains(&b.multiplier) {
+            return Err(Error::invalid("config.backoff.multiplier", "must be 1.0..=10.0"));
+        }
+        if !(0.0..=1.0).contains(&b.jitter) {
+            return Err(Error::invalid("config.backoff.jitter", "must be 0.0..=1.0"));
+        }
+        Ok(())
+    }
+
+    /// The delay before delivery number `attempts + 1`, given a uniform sample `r` in [0, 1).
+    pub fn backoff_ms(&self, attempts: u32, r: f64) -> i64 {
+        let b = &self.backoff;
+        let exp = b.multiplier.powi(attempts.saturating_sub(1).min(64) as i32);
+        let base = (f64::from(b.initial_ms) * exp).min(f64::from(b.max_ms));
+        let spread = base * b.jitter * (2.0 * r - 1.0);
+        (base + spread).max(0.0) as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> GroupSettings {
+        GroupSettings {
+            id: 1,
+            topic: "t".into(),
+            ack_deadline_ms: 1000,
+            max_delivery_attempts: 0,
+            dead_letter_topic: String::new(),
+            backoff: BackoffSettings::default(),
+            mode: GroupMode::Shared,
+            created_ms: 0,
+            name: "g".into(),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let s = settings();
+        assert_eq!(s.backoff_ms(1, 0.5), 1000);
+        assert_eq!(s.backoff_ms(2, 0.5), 2000);
+        assert_eq!(s.backoff_ms(30, 0.5), 60_000);
+        assert_eq!(s.backoff_ms(1, 0.0), 800);
+    }
+
+    #[test]
+    fn limits_without_dead_letter_topic_are_refused() {
+        let s = GroupSettings { max_delivery_attempts: 3, ..settings() };
+        assert!(s.validate().is_err());
+        let s = GroupSettings { max_delivery_attempts: 3, dead_letter_topic: "t".into(), ..settings() };
+        assert!(s.validate().is_err(), "dead-letter topic equal to the source");
+        assert!(settings().validate().is_ok());
+    }
+}

@@ -1,0 +1,13 @@
+//! Consumer groups: named subscriptions on a topic with per-message acks,
+//! leases, durable redelivery with backoff, dead-letter topics, and shared or
+//! ordered delivery. One actor per group owns its `GroupState`.
+
+mod actor;
+pub mod config;
+mod dead_letter;
+mod registry;
+pub mod state;
+
+pub use actor::{AckId, Delivered, GroupHandle, GroupSnapshot};
+pub use config::{BackoffSettings, GroupMode, GroupSettings};
+pub use registry::{GroupContext, GroupRegistry, StartAt};

@@ -1,0 +1,219 @@
+//! The group registry: which groups exist, their actors, and durable
+//! create/update/delete. Admin changes are serialized by one async lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use sluice_storage::group::{delete_group, put_group};
+use sluice_storage::{now_ms, RecoveredGroupState, Store, TopicSettings, WriterHandle};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::actor::{GroupActor, GroupHandle};
+use super::config::GroupSettings;
+use super::state::GroupState;
+use crate::error::{Error, Result};
+use crate::topic::TopicRegistry;
+
+/// What every group actor shares.
+#[derive(Debug, Clone)]
+pub struct GroupContext {
+    /// The store (reads).
+    pub store: Arc<Store>,
+    /// The writer (group state).
+    pub writer: WriterHandle,
+    /// Topics (source and dead-letter).
+    pub topics: Arc<TopicRegistry>,
+    /// Tracks actors for shutdown.
+    pub tracker: TaskTracker,
+    /// Requests queued per group.
+    pub queue_depth: usize,
+}
+
+/// Where a new group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The first stored offset of each partition.
+    Earliest,
+    /// Only what is produced from now on.
+    Latest,
+    /// The first message at or after this time.
+    Timestamp(i64),
+}
+
+/// Every group of the broker.
+#[derive(Debug)]
+pub struct GroupRegistry {
+    groups: RwLock<HashMap<String, Arc<GroupHandle>>>,
+    admin: tokio::sync::Mutex<()>,
+    ctx: GroupContext,
+    stop: CancellationToken,
+}
+
+impl GroupRegistry {
+    /// Starts the actors of every recovered group.
+    pub fn new(
+        recovered: Vec<(String, Vec<u8>)>,
+        mut states: HashMap<u64, RecoveredGroupState>,
+        ctx: GroupContext,
+        stop: CancellationToken,
+    ) -> Self {
+        let registry = GroupRegistry { groups: RwLock::default(), admin: tokio::sync::Mutex::new(()), ctx, stop };
+        let now = now_ms();
+        for (name, bytes) in recovered {
+            let settings: GroupSettings = match serde_json::from_slice(&bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(group = %name, error = %e, "unreadable group configuration; group not started");
+                    continue;
+                }
+            };
+            let Ok(topic) = registry.ctx.topics.get(&settings.topic) else {
+                tracing::error!(group = %name, topic = %settings.topic, "group's topic is missing; group not started");
+                continue;
+            };
+            let state = GroupState::recover(
+                settings.id,
+                topic.partitions.len() as u32,
+                states.remove(&settings.id).unwrap_or_default(),
+                now,
+            );
+            let handle = registry.start(name.clone(), settings, state);
+            registry.write_map().insert(name, handle);
+        }
+        registry
+    }
+
+    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<GroupHandle>>> {
+        self.groups.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<GroupHandle>>> {
+        self.groups.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start(&self, name: String, settings: GroupSettings, state: GroupState) -> Arc<GroupHandle> {
+        let (tx, rx) = tokio::sync::mpsc::channel(self.ctx.queue_depth);
+        let ready = Arc::new(watch::Sender::new(0u64));
+        let topic_name = settings.topic.clone();
+        let topic = self.ctx.topics.get(&topic_name).expect("callers check the topic exists");
+        let partitions = topic.partitions.len();
+        let settings = Arc::new(RwLock::new(settings));
+        let stop = self.stop.child_token();
+        let actor = GroupActor {
+            state,
+            settings: settings.clone(),
+            topic: topic.clone(),
+            ctx: self.ctx.clone(),
+            ready: ready.clone(),
+            members: BTreeMap::new(),
+            owners: vec![None; partitions],
+            rotation: 0,
+        };
+        let join = self.ctx.tracker.spawn(actor.run(rx, stop.clone()));
+        Arc::new(GroupHandle { name, topic, settings, tx, ready, stop, join: std::sync::Mutex::new(Some(join)) })
+    }
+
+    /// The group named `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<GroupHandle>> {
+        self.read_map().get(name).cloned().ok_or_else(|| Error::GroupNotFound(name.to_owned()))
+    }
+
+    /// Every group, sorted by name.
+    pub fn list(&self) -> Vec<Arc<GroupHandle>> {
+        let mut v: Vec<_> = self.read_map().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Groups that read `topic` or dead-letter into it.
+    pub fn referencing(&self, topic: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .read_map()
+            .values()
+            .filter(|g| {
+                let s = g.settings();
+                s.topic == topic || s.dead_letter_topic == topic
+            })
+            .map(|g| g.name.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Creates a group durably (and its dead-letter topic if absent), then starts it.
+    pub async fn create(
+        &self,
+        name: &str,
+        mut settings: GroupSettings,
+        start: StartAt,
+        dlq_defaults: TopicSettings,
+    ) -> Result<Arc<GroupHandle>> {
+        let _guard = self.admin.lock().await;
+        if self.read_map().contains_key(name) {
+            return Err(Error::GroupExists(name.to_owned()));
+        }
+        settings.validate()?;
+        let topic = self.ctx.topics.get(&settings.topic)?;
+        if !settings.dead_letter_topic.is_empty() && self.ctx.topics.get(&settings.dead_letter_topic).is_err() {
+            crate::grpc::validate::topic_name(&settings.dead_letter_topic)?;
+            self.ctx.topics.create(&settings.dead_letter_topic, topic.partitions.len() as u32, dlq_defaults).await?;
+        }
+        let mut starts = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            starts.push(match start {
+                StartAt::Earliest => p.earliest(),
+                StartAt::Latest => p.latest(),
+                StartAt::Timestamp(ts) => p.offset_for_timestamp(ts).await?,
+            });
+        }
+        settings.id = self.ctx.topics.allocate_id().await?;
+        settings.name = name.to_owned();
+        settings.created_ms = now_ms();
+        let mut state = GroupState::new(settings.id, &starts);
+        let mut mutations = vec![put_group(name, encode(&settings)?)];
+        state.flush_cursors(&mut mutations);
+        self.ctx.writer.write(mutations).await?;
+        tracing::info!(group = name, topic = %settings.topic, mode = ?settings.mode, "group created");
+        let handle = self.start(name.to_owned(), settings, state);
+        self.write_map().insert(name.to_owned(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Changes settings durably; the actor sees them at once.
+    pub async fn update(&self, name: &str, change: impl FnOnce(&mut GroupSettings)) -> Result<Arc<GroupHandle>> {
+        let _guard = self.admin.lock().await;
+        let group = self.get(name)?;
+        let mut settings = group.settings();
+        change(&mut settings);
+        settings.validate()?;
+        if !settings.dead_letter_topic.is_empty() {
+            self.ctx.topics.get(&settings.dead_letter_topic)?;
+        }
+        self.ctx.writer.write(vec![put_group(name, encode(&settings)?)]).await?;
+        *group.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        tracing::info!(group = name, "group updated");
+        Ok(group)
+    }
+
+    /// Deletes a group and all its state (not its dead-letter topic).
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let _guard = self.admin.lock().await;
+        let group = self.get(name)?;
+        self.write_map().remove(name);
+        group.stop.cancel();
+        let join = group.join.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(join) = join {
+            let _ = join.await;
+        }
+        self.ctx.writer.write(delete_group(name, group.settings().id)).await?;
+        tracing::info!(group = name, "group deleted");
+        Ok(())
+    }
+}
+
+fn encode(settings: &GroupSettings) -> Result<Vec<u8>> {
+    serde_json::to_vec(settings)
+        .map_err(|e| Error::Storage(sluice_storage::Error::Task(format!("encoding group settings: {e}"))))
+}

@@ -1,0 +1,522 @@
+//! `GroupState`: the ack state of one group across its partitions — cursors,
+//! leases, scheduled redeliveries, attempt counts — as a pure state machine.
+//! Time is passed in (`now` in ms), so it is tested without clocks; every
+//! change that must survive a crash is returned as storage mutations.
+//!
+//! Invariants, per partition: every offset in `[committed, delivered)` has an
+//! entry; an entry is exactly one of acked, leased, scheduled (in `due`), or
+//! being dead-lettered; `committed` only moves forward except by `seek`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sluice_storage::group::{delete_message, delete_timer, put_cursor, put_message, put_timer};
+use sluice_storage::{GroupCursor, MessageState, Mutation, RecoveredGroupState};
+
+/// Why an ack, nack or extension was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckError {
+    /// The partition does not exist.
+    UnknownPartition(u32),
+    /// The offset was never delivered to this group.
+    NotDelivered(u64),
+    /// The lease expired and the message was delivered again (attempt `current`).
+    Stale {
+        /// The attempt now outstanding.
+        current: u32,
+    },
+}
+
+/// What a failed delivery leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Already acked, already rescheduled, or stale: nothing changed.
+    Ignored,
+    /// Redelivery scheduled at this time.
+    Scheduled(i64),
+    /// Attempts exhausted: the caller must dead-letter it, then call `dead_lettered`.
+    DeadLetter,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    state: MessageState,
+    lease: Option<i64>,
+    persisted: bool,
+}
+
+/// The entry of a delivered, not yet acked message whose attempt is `attempt`;
+/// `None` when it is already acked or committed.
+fn entry_for(parts: &mut [Part], p: u32, off: u64, attempt: u32) -> Result<Option<&mut Entry>, AckError> {
+    let part = parts.get_mut(p as usize).ok_or(AckError::UnknownPartition(p))?;
+    if off < part.cursor.committed {
+        return Ok(None);
+    }
+    if off >= part.cursor.delivered {
+        return Err(AckError::NotDelivered(off));
+    }
+    let Some(e) = part.entries.get_mut(&off) else { return Err(AckError::NotDelivered(off)) };
+    if e.state.acked {
+        return Ok(None);
+    }
+    if e.state.attempts != attempt {
+        return Err(AckError::Stale { current: e.state.attempts });
+    }
+    Ok(Some(e))
+}
+
+#[derive(Debug, Clone, Default)]
+struct Part {
+    cursor: GroupCursor,
+    entries: BTreeMap<u64, Entry>,
+}
+
+/// Per-partition figures for describe and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// Every offset below is acked.
+    pub committed: u64,
+    /// Every offset below was delivered.
+    pub delivered: u64,
+    /// Leased now.
+    pub in_flight: u64,
+    /// Acked above `committed`.
+    pub acked_above: u64,
+    /// Dead-lettered so far.
+    pub dead_lettered: u64,
+}
+
+/// The ack state of one group.
+#[derive(Debug)]
+pub struct GroupState {
+    id: u64,
+    parts: Vec<Part>,
+    due: BTreeSet<(i64, u32, u64)>,
+    leases: BTreeSet<(i64, u32, u64)>,
+    dirty: BTreeSet<u32>,
+}
+
+impl GroupState {
+    /// A group starting at `starts[p]` on each partition.
+    pub fn new(id: u64, starts: &[u64]) -> Self {
+        let parts = starts
+            .iter()
+            .map(|&s| Part {
+                cursor: GroupCursor { committed: s, delivered: s, dead_lettered: 0 },
+                entries: BTreeMap::new(),
+            })
+            .collect();
+        GroupState {
+            id,
+            parts,
+            due: BTreeSet::new(),
+            leases: BTreeSet::new(),
+            dirty: (0..starts.len() as u32).collect(),
+        }
+    }
+
+    /// Rebuilds the state from storage. Leases did not survive: every delivered,
+    /// unacked message without a scheduled time becomes due at `now`.
+    pub fn recover(id: u64, partitions: u32, mut stored: RecoveredGroupState, now: i64) -> Self {
+        let mut g = GroupState::new(id, &vec![0; partitions as usize]);
+        g.dirty.clear();
+        for p in 0..partitions {
+            let cursor = stored.cursors.get(&p).copied().unwrap_or_default();
+            let mut messages = stored.messages.remove(&p).unwrap_or_default();
+            let part = &mut g.parts[p as usize];
+            part.cursor = cursor;
+            for off in cursor.committed..cursor.delivered {
+                let (mut state, persisted) = match messages.remove(&off) {
+                    Some(s) => (s, true),
+                    None => (MessageState { attempts: 1, ..MessageState::default() }, false),
+                };
+                if !state.acked {
+                    if state.due_ms <= 0 {
+                        state.due_ms = now;
+                    }
+                    g.due.insert((state.due_ms, p, off));
+                }
+                part.entries.insert(off, Entry { state, lease: None, persisted });
+            }
+        }
+        g
+    }
+
+    /// The group's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.parts.len() as u32
+    }
+
+    /// Adds the cursor writes for partitions changed since the last call.
+    pub fn flush_cursors(&mut self, out: &mut Vec<Mutation>) {
+        for p in std::mem::take(&mut self.dirty) {
+            out.push(put_cursor(self.id, p, &self.parts[p as usize].cursor));
+        }
+    }
+
+    /// The earliest time after `now` when something needs attention (a lease
+    /// ends, a redelivery becomes due).
+    pub fn next_wakeup(&self, now: i64) -> Option<i64> {
+        let lease = self.leases.first().map(|l| l.0);
+        let due = self.due.range((now.saturating_add(1), 0, 0)..).next().map(|d| d.0);
+        match (lease, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether any redelivery is due at `now`.
+    pub fn has_due(&self, now: i64) -> bool {
+        self.due.first().is_some_and(|d| d.0 <= now)
+    }
+
+    /// Next offset to deliver fresh on `p`, and how many are outstanding.
+    pub fn fresh_position(&self, p: u32) -> (u64, u64) {
+        let c = &self.parts[p as usize].cursor;
+        (c.delivered, c.delivered - c.committed)
+    }
+
+    /// Whether `p` has anything leased or scheduled (ordered groups wait for it).
+    pub fn is_busy(&self, p: u32, now: i64) -> bool {
+        self.parts[p as usize].entries.values().any(|e| e.lease.is_some() || (!e.state.acked && e.state.due_ms > now))
+    }
+
+    /// Takes up to `max` due redeliveries in due order, from partitions `allow` accepts.
+    pub fn take_due(&mut self, now: i64, max: usize, allow: impl Fn(u32) -> bool) -> Vec<(u32, u64)> {
+        let picked: Vec<_> =
+            self.due.iter().take_while(|d| d.0 <= now).filter(|d| allow(d.1)).take(max).copied().collect();
+        for d in &picked {
+            self.due.remove(d);
+        }
+        picked.into_iter().map(|(_, p, o)| (p, o)).collect()
+    }
+
+    /// Takes due redeliveries of one partition in offset order, stopping at the
+    /// first scheduled one not yet due (ordered groups: a retry holds back the rest).
+    pub fn take_due_in_order(&mut self, p: u32, now: i64, max: usize) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (&off, e) in &self.parts[p as usize].entries {
+            if e.state.acked || e.lease.is_some() || e.state.due_ms == 0 {
+                continue;
+            }
+            if e.state.due_ms > now || out.len() >= max {
+                break;
+            }
+            out.push(off);
+        }
+        for &off in &out {
+            let due = self.parts[p as usize].entries[&off].state.due_ms;
+            self.due.remove(&(due, p, off));
+        }
+        out
+    }
+
+    /// Leases a redelivery taken with `take_due*`. Returns the attempt number.
+    pub fn lease_again(
+        &mut self,
+        p: u32,
+        off: u64,
+        now: i64,
+        deadline: i64,
+        consumer: &str,
+        out: &mut Vec<Mutation>,
+    ) -> u32 {
+        let id = self.id;
+        let Some(e) = self.parts[p as usize].entries.get_mut(&off) else { return 0 };
+        if e.state.due_ms > 0 {
+            out.push(delete_timer(id, e.state.due_ms, p, off));
+        }
+        e.state.due_ms = 0;
+        e.state.attempts += 1;
+        e.state.last_delivery_ms = now;
+        if e.state.first_delivery_ms == 0 {
+            e.state.first_delivery_ms = now;
+        }
+        e.state.consumer = consumer.to_owned();
+        e.lease = Some(deadline);
+        e.persisted = true;
+        out.push(put_message(id, p, off, &e.state));
+        self.leases.insert((deadline, p, off));
+        e.state.attempts
+    }
+
+    /// Leases the next fresh offset of `p` (must be `fresh_position(p).0`).
+    pub fn lease_fresh(&mut self, p: u32, off: u64, now: i64, deadline: i64, consumer: &str) -> u32 {
+        let part = &mut self.parts[p as usize];
+        debug_assert_eq!(off, part.cursor.delivered);
+        let state = MessageState {
+            attempts: 1,
+            first_delivery_ms: now,
+            last_delivery_ms: now,
+            consumer: consumer.to_owned(),
+            ..MessageState::default()
+        };
+        part.entries.insert(off, Entry { state, lease: Some(deadline), persisted: false });
+        part.cursor.delivered = off + 1;
+        self.dirty.insert(p);
+        self.leases.insert((deadline, p, off));
+        1
+    }
+
+    /// Acknowledges a delivery. Acking twice, or an already committed offset, is fine.
+    /// A late ack (lease expired, not yet redelivered) is accepted.
+    pub fn ack(&mut self, p: u32, off: u64, attempt: u32, out: &mut Vec<Mutation>) -> Result<(), AckError> {
+        let id = self.id;
+        let Some(e) = entry_for(&mut self.parts, p, off, attempt)? else { return Ok(()) };
+        let lease = e.lease.take();
+        let due = std::mem::take(&mut e.state.due_ms);
+        e.state.acked = true;
+        if let Some(d) = lease {
+            self.leases.remove(&(d, p, off));
+        }
+        if due > 0 {
+            self.due.remove(&(due, p, off));
+            out.push(delete_timer(id, due, p, off));
+        }
+        self.settle(p, off, out);
+        Ok(())
+    }
+
+    /// After `off` became acked: advance the committed offset, or record the ack above it.
+    fn settle(&mut self, p: u32, off: u64, out: &mut Vec<Mutation>) {
+        let id = self.id;
+        let part = &mut self.parts[p as usize];
+        if off == part.cursor.committed {
+            while let Some(e) = part.entries.get(&part.cursor.committed) {
+                if !e.state.acked {
+                    break;
+                }
+                if e.persisted {
+                    out.push(delete_message(id, p, part.cursor.committed));
+                }
+                part.entries.remove(&part.cursor.committed);
+                part.cursor.committed += 1;
+            }
+            self.dirty.insert(p);
+        } else if let Some(e) = part.entries.get_mut(&off) {
+            e.persisted = true;
+            out.push(put_message(id, p, off, &e.state));
+        }
+    }
+
+    /// A delivery failed (nack or expired lease): schedule it after `delay_ms`,
+    /// or report that its attempts are exhausted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fail(
+        &mut self,
+        p: u32,
+        off: u64,
+        attempt: u32,
+        now: i64,
+        delay_ms: i64,
+        reason: &str,
+        consumer: &str,
+        max_attempts: u32,
+        out: &mut Vec<Mutation>,
+    ) -> Result<FailOutcome, AckError> {
+        let id = self.id;
+        let Some(e) = entry_for(&mut self.parts, p, off, attempt)? else { return Ok(FailOutcome::Ignored) };
+        let Some(deadline) = e.lease.take() else { return Ok(FailOutcome::Ignored) };
+        e.state.reason = reason.to_owned();
+        if !consumer.is_empty() {
+            e.state.consumer = consumer.to_owned();
+        }
+        self.leases.remove(&(deadline, p, off));
+        if max_attempts > 0 && e.state.attempts >= max_attempts {
+            return Ok(FailOutcome::DeadLetter);
+        }
+        let due = now + delay_ms.max(0);
+        e.state.due_ms = due.max(1);
+        e.persisted = true;
+        out.push(put_message(id, p, off, &e.state));
+        out.push(put_timer(id, e.state.due_ms, p, off));
+        self.due.insert((e.state.due_ms, p, off));
+        Ok(FailOutcome::Scheduled(e.state.due_ms))
+    }
+
+    /// The message was written to the dead-letter topic: ack it at the source.
+    pub fn dead_lettered(&mut self, p: u32, off: u64, out: &mut Vec<Mutation>) {
+        let Some(e) = self.parts[p as usize].entries.get_mut(&off) else { return };
+        e.state.acked = true;
+        self.parts[p as usize].cursor.dead_lettered += 1;
+        self.dirty.insert(p);
+        self.settle(p, off, out);
+    }
+
+    /// Schedules a message that is neither leased nor scheduled (a dead-lettering that failed).
+    pub fn schedule(&mut self, p: u32, off: u64, due: i64, out: &mut Vec<Mutation>) {
+        let id = self.id;
+        let Some(e) = self.parts[p as usize].entries.get_mut(&off) else { return };
+        if e.state.acked || e.lease.is_some() {
+            return;
+        }
+        if e.state.due_ms > 0 {
+            self.due.remove(&(e.state.due_ms, p, off));
+        }
+        e.state.due_ms = due.max(1);
+        e.persisted = true;
+        out.push(put_message(id, p, off, &e.state));
+        out.push(put_timer(id, e.state.due_ms, p, off));
+        self.due.insert((e.state.due_ms, p, off));
+    }
+
+    /// The message state for dead-letter headers.
+    pub fn message(&self, p: u32, off: u64) -> Option<&MessageState> {
+        self.parts.get(p as usize)?.entries.get(&off).map(|e| &e.state)
+    }
+
+    /// Sets a new lease end for a delivery still leased.
+    pub fn extend(&mut self, p: u32, off: u64, attempt: u32, deadline: i64) -> Result<bool, AckError> {
+        let Some(e) = entry_for(&mut self.parts, p, off, attempt)? else { return Ok(false) };
+        let Some(old) = e.lease.replace(deadline) else {
+            e.lease = None;
+            return Ok(false);
+        };
+        self.leases.remove(&(old, p, off));
+        self.leases.insert((deadline, p, off));
+        Ok(true)
+    }
+
+    /// Leases that ended at or before `now`, as (partition, offset, attempt).
+    /// They stay leased until the caller passes each to `fail`.
+    pub fn expired(&self, now: i64) -> Vec<(u32, u64, u32)> {
+        self.leases
+            .iter()
+            .take_while(|l| l.0 <= now)
+            .filter_map(|&(_, p, off)| self.parts[p as usize].entries.get(&off).map(|e| (p, off, e.state.attempts)))
+            .collect()
+    }
+
+    /// Gives up every lease on `p` (its ordered-group owner left): due at `now`.
+    pub fn release_partition(&mut self, p: u32, now: i64) {
+        let part = &mut self.parts[p as usize];
+        for (&off, e) in part.entries.iter_mut() {
+            if let Some(d) = e.lease.take() {
+                self.leases.remove(&(d, p, off));
+                e.state.due_ms = now.max(1);
+                self.due.insert((e.state.due_ms, p, off));
+            }
+        }
+    }
+
+    /// Moves `p` to `target`, dropping every lease, schedule and ack above the old position.
+    pub fn seek(&mut self, p: u32, target: u64, out: &mut Vec<Mutation>) {
+        let id = self.id;
+        let part = &mut self.parts[p as usize];
+        for (off, e) in std::mem::take(&mut part.entries) {
+            if let Some(d) = e.lease {
+                self.leases.remove(&(d, p, off));
+            }
+            if e.state.due_ms > 0 && !e.state.acked {
+                self.due.remove(&(e.state.due_ms, p, off));
+                out.push(delete_timer(id, e.state.due_ms, p, off));
+            }
+            if e.persisted {
+                out.push(delete_message(id, p, off));
+            }
+        }
+        part.cursor.committed = target;
+        part.cursor.delivered = target;
+        self.dirty.insert(p);
+    }
+
+    /// Per-partition figures.
+    pub fn stats(&self, p: u32) -> PartitionStats {
+        let part = &self.parts[p as usize];
+        PartitionStats {
+            committed: part.cursor.committed,
+            delivered: part.cursor.delivered,
+            in_flight: part.entries.values().filter(|e| e.lease.is_some()).count() as u64,
+            acked_above: part.entries.values().filter(|e| e.state.acked).count() as u64,
+            dead_lettered: part.cursor.dead_lettered,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_advance_the_committed_offset_only_over_contiguous_acks() {
+        let mut g = GroupState::new(1, &[0]);
+        let mut out = vec![];
+        for off in 0..4 {
+            g.lease_fresh(0, off, 0, 100, "c");
+        }
+        g.ack(0, 2, 1, &mut out).expect("ack");
+        assert_eq!(g.stats(0).committed, 0);
+        g.ack(0, 0, 1, &mut out).expect("ack");
+        assert_eq!(g.stats(0).committed, 1);
+        g.ack(0, 1, 1, &mut out).expect("ack");
+        assert_eq!(g.stats(0).committed, 3);
+        assert_eq!(g.stats(0).in_flight, 1);
+        g.ack(0, 1, 1, &mut out).expect("acking twice is fine");
+        assert_eq!(g.ack(0, 9, 1, &mut out), Err(AckError::NotDelivered(9)));
+    }
+
+    #[test]
+    fn expired_lease_is_rescheduled_and_a_stale_ack_is_refused() {
+        let mut g = GroupState::new(1, &[0]);
+        let mut out = vec![];
+        g.lease_fresh(0, 0, 0, 100, "a");
+        assert!(g.expired(99).is_empty());
+        let exp = g.expired(100);
+        assert_eq!(exp, vec![(0, 0, 1)]);
+        assert_eq!(g.fail(0, 0, 1, 100, 50, "expired", "", 0, &mut out), Ok(FailOutcome::Scheduled(150)));
+        assert!(g.take_due(149, 10, |_| true).is_empty(), "not before its backoff");
+        assert_eq!(g.take_due(150, 10, |_| true), vec![(0, 0)]);
+        assert_eq!(g.lease_again(0, 0, 150, 250, "b", &mut out), 2);
+        assert_eq!(g.ack(0, 0, 1, &mut out), Err(AckError::Stale { current: 2 }));
+        g.ack(0, 0, 2, &mut out).expect("current attempt acks");
+        assert_eq!(g.stats(0).committed, 1);
+    }
+
+    #[test]
+    fn exhausted_attempts_ask_for_dead_lettering() {
+        let mut g = GroupState::new(1, &[0]);
+        let mut out = vec![];
+        g.lease_fresh(0, 0, 0, 100, "a");
+        assert_eq!(g.fail(0, 0, 1, 1, 0, "boom", "a", 2, &mut out), Ok(FailOutcome::Scheduled(1)));
+        g.take_due(1, 1, |_| true);
+        g.lease_again(0, 0, 1, 100, "a", &mut out);
+        assert_eq!(g.fail(0, 0, 2, 2, 0, "boom", "a", 2, &mut out), Ok(FailOutcome::DeadLetter));
+        assert_eq!(g.message(0, 0).map(|m| m.reason.as_str()), Some("boom"));
+        g.dead_lettered(0, 0, &mut out);
+        assert_eq!(g.stats(0).committed, 1);
+        assert_eq!(g.stats(0).dead_lettered, 1);
+    }
+
+    #[test]
+    fn recovery_makes_unacked_deliveries_due_and_keeps_attempts() {
+        let mut stored = RecoveredGroupState::default();
+        stored.cursors.insert(0, GroupCursor { committed: 5, delivered: 8, dead_lettered: 0 });
+        let acked = MessageState { acked: true, attempts: 1, ..Default::default() };
+        let retried = MessageState { attempts: 3, due_ms: 500, ..Default::default() };
+        stored.messages.entry(0).or_default().insert(6, acked);
+        stored.messages.entry(0).or_default().insert(7, retried);
+        let mut g = GroupState::recover(1, 1, stored, 100);
+        assert_eq!(g.take_due(100, 10, |_| true), vec![(0, 5)]);
+        assert_eq!(g.take_due(500, 10, |_| true), vec![(0, 7)]);
+        let mut out = vec![];
+        assert_eq!(g.lease_again(0, 7, 500, 600, "c", &mut out), 4, "attempts survive restarts");
+    }
+
+    #[test]
+    fn ordered_redelivery_holds_back_later_offsets() {
+        let mut g = GroupState::new(1, &[0]);
+        let mut out = vec![];
+        for off in 0..3 {
+            g.lease_fresh(0, off, 0, 100, "a");
+        }
+        g.fail(0, 0, 1, 0, 50, "x", "a", 0, &mut out).expect("nack");
+        g.fail(0, 1, 1, 0, 0, "x", "a", 0, &mut out).expect("nack");
+        g.ack(0, 2, 1, &mut out).expect("ack");
+        assert!(g.take_due_in_order(0, 10, 10).is_empty(), "offset 1 waits behind offset 0");
+        assert_eq!(g.take_due_in_order(0, 50, 10), vec![0, 1]);
+    }
+}

@@ -1,0 +1,254 @@
+//! `sluice.v1.Admin`: topic administration.
+
+use std::sync::Arc;
+
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_server::Admin;
+use sluice_storage::{Durability, TopicSettings};
+use tonic::{Request, Response, Status};
+
+use super::validate;
+use crate::config::BrokerConfig;
+use crate::error::{Error, Result};
+use crate::group::GroupRegistry;
+use crate::topic::{Topic, TopicRegistry};
+
+use super::groups;
+
+/// The Admin service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    started_ms: i64,
+    registry: Arc<TopicRegistry>,
+    groups: Arc<GroupRegistry>,
+    config: Arc<BrokerConfig>,
+}
+
+impl AdminService {
+    /// A service over `registry` and `groups`, with defaults and limits from `config`.
+    pub fn new(registry: Arc<TopicRegistry>, groups: Arc<GroupRegistry>, config: Arc<BrokerConfig>) -> Self {
+        AdminService { started_ms: sluice_storage::now_ms(), registry, groups, config }
+    }
+}
+
+fn durability_to_pb(d: Durability) -> pb::Durability {
+    match d {
+        Durability::Always => pb::Durability::Always,
+        Durability::Interval => pb::Durability::Interval,
+    }
+}
+
+/// Applies the non-zero fields of `c` to `s`, checking each.
+fn apply_config(c: &pb::TopicConfig, s: &mut TopicSettings) -> Result<()> {
+    if c.retention_ms != 0 {
+        s.retention_ms = c.retention_ms;
+    }
+    if c.retention_bytes != 0 {
+        s.retention_bytes = c.retention_bytes;
+    }
+    if c.segment_bytes != 0 {
+        if c.segment_bytes < 4096 {
+            return Err(Error::invalid("config.segment_bytes", "must be at least 4096"));
+        }
+        s.segment_bytes = c.segment_bytes;
+    }
+    if c.segment_ms != 0 {
+        if c.segment_ms < 1000 {
+            return Err(Error::invalid("config.segment_ms", "must be at least 1000"));
+        }
+        s.segment_ms = c.segment_ms;
+    }
+    if c.max_message_bytes != 0 {
+        if c.max_message_bytes > 16 << 20 {
+            return Err(Error::invalid("config.max_message_bytes", "must be at most 16777216 (16 MiB)"));
+        }
+        s.max_message_bytes = c.max_message_bytes;
+    }
+    match pb::Durability::try_from(c.durability) {
+        Ok(pb::Durability::Unspecified) => {}
+        Ok(pb::Durability::Always) => s.durability = Durability::Always,
+        Ok(pb::Durability::Interval) => s.durability = Durability::Interval,
+        Err(_) => {
+            return Err(Error::invalid(
+                "config.durability",
+                format!("unknown durability {}; use ALWAYS or INTERVAL", c.durability),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// The proto view of a topic.
+pub fn topic_info(t: &Topic) -> pb::TopicInfo {
+    let s = t.settings();
+    pb::TopicInfo {
+        name: t.name.clone(),
+        partitions: t.partitions.len() as u32,
+        config: Some(pb::TopicConfig {
+            retention_ms: s.retention_ms,
+            retention_bytes: s.retention_bytes,
+            segment_bytes: s.segment_bytes,
+            segment_ms: s.segment_ms,
+            max_message_bytes: s.max_message_bytes,
+            durability: durability_to_pb(s.durability) as i32,
+        }),
+        created_ms: t.created_ms,
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topic(
+        &self,
+        req: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let req = req.into_inner();
+        validate::topic_name(&req.name)?;
+        if req.partitions == 0 || req.partitions > self.config.max_partitions {
+            return Err(Error::invalid(
+                "partitions",
+                format!("must be 1..={} (max-partitions), got {}", self.config.max_partitions, req.partitions),
+            )
+            .into());
+        }
+        let mut settings = self.config.default_topic_settings();
+        if let Some(c) = &req.config {
+            apply_config(c, &mut settings)?;
+        }
+        let topic = self.registry.create(&req.name, req.partitions, settings).await?;
+        Ok(Response::new(pb::CreateTopicResponse { topic: Some(topic_info(&topic)) }))
+    }
+
+    async fn list_topics(&self, _: Request<pb::ListTopicsRequest>) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let topics = self.registry.list().iter().map(|t| topic_info(t)).collect();
+        Ok(Response::new(pb::ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        req: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let topic = self.registry.get(&req.get_ref().name)?;
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for (i, p) in topic.partitions.iter().enumerate() {
+            let snap = p.snapshot().await?;
+            partitions.push(pb::PartitionInfo {
+                partition: i as u32,
+                earliest_offset: p.earliest(),
+                latest_offset: p.latest(),
+                bytes: snap.segments.iter().map(|s| s.bytes).sum(),
+                segments: snap
+                    .segments
+                    .iter()
+                    .map(|s| pb::SegmentInfo {
+                        base_offset: s.base_offset,
+                        end_offset: s.end_offset,
+                        bytes: s.bytes,
+                        first_timestamp_ms: s.first_timestamp_ms,
+                        last_timestamp_ms: s.last_timestamp_ms,
+                        sealed: s.sealed,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(Response::new(pb::DescribeTopicResponse { topic: Some(topic_info(&topic)), partitions }))
+    }
+
+    async fn update_topic(
+        &self,
+        req: Request<pb::UpdateTopicRequest>,
+    ) -> Result<Response<pb::UpdateTopicResponse>, Status> {
+        let req = req.into_inner();
+        let config = req.config.ok_or_else(|| Error::invalid("config", "nothing to update; set at least one field"))?;
+        let mut check = self.registry.get(&req.name)?.settings();
+        apply_config(&config, &mut check)?;
+        let topic = self.registry.update(&req.name, |s| *s = check).await?;
+        Ok(Response::new(pb::UpdateTopicResponse { topic: Some(topic_info(&topic)) }))
+    }
+
+    async fn delete_topic(
+        &self,
+        req: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let name = &req.get_ref().name;
+        let users = self.groups.referencing(name);
+        if !users.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "topic `{name}` is used by groups {users:?}; delete them first"
+            ))
+            .into());
+        }
+        self.registry.delete(name).await?;
+        Ok(Response::new(pb::DeleteTopicResponse {}))
+    }
+
+    async fn get_broker(&self, _: Request<pb::GetBrokerRequest>) -> Result<Response<pb::BrokerInfo>, Status> {
+        Ok(Response::new(pb::BrokerInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_ms: self.started_ms,
+            uptime_ms: sluice_storage::now_ms() - self.started_ms,
+            topics: self.registry.list().len() as u32,
+            groups: self.groups.list().len() as u32,
+        }))
+    }
+
+    async fn create_group(&self, req: Request<pb::CreateGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
+        Ok(Response::new(groups::create(&self.groups, &self.config, req.into_inner()).await?))
+    }
+
+    async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
+        Ok(Response::new(groups::update(&self.groups, req.into_inner()).await?))
+    }
+
+    async fn delete_group(
+        &self,
+        req: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        self.groups.delete(&req.get_ref().name).await?;
+        Ok(Response::new(pb::DeleteGroupResponse {}))
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let topic = &req.get_ref().topic;
+        let mut out = Vec::new();
+        for g in self.groups.list() {
+            if topic.is_empty() || &g.settings().topic == topic {
+                out.push(groups::group_info(&g).await?);
+            }
+        }
+        Ok(Response::new(pb::ListGroupsResponse { groups: out }))
+    }
+
+    async fn describe_group(&self, req: Request<pb::DescribeGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
+        let g = self.groups.get(&req.get_ref().name)?;
+        Ok(Response::new(groups::group_info(&g).await?))
+    }
+
+    async fn seek_group(&self, req: Request<pb::SeekGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
+        Ok(Response::new(groups::seek(&self.groups, req.into_inner()).await?))
+    }
+
+    async fn peek_dead_letters(
+        &self,
+        req: Request<pb::PeekDeadLettersRequest>,
+    ) -> Result<Response<pb::PeekDeadLettersResponse>, Status> {
+        Ok(Response::new(groups::peek(&self.registry, &self.groups, req.into_inner()).await?))
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        req: Request<pb::RedriveDeadLettersRequest>,
+    ) -> Result<Response<pb::RedriveDeadLettersResponse>, Status> {
+        Ok(Response::new(groups::redrive(&self.registry, &self.groups, req.into_inner()).await?))
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        req: Request<pb::PurgeDeadLettersRequest>,
+    ) -> Result<Response<pb::PurgeDeadLettersResponse>, Status> {
+        Ok(Response::new(groups::purge(&self.registry, &self.groups, req.into_inner()).await?))
+    }
+}

@@ -1,0 +1,300 @@
+//! Group delivery over gRPC: Pull (with long-poll), Ack, Nack,
+//! ModifyAckDeadline and the Subscribe stream. Thin: parse, call the group, convert.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+
+use super::consume::record_to_pb;
+use crate::error::{Error, Result};
+use crate::group::config::{ACK_DEADLINE_MS, MAX_BACKOFF_MS};
+use crate::group::state::AckError;
+use crate::group::{AckId, Delivered, GroupHandle, GroupRegistry};
+
+/// Most messages one pull returns.
+pub const MAX_PULL_MESSAGES: u32 = 10_000;
+/// Most ack ids in one request.
+pub const MAX_ACK_IDS: usize = 100_000;
+
+fn received(d: Delivered) -> pb::ReceivedMessage {
+    pb::ReceivedMessage {
+        ack_id: d.ack_id.to_string(),
+        attempt: d.ack_id.attempt,
+        lease_deadline_ms: d.deadline_ms,
+        record: Some(record_to_pb(d.ack_id.partition, d.record)),
+    }
+}
+
+fn parse_ids(ids: &[String]) -> Result<Vec<AckId>> {
+    if ids.is_empty() {
+        return Err(Error::invalid("ack_ids", "no ack ids given"));
+    }
+    if ids.len() > MAX_ACK_IDS {
+        return Err(Error::invalid("ack_ids", format!("{} ids; at most {MAX_ACK_IDS} per request", ids.len())));
+    }
+    ids.iter()
+        .map(|s| {
+            AckId::parse(s).ok_or_else(|| Error::invalid("ack_ids", format!("`{s}` is not an ack id issued by Pull")))
+        })
+        .collect()
+}
+
+fn failure(id: AckId, e: AckError) -> pb::AckFailure {
+    let (code, message) = match e {
+        AckError::Stale { current } => (
+            Code::FailedPrecondition,
+            format!("lease of {id} expired and the message was delivered again (attempt {current}); only that delivery can be acked now"),
+        ),
+        AckError::NotDelivered(off) => (Code::NotFound, format!("offset {off} was never delivered to this group")),
+        AckError::UnknownPartition(p) => (Code::NotFound, format!("partition {p} does not exist in the group's topic")),
+    };
+    pb::AckFailure { ack_id: id.to_string(), code: code as i32, message }
+}
+
+/// Per-id failures; when every id failed, the whole call fails with the first reason.
+fn failures(results: Vec<(AckId, Option<AckError>)>) -> Result<Vec<pb::AckFailure>, Status> {
+    let total = results.len();
+    let failed: Vec<pb::AckFailure> = results.into_iter().filter_map(|(id, e)| e.map(|e| failure(id, e))).collect();
+    if total > 0 && failed.len() == total {
+        let f = &failed[0];
+        return Err(Status::new(Code::from(f.code), f.message.clone()));
+    }
+    Ok(failed)
+}
+
+/// Group delivery, shared by the unary RPCs and the stream.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    groups: Arc<GroupRegistry>,
+    stop: CancellationToken,
+}
+
+impl Delivery {
+    /// Delivery over `groups`; waits end when `stop` fires.
+    pub fn new(groups: Arc<GroupRegistry>, stop: CancellationToken) -> Self {
+        Delivery { groups, stop }
+    }
+
+    /// Leases up to `max` messages, waiting until `wait` for some to be ready.
+    async fn pull_wait(
+        &self,
+        group: &GroupHandle,
+        consumer: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivered>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut appended = group.topic.appended.subscribe();
+        let mut ready = group.ready.subscribe();
+        loop {
+            let got = group.pull(consumer, max).await?;
+            if !got.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(got);
+            }
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Ok(Vec::new()),
+                _ = appended.changed() => {}
+                _ = ready.changed() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// `Pull`.
+    pub async fn pull(&self, req: pb::PullRequest) -> Result<pb::PullResponse, Status> {
+        let max = match req.max_messages {
+            0 => 100,
+            n if n > MAX_PULL_MESSAGES => {
+                return Err(Error::invalid("max_messages", format!("at most {MAX_PULL_MESSAGES}, got {n}")).into());
+            }
+            n => n,
+        };
+        if req.max_wait_ms > super::consume::MAX_WAIT_MS {
+            return Err(Error::invalid(
+                "max_wait_ms",
+                format!("at most {}, got {}", super::consume::MAX_WAIT_MS, req.max_wait_ms),
+            )
+            .into());
+        }
+        let group = self.groups.get(&req.group)?;
+        let got = self
+            .pull_wait(&group, &req.consumer_id, max as usize, Duration::from_millis(u64::from(req.max_wait_ms)))
+            .await?;
+        Ok(pb::PullResponse { messages: got.into_iter().map(received).collect() })
+    }
+
+    /// `Ack`.
+    pub async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse, Status> {
+        let ids = parse_ids(&req.ack_ids)?;
+        let group = self.groups.get(&req.group)?;
+        Ok(pb::AckResponse { failures: failures(group.ack(ids).await?)? })
+    }
+
+    /// `Nack`.
+    pub async fn nack(&self, req: pb::NackRequest) -> Result<pb::NackResponse, Status> {
+        let ids = parse_ids(&req.ack_ids)?;
+        if req.delay_ms.is_some_and(|d| d > MAX_BACKOFF_MS) {
+            return Err(Error::invalid("delay_ms", format!("at most {MAX_BACKOFF_MS} (one hour)")).into());
+        }
+        let group = self.groups.get(&req.group)?;
+        let reason = if req.reason.is_empty() { "nacked".to_owned() } else { req.reason.chars().take(1024).collect() };
+        let results = group.nack(ids, req.delay_ms, reason, req.consumer_id).await?;
+        Ok(pb::NackResponse { failures: failures(results)? })
+    }
+
+    /// `ModifyAckDeadline`.
+    pub async fn modify(&self, req: pb::ModifyAckDeadlineRequest) -> Result<pb::ModifyAckDeadlineResponse, Status> {
+        let ids = parse_ids(&req.ack_ids)?;
+        if req.ack_deadline_ms != 0 && !ACK_DEADLINE_MS.contains(&req.ack_deadline_ms) {
+            return Err(Error::invalid("ack_deadline_ms", "must be 0 (release now) or 100..=600000").into());
+        }
+        let group = self.groups.get(&req.group)?;
+        Ok(pb::ModifyAckDeadlineResponse { failures: failures(group.extend(ids, req.ack_deadline_ms).await?)? })
+    }
+
+    /// Runs one `Subscribe` stream until the client or the broker ends it.
+    pub async fn subscribe(
+        self,
+        mut inbound: tonic::Streaming<pb::SubscribeRequest>,
+        tx: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    ) {
+        use pb::subscribe_request::Kind;
+        let start = match inbound.message().await {
+            Ok(Some(pb::SubscribeRequest { kind: Some(Kind::Start(s)) })) => s,
+            Ok(_) => {
+                let _ = tx
+                    .send(
+                        Err(Error::invalid("start", "the first message of a Subscribe stream must be `start`").into()),
+                    )
+                    .await;
+                return;
+            }
+            Err(_) => return,
+        };
+        let group = match self.groups.get(&start.group) {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let consumer = if start.consumer_id.is_empty() {
+            format!("stream-{:016x}", rand::random::<u64>())
+        } else {
+            start.consumer_id.clone()
+        };
+        let mut credits = u64::from(start.initial_credits);
+        let mut appended = group.topic.appended.subscribe();
+        let mut ready = group.ready.subscribe();
+        let mut try_now = true;
+        loop {
+            if credits > 0 && try_now {
+                match group.pull(&consumer, credits.min(1000) as usize).await {
+                    Ok(got) if !got.is_empty() => {
+                        credits -= got.len() as u64;
+                        let resp = pb::SubscribeResponse {
+                            messages: got.into_iter().map(received).collect(),
+                            ..Default::default()
+                        };
+                        if tx.send(Ok(resp)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(_) => try_now = false,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break,
+                msg = inbound.message() => match msg {
+                    Ok(Some(pb::SubscribeRequest { kind: Some(kind) })) => match kind {
+                        Kind::Credits(n) => {
+                            credits = credits.saturating_add(u64::from(n)).min(1_000_000);
+                            try_now = true;
+                        }
+                        Kind::Ack(a) => {
+                            let (d, req) = (self.clone(), pb::AckRequest { group: start.group.clone(), ..a });
+                            self.spawn_confirm(&tx, req.ack_ids.clone(), async move { d.ack(req).await });
+                        }
+                        Kind::Nack(n) => {
+                            let (d, req) = (self.clone(), pb::NackRequest { group: start.group.clone(), consumer_id: consumer.clone(), ..n });
+                            self.spawn_confirm(&tx, req.ack_ids.clone(), async move { d.nack(req).await });
+                        }
+                        Kind::Modify(m) => {
+                            let (d, req) = (self.clone(), pb::ModifyAckDeadlineRequest { group: start.group.clone(), ..m });
+                            self.spawn_confirm(&tx, req.ack_ids.clone(), async move { d.modify(req).await });
+                        }
+                        Kind::Start(_) => {
+                            let _ = tx.send(Err(Error::invalid("start", "a stream can only be started once").into())).await;
+                            break;
+                        }
+                    },
+                    _ => break,
+                },
+                _ = appended.changed(), if credits > 0 => try_now = true,
+                _ = ready.changed(), if credits > 0 => try_now = true,
+                _ = tokio::time::sleep(Duration::from_secs(1)), if credits > 0 => try_now = true,
+            }
+        }
+        group.leave(&consumer);
+    }
+
+    fn spawn_confirm<F, R>(&self, tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>, ids: Vec<String>, call: F)
+    where
+        F: std::future::Future<Output = Result<R, Status>> + Send + 'static,
+        R: HasFailures + Send,
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let resp = match call.await {
+                Ok(r) => {
+                    let failures = r.into_failures();
+                    let confirmed = ids.into_iter().filter(|id| !failures.iter().any(|f| &f.ack_id == id)).collect();
+                    pb::SubscribeResponse { messages: vec![], confirmed, failures }
+                }
+                Err(s) => pb::SubscribeResponse {
+                    failures: ids
+                        .into_iter()
+                        .map(|ack_id| pb::AckFailure { ack_id, code: s.code() as i32, message: s.message().to_owned() })
+                        .collect(),
+                    ..Default::default()
+                },
+            };
+            let _ = tx.send(Ok(resp)).await;
+        });
+    }
+}
+
+/// Responses that carry per-id failures.
+pub trait HasFailures {
+    /// The failures.
+    fn into_failures(self) -> Vec<pb::AckFailure>;
+}
+
+impl HasFailures for pb::AckResponse {
+    fn into_failures(self) -> Vec<pb::AckFailure> {
+        self.failures
+    }
+}
+
+impl HasFailures for pb::NackResponse {
+    fn into_failures(self) -> Vec<pb::AckFailure> {
+        self.failures
+    }
+}
+
+impl HasFailures for pb::ModifyAckDeadlineResponse {
+    fn into_failures(self) -> Vec<pb::AckFailure> {
+        self.failures
+    }
+}

@@ -1,0 +1,11 @@
+//! gRPC services: each validates a request, converts it to domain calls, and
+//! converts the answer back. No business logic lives here.
+
+pub mod admin;
+pub mod consume;
+pub mod deliver;
+pub mod groups;
+pub mod produce;
+pub mod scaler;
+pub mod status;
+pub mod validate;

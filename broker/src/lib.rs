@@ -1,0 +1,18 @@
+//! The Sluice broker: configuration, gRPC services, topic registry and
+//! partition actors over `sluice-storage`. `run` is the whole broker; the
+//! binary only parses flags, sets up logging and signals, and calls it.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod group;
+pub mod grpc;
+pub mod health_check;
+pub mod metrics;
+pub mod partition;
+pub mod server;
+pub mod topic;
+
+pub use config::BrokerConfig;
+pub use error::{Error, Result};
+pub use server::{run, ServeError};

@@ -1,0 +1,60 @@
+//! `sluice-broker`: parses flags, sets up logging and signals, runs the broker.
+
+use clap::Parser;
+use sluice_broker::cli::{Cli, Command};
+use tokio_util::sync::CancellationToken;
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// First SIGTERM/SIGINT starts a clean shutdown; a second exits at once.
+fn watch_signals(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        for n in 0..2 {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if n == 0 {
+                shutdown.cancel();
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Health { addr }) = &cli.command {
+        return sluice_broker::health_check::probe(addr).await.map_err(anyhow::Error::msg);
+    }
+    let config = match cli.settings.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice-broker: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    init_tracing(config.log_format == "json");
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone());
+    sluice_broker::run(config, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! Metrics: every name in one place, the Prometheus endpoint, and the task that
+//! turns broker state into gauges (so a group's backlog is reported also while
+//! no consumer is connected).
+//!
+//! Labels, all bounded: `topic` and `group` (by configuration), `partition`
+//! (by `max-partitions`), `reason` (the fixed set of status reasons), `sync`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sluice_storage::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::group::GroupRegistry;
+use crate::topic::TopicRegistry;
+
+/// Messages appended, by topic.
+pub const PRODUCE_MESSAGES: &str = "sluice_produce_messages_total";
+/// Key and value bytes appended, by topic.
+pub const PRODUCE_BYTES: &str = "sluice_produce_bytes_total";
+/// Produce request to durable acknowledgement, seconds.
+pub const PRODUCE_LATENCY: &str = "sluice_produce_latency_seconds";
+/// Messages returned by Fetch, by topic.
+pub const FETCH_MESSAGES: &str = "sluice_fetch_messages_total";
+/// Bytes returned by Fetch, by topic.
+pub const FETCH_BYTES: &str = "sluice_fetch_bytes_total";
+/// Requests answered with an error, by reason.
+pub const REJECTED: &str = "sluice_rejected_requests_total";
+/// TCP connections accepted.
+pub const CONNECTIONS: &str = "sluice_connections_accepted_total";
+/// Streams open now (ProduceStream, Subscribe).
+pub const OPEN_STREAMS: &str = "sluice_open_streams";
+/// Per group and partition: messages not yet acked.
+pub const GROUP_BACKLOG: &str = "sluice_group_backlog_messages";
+/// Per group and partition: messages leased now.
+pub const GROUP_IN_FLIGHT: &str = "sluice_group_in_flight_messages";
+/// Per group and partition: age of the oldest unacked message.
+pub const GROUP_OLDEST_AGE: &str = "sluice_group_oldest_unacked_age_seconds";
+/// Per group and partition: messages moved to the dead-letter topic.
+pub const GROUP_DEAD_LETTERED: &str = "sluice_group_dead_lettered_messages";
+/// Per group and partition: redeliveries scheduled (nacks and expired leases).
+pub const GROUP_REDELIVERIES: &str = "sluice_group_redeliveries_total";
+/// Per topic: stored bytes.
+pub const TOPIC_BYTES: &str = "sluice_topic_stored_bytes";
+/// Per topic: segments.
+pub const TOPIC_SEGMENTS: &str = "sluice_topic_segments";
+/// Per topic: stored messages.
+pub const TOPIC_MESSAGES: &str = "sluice_topic_stored_messages";
+/// Bytes RocksDB wrote (WAL, flush, compaction) per byte written to it.
+pub const WRITE_AMPLIFICATION: &str = "sluice_storage_write_amplification_ratio";
+/// Compaction debt.
+pub const PENDING_COMPACTION: &str = "sluice_storage_pending_compaction_bytes";
+/// Live WAL size.
+pub const WAL_BYTES: &str = "sluice_storage_wal_bytes";
+
+/// Installs the global recorder and returns the handle that renders it.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(&[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5])?
+        .build_recorder();
+    let handle = recorder.handle();
+    // Only the first broker in a process records (tests may start several).
+    let _ = metrics::set_global_recorder(recorder);
+    metrics::describe_counter!(PRODUCE_MESSAGES, "Messages appended, by topic");
+    metrics::describe_histogram!(PRODUCE_LATENCY, metrics::Unit::Seconds, "Produce request to durable acknowledgement");
+    metrics::describe_histogram!(
+        "sluice_storage_write_seconds",
+        metrics::Unit::Seconds,
+        "Group-commit write, with fsync when sync=true"
+    );
+    metrics::describe_gauge!(GROUP_BACKLOG, "Messages of the group's topic not yet acked by the group");
+    metrics::describe_gauge!(GROUP_OLDEST_AGE, metrics::Unit::Seconds, "Age of the group's oldest unacked message");
+    Ok(handle)
+}
+
+/// Serves `GET /metrics` on `listener` until `stop` fires.
+pub async fn serve(listener: TcpListener, handle: PrometheusHandle, stop: CancellationToken) {
+    let app = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(handle.render())));
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        tracing::error!(error = %e, "metrics endpoint failed");
+    }
+}
+
+/// Refreshes the state gauges every `period` until `stop` fires.
+pub async fn refresh(
+    topics: Arc<TopicRegistry>,
+    groups: Arc<GroupRegistry>,
+    store: Arc<Store>,
+    handle: PrometheusHandle,
+    period: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        handle.run_upkeep();
+        for g in groups.list() {
+            let Ok(info) = crate::grpc::groups::group_info(&g).await else { continue };
+            for p in &info.partitions {
+                let labels = [("group", g.name.clone()), ("partition", p.partition.to_string())];
+                metrics::gauge!(GROUP_BACKLOG, &labels).set(p.backlog_messages as f64);
+                metrics::gauge!(GROUP_IN_FLIGHT, &labels).set(p.in_flight as f64);
+                metrics::gauge!(GROUP_OLDEST_AGE, &labels).set(p.oldest_unacked_age_ms as f64 / 1000.0);
+                metrics::gauge!(GROUP_DEAD_LETTERED, &labels).set(p.dead_lettered as f64);
+            }
+        }
+        for t in topics.list() {
+            let (mut bytes, mut segments, mut messages) = (0u64, 0usize, 0u64);
+            for p in &t.partitions {
+                if let Ok(s) = p.snapshot().await {
+                    bytes += s.segments.iter().map(|s| s.bytes).sum::<u64>();
+                    segments += s.segments.len();
+                }
+                messages += p.latest().saturating_sub(p.earliest());
+            }
+            let labels = [("topic", t.name.clone())];
+            metrics::gauge!(TOPIC_BYTES, &labels).set(bytes as f64);
+            metrics::gauge!(TOPIC_SEGMENTS, &labels).set(segments as f64);
+            metrics::gauge!(TOPIC_MESSAGES, &labels).set(messages as f64);
+        }
+        let s = store.clone();
+        if let Ok(stats) = tokio::task::spawn_blocking(move || s.stats()).await {
+            if stats.user_bytes_written > 0 {
+                metrics::gauge!(WRITE_AMPLIFICATION)
+                    .set(stats.disk_bytes_written as f64 / stats.user_bytes_written as f64);
+            }
+            metrics::gauge!(PENDING_COMPACTION).set(stats.pending_compaction_bytes as f64);
+            metrics::gauge!(WAL_BYTES).set(stats.wal_bytes as f64);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// Counts an open stream for as long as it lives.
+#[derive(Debug)]
+pub struct StreamGauge(());
+
+impl StreamGauge {
+    /// Marks a stream open until the value is dropped.
+    pub fn open() -> Self {
+        metrics::gauge!(OPEN_STREAMS).increment(1.0);
+        StreamGauge(())
+    }
+}
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(OPEN_STREAMS).decrement(1.0);
+    }
+}

@@ -1,0 +1,163 @@
+//! `PartitionHandle`: append through the actor, read committed records directly.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_proto::v1::Message;
+use sluice_storage::{ProducerSeq, SegmentMeta, Store, StoredRecord};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{Error, Result};
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Offset of the first message.
+    pub base_offset: u64,
+    /// Whether it was a retry of an already stored batch.
+    pub duplicate: bool,
+}
+
+/// A point-in-time view of a partition's index.
+#[derive(Debug, Clone)]
+pub struct PartitionSnapshot {
+    /// First stored offset.
+    pub log_start: u64,
+    /// Next offset to be assigned (may be ahead of what is committed).
+    pub next_offset: u64,
+    /// Segments, oldest first.
+    pub segments: Vec<SegmentMeta>,
+}
+
+pub(super) enum Command {
+    Append { messages: Vec<Message>, producer: Option<ProducerSeq>, reply: oneshot::Sender<Result<AppendResult>> },
+    Snapshot { reply: oneshot::Sender<PartitionSnapshot> },
+    Truncate { reply: oneshot::Sender<Result<u64>> },
+}
+
+/// State the actor publishes for readers.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub topic_id: u64,
+    pub partition: u32,
+    /// Offsets below this are durable and readable (the high watermark).
+    pub committed: watch::Sender<u64>,
+    pub log_start: AtomicU64,
+    /// The topic's append counter.
+    pub appended: Arc<watch::Sender<u64>>,
+}
+
+/// Cloneable access to one partition.
+#[derive(Debug, Clone)]
+pub struct PartitionHandle {
+    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) store: Arc<Store>,
+}
+
+impl PartitionHandle {
+    /// Appends `messages` as one batch; resolves once durable.
+    ///
+    /// # Correctness
+    /// Answers only after the batch is committed under the topic's durability;
+    /// a retried `producer` sequence resolves to the original offsets.
+    /// A full partition queue is `Overloaded` at once (back-pressure).
+    pub async fn append(&self, messages: Vec<Message>, producer: Option<ProducerSeq>) -> Result<AppendResult> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Command::Append { messages, producer, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::Overloaded("partition append queue"),
+            mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
+        })?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// The partition's segment index and offsets.
+    pub async fn snapshot(&self) -> Result<PartitionSnapshot> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Snapshot { reply }).await.map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Removes every stored record (dead-letter purge). Returns how many were removed.
+    pub async fn truncate(&self) -> Result<u64> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Truncate { reply }).await.map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Timestamp of the record at `offset`, if stored.
+    pub async fn timestamp_at(&self, offset: u64) -> Result<Option<i64>> {
+        if offset >= self.latest() || offset < self.earliest() {
+            return Ok(None);
+        }
+        let (store, t, p) = (self.store.clone(), self.shared.topic_id, self.shared.partition);
+        let records = tokio::task::spawn_blocking(move || store.read(t, p, offset, offset + 1, 1, 1))
+            .await
+            .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
+        Ok(records.first().map(|r| r.timestamp_ms))
+    }
+
+    /// First stored offset.
+    pub fn earliest(&self) -> u64 {
+        self.shared.log_start.load(Ordering::Acquire)
+    }
+
+    /// Next offset to become readable (the committed high watermark).
+    pub fn latest(&self) -> u64 {
+        *self.shared.committed.borrow()
+    }
+
+    /// Reads committed records from `offset`, waiting up to `max_wait` for
+    /// new ones when there are none, returning early when `stop` fires.
+    pub async fn fetch(
+        &self,
+        offset: u64,
+        max_messages: usize,
+        max_bytes: usize,
+        max_wait: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<Vec<StoredRecord>> {
+        let (earliest, latest) = (self.earliest(), self.latest());
+        if offset < earliest || offset > latest {
+            return Err(Error::OffsetOutOfRange { offset, earliest, latest });
+        }
+        let mut committed = self.shared.committed.subscribe();
+        if offset == latest && !max_wait.is_zero() {
+            let wait = committed.wait_for(|c| *c > offset);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(Vec::new()),
+                _ = tokio::time::timeout(max_wait, wait) => {}
+            }
+        }
+        let until = *committed.borrow();
+        if offset >= until {
+            return Ok(Vec::new());
+        }
+        let (store, t, p) = (self.store.clone(), self.shared.topic_id, self.shared.partition);
+        let from = offset.max(self.earliest());
+        let records = tokio::task::spawn_blocking(move || store.read(t, p, from, until, max_messages, max_bytes))
+            .await
+            .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
+        Ok(records)
+    }
+
+    /// The first offset whose timestamp is at least `timestamp_ms`, or `latest` if none.
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<u64> {
+        let snapshot = self.snapshot().await?;
+        let latest = self.latest();
+        let start = snapshot
+            .segments
+            .iter()
+            .find(|s| !s.is_empty() && s.last_timestamp_ms >= timestamp_ms)
+            .map(|s| s.base_offset);
+        let Some(start) = start else { return Ok(latest) };
+        let (store, t, p) = (self.store.clone(), self.shared.topic_id, self.shared.partition);
+        let from = start.max(self.earliest());
+        let found = tokio::task::spawn_blocking(move || store.offset_for_timestamp(t, p, from, latest, timestamp_ms))
+            .await
+            .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
+        Ok(found.unwrap_or(latest))
+    }
+}

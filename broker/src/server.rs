@@ -1,0 +1,241 @@
+//! `run`: opens storage, starts the writer, the partition actors and the gRPC
+//! server, and shuts them down in order when `shutdown` fires:
+//! health NOT_SERVING → stop accepting and drain RPCs (bounded by the grace
+//! period) → actors answer what they queued → the writer commits its last
+//! group and syncs the WAL → memtables are flushed → RocksDB closes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_proto::v1::admin_server::AdminServer;
+use sluice_proto::v1::consumer_server::ConsumerServer;
+use sluice_proto::v1::producer_server::ProducerServer;
+use sluice_storage::{spawn_writer, Store, StoreOptions, WriterConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::BrokerConfig;
+use crate::group::GroupContext;
+use crate::group::GroupRegistry;
+use crate::grpc::{admin::AdminService, consume::ConsumeService, produce::ProduceService};
+use crate::partition::PartitionContext;
+use crate::topic::TopicRegistry;
+
+/// Why the broker could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Storage could not be opened.
+    #[error("opening storage: {0}")]
+    Storage(#[from] sluice_storage::Error),
+    /// A socket or thread could not be created.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The metrics endpoint could not start.
+    #[error("metrics endpoint: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+}
+
+/// Runs a broker until `shutdown` fires, then stops it cleanly.
+pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    tracing::info!(?config, version = env!("CARGO_PKG_VERSION"), "starting sluice-broker");
+    let started = Instant::now();
+    let options = StoreOptions { write_buffer_bytes: config.write_buffer_bytes, ..StoreOptions::default() };
+    let data_dir = config.data_dir.clone();
+    let (store, mut recovered) = tokio::task::spawn_blocking(move || Store::open(&data_dir, &options))
+        .await
+        .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
+    let store = Arc::new(store);
+    let recovery = recovered.elapsed;
+    let entries = recovered.entries;
+    let writer_config = WriterConfig { queue_depth: config.writer_queue_depth, ..WriterConfig::default() };
+    let (writer, writer_thread) = spawn_writer(store.clone(), writer_config)
+        .map_err(|source| ServeError::Io { what: "starting the writer thread".into(), source })?;
+    let tracker = TaskTracker::new();
+    let actors_stop = CancellationToken::new();
+    let ctx = PartitionContext {
+        store: store.clone(),
+        writer,
+        queue_depth: config.partition_queue_depth,
+        retention_check: Duration::from_millis(config.retention_check_ms),
+        tracker: tracker.clone(),
+    };
+    let (recovered_groups, group_states) =
+        (std::mem::take(&mut recovered.groups), std::mem::take(&mut recovered.group_states));
+    let registry = Arc::new(TopicRegistry::new(recovered, ctx.clone(), actors_stop.clone()));
+    let group_ctx = GroupContext {
+        store: store.clone(),
+        writer: ctx.writer.clone(),
+        topics: registry.clone(),
+        tracker: tracker.clone(),
+        queue_depth: config.partition_queue_depth,
+    };
+    drop(ctx);
+    let groups = Arc::new(GroupRegistry::new(recovered_groups, group_states, group_ctx, actors_stop.clone()));
+    let (topics, partitions) = registry.counts();
+    tracing::info!(
+        topics,
+        partitions,
+        groups = groups.list().len(),
+        metadata_entries = entries,
+        recovery_ms = recovery.as_millis() as u64,
+        "recovered"
+    );
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Io { what: format!("binding {}", config.listen), source })?;
+    let local =
+        listener.local_addr().map_err(|source| ServeError::Io { what: "reading the bound address".into(), source })?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AdminServer<AdminService>>().await;
+    health.set_serving::<ProducerServer<ProduceService>>().await;
+    health.set_serving::<ConsumerServer<ConsumeService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let reflection = reflection.build_v1()?;
+
+    let rpc_stop = CancellationToken::new();
+    let max = config.max_request_bytes;
+    let admin = AdminServer::new(AdminService::new(registry.clone(), groups.clone(), config.clone()))
+        .max_decoding_message_size(max);
+    let producer = ProducerServer::new(ProduceService::new(registry.clone(), config.clone(), rpc_stop.clone()))
+        .max_decoding_message_size(max);
+    let consumer = ConsumerServer::new(ConsumeService::new(registry.clone(), groups.clone(), rpc_stop.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
+    let scaler = sluice_proto::externalscaler::external_scaler_server::ExternalScalerServer::new(
+        crate::grpc::scaler::ScalerService::new(groups.clone(), rpc_stop.clone()),
+    );
+    let interval_sync = tokio::spawn(sync_wal_periodically(
+        store.clone(),
+        Duration::from_millis(config.sync_interval_ms),
+        rpc_stop.clone(),
+    ));
+
+    if let Ok(addr) = config.metrics_listen.parse::<std::net::SocketAddr>() {
+        let handle = crate::metrics::install()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Io { what: format!("binding metrics on {addr}"), source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| ServeError::Io { what: "reading the metrics address".into(), source })?;
+        println!("sluice-broker metrics on {bound}");
+        tokio::spawn(crate::metrics::serve(listener, handle.clone(), rpc_stop.clone()));
+        let period = Duration::from_millis(config.metrics_refresh_ms);
+        tokio::spawn(crate::metrics::refresh(
+            registry.clone(),
+            groups.clone(),
+            store.clone(),
+            handle,
+            period,
+            rpc_stop.clone(),
+        ));
+    }
+    drop(registry);
+    drop(groups);
+    // Printed on stdout so scripts and tests can find an OS-chosen port.
+    println!("sluice-broker listening on {local}");
+    tracing::info!(%local, startup_ms = started.elapsed().as_millis() as u64, "serving");
+
+    // Our own listener, so the server's tcp_nodelay setting does not apply: set it per
+    // connection, or Nagle and delayed ACKs add ~40 ms to every pipelined response.
+    let incoming = futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+        metrics::counter!(crate::metrics::CONNECTIONS).increment(1);
+        conn.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot disable Nagle on a connection");
+            }
+        })
+    });
+    let draining = {
+        let (shutdown, rpc_stop, health) = (shutdown.clone(), rpc_stop.clone(), health.clone());
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutdown requested: refusing new work, draining in-flight requests");
+            health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            health.set_not_serving::<AdminServer<AdminService>>().await;
+            health.set_not_serving::<ProducerServer<ProduceService>>().await;
+            health.set_not_serving::<ConsumerServer<ConsumeService>>().await;
+            rpc_stop.cancel();
+        }
+    };
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha)
+        .add_service(admin)
+        .add_service(producer)
+        .add_service(consumer)
+        .add_service(scaler)
+        .serve_with_incoming_shutdown(incoming, draining);
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    // Boxed so it can be dropped early: its services hold the registry and, through it, the writer.
+    let mut server = Box::pin(server);
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests did not finish within the grace period; closing them");
+        }
+    }
+    drop(server);
+    rpc_stop.cancel();
+    let _ = interval_sync.await;
+    actors_stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    let joined = tokio::task::spawn_blocking(move || writer_thread.join().is_ok()).await;
+    if !matches!(joined, Ok(true)) {
+        tracing::error!("writer thread ended abnormally");
+    }
+    let flush = tokio::task::spawn_blocking(move || store.flush()).await;
+    match flush {
+        Ok(Ok(())) => tracing::info!("storage flushed and closed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "final flush failed; the WAL will be replayed at next start"),
+        Err(e) => tracing::error!(error = %e, "final flush task failed"),
+    }
+    Ok(())
+}
+
+/// Fsyncs the WAL every `period` while writes for `interval` topics are pending.
+async fn sync_wal_periodically(store: Arc<Store>, period: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !store.has_unsynced_writes() {
+            continue;
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.sync_wal()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "periodic WAL sync failed"),
+            Err(e) => tracing::error!(error = %e, "periodic WAL sync task failed"),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The topic registry: which topics exist, their settings and partition
+//! handles. Admin changes are serialized by one async lock and are durable
+//! before they are visible.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+
+use sluice_storage::{now_ms, PartitionLog, Recovered, Store, TopicMeta, TopicSettings};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::partition::{spawn_partition, PartitionContext, PartitionHandle};
+
+/// A live topic.
+#[derive(Debug)]
+pub struct Topic {
+    /// Internal id (never reused).
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Creation time.
+    pub created_ms: i64,
+    /// Settings; shared with the partition actors, which read them per append.
+    pub settings: Arc<RwLock<TopicSettings>>,
+    /// Partitions in order.
+    pub partitions: Vec<PartitionHandle>,
+    /// Bumped after every committed append to any partition, so long-polls across partitions wake.
+    pub appended: Arc<tokio::sync::watch::Sender<u64>>,
+    round_robin: AtomicU32,
+    stop: CancellationToken,
+    actors: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Topic {
+    /// The current settings.
+    pub fn settings(&self) -> TopicSettings {
+        *self.settings.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The partition, or `PartitionNotFound`.
+    pub fn partition(&self, partition: u32) -> Result<&PartitionHandle> {
+        self.partitions.get(partition as usize).ok_or_else(|| Error::PartitionNotFound {
+            topic: self.name.clone(),
+            partition,
+            count: self.partitions.len() as u32,
+        })
+    }
+
+    /// The partition a keyless request goes to: round-robin per request.
+    pub fn next_round_robin(&self) -> u32 {
+        self.round_robin.fetch_add(1, Ordering::Relaxed) % self.partitions.len().max(1) as u32
+    }
+
+    fn meta(&self) -> TopicMeta {
+        TopicMeta {
+            id: self.id,
+            name: self.name.clone(),
+            partitions: self.partitions.len() as u32,
+            settings: self.settings(),
+            created_ms: self.created_ms,
+        }
+    }
+}
+
+/// Every topic of the broker.
+#[derive(Debug)]
+pub struct TopicRegistry {
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    next_id: tokio::sync::Mutex<u64>,
+    ctx: PartitionContext,
+    root: CancellationToken,
+}
+
+impl TopicRegistry {
+    /// Starts the actors of every recovered topic.
+    pub fn new(recovered: Recovered, ctx: PartitionContext, root: CancellationToken) -> Self {
+        let registry = TopicRegistry {
+            topics: RwLock::new(HashMap::new()),
+            next_id: tokio::sync::Mutex::new(recovered.next_topic_id),
+            ctx,
+            root,
+        };
+        for (meta, logs) in recovered.topics {
+            let topic = registry.start(meta, logs);
+            registry.write_map().insert(topic.name.clone(), topic);
+        }
+        registry
+    }
+
+    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn start(&self, meta: TopicMeta, logs: Vec<PartitionLog>) -> Arc<Topic> {
+        let settings = Arc::new(RwLock::new(meta.settings));
+        let stop = self.root.child_token();
+        let appended = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let mut partitions = Vec::with_capacity(logs.len());
+        let mut actors = Vec::with_capacity(logs.len());
+        for log in logs {
+            let (handle, join) = spawn_partition(log, settings.clone(), appended.clone(), &self.ctx, stop.clone());
+            partitions.push(handle);
+            actors.push(join);
+        }
+        Arc::new(Topic {
+            id: meta.id,
+            name: meta.name,
+            created_ms: meta.created_ms,
+            settings,
+            partitions,
+            appended,
+            round_robin: AtomicU32::new(0),
+            stop,
+            actors: std::sync::Mutex::new(actors),
+        })
+    }
+
+    /// The topic named `name`, or `TopicNotFound`.
+    pub fn get(&self, name: &str) -> Result<Arc<Topic>> {
+        self.read_map().get(name).cloned().ok_or_else(|| Error::TopicNotFound(name.to_owned()))
+    }
+
+    /// Every topic, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self.read_map().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Number of topics and partitions, for the start-up summary.
+    pub fn counts(&self) -> (usize, usize) {
+        let map = self.read_map();
+        (map.len(), map.values().map(|t| t.partitions.len()).sum())
+    }
+
+    /// Reserves a fresh id (for a group) and persists the counter.
+    pub async fn allocate_id(&self) -> Result<u64> {
+        let mut next_id = self.next_id.lock().await;
+        let id = *next_id;
+        self.ctx.writer.write(vec![Store::next_id_mutation(id + 1)]).await?;
+        *next_id += 1;
+        Ok(id)
+    }
+
+    /// Creates a topic durably, then makes it visible.
+    pub async fn create(&self, name: &str, partitions: u32, settings: TopicSettings) -> Result<Arc<Topic>> {
+        let mut next_id = self.next_id.lock().await;
+        if self.read_map().contains_key(name) {
+            return Err(Error::TopicExists(name.to_owned()));
+        }
+        let now = now_ms();
+        let meta = TopicMeta { id: *next_id, name: name.to_owned(), partitions, settings, created_ms: now };
+        self.ctx.writer.write(Store::create_topic_mutations(&meta)?).await?;
+        *next_id += 1;
+        let logs = (0..partitions).map(|p| PartitionLog::new(meta.id, p, now)).collect();
+        let topic = self.start(meta, logs);
+        self.write_map().insert(name.to_owned(), topic.clone());
+        tracing::info!(topic = name, partitions, ?settings, "topic created");
+        Ok(topic)
+    }
+
+    /// Changes a topic's settings durably; partition actors see them on their next append.
+    pub async fn update(&self, name: &str, change: impl FnOnce(&mut TopicSettings)) -> Result<Arc<Topic>> {
+        let _guard = self.next_id.lock().await;
+        let topic = self.get(name)?;
+        let mut meta = topic.meta();
+        change(&mut meta.settings);
+        self.ctx.writer.write(Store::update_topic_mutations(&meta)?).await?;
+        *topic.settings.write().unwrap_or_else(|e| e.into_inner()) = meta.settings;
+        tracing::info!(topic = name, settings = ?meta.settings, "topic updated");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and all its data. Its actors stop first, so nothing
+    /// they queued can land after the delete.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let _guard = self.next_id.lock().await;
+        let topic = self.get(name)?;
+        self.write_map().remove(name);
+        topic.stop.cancel();
+        let actors = std::mem::take(&mut *topic.actors.lock().unwrap_or_else(|e| e.into_inner()));
+        for a in actors {
+            let _ = a.await;
+        }
+        let mutations = Store::delete_topic_mutations(&topic.meta());
+        self.ctx.writer.write(mutations).await?;
+        let (store, id) = (self.ctx.store.clone(), topic.id);
+        self.ctx.tracker.spawn_blocking(move || {
+            let from = sluice_storage::keys::record_key(id, 0, 0);
+            let to = sluice_storage::keys::topic_records_end(id);
+            if let Err(e) = store.reclaim(&from, &to) {
+                tracing::warn!(error = %e, "reclaiming a deleted topic's space failed; compaction will retry");
+            }
+        });
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+}

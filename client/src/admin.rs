@@ -1,0 +1,130 @@
+//! `Admin`: create, list, describe, update and delete topics.
+
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+use crate::error::Result;
+
+/// Topic administration.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: AdminClient<Channel>,
+}
+
+impl Admin {
+    /// An admin client on `channel`.
+    pub fn new(channel: Channel) -> Self {
+        Admin { client: AdminClient::new(channel) }
+    }
+
+    /// Creates a topic; `config` fields left at zero take the broker's defaults.
+    pub async fn create_topic(&self, name: &str, partitions: u32, config: pb::TopicConfig) -> Result<pb::TopicInfo> {
+        let r = self
+            .client
+            .clone()
+            .create_topic(pb::CreateTopicRequest { name: name.into(), partitions, config: Some(config) })
+            .await?;
+        Ok(r.into_inner().topic.unwrap_or_default())
+    }
+
+    /// Every topic.
+    pub async fn list_topics(&self) -> Result<Vec<pb::TopicInfo>> {
+        Ok(self.client.clone().list_topics(pb::ListTopicsRequest {}).await?.into_inner().topics)
+    }
+
+    /// A topic with its partitions' offsets, sizes and segments.
+    pub async fn describe_topic(&self, name: &str) -> Result<pb::DescribeTopicResponse> {
+        Ok(self.client.clone().describe_topic(pb::DescribeTopicRequest { name: name.into() }).await?.into_inner())
+    }
+
+    /// Changes the non-zero fields of `config`.
+    pub async fn update_topic(&self, name: &str, config: pb::TopicConfig) -> Result<pb::TopicInfo> {
+        let r = self
+            .client
+            .clone()
+            .update_topic(pb::UpdateTopicRequest { name: name.into(), config: Some(config) })
+            .await?;
+        Ok(r.into_inner().topic.unwrap_or_default())
+    }
+
+    /// Deletes a topic and its data.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        self.client.clone().delete_topic(pb::DeleteTopicRequest { name: name.into() }).await?;
+        Ok(())
+    }
+
+    /// Creates a consumer group on `config.topic`.
+    pub async fn create_group(&self, name: &str, config: pb::GroupConfig) -> Result<pb::GroupInfo> {
+        Ok(self
+            .client
+            .clone()
+            .create_group(pb::CreateGroupRequest { name: name.into(), config: Some(config) })
+            .await?
+            .into_inner())
+    }
+
+    /// Changes the non-zero fields of a group's settings.
+    pub async fn update_group(&self, name: &str, config: pb::GroupConfig) -> Result<pb::GroupInfo> {
+        Ok(self
+            .client
+            .clone()
+            .update_group(pb::UpdateGroupRequest { name: name.into(), config: Some(config) })
+            .await?
+            .into_inner())
+    }
+
+    /// Deletes a group and its state.
+    pub async fn delete_group(&self, name: &str) -> Result<()> {
+        self.client.clone().delete_group(pb::DeleteGroupRequest { name: name.into() }).await?;
+        Ok(())
+    }
+
+    /// Every group (of `topic`, if not empty).
+    pub async fn list_groups(&self, topic: &str) -> Result<Vec<pb::GroupInfo>> {
+        Ok(self.client.clone().list_groups(pb::ListGroupsRequest { topic: topic.into() }).await?.into_inner().groups)
+    }
+
+    /// A group's settings, progress per partition and members.
+    pub async fn describe_group(&self, name: &str) -> Result<pb::GroupInfo> {
+        Ok(self.client.clone().describe_group(pb::DescribeGroupRequest { name: name.into() }).await?.into_inner())
+    }
+
+    /// Moves a group (all partitions, or one) to a target.
+    pub async fn seek_group(
+        &self,
+        name: &str,
+        partition: Option<u32>,
+        target: pb::seek_group_request::Target,
+    ) -> Result<pb::GroupInfo> {
+        let req = pb::SeekGroupRequest { name: name.into(), partition, target: Some(target) };
+        Ok(self.client.clone().seek_group(req).await?.into_inner())
+    }
+
+    /// Reads a group's dead letters.
+    pub async fn peek_dead_letters(&self, group: &str, max: u32) -> Result<Vec<pb::Record>> {
+        let req = pb::PeekDeadLettersRequest { group: group.into(), max_messages: max };
+        Ok(self.client.clone().peek_dead_letters(req).await?.into_inner().records)
+    }
+
+    /// Copies dead letters back to the group's topic (or `req.target_topic`).
+    pub async fn redrive_dead_letters(&self, req: pb::RedriveDeadLettersRequest) -> Result<u64> {
+        Ok(self.client.clone().redrive_dead_letters(req).await?.into_inner().redriven)
+    }
+
+    /// Removes every dead letter of a group.
+    pub async fn purge_dead_letters(&self, group: &str) -> Result<u64> {
+        Ok(self
+            .client
+            .clone()
+            .purge_dead_letters(pb::PurgeDeadLettersRequest { group: group.into() })
+            .await?
+            .into_inner()
+            .purged)
+    }
+
+    /// The broker's version and uptime.
+    pub async fn broker(&self) -> Result<pb::BrokerInfo> {
+        Ok(self.client.clone().get_broker(pb::GetBrokerRequest {}).await?.into_inner())
+    }
+}

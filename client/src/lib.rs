@@ -1,0 +1,20 @@
+//! Rust clients for Sluice: `Admin` for topics, `Producer` for batched,
+//! retried, idempotent producing, `Consumer` for group consumption with a
+//! handler, and `PartitionReader` for reading a partition in order. They depend only on the wire API (`sluice-proto`).
+
+pub mod admin;
+pub mod connect;
+pub mod consumer;
+pub mod error;
+pub mod producer;
+pub mod reader;
+pub mod retry;
+
+pub use admin::Admin;
+pub use connect::channel;
+pub use consumer::{Consumer, ConsumerConfig, HandlerError, Received};
+pub use error::{Error, Result};
+pub use producer::{Delivery, Producer, ProducerConfig};
+pub use reader::{PartitionReader, StartAt};
+pub use retry::RetryConfig;
+pub use sluice_proto::v1 as proto;

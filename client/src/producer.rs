@@ -1,0 +1,244 @@
+//! `Producer`: batches messages per partition (by count, bytes and linger),
+//! sends each batch with an idempotent producer id and sequence, and retries
+//! retryable failures with jittered exponential backoff.
+//!
+//! # Correctness
+//! A retry repeats the same producer id and sequence, so the broker stores the
+//! batch once and answers the retry with the original offsets — also across a
+//! broker restart. One batch per partition is in flight at a time, so
+//! sequences reach the broker in order. When retries are exhausted the outcome
+//! is unknown; the partition then continues under a fresh producer id so later
+//! batches are not refused, and the caller got an error for the ambiguous one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::Retryable;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::producer_client::ProducerClient;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+
+use crate::admin::Admin;
+use crate::error::{Error, Result};
+use crate::retry::RetryConfig;
+
+/// Producer tuning.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Most messages per request.
+    pub max_batch_messages: usize,
+    /// Send once a batch holds this many bytes.
+    pub max_batch_bytes: usize,
+    /// How long a batch waits for more messages before it is sent.
+    pub linger: Duration,
+    /// Retry policy for retryable failures.
+    pub retry: RetryConfig,
+    /// Deduplicate retries with a producer id and sequences (default on).
+    pub idempotent: bool,
+    /// Messages queued per partition before `send` waits (back-pressure).
+    pub queue_capacity: usize,
+    /// Deadline of one produce request.
+    pub request_timeout: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            max_batch_messages: 1000,
+            max_batch_bytes: 1 << 20,
+            linger: Duration::from_millis(2),
+            retry: RetryConfig::default(),
+            idempotent: true,
+            queue_capacity: 10_000,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where an acknowledged message was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Partition.
+    pub partition: u32,
+    /// Offset within the partition.
+    pub offset: u64,
+}
+
+struct Pending {
+    message: pb::Message,
+    reply: oneshot::Sender<Result<Delivery>>,
+}
+
+struct TopicQueues {
+    partitions: Vec<mpsc::Sender<Pending>>,
+    round_robin: AtomicU32,
+}
+
+/// A batching, retrying, idempotent producer. Cheap to clone.
+#[derive(Clone)]
+pub struct Producer {
+    channel: Channel,
+    config: Arc<ProducerConfig>,
+    topics: Arc<Mutex<HashMap<String, Arc<TopicQueues>>>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn new_producer_id() -> u64 {
+    rand::random::<u64>() | 1
+}
+
+impl Producer {
+    /// A producer on `channel`.
+    pub fn new(channel: Channel, config: ProducerConfig) -> Self {
+        Producer { channel, config: Arc::new(config), topics: Arc::default() }
+    }
+
+    async fn queues(&self, topic: &str) -> Result<Arc<TopicQueues>> {
+        if let Some(q) = self.topics.lock().unwrap_or_else(|e| e.into_inner()).get(topic) {
+            return Ok(q.clone());
+        }
+        let admin = Admin::new(self.channel.clone());
+        let describe =
+            (|| admin.describe_topic(topic)).retry(self.config.retry.backoff()).when(Error::is_retryable).await?;
+        let count = describe.topic.map_or(0, |t| t.partitions);
+        if count == 0 {
+            return Err(Error::Topic(format!("topic `{topic}` has no partitions")));
+        }
+        let mut map = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let queues = map.entry(topic.to_owned()).or_insert_with(|| {
+            let partitions = (0..count)
+                .map(|p| {
+                    let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
+                    let batcher = Batcher {
+                        client: ProducerClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX),
+                        config: self.config.clone(),
+                        topic: topic.to_owned(),
+                        partition: p,
+                        producer_id: new_producer_id(),
+                        sequence: 0,
+                    };
+                    tokio::spawn(batcher.run(rx));
+                    tx
+                })
+                .collect();
+            Arc::new(TopicQueues { partitions, round_robin: AtomicU32::new(0) })
+        });
+        Ok(queues.clone())
+    }
+
+    /// Queues `message` and returns a future for its acknowledgement, so many
+    /// messages can be in flight. Waits only while the partition queue is full.
+    pub async fn enqueue(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        message: pb::Message,
+    ) -> Result<impl std::future::Future<Output = Result<Delivery>>> {
+        let queues = self.queues(topic).await?;
+        let count = queues.partitions.len() as u32;
+        let p = match (partition, message.key.as_deref()) {
+            (Some(p), _) => p,
+            (None, Some(key)) => sluice_proto::partition_for_key(key, count),
+            (None, None) => queues.round_robin.fetch_add(1, Ordering::Relaxed) % count,
+        };
+        let tx = queues.partitions.get(p as usize).ok_or_else(|| {
+            Error::Topic(format!("topic `{topic}` has partitions 0..{count}; partition {p} does not exist"))
+        })?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(Pending { message, reply }).await.map_err(|_| Error::Closed)?;
+        Ok(async move { rx.await.map_err(|_| Error::Closed)? })
+    }
+
+    /// Sends one message and waits until it is durably stored.
+    pub async fn send(&self, topic: &str, message: pb::Message) -> Result<Delivery> {
+        self.enqueue(topic, None, message).await?.await
+    }
+
+    /// Sends one message to a given partition and waits for the ack.
+    pub async fn send_to(&self, topic: &str, partition: u32, message: pb::Message) -> Result<Delivery> {
+        self.enqueue(topic, Some(partition), message).await?.await
+    }
+}
+
+struct Batcher {
+    client: ProducerClient<Channel>,
+    config: Arc<ProducerConfig>,
+    topic: String,
+    partition: u32,
+    producer_id: u64,
+    sequence: u64,
+}
+
+impl Batcher {
+    async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(self.config.max_batch_messages);
+        while let Some(first) = rx.recv().await {
+            let mut bytes = first.message.value.len();
+            batch.push(first);
+            let deadline = tokio::time::Instant::now() + self.config.linger;
+            while batch.len() < self.config.max_batch_messages && bytes < self.config.max_batch_bytes {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Some(m) => {
+                            bytes += m.message.value.len();
+                            batch.push(m);
+                        }
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            self.send(&mut batch).await;
+        }
+    }
+
+    async fn send(&mut self, batch: &mut Vec<Pending>) {
+        let (messages, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.message, p.reply)).unzip();
+        let request = pb::ProduceRequest {
+            topic: self.topic.clone(),
+            partition: Some(self.partition),
+            messages,
+            producer_id: if self.config.idempotent { self.producer_id } else { 0 },
+            sequence: self.sequence,
+            request_id: 0,
+        };
+        let timeout = self.config.request_timeout;
+        let attempt = || {
+            let mut client = self.client.clone();
+            let mut req = tonic::Request::new(request.clone());
+            req.set_timeout(timeout);
+            async move { client.produce(req).await.map(tonic::Response::into_inner).map_err(Error::from) }
+        };
+        let result = attempt.retry(self.config.retry.backoff()).when(Error::is_retryable).await;
+        match result {
+            Ok(resp) => {
+                self.sequence += 1;
+                for (reply, offset) in replies.into_iter().zip(resp.offsets) {
+                    let _ = reply.send(Ok(Delivery { partition: self.partition, offset }));
+                }
+            }
+            Err(e) => {
+                let status = match &e {
+                    Error::Status(s) => s.clone(),
+                    other => tonic::Status::unknown(other.to_string()),
+                };
+                if e.is_retryable() || e.code() == Some(tonic::Code::FailedPrecondition) {
+                    // Unknown whether the broker stored it: continue as a new producer.
+                    self.producer_id = new_producer_id();
+                    self.sequence = 0;
+                }
+                for reply in replies {
+                    let _ = reply.send(Err(Error::Status(status.clone())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# make bench: starts a release broker on a fresh data dir, measures the disk (dd:
+# sequential write bandwidth, fsync latency), runs the standard suite with
+# `sluice bench`, and writes the figures, machine and commands to docs/BENCHMARKS.md.
+# --smoke: tiny counts, nothing written (make test runs it so the tool cannot rot).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
+DATA=target/bench-data
+rm -rf "$DATA" && mkdir -p "$DATA"
+BROKER=target/release/sluice-broker
+SLUICE=target/release/sluice
+
+start_broker() {
+  "$BROKER" --listen 127.0.0.1:0 --data-dir "$DATA/broker" --metrics-listen "" > "$DATA/out" 2>> "$DATA/log" &
+  PID=$!
+  for _ in $(seq 1 200); do grep -q "listening on" "$DATA/out" 2>/dev/null && break; sleep 0.05; done
+  ADDR="http://$(sed -n 's/^sluice-broker listening on //p' "$DATA/out")"
+}
+start_broker
+trap 'kill -9 $PID 2>/dev/null || true' EXIT
+
+if [ $SMOKE = 1 ]; then
+  M=2000; E2E=(--rate 1000 --seconds 1)
+else
+  M=1000000; E2E=(--rate 20000 --seconds 10)
+  seq_mb=$(dd if=/dev/zero of="$DATA/dd" bs=1M count=1024 oflag=direct conv=fdatasync 2>&1 | awk '/copied/ { print $(NF-1), $NF }')
+  fsync=$(dd if=/dev/zero of="$DATA/dd" bs=4k count=1000 oflag=dsync 2>&1 | awk '/copied/ { printf "%.3f ms", $(NF-3) * 1000 / 1000 }')
+  rm -f "$DATA/dd"
+fi
+
+RESULTS=()
+run() {
+  echo "\$ sluice bench $*" >&2
+  out=$("$SLUICE" --addr "$ADDR" bench "$@")
+  echo "$out" >&2
+  RESULTS+=("| \`sluice bench $*\` | $(echo "$out" | tr '\n' ' ' | sed 's/  */ /g') |")
+}
+run produce --topic p1k --messages $M --size 1024 --producers 4 --partitions 8 --in-flight 5000
+run produce --topic p100 --messages $((M * 2)) --size 100 --producers 4 --partitions 8 --in-flight 5000
+run produce --topic punary --mode unary --messages $((M / 20)) --size 1024 --producers 1 --in-flight 64
+run consume --topic p1k --messages $M --consumers 4
+run e2e --topic e2e --size 1024 "${E2E[@]}"
+rss=$(awk '/VmHWM/ { print $2, $3 }' /proc/$PID/status)
+kill -9 $PID; wait $PID 2>/dev/null || true
+stored=$(du -sh "$DATA/broker" | cut -f1)
+t0=$(date +%s%N); : > "$DATA/out"; start_broker; t1=$(date +%s%N)
+restart_ms=$(( (t1 - t0) / 1000000 ))
+echo "broker peak RSS $rss; restart after kill -9 with $stored stored: serving in $restart_ms ms (includes process start)" >&2
+[ $SMOKE = 1 ] && { echo "bench smoke: 5 workloads ran"; exit 0; }
+
+{
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d). Machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB,"
+  echo "broker and load generator on the same machine. Disk (same run): sequential write $seq_mb (dd, O_DIRECT),"
+  echo "fsync'd 4 KiB write $fsync each (dd oflag=dsync)."
+  echo
+  echo "| command | result |"
+  echo "|---|---|"
+  printf '%s\n' "${RESULTS[@]}"
+  echo
+  echo "Broker peak RSS during the suite: $rss. Restart after kill -9 with $stored stored: serving (health SERVING) in $restart_ms ms, process start included."
+} > docs/BENCHMARKS.md
+echo "wrote docs/BENCHMARKS.md"

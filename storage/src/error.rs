@@ -1,0 +1,91 @@
+//! The storage error type. Every variant says whether a retry can help.
+
+use std::path::PathBuf;
+
+/// What can go wrong in the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A stored batch failed its CRC or structure check: data was damaged on disk.
+    #[error("corrupted batch in topic id {topic_id} partition {partition} at offset {offset}: {reason}")]
+    Corruption {
+        /// Internal id of the topic.
+        topic_id: u64,
+        /// Partition number.
+        partition: u32,
+        /// Base offset of the damaged batch, or the offset being read.
+        offset: u64,
+        /// What check failed.
+        reason: String,
+    },
+    /// A metadata entry could not be decoded.
+    #[error("corrupted metadata entry {key:?}: {reason}")]
+    MetaCorruption {
+        /// The raw key of the entry.
+        key: Vec<u8>,
+        /// What check failed.
+        reason: String,
+    },
+    /// RocksDB refused an operation.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A previous write or fsync failed; the store refuses writes until restarted.
+    #[error("storage is poisoned by an earlier failed write; restart the broker")]
+    Poisoned,
+    /// The disk is full: the write was not applied.
+    #[error("no space left on the data volume: free space, then retry")]
+    NoSpace,
+    /// The writer has stopped (shutdown in progress).
+    #[error("storage writer stopped (broker shutting down)")]
+    WriterStopped,
+    /// The data directory could not be prepared.
+    #[error("data directory {path:?}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A producer sent a sequence that is neither the next one nor a recent duplicate.
+    #[error("producer {producer_id} sent sequence {got}, expected {expected}; restart the producer with a new id")]
+    OutOfOrderSequence {
+        /// The producer id.
+        producer_id: u64,
+        /// The sequence received.
+        got: u64,
+        /// The sequence the log expected next.
+        expected: u64,
+    },
+    /// A task running blocking storage work panicked or was cancelled.
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+impl Error {
+    /// Whether the same request may succeed if retried later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::NoSpace | Error::WriterStopped)
+    }
+
+    /// Whether this error means the data on disk is damaged.
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            Error::Corruption { .. } | Error::MetaCorruption { .. } => true,
+            Error::Rocks(e) => e.kind() == rocksdb::ErrorKind::Corruption,
+            _ => false,
+        }
+    }
+
+    /// Classifies a RocksDB write failure: a full disk is told apart so producers can back off.
+    pub(crate) fn from_write(e: rocksdb::Error) -> Self {
+        let text = e.to_string();
+        if text.contains("No space left") || text.contains("ENOSPC") {
+            Error::NoSpace
+        } else {
+            Error::Rocks(e)
+        }
+    }
+}
+
+/// Result alias for storage operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

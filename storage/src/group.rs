@@ -1,0 +1,272 @@
+//! Stored consumer-group state. This module owns only the bytes; what a
+//! lease, an ack or a backoff means is the broker's business.
+//!
+//! `groups` column family (big-endian):
+//!
+//! | key | value |
+//! |---|---|
+//! | `0x01 · group id u64 · partition u32` | cursor: `version u8 (1) · committed u64 · delivered u64 · dead-lettered u64` |
+//! | `0x02 · group id u64 · partition u32 · offset u64` | message state (see `MessageState::encode`) |
+//! | `0x03 · group id u64 · due ms u64 · partition u32 · offset u64` | empty: the redelivery time index |
+//!
+//! Offsets below `committed` are acknowledged. Offsets in `[committed, delivered)`
+//! were delivered at least once; one without a message-state entry was delivered
+//! exactly once and not acknowledged. The group's configuration is a `meta`
+//! entry `0x04 · name` holding the broker's opaque bytes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::{Buf, BufMut};
+
+use crate::keys::{self, TAG_GROUP};
+use crate::store::{Cf, Mutation};
+
+const CURSOR: u8 = 0x01;
+const MESSAGE: u8 = 0x02;
+const TIMER: u8 = 0x03;
+const VERSION: u8 = 1;
+
+/// Where a group stands on one partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCursor {
+    /// Every offset below is acknowledged.
+    pub committed: u64,
+    /// Every offset below was delivered at least once.
+    pub delivered: u64,
+    /// Messages of this partition moved to the dead-letter topic so far.
+    pub dead_lettered: u64,
+}
+
+/// What is known of one delivered, not yet committed message beyond "delivered once".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageState {
+    /// Acknowledged (waiting for the offsets below it).
+    pub acked: bool,
+    /// Deliveries so far.
+    pub attempts: u32,
+    /// First delivery time.
+    pub first_delivery_ms: i64,
+    /// Last delivery time.
+    pub last_delivery_ms: i64,
+    /// When it may be delivered again; 0 if not scheduled.
+    pub due_ms: i64,
+    /// Last failure reason.
+    pub reason: String,
+    /// Consumer that last had it.
+    pub consumer: String,
+}
+
+impl GroupCursor {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(25);
+        v.put_u8(VERSION);
+        v.put_u64(self.committed);
+        v.put_u64(self.delivered);
+        v.put_u64(self.dead_lettered);
+        v
+    }
+
+    fn decode(mut v: &[u8]) -> Option<Self> {
+        if v.len() != 25 || v.get_u8() != VERSION {
+            return None;
+        }
+        let c = GroupCursor { committed: v.get_u64(), delivered: v.get_u64(), dead_lettered: v.get_u64() };
+        (c.delivered >= c.committed).then_some(c)
+    }
+}
+
+fn put_str(v: &mut Vec<u8>, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    v.put_u16(s.len() as u16);
+    v.put_slice(s);
+}
+
+fn get_str(v: &mut &[u8]) -> Option<String> {
+    if v.remaining() < 2 {
+        return None;
+    }
+    let n = v.get_u16() as usize;
+    if v.remaining() < n {
+        return None;
+    }
+    let s = String::from_utf8_lossy(&v[..n]).into_owned();
+    v.advance(n);
+    Some(s)
+}
+
+impl MessageState {
+    /// `version u8 · acked u8 · attempts u32 · first ms i64 · last ms i64 · due ms i64 · reason (u16 len + UTF-8) · consumer (u16 len + UTF-8)`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(34 + self.reason.len() + self.consumer.len());
+        v.put_u8(VERSION);
+        v.put_u8(u8::from(self.acked));
+        v.put_u32(self.attempts);
+        v.put_i64(self.first_delivery_ms);
+        v.put_i64(self.last_delivery_ms);
+        v.put_i64(self.due_ms);
+        put_str(&mut v, &self.reason);
+        put_str(&mut v, &self.consumer);
+        v
+    }
+
+    /// Decodes `encode`'s output; `None` for anything else.
+    pub fn decode(mut v: &[u8]) -> Option<Self> {
+        if v.len() < 30 || v.get_u8() != VERSION {
+            return None;
+        }
+        let acked = v.get_u8() != 0;
+        let attempts = v.get_u32();
+        let (first_delivery_ms, last_delivery_ms, due_ms) = (v.get_i64(), v.get_i64(), v.get_i64());
+        let reason = get_str(&mut v)?;
+        let consumer = get_str(&mut v)?;
+        v.is_empty().then_some(MessageState {
+            acked,
+            attempts,
+            first_delivery_ms,
+            last_delivery_ms,
+            due_ms,
+            reason,
+            consumer,
+        })
+    }
+}
+
+fn cursor_key(group: u64, partition: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13);
+    k.put_u8(CURSOR);
+    k.put_u64(group);
+    k.put_u32(partition);
+    k
+}
+
+fn message_key(group: u64, partition: u32, offset: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(21);
+    k.put_u8(MESSAGE);
+    k.put_u64(group);
+    k.put_u32(partition);
+    k.put_u64(offset);
+    k
+}
+
+fn timer_key(group: u64, due_ms: i64, partition: u32, offset: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(29);
+    k.put_u8(TIMER);
+    k.put_u64(group);
+    k.put_u64(due_ms.max(0) as u64);
+    k.put_u32(partition);
+    k.put_u64(offset);
+    k
+}
+
+/// Sets a partition's cursor.
+pub fn put_cursor(group: u64, partition: u32, cursor: &GroupCursor) -> Mutation {
+    Mutation::Put(Cf::Groups, cursor_key(group, partition), cursor.encode())
+}
+
+/// Sets a message's state.
+pub fn put_message(group: u64, partition: u32, offset: u64, state: &MessageState) -> Mutation {
+    Mutation::Put(Cf::Groups, message_key(group, partition, offset), state.encode())
+}
+
+/// Removes a message's state (it is committed or skipped).
+pub fn delete_message(group: u64, partition: u32, offset: u64) -> Mutation {
+    Mutation::Delete(Cf::Groups, message_key(group, partition, offset))
+}
+
+/// Adds a redelivery to the time index.
+pub fn put_timer(group: u64, due_ms: i64, partition: u32, offset: u64) -> Mutation {
+    Mutation::Put(Cf::Groups, timer_key(group, due_ms, partition, offset), Vec::new())
+}
+
+/// Removes a redelivery from the time index.
+pub fn delete_timer(group: u64, due_ms: i64, partition: u32, offset: u64) -> Mutation {
+    Mutation::Delete(Cf::Groups, timer_key(group, due_ms, partition, offset))
+}
+
+/// Stores a group's configuration (opaque to storage) under its name.
+pub fn put_group(name: &str, config: Vec<u8>) -> Mutation {
+    Mutation::Put(Cf::Meta, keys::named_key(TAG_GROUP, name), config)
+}
+
+/// Removes a group: its configuration and every piece of its state.
+pub fn delete_group(name: &str, group: u64) -> Vec<Mutation> {
+    let mut m = vec![Mutation::Delete(Cf::Meta, keys::named_key(TAG_GROUP, name))];
+    for tag in [CURSOR, MESSAGE, TIMER] {
+        let mut from = vec![tag];
+        from.put_u64(group);
+        let mut to = vec![tag];
+        to.put_u64(group.saturating_add(1));
+        m.push(Mutation::DeleteRange(Cf::Groups, from, to));
+    }
+    m
+}
+
+/// A group's stored state, as recovery found it.
+#[derive(Debug, Default)]
+pub struct RecoveredGroupState {
+    /// Cursors by partition.
+    pub cursors: HashMap<u32, GroupCursor>,
+    /// Message states by partition and offset.
+    pub messages: HashMap<u32, BTreeMap<u64, MessageState>>,
+    /// Scheduled redeliveries: (due ms, partition, offset).
+    pub timers: Vec<(i64, u32, u64)>,
+}
+
+/// Folds one `groups` entry into `out` (keyed by group id); `false` if it does not parse.
+pub(crate) fn recover_entry(k: &[u8], v: &[u8], out: &mut HashMap<u64, RecoveredGroupState>) -> bool {
+    let mut key = k;
+    if key.is_empty() {
+        return false;
+    }
+    let tag = key.get_u8();
+    match (tag, key.len()) {
+        (CURSOR, 12) => {
+            let (g, p) = (key.get_u64(), key.get_u32());
+            let Some(c) = GroupCursor::decode(v) else { return false };
+            out.entry(g).or_default().cursors.insert(p, c);
+        }
+        (MESSAGE, 20) => {
+            let (g, p, o) = (key.get_u64(), key.get_u32(), key.get_u64());
+            let Some(s) = MessageState::decode(v) else { return false };
+            out.entry(g).or_default().messages.entry(p).or_default().insert(o, s);
+        }
+        (TIMER, 28) => {
+            let (g, due, p, o) = (key.get_u64(), key.get_u64(), key.get_u32(), key.get_u64());
+            out.entry(g).or_default().timers.push((due as i64, p, o));
+        }
+        _ => return false,
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_values_round_trip() {
+        let c = GroupCursor { committed: 3, delivered: 9, dead_lettered: 1 };
+        assert_eq!(GroupCursor::decode(&c.encode()), Some(c));
+        let m = MessageState {
+            acked: true,
+            attempts: 3,
+            first_delivery_ms: 1,
+            last_delivery_ms: 2,
+            due_ms: 3,
+            reason: "boom".into(),
+            consumer: "c-1".into(),
+        };
+        assert_eq!(MessageState::decode(&m.encode()), Some(m.clone()));
+        assert_eq!(MessageState::decode(&m.encode()[..10]), None);
+        let mut out = HashMap::new();
+        assert!(recover_entry(&timer_key(7, 100, 2, 5), &[], &mut out));
+        assert!(recover_entry(&message_key(7, 2, 5), &m.encode(), &mut out));
+        assert_eq!(out[&7].timers, vec![(100, 2, 5)]);
+        assert_eq!(out[&7].messages[&2][&5], m);
+    }
+
+    #[test]
+    fn timer_keys_sort_by_due_time() {
+        assert!(timer_key(1, 5, 9, 9) < timer_key(1, 6, 0, 0));
+    }
+}

@@ -1,0 +1,54 @@
+//! A flipped byte in stored data is reported as DATA_LOSS, never returned as data.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_client::proto as pb;
+use sluice_client::proto::consumer_client::ConsumerClient;
+use sluice_client::{Admin, Producer, ProducerConfig};
+use sluice_tests::TestBroker;
+
+const MARKER: &[u8] = b"SLUICE-CORRUPTION-MARKER-";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_byte_on_disk_is_data_loss_not_data() -> anyhow::Result<()> {
+    let mut broker = TestBroker::start().await?;
+    Admin::new(broker.channel()).create_topic("fragile", 2, pb::TopicConfig::default()).await?;
+    let producer = Producer::new(broker.channel(), ProducerConfig::default());
+    let mut value = MARKER.repeat(40);
+    value.extend_from_slice(b"end");
+    for _ in 0..20 {
+        producer
+            .send_to("fragile", 0, pb::Message { key: None, value: Bytes::from(value.clone()), headers: vec![] })
+            .await?;
+    }
+    producer
+        .send_to("fragile", 1, pb::Message { key: None, value: Bytes::from_static(b"healthy"), headers: vec![] })
+        .await?;
+    // A clean stop flushes memtables, so the records are in table files.
+    assert_eq!(broker.terminate(Duration::from_secs(20)).await?, Some(0));
+
+    let mut flipped = 0;
+    for entry in std::fs::read_dir(broker.data_dir())? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "sst") {
+            let mut bytes = std::fs::read(&path)?;
+            if let Some(at) = bytes.windows(MARKER.len()).position(|w| w == MARKER) {
+                bytes[at + 3] ^= 0x20;
+                std::fs::write(&path, &bytes)?;
+                flipped += 1;
+            }
+        }
+    }
+    assert!(flipped > 0, "the marker was found in a table file");
+
+    broker.start_again().await?;
+    let mut consumer = ConsumerClient::new(broker.channel());
+    let fetch = |partition| pb::FetchRequest { topic: "fragile".into(), partition, offset: 0, ..Default::default() };
+    let err = consumer.fetch(fetch(0)).await.expect_err("damaged data must not be served");
+    assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
+    let healthy = consumer.fetch(fetch(1)).await?.into_inner();
+    assert_eq!(healthy.records[0].value, Bytes::from_static(b"healthy"), "other partitions still serve");
+    broker.wait_healthy(Duration::from_secs(5)).await?;
+    Ok(())
+}
