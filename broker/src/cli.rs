@@ -89,6 +89,9 @@ pub struct SettingArgs {
     /// RocksDB memtable size for records, bytes [default: 67108864]
     #[arg(long, env = "SLUICE_WRITE_BUFFER_BYTES")]
     pub write_buffer_bytes: Option<usize>,
+    /// Free space the data volume keeps; produce gets RESOURCE_EXHAUSTED below it, 0 turns the check off [default: 268435456]
+    #[arg(long, env = "SLUICE_MIN_FREE_DISK_BYTES")]
+    pub min_free_disk_bytes: Option<u64>,
     /// Retention check period, ms [default: 5000]
     #[arg(long, env = "SLUICE_RETENTION_CHECK_MS")]
     pub retention_check_ms: Option<u64>,
@@ -146,6 +149,7 @@ impl SettingArgs {
             partition_queue_depth,
             writer_queue_depth,
             write_buffer_bytes,
+            min_free_disk_bytes,
             retention_check_ms,
             shutdown_grace_ms,
             metrics_refresh_ms,

@@ -46,6 +46,9 @@ pub struct BrokerConfig {
     pub writer_queue_depth: usize,
     /// RocksDB memtable size for records. Default 64 MiB.
     pub write_buffer_bytes: usize,
+    /// Free space the data volume keeps: below it produce is refused (reads,
+    /// acks and memtable flushes keep the room they need). 0 disables. Default 256 MiB.
+    pub min_free_disk_bytes: u64,
     /// How often retention and segment age are checked. Default 5000.
     pub retention_check_ms: u64,
     /// How long shutdown waits for in-flight requests. Default 10000.
@@ -74,6 +77,7 @@ impl Default for BrokerConfig {
             partition_queue_depth: 1024,
             writer_queue_depth: 4096,
             write_buffer_bytes: 64 << 20,
+            min_free_disk_bytes: 256 << 20,
             retention_check_ms: 5000,
             shutdown_grace_ms: 10_000,
             metrics_refresh_ms: 5000,
@@ -117,6 +121,11 @@ impl BrokerConfig {
         check((1..=1 << 20).contains(&self.partition_queue_depth), "partition-queue-depth", "must be 1..=1048576")?;
         check((1..=1 << 20).contains(&self.writer_queue_depth), "writer-queue-depth", "must be 1..=1048576")?;
         check((1 << 20..=4 << 30).contains(&self.write_buffer_bytes), "write-buffer-bytes", "must be 1 MiB..=4 GiB")?;
+        check(
+            self.min_free_disk_bytes == 0 || self.min_free_disk_bytes >= self.write_buffer_bytes as u64,
+            "min-free-disk-bytes",
+            "must be 0 (off) or at least write-buffer-bytes, so a memtable flush always has room",
+        )?;
         check((10..=3_600_000).contains(&self.retention_check_ms), "retention-check-ms", "must be 10..=3600000")?;
         check(self.shutdown_grace_ms <= 600_000, "shutdown-grace-ms", "must be at most 600000")?;
         check((100..=600_000).contains(&self.metrics_refresh_ms), "metrics-refresh-ms", "must be 100..=600000")?;

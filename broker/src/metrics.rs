@@ -54,6 +54,10 @@ pub const WRITE_AMPLIFICATION: &str = "sluice_storage_write_amplification_ratio"
 pub const PENDING_COMPACTION: &str = "sluice_storage_pending_compaction_bytes";
 /// Live WAL size.
 pub const WAL_BYTES: &str = "sluice_storage_wal_bytes";
+/// Free bytes on the data volume, to alert before the free-space alarm refuses produce.
+pub const DISK_FREE: &str = "sluice_storage_disk_free_bytes";
+/// 1 while produce is refused for lack of disk space.
+pub const DISK_ALARM: &str = "sluice_storage_disk_alarm";
 
 /// Installs the global recorder and returns the handle that renders it.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -127,6 +131,8 @@ pub async fn refresh(
             metrics::gauge!(PENDING_COMPACTION).set(stats.pending_compaction_bytes as f64);
             metrics::gauge!(WAL_BYTES).set(stats.wal_bytes as f64);
         }
+        metrics::gauge!(DISK_FREE).set(store.disk().free_bytes() as f64);
+        metrics::gauge!(DISK_ALARM).set(if store.disk().alarm() { 1.0 } else { 0.0 });
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(period) => {}

@@ -53,7 +53,11 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let config = Arc::new(config);
     tracing::info!(?config, version = env!("CARGO_PKG_VERSION"), "starting sluice-broker");
     let started = Instant::now();
-    let options = StoreOptions { write_buffer_bytes: config.write_buffer_bytes, ..StoreOptions::default() };
+    let options = StoreOptions {
+        write_buffer_bytes: config.write_buffer_bytes,
+        min_free_bytes: config.min_free_disk_bytes,
+        ..StoreOptions::default()
+    };
     let data_dir = config.data_dir.clone();
     let (store, mut recovered) = tokio::task::spawn_blocking(move || Store::open(&data_dir, &options))
         .await

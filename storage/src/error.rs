@@ -34,6 +34,17 @@ pub enum Error {
     /// The disk is full: the write was not applied.
     #[error("no space left on the data volume: free space, then retry")]
     NoSpace,
+    /// The data volume's free space is below the configured reserve: new data is refused.
+    #[error(
+        "data volume has {free} bytes free, below the reserve of {min_free} bytes (--min-free-disk-bytes): \
+         produce is refused until space is freed; reads and acks continue"
+    )]
+    LowDiskSpace {
+        /// Free bytes now.
+        free: u64,
+        /// The configured reserve.
+        min_free: u64,
+    },
     /// The writer has stopped (shutdown in progress).
     #[error("storage writer stopped (broker shutting down)")]
     WriterStopped,
@@ -64,7 +75,7 @@ pub enum Error {
 impl Error {
     /// Whether the same request may succeed if retried later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::NoSpace | Error::WriterStopped)
+        matches!(self, Error::NoSpace | Error::LowDiskSpace { .. } | Error::WriterStopped)
     }
 
     /// Whether this error means the data on disk is damaged.

@@ -9,6 +9,7 @@
 //!
 //! This crate knows nothing of gRPC, consumer groups or acknowledgements.
 
+pub mod disk_space;
 pub mod error;
 pub mod group;
 pub mod keys;
@@ -20,6 +21,7 @@ pub mod store;
 pub mod topic;
 pub mod writer;
 
+pub use disk_space::DiskSpace;
 pub use error::{Error, Result};
 pub use group::{GroupCursor, MessageState, RecoveredGroupState};
 pub use log::{Append, PartitionLog, ProducerSeq, Trim};

@@ -72,11 +72,13 @@ pub struct StoreOptions {
     pub write_buffer_bytes: usize,
     /// Background flush and compaction threads.
     pub background_jobs: i32,
+    /// Free space on the data volume below which new data is refused (0: no check).
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { write_buffer_bytes: 64 << 20, background_jobs: 2 }
+        StoreOptions { write_buffer_bytes: 64 << 20, background_jobs: 2, min_free_bytes: 0 }
     }
 }
 
@@ -106,6 +108,7 @@ pub struct Store {
     poisoned: AtomicBool,
     unsynced: AtomicBool,
     commits: std::sync::atomic::AtomicU64,
+    disk: crate::DiskSpace,
 }
 
 impl std::fmt::Debug for Store {
@@ -153,6 +156,7 @@ impl Store {
             poisoned: AtomicBool::new(false),
             unsynced: AtomicBool::new(false),
             commits: Default::default(),
+            disk: crate::DiskSpace::new(path, options.min_free_bytes),
         };
         let mut recovered = store.recover()?;
         recovered.elapsed = started.elapsed();
@@ -288,6 +292,11 @@ impl Store {
             tracing::error!(error = %e, "write failed; storage poisoned, refusing writes until restart");
             Error::from_write(e)
         })
+    }
+
+    /// The data volume's free-space alarm: checked before accepting new data.
+    pub fn disk(&self) -> &crate::DiskSpace {
+        &self.disk
     }
 
     /// Atomic writes made since open; with group commit, far fewer than requests.

@@ -39,6 +39,7 @@ pub struct TestBroker {
     pub addr: String,
     /// `host:port` of `/metrics`, when started with `--metrics-listen`.
     pub metrics_addr: Option<String>,
+    data_dir: PathBuf,
     extra: Vec<String>,
     envs: Vec<(String, String)>,
     starts: usize,
@@ -57,10 +58,22 @@ impl TestBroker {
 
     /// Starts a broker with extra flags and environment variables.
     pub async fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_prepared(extra, envs, |root| Ok(root.join("data"))).await
+    }
+
+    /// Starts a broker whose data directory `prepare` chooses under the test's
+    /// temporary directory (e.g. on a small filesystem it mounts there).
+    pub async fn start_prepared(
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        prepare: impl FnOnce(&Path) -> anyhow::Result<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let data_dir = prepare(dir.path())?;
         let mut broker = TestBroker {
             child: None,
             dir,
+            data_dir,
             addr: "127.0.0.1:0".into(),
             metrics_addr: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -99,7 +112,7 @@ impl TestBroker {
 
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data_dir.clone()
     }
 
     /// The broker URL for clients.

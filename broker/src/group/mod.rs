@@ -5,6 +5,8 @@
 mod actor;
 pub mod config;
 mod dead_letter;
+#[cfg(test)]
+mod model_check;
 mod registry;
 pub mod state;
 

@@ -24,6 +24,7 @@ fn code_and_reason(e: &Error) -> (Code, &'static str) {
         Error::Storage(s) => match s {
             _ if s.is_corruption() => (Code::DataLoss, "corruption"),
             S::NoSpace => (Code::ResourceExhausted, "disk_full"),
+            S::LowDiskSpace { .. } => (Code::ResourceExhausted, "disk_full"),
             S::Poisoned => (Code::Unavailable, "storage_poisoned"),
             S::WriterStopped => (Code::Unavailable, "shutting_down"),
             S::OutOfOrderSequence { .. } => (Code::FailedPrecondition, "out_of_order_sequence"),

@@ -64,6 +64,7 @@ impl PartitionHandle {
     /// a retried `producer` sequence resolves to the original offsets.
     /// A full partition queue is `Overloaded` at once (back-pressure).
     pub async fn append(&self, messages: Vec<Message>, producer: Option<ProducerSeq>) -> Result<AppendResult> {
+        self.store.disk().check()?;
         let (reply, rx) = oneshot::channel();
         self.tx.try_send(Command::Append { messages, producer, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => Error::Overloaded("partition append queue"),
