@@ -9,6 +9,8 @@
 //!
 //! This crate knows nothing of gRPC, consumer groups or acknowledgements.
 
+#[cfg(test)]
+mod decode_fuzz;
 pub mod disk_space;
 pub mod error;
 pub mod group;

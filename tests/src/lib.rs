@@ -2,6 +2,10 @@
 //! with a temporary data directory, and can SIGKILL, SIGTERM and restart it.
 //! Tests talk to it only through gRPC and the public client.
 
+pub mod raw;
+
+pub use raw::send_raw;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -108,6 +112,23 @@ impl TestBroker {
             sum += value.parse::<f64>().unwrap_or(0.0);
         }
         Ok(sum)
+    }
+
+    /// The broker's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// Peak resident memory of the broker process so far (VmHWM), bytes.
+    pub fn peak_rss_bytes(&self) -> anyhow::Result<u64> {
+        let pid = self.pid().context("broker not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .context("VmHWM in /proc/PID/status")?;
+        Ok(kb * 1024)
     }
 
     /// The data directory.

@@ -5,7 +5,7 @@ use sluice_client::proto as pb;
 use sluice_client::proto::admin_client::AdminClient;
 use sluice_client::proto::consumer_client::ConsumerClient;
 use sluice_client::proto::producer_client::ProducerClient;
-use sluice_tests::{read_all, TestBroker};
+use sluice_tests::{read_all, send_raw, TestBroker};
 use tonic::Code;
 
 fn produce(topic: &str, partition: Option<u32>, messages: Vec<pb::Message>) -> pb::ProduceRequest {
@@ -128,58 +128,4 @@ async fn bad_requests_get_clear_statuses_and_touch_nothing() -> anyhow::Result<(
     let topics = admin.list_topics(pb::ListTopicsRequest {}).await?.into_inner().topics;
     assert_eq!(topics.len(), 1, "no topic created by a rejected request");
     Ok(())
-}
-
-async fn send_raw(
-    mut grpc: tonic::client::Grpc<tonic::transport::Channel>,
-    path: &'static str,
-    body: Vec<u8>,
-) -> Result<(), tonic::Status> {
-    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let codec = RawCodec;
-    grpc.unary::<Vec<u8>, Vec<u8>, _>(
-        tonic::Request::new(body),
-        tonic::codegen::http::uri::PathAndQuery::from_static(path),
-        codec,
-    )
-    .await
-    .map(|_| ())
-}
-
-/// Sends bytes as they are, to deliver malformed protobuf.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl tonic::codec::Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        use bytes::Buf;
-        let mut v = vec![0; src.remaining()];
-        src.copy_to_slice(&mut v);
-        Ok(Some(v))
-    }
 }
