@@ -86,6 +86,9 @@ pub struct SettingArgs {
     /// Writes queued for the storage writer [default: 4096]
     #[arg(long, env = "SLUICE_WRITER_QUEUE_DEPTH")]
     pub writer_queue_depth: Option<usize>,
+    /// Message bytes of produce requests in flight across all producers before RESOURCE_EXHAUSTED [default: 268435456]
+    #[arg(long, env = "SLUICE_MAX_INFLIGHT_PRODUCE_BYTES")]
+    pub max_inflight_produce_bytes: Option<usize>,
     /// RocksDB memtable size for records, bytes [default: 67108864]
     #[arg(long, env = "SLUICE_WRITE_BUFFER_BYTES")]
     pub write_buffer_bytes: Option<usize>,
@@ -148,6 +151,7 @@ impl SettingArgs {
             max_request_bytes,
             partition_queue_depth,
             writer_queue_depth,
+            max_inflight_produce_bytes,
             write_buffer_bytes,
             min_free_disk_bytes,
             retention_check_ms,

@@ -44,6 +44,10 @@ pub struct BrokerConfig {
     pub partition_queue_depth: usize,
     /// Writes queued for the writer before partitions wait. Default 4096.
     pub writer_queue_depth: usize,
+    /// Message bytes of produce requests being appended at once, across all
+    /// producers: past it producers get RESOURCE_EXHAUSTED instead of the
+    /// broker growing memory. Default 256 MiB.
+    pub max_inflight_produce_bytes: usize,
     /// RocksDB memtable size for records. Default 64 MiB.
     pub write_buffer_bytes: usize,
     /// Free space the data volume keeps: below it produce is refused (reads,
@@ -76,6 +80,7 @@ impl Default for BrokerConfig {
             max_request_bytes: 64 << 20,
             partition_queue_depth: 1024,
             writer_queue_depth: 4096,
+            max_inflight_produce_bytes: 256 << 20,
             write_buffer_bytes: 64 << 20,
             min_free_disk_bytes: 256 << 20,
             retention_check_ms: 5000,
@@ -120,6 +125,11 @@ impl BrokerConfig {
         )?;
         check((1..=1 << 20).contains(&self.partition_queue_depth), "partition-queue-depth", "must be 1..=1048576")?;
         check((1..=1 << 20).contains(&self.writer_queue_depth), "writer-queue-depth", "must be 1..=1048576")?;
+        check(
+            (1 << 20..=u32::MAX as usize).contains(&self.max_inflight_produce_bytes),
+            "max-inflight-produce-bytes",
+            "must be 1 MiB..=4 GiB",
+        )?;
         check((1 << 20..=4 << 30).contains(&self.write_buffer_bytes), "write-buffer-bytes", "must be 1 MiB..=4 GiB")?;
         check(
             self.min_free_disk_bytes == 0 || self.min_free_disk_bytes >= self.write_buffer_bytes as u64,

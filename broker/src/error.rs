@@ -50,6 +50,14 @@ pub enum Error {
     /// A queue is full: back off and retry.
     #[error("{0} is full; retry with backoff")]
     Overloaded(&'static str),
+    /// Produce requests already hold the broker's whole in-flight byte budget.
+    #[error(
+        "the broker is appending {limit} bytes of produce requests already (max-inflight-produce-bytes); retry with backoff"
+    )]
+    ProduceBudgetExhausted {
+        /// The configured budget.
+        limit: usize,
+    },
     /// The broker is stopping.
     #[error("broker is shutting down; retry against another broker or after restart")]
     ShuttingDown,

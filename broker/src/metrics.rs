@@ -22,6 +22,8 @@ pub const PRODUCE_MESSAGES: &str = "sluice_produce_messages_total";
 pub const PRODUCE_BYTES: &str = "sluice_produce_bytes_total";
 /// Produce request to durable acknowledgement, seconds.
 pub const PRODUCE_LATENCY: &str = "sluice_produce_latency_seconds";
+/// Produce requests refused because the in-flight byte budget was full.
+pub const PRODUCE_THROTTLED: &str = "sluice_produce_throttled_total";
 /// Messages returned by Fetch, by topic.
 pub const FETCH_MESSAGES: &str = "sluice_fetch_messages_total";
 /// Bytes returned by Fetch, by topic.
@@ -68,6 +70,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     // Only the first broker in a process records (tests may start several).
     let _ = metrics::set_global_recorder(recorder);
     metrics::describe_counter!(PRODUCE_MESSAGES, "Messages appended, by topic");
+    metrics::describe_counter!(
+        PRODUCE_THROTTLED,
+        "Produce requests refused with RESOURCE_EXHAUSTED because max-inflight-produce-bytes was in use"
+    );
     metrics::describe_histogram!(PRODUCE_LATENCY, metrics::Unit::Seconds, "Produce request to durable acknowledgement");
     metrics::describe_histogram!(
         "sluice_storage_write_seconds",

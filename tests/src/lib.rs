@@ -2,6 +2,7 @@
 //! with a temporary data directory, and can SIGKILL, SIGTERM and restart it.
 //! Tests talk to it only through gRPC and the public client.
 
+pub mod payload;
 pub mod raw;
 
 pub use raw::send_raw;

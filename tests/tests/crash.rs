@@ -8,34 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use sluice_client::proto as pb;
 use sluice_client::{Admin, Producer, ProducerConfig, RetryConfig};
+use sluice_tests::payload::{id_of, payload};
 use sluice_tests::{read_all, TestBroker};
 
 const PARTITIONS: u32 = 4;
 
 /// (partition, offset) of an acknowledged message.
 type Position = (u32, u64);
-
-/// A self-verifying payload: its id, then bytes derived from the id.
-fn payload(id: u64, len: usize) -> Bytes {
-    let mut v = format!("{id}:").into_bytes();
-    let mut x = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.push((x & 0xff) as u8);
-    }
-    Bytes::from(v)
-}
-
-fn id_of(value: &[u8]) -> Option<u64> {
-    let end = value.iter().position(|&b| b == b':')?;
-    std::str::from_utf8(&value[..end]).ok()?.parse().ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_messages_survive_repeated_sigkill_exactly_once() -> anyhow::Result<()> {

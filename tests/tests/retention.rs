@@ -5,8 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_client::proto as pb;
 use sluice_client::proto::consumer_client::ConsumerClient;
-use sluice_client::{Admin, Producer, ProducerConfig};
-use sluice_tests::{dir_size, eventually, TestBroker};
+use sluice_client::{Admin, Consumer, ConsumerConfig, Producer, ProducerConfig};
+use sluice_tests::{create_group, dir_size, eventually, group_config, produce_values, TestBroker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_by_bytes_drops_old_segments_and_returns_disk_space() -> anyhow::Result<()> {
@@ -75,5 +75,37 @@ async fn retention_by_time_expires_everything_old() -> anyhow::Result<()> {
         .send("ephemeral", pb::Message { key: None, value: Bytes::from_static(b"new"), headers: vec![] })
         .await?;
     assert_eq!(d.offset, 10, "offsets continue after everything expired");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_message_removed_by_retention_is_settled_not_retried_forever() -> anyhow::Result<()> {
+    let broker = TestBroker::start_with(&["--retention-check-ms", "100"]).await?;
+    let admin = Admin::new(broker.channel());
+    admin.create_topic("short", 1, pb::TopicConfig { retention_ms: 1500, ..Default::default() }).await?;
+    let config = pb::GroupConfig {
+        max_delivery_attempts: 1,
+        dead_letter_topic: "short.dlq".into(),
+        ..group_config("short", 60_000)
+    };
+    create_group(broker.channel(), "late", config).await?;
+    produce_values(broker.channel(), "short", (0..3).map(|i| format!("m{i}"))).await?;
+    let consumer = Consumer::new(broker.channel(), "late", ConsumerConfig::default());
+    let leased = consumer.pull(10, Duration::from_secs(2)).await?;
+    assert_eq!(leased.len(), 3);
+    eventually(Duration::from_secs(20), "the leased messages to expire", || async {
+        let p = admin.describe_topic("short").await?.partitions.remove(0);
+        Ok((p.earliest_offset == 3).then_some(()))
+    })
+    .await?;
+    consumer.nack(leased.into_iter().map(|m| m.ack_id).collect(), None, "too late").await?;
+    let g = eventually(Duration::from_secs(10), "the group to settle the expired messages", || async {
+        let g = admin.describe_group("late").await?;
+        Ok((g.backlog_messages == 0 && g.in_flight == 0).then_some(g))
+    })
+    .await?;
+    assert_eq!(g.dead_lettered, 0, "nothing was left to dead-letter");
+    let dlq = admin.describe_topic("short.dlq").await?;
+    assert!(dlq.partitions.iter().all(|p| p.latest_offset == 0), "the dead-letter topic stays empty");
     Ok(())
 }

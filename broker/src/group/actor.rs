@@ -419,9 +419,13 @@ impl GroupActor {
         let result =
             dead_letter::write(&self.ctx, &self.topic, p, offset, settings, self.state.message(p, offset), now).await;
         match result {
-            Ok(()) => {
+            Ok(dead_letter::Outcome::Written) => {
                 self.state.dead_lettered(p, offset, out);
                 metrics::counter!("sluice_group_dead_lettered_total", "group" => settings.name.clone()).increment(1);
+            }
+            Ok(dead_letter::Outcome::SourceExpired) => {
+                let attempt = self.state.message(p, offset).map_or(0, |m| m.attempts);
+                let _ = self.state.ack(p, offset, attempt, out);
             }
             Err(e) => {
                 tracing::error!(error = %e, partition = p, offset, "dead-lettering failed; will retry after the backoff");

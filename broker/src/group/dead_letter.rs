@@ -7,7 +7,7 @@ use sluice_storage::MessageState;
 
 use super::config::GroupSettings;
 use super::registry::GroupContext;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::topic::Topic;
 
 /// Header names added to dead letters.
@@ -38,6 +38,16 @@ fn header(key: &str, value: impl ToString) -> pb::Header {
     pb::Header { key: key.to_owned(), value: Bytes::from(value.to_string()) }
 }
 
+/// What became of a message the group gave up on.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Appended to the dead-letter topic, durably.
+    Written,
+    /// Retention removed the source record first: there is nothing left to
+    /// dead-letter, so the group settles it instead of retrying forever.
+    SourceExpired,
+}
+
 /// Appends the record at `p`/`offset` of `topic` to the group's dead-letter
 /// topic (partition `p mod n`), durably.
 pub(super) async fn write(
@@ -48,17 +58,21 @@ pub(super) async fn write(
     settings: &GroupSettings,
     state: Option<&MessageState>,
     now: i64,
-) -> Result<()> {
+) -> Result<Outcome> {
     let dlq = ctx.topics.get(&settings.dead_letter_topic)?;
     let (store, topic_id) = (ctx.store.clone(), topic.id);
     let mut records = tokio::task::spawn_blocking(move || store.read(topic_id, p, offset, offset + 1, 1, usize::MAX))
         .await
         .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
     let Some(record) = records.pop() else {
-        return Err(Error::FailedPrecondition(format!(
-            "offset {offset} of partition {p} of `{}` is no longer stored (retention removed it); it cannot be dead-lettered",
-            topic.name
-        )));
+        tracing::warn!(
+            group = %settings.name,
+            topic = %topic.name,
+            partition = p,
+            offset,
+            "message exhausted its attempts after retention removed it; nothing to dead-letter"
+        );
+        return Ok(Outcome::SourceExpired);
     };
     let state = state.cloned().unwrap_or_default();
     let mut hs: Vec<pb::Header> = record.headers.into_iter().map(|(key, value)| pb::Header { key, value }).collect();
@@ -87,5 +101,5 @@ pub(super) async fn write(
         reason = %state.reason,
         "message dead-lettered"
     );
-    Ok(())
+    Ok(Outcome::Written)
 }

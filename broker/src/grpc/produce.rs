@@ -2,12 +2,14 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::producer_server::Producer;
 use sluice_storage::ProducerSeq;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -16,18 +18,41 @@ use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 use crate::topic::TopicRegistry;
 
+/// How long a produce request waits for room in the in-flight byte budget
+/// before it is refused: long enough to ride out a burst, short enough that
+/// the producer's own backoff takes over under sustained overload.
+const BUDGET_WAIT: Duration = Duration::from_millis(100);
+
 /// The Producer service.
 #[derive(Debug, Clone)]
 pub struct ProduceService {
     registry: Arc<TopicRegistry>,
     config: Arc<BrokerConfig>,
     stop: CancellationToken,
+    /// One permit per message byte being appended, shared by every producer.
+    budget: Arc<Semaphore>,
 }
 
 impl ProduceService {
     /// A service over `registry`; streams end when `stop` fires.
     pub fn new(registry: Arc<TopicRegistry>, config: Arc<BrokerConfig>, stop: CancellationToken) -> Self {
-        ProduceService { registry, config, stop }
+        let budget = Arc::new(Semaphore::new(config.max_inflight_produce_bytes));
+        ProduceService { registry, config, stop, budget }
+    }
+
+    /// Holds `bytes` of the in-flight budget (all of it for a request larger
+    /// than the budget), or refuses when none frees up within `BUDGET_WAIT`.
+    async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit> {
+        let limit = self.config.max_inflight_produce_bytes;
+        let permits = u32::try_from(bytes.clamp(1, limit)).unwrap_or(u32::MAX);
+        match tokio::time::timeout(BUDGET_WAIT, self.budget.clone().acquire_many_owned(permits)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => {
+                metrics::counter!(crate::metrics::PRODUCE_THROTTLED).increment(1);
+                Err(Error::ProduceBudgetExhausted { limit })
+            }
+        }
     }
 
     /// Validates, routes to partitions, appends, answers per message, and counts it.
@@ -35,6 +60,7 @@ impl ProduceService {
         let started = std::time::Instant::now();
         let bytes: usize = req.messages.iter().map(validate::message_size).sum();
         let (topic, n) = (req.topic.clone(), req.messages.len());
+        let _held = self.reserve(bytes).await?;
         let resp = self.append(req).await?;
         if !resp.duplicate {
             metrics::counter!(crate::metrics::PRODUCE_MESSAGES, "topic" => topic.clone()).increment(n as u64);

@@ -19,7 +19,7 @@ fn code_and_reason(e: &Error) -> (Code, &'static str) {
         Error::GroupExists(_) => (Code::AlreadyExists, "group_exists"),
         Error::FailedPrecondition(_) => (Code::FailedPrecondition, "failed_precondition"),
         Error::OffsetOutOfRange { .. } => (Code::OutOfRange, "offset_out_of_range"),
-        Error::Overloaded(_) => (Code::ResourceExhausted, "overloaded"),
+        Error::Overloaded(_) | Error::ProduceBudgetExhausted { .. } => (Code::ResourceExhausted, "overloaded"),
         Error::ShuttingDown => (Code::Unavailable, "shutting_down"),
         Error::Storage(s) => match s {
             _ if s.is_corruption() => (Code::DataLoss, "corruption"),
