@@ -22,11 +22,21 @@ use crate::grpc::{admin::AdminService, consume::ConsumeService, produce::Produce
 use crate::partition::PartitionContext;
 use crate::topic::TopicRegistry;
 
+/// What an operator can do about a storage error at start.
+fn storage_hint(e: &sluice_storage::Error) -> &'static str {
+    if e.is_corruption() {
+        ". The data directory is damaged (a file was truncated or overwritten outside Sluice); the broker will not \
+         serve from it. Restore the directory from a backup or a replica; do not delete files by hand."
+    } else {
+        ""
+    }
+}
+
 /// Why the broker could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// Storage could not be opened.
-    #[error("opening storage: {0}")]
+    #[error("opening storage: {0}{hint}", hint = storage_hint(.0))]
     Storage(#[from] sluice_storage::Error),
     /// A socket or thread could not be created.
     #[error("{what}: {source}")]

@@ -23,6 +23,12 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..200)
 }
 
+/// Stores opened per run: `make test` runs the default, `make soak` many more
+/// (SLUICE_DECODE_CASES). The pure decoders follow PROPTEST_CASES.
+fn reopen_cases() -> u32 {
+    std::env::var("SLUICE_DECODE_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(48)
+}
+
 proptest! {
     #[test]
     fn value_decoders_never_panic(k in key(), v in value(), base in any::<u64>()) {
@@ -34,7 +40,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: reopen_cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn recovery_of_arbitrary_entries_reports_corruption_or_succeeds(

@@ -169,6 +169,8 @@ impl TestBroker {
         cmd.args(&self.extra)
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
+            // Errors end the log with their message, not an anyhow backtrace; panics keep theirs.
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);

@@ -110,9 +110,11 @@ async fn random_sigkills_under_mixed_load_lose_nothing_acknowledged() -> anyhow:
     let admin_task =
         tokio::spawn(churn_admin(Admin::new(broker.channel()), seed, admin_ledger.clone(), shared.clone()));
 
+    let mut peak_rss = 0;
     for round in 0..kills {
         let wait = Duration::from_millis(rng.random_range(300..1500));
         tokio::time::sleep(wait).await;
+        peak_rss = peak_rss.max(broker.peak_rss_bytes()?);
         broker.kill9().await?;
         let (produced, acked) = {
             let l = shared.ledger.lock().expect("lock");
@@ -166,13 +168,15 @@ async fn random_sigkills_under_mixed_load_lose_nothing_acknowledged() -> anyhow:
     );
     let admin_ledger = std::mem::take(&mut *admin_ledger.lock().expect("lock"));
     check_admin(&admin, &admin_ledger, seed).await?;
+    peak_rss = peak_rss.max(broker.peak_rss_bytes()?);
     eprintln!(
-        "chaos summary: seed {seed}, {kills} SIGKILLs survived, {} produces acked, {} messages checked, {} deliveries, {} consumer acks, {} dead-lettered, 0 lost",
+        "chaos summary: seed {seed}, {kills} SIGKILLs survived, {} produces acked, {} messages checked, {} deliveries, {} consumer acks, {} dead-lettered, broker peak RSS {} MiB, 0 lost",
         ledger.produced.len(),
         stored.len(),
         ledger.deliveries.len(),
         ledger.acked.len(),
-        dead.len()
+        dead.len(),
+        peak_rss >> 20
     );
     Ok(())
 }

@@ -52,3 +52,34 @@ async fn flipped_byte_on_disk_is_data_loss_not_data() -> anyhow::Result<()> {
     broker.wait_healthy(Duration::from_secs(5)).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_table_file_stops_the_broker_at_start_with_a_clear_error() -> anyhow::Result<()> {
+    let mut broker = TestBroker::start().await?;
+    Admin::new(broker.channel()).create_topic("cut", 1, pb::TopicConfig::default()).await?;
+    let producer = Producer::new(broker.channel(), ProducerConfig::default());
+    for _ in 0..50 {
+        producer
+            .send_to("cut", 0, pb::Message { key: None, value: Bytes::from(MARKER.repeat(40)), headers: vec![] })
+            .await?;
+    }
+    assert_eq!(broker.terminate(Duration::from_secs(20)).await?, Some(0));
+    let mut truncated = 0;
+    for entry in std::fs::read_dir(broker.data_dir())? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "sst") {
+            let bytes = std::fs::read(&path)?;
+            if bytes.windows(MARKER.len()).any(|w| w == MARKER) {
+                std::fs::write(&path, &bytes[..bytes.len() / 2])?;
+                truncated += 1;
+            }
+        }
+    }
+    assert!(truncated > 0, "the records were found in a table file");
+    let refused = broker.start_again().await.expect_err("a broker over a truncated table file must not serve");
+    let log = broker.log_tail();
+    eprintln!("start refused: {refused}");
+    assert!(log.contains("Corruption") && log.contains(".sst"), "the log names the corruption and the file:\n{log}");
+    assert!(log.contains("Restore the directory from a backup"), "the log says what to do:\n{log}");
+    Ok(())
+}
