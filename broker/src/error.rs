@@ -58,6 +58,9 @@ pub enum Error {
         /// The configured budget.
         limit: usize,
     },
+    /// The topic or group was deleted while the request was in flight.
+    #[error("{0} was deleted while this request was in flight")]
+    Deleted(String),
     /// The broker is stopping.
     #[error("broker is shutting down; retry against another broker or after restart")]
     ShuttingDown,

@@ -182,6 +182,9 @@ impl TopicRegistry {
         let _guard = self.next_id.lock().await;
         let topic = self.get(name)?;
         self.write_map().remove(name);
+        for p in &topic.partitions {
+            p.mark_deleted();
+        }
         topic.stop.cancel();
         let actors = std::mem::take(&mut *topic.actors.lock().unwrap_or_else(|e| e.into_inner()));
         for a in actors {

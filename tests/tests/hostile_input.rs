@@ -247,16 +247,25 @@ async fn hostile_requests_get_statuses_and_the_broker_stays_healthy() -> anyhow:
     let started = Instant::now();
     let (mut sent, mut by_code) = (0u64, std::collections::BTreeMap::<String, u64>::new());
     while sent < inputs && started.elapsed() < Duration::from_secs(120) {
-        let calls: Vec<_> = (0..64)
+        let batch: Vec<(&str, Vec<u8>)> = (0..64)
             .map(|_| {
                 let (path, valid) = &templates[rng.random_range(0..templates.len())];
-                send_raw(grpc.clone(), path, mutate(&mut rng, valid))
+                (*path, mutate(&mut rng, valid))
             })
             .collect();
-        for r in join_all(calls).await {
+        let calls = batch.iter().map(|(path, body)| send_raw(grpc.clone(), path, body.clone()));
+        for ((path, body), r) in batch.iter().zip(join_all(calls).await) {
             let code = r.as_ref().err().map_or(Code::Ok, |s| s.code());
-            assert_ne!(code, Code::Unavailable, "the broker must stay up (seed {seed})");
-            assert_ne!(code, Code::Unknown, "every failure is a deliberate status (seed {seed})");
+            let what = || {
+                let head: Vec<u8> = body.iter().copied().take(64).collect();
+                format!(
+                    "{path} with {} bytes starting {head:02x?}: {r:?} (seed {seed})\n{}",
+                    body.len(),
+                    broker.log_tail()
+                )
+            };
+            assert!(code != Code::Unavailable, "the broker must stay up: {}", what());
+            assert!(code != Code::Unknown, "every failure is a deliberate status: {}", what());
             if let Err(s) = &r {
                 // INTERNAL is the gRPC code for an undecodable request; any other INTERNAL is a broker bug.
                 assert!(
@@ -278,5 +287,58 @@ async fn hostile_requests_get_statuses_and_the_broker_stays_healthy() -> anyhow:
     let peak = broker.peak_rss_bytes()?;
     eprintln!("hostile_input: broker peak RSS {} MiB", peak >> 20);
     assert!(peak < 1 << 30, "peak RSS {} MiB under hostile input", peak >> 20);
+    Ok(())
+}
+
+/// Requests racing a delete of their topic or group are told it was deleted
+/// (NOT_FOUND), never that the broker is going away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_a_delete_get_not_found_not_unavailable() -> anyhow::Result<()> {
+    let broker = TestBroker::start().await?;
+    let admin = sluice_client::Admin::new(broker.channel());
+    let mut codes = std::collections::BTreeMap::<String, u64>::new();
+    for round in 0..150 {
+        let topic = format!("doomed-{round}");
+        admin.create_topic(&topic, 2, pb::TopicConfig::default()).await?;
+        let group = format!("{topic}-g");
+        let mut producer = ProducerClient::new(broker.channel());
+        let mut consumer = ConsumerClient::new(broker.channel());
+        let produce = pb::ProduceRequest {
+            topic: topic.clone(),
+            partition: Some(0),
+            messages: vec![message("m")],
+            ..Default::default()
+        };
+        let pull = pb::PullRequest { group: group.clone(), consumer_id: "c".into(), max_messages: 10, max_wait_ms: 50 };
+        let (created, pulled, produced, deleted_group, deleted_topic) = tokio::join!(
+            admin.create_group(&group, group_config(&topic, 1000)),
+            consumer.pull(pull),
+            producer.produce(produce),
+            admin.delete_group(&group),
+            async {
+                tokio::task::yield_now().await;
+                admin.delete_topic(&topic).await
+            },
+        );
+        let outcomes = [
+            created.err().and_then(|e| e.code()),
+            pulled.err().map(|s| s.code()),
+            produced.err().map(|s| s.code()),
+            deleted_group.err().and_then(|e| e.code()),
+            deleted_topic.err().and_then(|e| e.code()),
+        ];
+        for code in outcomes {
+            let code = code.unwrap_or(Code::Ok);
+            assert!(
+                matches!(code, Code::Ok | Code::NotFound | Code::AlreadyExists | Code::FailedPrecondition),
+                "round {round}: {code:?} ({outcomes:?})"
+            );
+            *codes.entry(format!("{code:?}")).or_default() += 1;
+        }
+        let _ = admin.delete_group(&group).await;
+        let _ = admin.delete_topic(&topic).await;
+    }
+    eprintln!("racing deletes: {codes:?}");
+    broker.wait_healthy(Duration::from_secs(5)).await?;
     Ok(())
 }

@@ -131,6 +131,8 @@ pub struct GroupHandle {
     pub ready: Arc<watch::Sender<u64>>,
     pub(super) stop: CancellationToken,
     pub(super) join: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set when the group is deleted, so requests caught by it are told so.
+    pub(super) deleted: std::sync::atomic::AtomicBool,
 }
 
 impl GroupHandle {
@@ -143,9 +145,18 @@ impl GroupHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.try_send(make(reply)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => Error::Overloaded("group request queue"),
-            mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
+            mpsc::error::TrySendError::Closed(_) => self.stopped(),
         })?;
-        rx.await.map_err(|_| Error::ShuttingDown)
+        rx.await.map_err(|_| self.stopped())
+    }
+
+    /// Why the actor no longer answers: the group was deleted, or the broker is stopping.
+    fn stopped(&self) -> Error {
+        if self.deleted.load(std::sync::atomic::Ordering::Acquire) {
+            Error::Deleted(format!("group `{}`", self.name))
+        } else {
+            Error::ShuttingDown
+        }
     }
 
     /// Leases up to `max` ready messages (no waiting).

@@ -14,7 +14,7 @@ use super::actor::{GroupActor, GroupHandle};
 use super::config::GroupSettings;
 use super::state::GroupState;
 use crate::error::{Error, Result};
-use crate::topic::TopicRegistry;
+use crate::topic::{Topic, TopicRegistry};
 
 /// What every group actor shares.
 #[derive(Debug, Clone)]
@@ -79,7 +79,7 @@ impl GroupRegistry {
                 states.remove(&settings.id).unwrap_or_default(),
                 now,
             );
-            let handle = registry.start(name.clone(), settings, state);
+            let handle = registry.start(name.clone(), topic, settings, state);
             registry.write_map().insert(name, handle);
         }
         registry
@@ -93,11 +93,9 @@ impl GroupRegistry {
         self.groups.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn start(&self, name: String, settings: GroupSettings, state: GroupState) -> Arc<GroupHandle> {
+    fn start(&self, name: String, topic: Arc<Topic>, settings: GroupSettings, state: GroupState) -> Arc<GroupHandle> {
         let (tx, rx) = tokio::sync::mpsc::channel(self.ctx.queue_depth);
         let ready = Arc::new(watch::Sender::new(0u64));
-        let topic_name = settings.topic.clone();
-        let topic = self.ctx.topics.get(&topic_name).expect("callers check the topic exists");
         let partitions = topic.partitions.len();
         let settings = Arc::new(RwLock::new(settings));
         let stop = self.stop.child_token();
@@ -112,7 +110,16 @@ impl GroupRegistry {
             rotation: 0,
         };
         let join = self.ctx.tracker.spawn(actor.run(rx, stop.clone()));
-        Arc::new(GroupHandle { name, topic, settings, tx, ready, stop, join: std::sync::Mutex::new(Some(join)) })
+        Arc::new(GroupHandle {
+            name,
+            topic,
+            settings,
+            tx,
+            ready,
+            stop,
+            join: std::sync::Mutex::new(Some(join)),
+            deleted: Default::default(),
+        })
     }
 
     /// The group named `name`.
@@ -176,9 +183,23 @@ impl GroupRegistry {
         state.flush_cursors(&mut mutations);
         self.ctx.writer.write(mutations).await?;
         tracing::info!(group = name, topic = %settings.topic, mode = ?settings.mode, "group created");
-        let handle = self.start(name.to_owned(), settings, state);
+        let handle = self.start(name.to_owned(), topic, settings, state);
         self.write_map().insert(name.to_owned(), handle.clone());
         Ok(handle)
+    }
+
+    /// Deletes topic `name` unless a group reads it or dead-letters into it.
+    /// Holds the group admin lock, so no group can be created on the topic
+    /// between the check and the delete.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let _guard = self.admin.lock().await;
+        let users = self.referencing(name);
+        if !users.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "topic `{name}` is used by groups {users:?}; delete them first"
+            )));
+        }
+        self.ctx.topics.delete(name).await
     }
 
     /// Changes settings durably; the actor sees them at once.
@@ -202,6 +223,7 @@ impl GroupRegistry {
         let _guard = self.admin.lock().await;
         let group = self.get(name)?;
         self.write_map().remove(name);
+        group.deleted.store(true, std::sync::atomic::Ordering::Release);
         group.stop.cancel();
         let join = group.join.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(join) = join {

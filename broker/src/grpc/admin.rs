@@ -170,15 +170,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
-        let name = &req.get_ref().name;
-        let users = self.groups.referencing(name);
-        if !users.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "topic `{name}` is used by groups {users:?}; delete them first"
-            ))
-            .into());
-        }
-        self.registry.delete(name).await?;
+        self.groups.delete_topic(&req.get_ref().name).await?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
 

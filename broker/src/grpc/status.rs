@@ -21,6 +21,7 @@ fn code_and_reason(e: &Error) -> (Code, &'static str) {
         Error::OffsetOutOfRange { .. } => (Code::OutOfRange, "offset_out_of_range"),
         Error::Overloaded(_) | Error::ProduceBudgetExhausted { .. } => (Code::ResourceExhausted, "overloaded"),
         Error::ShuttingDown => (Code::Unavailable, "shutting_down"),
+        Error::Deleted(_) => (Code::NotFound, "deleted"),
         Error::Storage(s) => match s {
             _ if s.is_corruption() => (Code::DataLoss, "corruption"),
             S::NoSpace => (Code::ResourceExhausted, "disk_full"),

@@ -5,7 +5,7 @@
 //! the committed watermark and answers the producer, in order. It also runs
 //! retention for its partition on a timer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -78,6 +78,7 @@ pub fn spawn_partition(
         committed: watch::Sender::new(log.next_offset()),
         log_start: AtomicU64::new(log.log_start()),
         appended,
+        deleted: AtomicBool::new(false),
     });
     let handle = PartitionHandle { tx, shared: shared.clone(), store: ctx.store.clone() };
     let actor = PartitionActor { log, settings, shared, ctx: ctx.clone() };

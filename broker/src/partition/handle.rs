@@ -1,6 +1,6 @@
 //! `PartitionHandle`: append through the actor, read committed records directly.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +46,9 @@ pub(super) struct Shared {
     pub log_start: AtomicU64,
     /// The topic's append counter.
     pub appended: Arc<watch::Sender<u64>>,
+    /// Set when the topic is deleted, so requests caught by it are told so
+    /// rather than that the broker is stopping.
+    pub deleted: AtomicBool,
 }
 
 /// Cloneable access to one partition.
@@ -68,23 +71,37 @@ impl PartitionHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.try_send(Command::Append { messages, producer, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => Error::Overloaded("partition append queue"),
-            mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
+            mpsc::error::TrySendError::Closed(_) => self.stopped(),
         })?;
-        rx.await.map_err(|_| Error::ShuttingDown)?
+        rx.await.map_err(|_| self.stopped())?
+    }
+
+    /// Why the actor no longer answers: its topic was deleted, or the broker is stopping.
+    fn stopped(&self) -> Error {
+        if self.shared.deleted.load(Ordering::Acquire) {
+            Error::Deleted(format!("partition {} of its topic", self.shared.partition))
+        } else {
+            Error::ShuttingDown
+        }
+    }
+
+    /// Marks the partition as deleted (before its actor is stopped).
+    pub(crate) fn mark_deleted(&self) {
+        self.shared.deleted.store(true, Ordering::Release);
     }
 
     /// The partition's segment index and offsets.
     pub async fn snapshot(&self) -> Result<PartitionSnapshot> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Snapshot { reply }).await.map_err(|_| Error::ShuttingDown)?;
-        rx.await.map_err(|_| Error::ShuttingDown)
+        self.tx.send(Command::Snapshot { reply }).await.map_err(|_| self.stopped())?;
+        rx.await.map_err(|_| self.stopped())
     }
 
     /// Removes every stored record (dead-letter purge). Returns how many were removed.
     pub async fn truncate(&self) -> Result<u64> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Truncate { reply }).await.map_err(|_| Error::ShuttingDown)?;
-        rx.await.map_err(|_| Error::ShuttingDown)?
+        self.tx.send(Command::Truncate { reply }).await.map_err(|_| self.stopped())?;
+        rx.await.map_err(|_| self.stopped())?
     }
 
     /// Timestamp of the record at `offset`, if stored.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use sluice_client::proto as pb;
@@ -265,23 +266,26 @@ async fn producer_task(
                 ..ProducerConfig::default()
             };
             let producer = Producer::new(ch, config);
-            let mut window = std::collections::VecDeque::new();
+            // Acks complete in order per partition; waiting on them in send order without a
+            // task per message keeps the load generator's CPU for the broker.
+            let mut window = futures::stream::FuturesOrdered::new();
+            let fixed = payload(a.common.size);
             for i in 0..share {
                 if Instant::now() > deadline {
                     break;
                 }
                 wait_pace(i).await;
                 let sent = Instant::now();
-                let ack = producer
-                    .enqueue(&a.common.topic, None, pb::Message { key: None, value: make(), headers: vec![] })
-                    .await?;
-                window.push_back(tokio::spawn(async move { ack.await.map(|_| sent.elapsed()) }));
+                let value = if rate.is_some() { stamped(a.common.size) } else { fixed.clone() };
+                let ack =
+                    producer.enqueue(&a.common.topic, None, pb::Message { key: None, value, headers: vec![] }).await?;
+                window.push_back(async move { ack.await.map(|_| sent.elapsed()) });
                 while window.len() > a.in_flight.max(1) {
-                    record(window.pop_front(), &mut h, &mut ok, &mut errors).await;
+                    tally(window.next().await, &mut h, &mut ok, &mut errors);
                 }
             }
-            while let Some(w) = window.pop_front() {
-                record(Some(w), &mut h, &mut ok, &mut errors).await;
+            while let Some(r) = window.next().await {
+                tally(Some(r), &mut h, &mut ok, &mut errors);
             }
         }
         Mode::Unary => {
@@ -372,13 +376,20 @@ async fn record(
     errors: &mut u64,
 ) {
     if let Some(j) = w {
-        match j.await {
-            Ok(Ok(d)) => {
-                *ok += 1;
-                let _ = h.record((d.as_micros() as u64).max(1));
-            }
-            _ => *errors += 1,
+        let r = j.await.unwrap_or(Err(sluice_client::Error::Closed));
+        tally(Some(r), h, ok, errors);
+    }
+}
+
+/// Counts one acknowledgement (or failure) and records its latency.
+fn tally(r: Option<Result<Duration, sluice_client::Error>>, h: &mut Histogram<u64>, ok: &mut u64, errors: &mut u64) {
+    match r {
+        Some(Ok(d)) => {
+            *ok += 1;
+            let _ = h.record((d.as_micros() as u64).max(1));
         }
+        Some(Err(_)) => *errors += 1,
+        None => {}
     }
 }
 
