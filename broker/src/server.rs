@@ -22,6 +22,11 @@ use crate::grpc::{admin::AdminService, consume::ConsumeService, produce::Produce
 use crate::partition::PartitionContext;
 use crate::topic::TopicRegistry;
 
+/// HTTP/2 flow-control window per connection.
+const CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
+/// HTTP/2 flow-control window per stream: a 1 MiB batch arrives without waiting for window updates.
+const STREAM_WINDOW_BYTES: u32 = 1 << 20;
+
 /// What an operator can do about a storage error at start.
 fn storage_hint(e: &sluice_storage::Error) -> &'static str {
     if e.is_corruption() {
@@ -197,6 +202,11 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     };
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Room for many small requests in flight per connection: h2 sends GOAWAY
+        // (ENHANCE_YOUR_CALM) when unread small DATA frames outgrow half the connection
+        // window, which a producer with thousands of partitions reaches at the default 64 KiB.
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -185,7 +185,9 @@ impl Batcher {
             batch.push(first);
             let deadline = tokio::time::Instant::now() + self.config.linger;
             while batch.len() < self.config.max_batch_messages && bytes < self.config.max_batch_bytes {
+                // Biased: what is already queued always joins the batch, even with no linger.
                 tokio::select! {
+                    biased;
                     m = rx.recv() => match m {
                         Some(m) => {
                             bytes += m.message.value.len();

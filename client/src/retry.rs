@@ -14,6 +14,8 @@ pub fn is_retryable_code(code: Code) -> bool {
     matches!(
         code,
         Code::Unavailable
+            // What tonic reports when the connection under an in-flight request closed.
+            | Code::Cancelled
             | Code::ResourceExhausted
             | Code::Aborted
             | Code::DeadlineExceeded

@@ -126,8 +126,21 @@ fn records_cf_options(o: &StoreOptions) -> Options {
     cf.set_compression_type(DBCompressionType::None);
     cf.set_target_file_size_base(64 << 20);
     cf.set_level_compaction_dynamic_level_bytes(true);
+    // Record batches go to blob files, written once at flush: compaction then moves
+    // only keys and blob references, which keeps write amplification near WAL + one
+    // copy. A log is deleted oldest first (retention) or a topic at a time, so a blob
+    // file's space comes back when none of its batches is referenced any more; blob
+    // garbage collection (which would rewrite live batches) stays off.
+    cf.set_enable_blob_files(true);
+    cf.set_min_blob_size(MIN_BLOB_BYTES);
+    cf.set_blob_file_size(o.write_buffer_bytes as u64);
+    cf.set_enable_blob_gc(false);
     cf
 }
+
+/// Batches at least this large are stored in blob files; smaller ones stay in
+/// the LSM tree, where compaction rewriting them costs little.
+const MIN_BLOB_BYTES: u64 = 4096;
 
 impl Store {
     /// Opens (creating if needed) the store in `path` and recovers every

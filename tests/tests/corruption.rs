@@ -13,7 +13,7 @@ const MARKER: &[u8] = b"SLUICE-CORRUPTION-MARKER-";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_byte_on_disk_is_data_loss_not_data() -> anyhow::Result<()> {
     let mut broker = TestBroker::start().await?;
-    Admin::new(broker.channel()).create_topic("fragile", 2, pb::TopicConfig::default()).await?;
+    Admin::new(broker.channel()).create_topic("fragile", 3, pb::TopicConfig::default()).await?;
     let producer = Producer::new(broker.channel(), ProducerConfig::default());
     let mut value = MARKER.repeat(40);
     value.extend_from_slice(b"end");
@@ -25,28 +25,34 @@ async fn flipped_byte_on_disk_is_data_loss_not_data() -> anyhow::Result<()> {
     producer
         .send_to("fragile", 1, pb::Message { key: None, value: Bytes::from_static(b"healthy"), headers: vec![] })
         .await?;
-    // A clean stop flushes memtables, so the records are in table files.
+    // A batch this large is kept in a blob file rather than the table.
+    let big = Bytes::from(MARKER.repeat(400));
+    producer.send_to("fragile", 2, pb::Message { key: None, value: big, headers: vec![] }).await?;
+    // A clean stop flushes memtables, so the records are in table and blob files.
     assert_eq!(broker.terminate(Duration::from_secs(20)).await?, Some(0));
 
-    let mut flipped = 0;
+    let mut flipped = Vec::new();
     for entry in std::fs::read_dir(broker.data_dir())? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "sst") {
+        if let Some(ext) = path.extension().and_then(|e| e.to_str()).filter(|e| *e == "sst" || *e == "blob") {
             let mut bytes = std::fs::read(&path)?;
             if let Some(at) = bytes.windows(MARKER.len()).position(|w| w == MARKER) {
                 bytes[at + 3] ^= 0x20;
                 std::fs::write(&path, &bytes)?;
-                flipped += 1;
+                flipped.push(ext.to_owned());
             }
         }
     }
-    assert!(flipped > 0, "the marker was found in a table file");
+    flipped.sort();
+    assert_eq!(flipped, ["blob", "sst"], "the marker was found in a table file and a blob file");
 
     broker.start_again().await?;
     let mut consumer = ConsumerClient::new(broker.channel());
     let fetch = |partition| pb::FetchRequest { topic: "fragile".into(), partition, offset: 0, ..Default::default() };
-    let err = consumer.fetch(fetch(0)).await.expect_err("damaged data must not be served");
-    assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
+    for p in [0, 2] {
+        let err = consumer.fetch(fetch(p)).await.expect_err("damaged data must not be served");
+        assert_eq!(err.code(), tonic::Code::DataLoss, "partition {p}: {err:?}");
+    }
     let healthy = consumer.fetch(fetch(1)).await?.into_inner();
     assert_eq!(healthy.records[0].value, Bytes::from_static(b"healthy"), "other partitions still serve");
     broker.wait_healthy(Duration::from_secs(5)).await?;
@@ -54,7 +60,7 @@ async fn flipped_byte_on_disk_is_data_loss_not_data() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn truncated_table_file_stops_the_broker_at_start_with_a_clear_error() -> anyhow::Result<()> {
+async fn truncated_data_file_is_refused_at_start_or_reported_on_read() -> anyhow::Result<()> {
     let mut broker = TestBroker::start().await?;
     Admin::new(broker.channel()).create_topic("cut", 1, pb::TopicConfig::default()).await?;
     let producer = Producer::new(broker.channel(), ProducerConfig::default());
@@ -64,22 +70,35 @@ async fn truncated_table_file_stops_the_broker_at_start_with_a_clear_error() -> 
             .await?;
     }
     assert_eq!(broker.terminate(Duration::from_secs(20)).await?, Some(0));
-    let mut truncated = 0;
+    let mut truncated = Vec::new();
     for entry in std::fs::read_dir(broker.data_dir())? {
         let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "sst") {
+        if path.extension().is_some_and(|e| e == "sst" || e == "blob") {
             let bytes = std::fs::read(&path)?;
             if bytes.windows(MARKER.len()).any(|w| w == MARKER) {
                 std::fs::write(&path, &bytes[..bytes.len() / 2])?;
-                truncated += 1;
+                truncated.push(path);
             }
         }
     }
-    assert!(truncated > 0, "the records were found in a table file");
-    let refused = broker.start_again().await.expect_err("a broker over a truncated table file must not serve");
-    let log = broker.log_tail();
-    eprintln!("start refused: {refused}");
-    assert!(log.contains("Corruption") && log.contains(".sst"), "the log names the corruption and the file:\n{log}");
-    assert!(log.contains("Restore the directory from a backup"), "the log says what to do:\n{log}");
+    assert!(!truncated.is_empty(), "the records were found in a data file");
+    match broker.start_again().await {
+        Err(refused) => {
+            // Table files are checked at open: the broker names the file and says what to do.
+            let log = broker.log_tail();
+            eprintln!("start refused: {refused}");
+            assert!(log.contains("Corruption"), "the log names the corruption:\n{log}");
+            assert!(log.contains("Restore the directory from a backup"), "the log says what to do:\n{log}");
+        }
+        Ok(()) => {
+            // Blob files are checked when read: the damaged range is DATA_LOSS, never data.
+            let mut consumer = ConsumerClient::new(broker.channel());
+            let fetch = pb::FetchRequest { topic: "cut".into(), partition: 0, offset: 0, ..Default::default() };
+            let err = consumer.fetch(fetch).await.expect_err("truncated data must not be served");
+            assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
+            eprintln!("truncated {truncated:?}: served as DATA_LOSS: {}", err.message());
+            broker.wait_healthy(Duration::from_secs(5)).await?;
+        }
+    }
     Ok(())
 }

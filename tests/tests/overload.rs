@@ -168,7 +168,7 @@ async fn ten_thousand_partitions_are_served_and_recovered() -> anyhow::Result<()
         acks.push(producer.enqueue("wide", Some(p), message(format!("p{p}"))).await?);
     }
     for a in acks {
-        a.await?;
+        a.await.map_err(|e| anyhow::anyhow!("{e}; broker log:\n{}", broker.log_tail()))?;
     }
     let consumer = Consumer::new(broker.channel(), "all", ConsumerConfig::default());
     let mut seen = 0;

@@ -105,6 +105,9 @@ pub struct E2eArgs {
     /// How long to produce.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Producer linger, ms; 0 sends what has accumulated as soon as the previous batch is acked.
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -266,20 +269,28 @@ async fn producer_task(
                 ..ProducerConfig::default()
             };
             let producer = Producer::new(ch, config);
-            // Acks complete in order per partition; waiting on them in send order without a
-            // task per message keeps the load generator's CPU for the broker.
-            let mut window = futures::stream::FuturesOrdered::new();
+            // Ack futures polled in place (no task per message keeps the load generator's CPU
+            // for the broker) and whenever the loop waits, so each latency is taken as it lands.
+            let mut window = futures::stream::FuturesUnordered::new();
             let fixed = payload(a.common.size);
             for i in 0..share {
                 if Instant::now() > deadline {
                     break;
                 }
-                wait_pace(i).await;
+                if let Some(p) = pace {
+                    let due = tokio::time::Instant::from_std(started + p.mul_f64(i as f64));
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(due) => break,
+                            Some(r) = window.next(), if !window.is_empty() => tally(Some(r), &mut h, &mut ok, &mut errors),
+                        }
+                    }
+                }
                 let sent = Instant::now();
                 let value = if rate.is_some() { stamped(a.common.size) } else { fixed.clone() };
                 let ack =
                     producer.enqueue(&a.common.topic, None, pb::Message { key: None, value, headers: vec![] }).await?;
-                window.push_back(async move { ack.await.map(|_| sent.elapsed()) });
+                window.push(async move { ack.await.map(|_| sent.elapsed()) });
                 while window.len() > a.in_flight.max(1) {
                     tally(window.next().await, &mut h, &mut ok, &mut errors);
                 }
@@ -530,7 +541,7 @@ async fn e2e(addr: &str, a: E2eArgs, format: Format) -> anyhow::Result<()> {
         producers: 1,
         mode: Mode::Batched,
         batch: 1000,
-        linger_ms: 1,
+        linger_ms: a.linger_ms,
         in_flight: 100_000,
     };
     let (count, errors, publish) = produce(addr, &args, partitions, Some(a.rate)).await?;
