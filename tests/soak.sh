@@ -42,7 +42,7 @@ run "produce crash consistency ($((40 * scale)) kills)" \
 run "group acks across SIGKILL ($((300000 * scale)) messages)" \
   SLUICE_GROUP_CRASH_MESSAGES=$((300000 * scale)) timeout 900 "${test_cmd[@]}" --test group_crash -- --nocapture
 run "model check and decoder fuzz" \
-  SLUICE_MODEL_CASES=$((400 * scale)) SLUICE_DECODE_CASES=$((500 * scale)) PROPTEST_CASES=$((5000 * scale)) \
+  SLUICE_MODEL_CASES=$((150 * scale)) SLUICE_DECODE_CASES=$((500 * scale)) PROPTEST_CASES=$((5000 * scale)) \
   timeout 900 "${test_cmd[@]}" --lib
 run "hostile input ($((2000000 * scale)) inputs)" \
   SLUICE_FUZZ_INPUTS=$((2000000 * scale)) timeout 900 "${test_cmd[@]}" --test hostile_input -- --nocapture
@@ -57,7 +57,7 @@ summary=$(
   echo
   grep -hE "^chaos summary:|^crash test seed|^sent [0-9]+, acked|messages, [0-9]+ acked before SIGKILL|^hostile_input:|^overload |^acked [0-9]+ messages before the disk reserve|^produce resumed|^start refused|messages: stored once each|^created 10,000|^restart with 10,000|^good client|^probe served" "$log" \
     | sed -E 's/; log:.*//; s/^/- /'
-  echo "- model check: $((400 * scale)) random histories of produce/pull/ack/nack/expiry/seek/restart against the reference model, all equal"
+  echo "- model check: $((150 * scale)) random histories of produce/pull/ack/nack/expiry/seek/restart against the reference model, all equal"
   echo "- decoders: $((5000 * scale)) arbitrary inputs per pure decoder property, $((500 * scale)) stores reopened over arbitrary metadata"
 )
 echo
