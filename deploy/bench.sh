@@ -71,13 +71,4 @@ section=$(
   echo "($written bytes written to disk by the broker, from /proc/PID/io, for $produced bytes of message values)."
   echo "Restart after kill -9 with $stored stored: listening in $restart_ms ms, process start included."
 )
-python3 - "$section" <<'PY'
-import re, sys
-path = "docs/BENCHMARKS.md"
-text = open(path).read()
-begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-new = f"{begin}\n{sys.argv[1]}\n{end}"
-text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: new, text, flags=re.S)
-open(path, "w").write(text)
-PY
-echo "wrote docs/BENCHMARKS.md"
+python3 deploy/write-section.py docs/BENCHMARKS.md bench "$section"

@@ -63,13 +63,4 @@ summary=$(
 echo
 echo "== soak summary =="
 echo "$summary"
-python3 - "$summary" <<'PY'
-import re, sys
-path = "docs/RELIABILITY.md"
-text = open(path).read()
-begin, end = "<!-- soak:begin -->", "<!-- soak:end -->"
-new = f"{begin}\n{sys.argv[1]}\n{end}"
-text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: new, text, flags=re.S)
-open(path, "w").write(text)
-PY
-echo "written to docs/RELIABILITY.md"
+python3 deploy/write-section.py docs/RELIABILITY.md soak "$summary"

@@ -59,7 +59,7 @@ pub enum Error {
         limit: usize,
     },
     /// The topic or group was deleted while the request was in flight.
-    #[error("{0} was deleted while this request was in flight")]
+    #[error("{0} was deleted while this request was in flight; recreate it before using it again")]
     Deleted(String),
     /// The broker is stopping.
     #[error("broker is shutting down; retry against another broker or after restart")]

@@ -434,15 +434,18 @@ impl GroupActor {
                 self.state.dead_lettered(p, offset, out);
                 metrics::counter!("sluice_group_dead_lettered_total", "group" => settings.name.clone()).increment(1);
             }
-            Ok(dead_letter::Outcome::SourceExpired) => {
-                let attempt = self.state.message(p, offset).map_or(0, |m| m.attempts);
-                let _ = self.state.ack(p, offset, attempt, out);
-            }
+            Ok(dead_letter::Outcome::SourceExpired) => self.settle_expired(p, offset, out),
             Err(e) => {
                 tracing::error!(error = %e, partition = p, offset, "dead-lettering failed; will retry after the backoff");
                 self.state.schedule(p, offset, now + i64::from(settings.backoff.max_ms), out);
             }
         }
+    }
+
+    /// Settles a message retention removed before the group was done with it: it is gone.
+    fn settle_expired(&mut self, p: u32, off: u64, out: &mut Vec<Mutation>) {
+        let attempt = self.state.message(p, off).map_or(0, |m| m.attempts);
+        let _ = self.state.ack(p, off, attempt, out);
     }
 
     fn partition_allowed(&self, consumer: &str, p: u32) -> bool {
@@ -487,9 +490,7 @@ impl GroupActor {
                     });
                 }
                 None => {
-                    // Removed by retention before it could be redelivered.
-                    let attempt = self.state.message(p, off).map_or(0, |m| m.attempts);
-                    let _ = self.state.ack(p, off, attempt, &mut out);
+                    self.settle_expired(p, off, &mut out);
                     tracing::warn!(partition = p, offset = off, "message expired by retention before redelivery");
                 }
             }

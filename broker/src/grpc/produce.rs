@@ -45,6 +45,10 @@ impl ProduceService {
     async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit> {
         let limit = self.config.max_inflight_produce_bytes;
         let permits = u32::try_from(bytes.clamp(1, limit)).unwrap_or(u32::MAX);
+        // The common case, room at once, sets no timer.
+        if let Ok(permit) = self.budget.clone().try_acquire_many_owned(permits) {
+            return Ok(permit);
+        }
         match tokio::time::timeout(BUDGET_WAIT, self.budget.clone().acquire_many_owned(permits)).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(Error::ShuttingDown),
