@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # (linked instead of compiling its C++ for 25 minutes), and a C/C++ toolchain.
 APT_PACKAGES := libclang-dev librocksdb-dev clang pkg-config nghttp2-client python3-venv
 
-.PHONY: deps build run test fmt-check lint unit-and-e2e container-test interop image up down loadtest loadtest-smoke bench bench-smoke soak clean
+.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop image up down loadtest loadtest-smoke bench bench-smoke soak clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -35,6 +35,14 @@ unit-and-e2e: build
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test $(PROFILE_FLAGS) --workspace 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f; exit (p == 0 || f > 0) }' target/test-output.log
+
+# Fault injection (a failed write or fsync poisons the store): a broker built with the
+# `failpoints` feature, in its own target directory so no shipped binary carries them.
+FAILPOINT_TARGET := target/failpoints
+failpoint-test: deps
+	CARGO_TARGET_DIR=$(FAILPOINT_TARGET) $(CARGO) build $(PROFILE_FLAGS) -p sluice-broker --features failpoints --bins
+	CARGO_TARGET_DIR=$(FAILPOINT_TARGET) SLUICE_BIN_DIR=$(FAILPOINT_TARGET)/release \
+	  $(CARGO) test $(PROFILE_FLAGS) -p sluice-tests --features failpoints --test failpoints
 
 # The container image (FROM scratch, no pull) and a Compose deployment of it.
 image: build
@@ -72,7 +80,7 @@ interop: build
 soak: build
 	bash tests/soak.sh
 
-test: deps fmt-check lint unit-and-e2e interop loadtest-smoke bench-smoke container-test
+test: deps fmt-check lint unit-and-e2e failpoint-test interop loadtest-smoke bench-smoke container-test
 	@echo ">> all checks passed"
 
 clean:

@@ -41,9 +41,10 @@ run "produce crash consistency ($((40 * scale)) kills)" \
   SLUICE_CRASH_ROUNDS=$((40 * scale)) timeout 900 "${test_cmd[@]}" --test crash -- --nocapture
 run "group acks across SIGKILL ($((300000 * scale)) messages)" \
   SLUICE_GROUP_CRASH_MESSAGES=$((300000 * scale)) timeout 900 "${test_cmd[@]}" --test group_crash -- --nocapture
-run "model check and decoder fuzz" \
-  SLUICE_MODEL_CASES=$((150 * scale)) SLUICE_DECODE_CASES=$((500 * scale)) PROPTEST_CASES=$((5000 * scale)) \
-  timeout 900 "${test_cmd[@]}" --lib
+run "model check, storage contract and decoder fuzz" \
+  SLUICE_MODEL_CASES=$((10000 * scale)) SLUICE_MODEL_ROCKSDB_CASES=$((100 * scale)) \
+  SLUICE_DECODE_CASES=$((5000 * scale)) PROPTEST_CASES=$((5000 * scale)) \
+  timeout 900 "${test_cmd[@]}" --lib --test contract
 run "hostile input ($((2000000 * scale)) inputs)" \
   SLUICE_FUZZ_INPUTS=$((2000000 * scale)) timeout 900 "${test_cmd[@]}" --test hostile_input -- --nocapture
 run "overload, disk faults, corruption, client ride-through" \
@@ -57,8 +58,9 @@ summary=$(
   echo
   grep -hE "^chaos summary:|^crash test seed|^sent [0-9]+, acked|messages, [0-9]+ acked before SIGKILL|^hostile_input:|^overload |^acked [0-9]+ messages before the disk reserve|^produce resumed|^start refused|messages: stored once each|^created 10,000|^restart with 10,000|^good client|^probe served" "$log" \
     | sed -E 's/; log:.*//; s/^/- /'
-  echo "- model check: $((150 * scale)) random histories of produce/pull/ack/nack/expiry/seek/restart against the reference model, all equal"
-  echo "- decoders: $((5000 * scale)) arbitrary inputs per pure decoder property, $((500 * scale)) stores reopened over arbitrary metadata"
+  echo "- model check: $((10000 * scale)) random histories of produce/pull/ack/nack/expiry/seek/restart over the in-memory engine and $((100 * scale)) over RocksDB (reopened at every restart), against the reference model, all equal"
+  echo "- storage contract: $((5000 * scale)) random append/rewind/reopen histories of a partition log over the in-memory engine, checked against a list of batches"
+  echo "- decoders: $((5000 * scale)) arbitrary inputs per pure decoder property, $((5000 * scale)) stores reopened over arbitrary metadata"
 )
 echo
 echo "== soak summary =="

@@ -42,6 +42,10 @@ pub const GROUP_IN_FLIGHT: &str = "sluice_group_in_flight_messages";
 pub const GROUP_OLDEST_AGE: &str = "sluice_group_oldest_unacked_age_seconds";
 /// Per group and partition: messages moved to the dead-letter topic.
 pub const GROUP_DEAD_LETTERED: &str = "sluice_group_dead_lettered_messages";
+/// Messages leased to consumers by Pull and Subscribe.
+pub const GROUP_DELIVERED_TOTAL: &str = "sluice_group_delivered_total";
+/// Per group: messages written to the dead-letter topic.
+pub const GROUP_DEAD_LETTERED_TOTAL: &str = "sluice_group_dead_lettered_total";
 /// Per group and partition: redeliveries scheduled (nacks and expired leases).
 pub const GROUP_REDELIVERIES: &str = "sluice_group_redeliveries_total";
 /// Per topic: stored bytes.
@@ -60,6 +64,8 @@ pub const WAL_BYTES: &str = "sluice_storage_wal_bytes";
 pub const DISK_FREE: &str = "sluice_storage_disk_free_bytes";
 /// 1 while produce is refused for lack of disk space.
 pub const DISK_ALARM: &str = "sluice_storage_disk_alarm";
+/// 1 once a failed write or fsync poisoned the store (restart needed).
+pub const STORAGE_POISONED: &str = "sluice_storage_poisoned";
 
 /// Installs the global recorder and returns the handle that renders it.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -80,6 +86,11 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         metrics::Unit::Seconds,
         "Group-commit write, with fsync when sync=true"
     );
+    metrics::describe_gauge!(
+        STORAGE_POISONED,
+        "1 once a failed write or fsync poisoned the store: writes are refused and health is NOT_SERVING until restart"
+    );
+    metrics::gauge!(STORAGE_POISONED).set(0.0);
     metrics::describe_gauge!(GROUP_BACKLOG, "Messages of the group's topic not yet acked by the group");
     metrics::describe_gauge!(GROUP_OLDEST_AGE, metrics::Unit::Seconds, "Age of the group's oldest unacked message");
     Ok(handle)

@@ -43,6 +43,9 @@ pub enum ServeError {
     /// Storage could not be opened.
     #[error("opening storage: {0}{hint}", hint = storage_hint(.0))]
     Storage(#[from] sluice_storage::Error),
+    /// The task opening storage panicked.
+    #[error("opening storage: the task panicked: {0}")]
+    OpenTask(#[from] tokio::task::JoinError),
     /// A socket or thread could not be created.
     #[error("{what}: {source}")]
     Io {
@@ -58,6 +61,10 @@ pub enum ServeError {
     /// Reflection could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// A write or WAL sync failed while serving: what was acknowledged under
+    /// `always` is durable, but the process must restart to recover the rest.
+    #[error("storage was poisoned while serving ({0}); restart to recover from what is on disk")]
+    Poisoned(String),
     /// The metrics endpoint could not start.
     #[error("metrics endpoint: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
@@ -65,6 +72,12 @@ pub enum ServeError {
 
 /// Runs a broker until `shutdown` fires, then stops it cleanly.
 pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    static FAILPOINTS: std::sync::Once = std::sync::Once::new();
+    FAILPOINTS.call_once(|| {
+        if sluice_storage::failpoints::setup_from_env() {
+            tracing::warn!("built with failpoints: faults named in FAILPOINTS are injected (a test build)");
+        }
+    });
     let config = Arc::new(config);
     tracing::info!(?config, version = env!("CARGO_PKG_VERSION"), "starting sluice-broker");
     let started = Instant::now();
@@ -74,10 +87,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         ..StoreOptions::default()
     };
     let data_dir = config.data_dir.clone();
-    let (store, mut recovered) = tokio::task::spawn_blocking(move || Store::open(&data_dir, &options))
-        .await
-        .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
-    let store = Arc::new(store);
+    let (store, mut recovered) = tokio::task::spawn_blocking(move || Store::open(&data_dir, &options)).await??;
     let recovery = recovered.elapsed;
     let entries = recovered.entries;
     let writer_config = WriterConfig { queue_depth: config.writer_queue_depth, ..WriterConfig::default() };
@@ -96,7 +106,6 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         (std::mem::take(&mut recovered.groups), std::mem::take(&mut recovered.group_states));
     let registry = Arc::new(TopicRegistry::new(recovered, ctx.clone(), actors_stop.clone()));
     let group_ctx = GroupContext {
-        store: store.clone(),
         writer: ctx.writer.clone(),
         topics: registry.clone(),
         tracker: tracker.clone(),
@@ -120,11 +129,14 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let local =
         listener.local_addr().map_err(|source| ServeError::Io { what: "reading the bound address".into(), source })?;
 
+    let rpc_stop = CancellationToken::new();
+    let rpc_stop_for_health = rpc_stop.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
     health.set_serving::<ProducerServer<ProduceService>>().await;
     health.set_serving::<ConsumerServer<ConsumeService>>().await;
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    tokio::spawn(not_serving_when_poisoned(store.poisoned(), health.clone(), rpc_stop_for_health.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
@@ -134,7 +146,6 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         .build_v1alpha()?;
     let reflection = reflection.build_v1()?;
 
-    let rpc_stop = CancellationToken::new();
     let max = config.max_request_bytes;
     let admin = AdminServer::new(AdminService::new(registry.clone(), groups.clone(), config.clone()))
         .max_decoding_message_size(max);
@@ -234,6 +245,9 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     if !matches!(joined, Ok(true)) {
         tracing::error!("writer thread ended abnormally");
     }
+    if let Some(reason) = store.poison_reason() {
+        return Err(ServeError::Poisoned(reason));
+    }
     let flush = tokio::task::spawn_blocking(move || store.flush()).await;
     match flush {
         Ok(Ok(())) => tracing::info!("storage flushed and closed"),
@@ -241,6 +255,30 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         Err(e) => tracing::error!(error = %e, "final flush task failed"),
     }
     Ok(())
+}
+
+/// Reports every service NOT_SERVING once the store is poisoned (a failed
+/// write or fsync): load balancers and clients move elsewhere, and the
+/// operator sees why in the log and in `sluice_storage_poisoned`.
+async fn not_serving_when_poisoned(
+    mut poisoned: tokio::sync::watch::Receiver<Option<String>>,
+    health: tonic_health::server::HealthReporter,
+    stop: CancellationToken,
+) {
+    let reason = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return,
+        r = poisoned.wait_for(Option::is_some) => match r {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => return,
+        },
+    };
+    metrics::gauge!(crate::metrics::STORAGE_POISONED).set(1.0);
+    tracing::error!(%reason, "storage is poisoned: health is NOT_SERVING; restart the broker to recover from disk");
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    health.set_not_serving::<AdminServer<AdminService>>().await;
+    health.set_not_serving::<ProducerServer<ProduceService>>().await;
+    health.set_not_serving::<ConsumerServer<ConsumeService>>().await;
 }
 
 /// Fsyncs the WAL every `period` while writes for `interval` topics are pending.
@@ -258,7 +296,11 @@ async fn sync_wal_periodically(store: Arc<Store>, period: Duration, stop: Cancel
         let s = store.clone();
         match tokio::task::spawn_blocking(move || s.sync_wal()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "periodic WAL sync failed"),
+            // The store poisons itself and the health task reports it; never retried.
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "periodic WAL sync failed");
+                return;
+            }
             Err(e) => tracing::error!(error = %e, "periodic WAL sync task failed"),
         }
     }

@@ -142,7 +142,7 @@ impl TopicRegistry {
     pub async fn allocate_id(&self) -> Result<u64> {
         let mut next_id = self.next_id.lock().await;
         let id = *next_id;
-        self.ctx.writer.write(vec![Store::next_id_mutation(id + 1)]).await?;
+        self.ctx.writer.write(Store::next_id(id + 1)).await?;
         *next_id += 1;
         Ok(id)
     }
@@ -155,9 +155,9 @@ impl TopicRegistry {
         }
         let now = now_ms();
         let meta = TopicMeta { id: *next_id, name: name.to_owned(), partitions, settings, created_ms: now };
-        self.ctx.writer.write(Store::create_topic_mutations(&meta)?).await?;
+        self.ctx.writer.write(Store::create_topic(&meta)?).await?;
         *next_id += 1;
-        let logs = (0..partitions).map(|p| PartitionLog::new(meta.id, p, now)).collect();
+        let logs = (0..partitions).map(|p| PartitionLog::new(&self.ctx.store, meta.id, p, now)).collect();
         let topic = self.start(meta, logs);
         self.write_map().insert(name.to_owned(), topic.clone());
         tracing::info!(topic = name, partitions, ?settings, "topic created");
@@ -170,7 +170,7 @@ impl TopicRegistry {
         let topic = self.get(name)?;
         let mut meta = topic.meta();
         change(&mut meta.settings);
-        self.ctx.writer.write(Store::update_topic_mutations(&meta)?).await?;
+        self.ctx.writer.write(Store::update_topic(&meta)?).await?;
         *topic.settings.write().unwrap_or_else(|e| e.into_inner()) = meta.settings;
         tracing::info!(topic = name, settings = ?meta.settings, "topic updated");
         Ok(topic)
@@ -190,13 +190,11 @@ impl TopicRegistry {
         for a in actors {
             let _ = a.await;
         }
-        let mutations = Store::delete_topic_mutations(&topic.meta());
-        self.ctx.writer.write(mutations).await?;
-        let (store, id) = (self.ctx.store.clone(), topic.id);
+        let (write, reclaim) = Store::delete_topic(&topic.meta());
+        self.ctx.writer.write(write).await?;
+        let store = self.ctx.store.clone();
         self.ctx.tracker.spawn_blocking(move || {
-            let from = sluice_storage::keys::record_key(id, 0, 0);
-            let to = sluice_storage::keys::topic_records_end(id);
-            if let Err(e) = store.reclaim(&from, &to) {
+            if let Err(e) = store.reclaim(&reclaim) {
                 tracing::warn!(error = %e, "reclaiming a deleted topic's space failed; compaction will retry");
             }
         });

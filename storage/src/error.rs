@@ -67,9 +67,46 @@ pub enum Error {
         /// The sequence the log expected next.
         expected: u64,
     },
-    /// A task running blocking storage work panicked or was cancelled.
-    #[error("storage task failed: {0}")]
-    Task(String),
+    /// The blocking task running a read panicked or was cancelled (shutdown).
+    #[error("storage read task failed: {0}")]
+    ReadTask(#[source] tokio::task::JoinError),
+    /// An I/O operation outside the engine failed (or a failpoint injected a fault).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A topic's metadata could not be encoded.
+    #[error("encoding the metadata of topic `{topic}`: {source}")]
+    EncodeTopic {
+        /// The topic.
+        topic: String,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A rewind asked for an offset the log cannot rewind to.
+    #[error(
+        "cannot rewind partition {partition} of topic id {topic_id} to offset {offset}: {reason} \
+         (stored offsets are [{log_start}, {next_offset}))"
+    )]
+    BadRewind {
+        /// Internal id of the topic.
+        topic_id: u64,
+        /// Partition number.
+        partition: u32,
+        /// The requested offset.
+        offset: u64,
+        /// First stored offset.
+        log_start: u64,
+        /// Next offset to be assigned.
+        next_offset: u64,
+        /// Why not.
+        reason: &'static str,
+    },
 }
 
 impl Error {

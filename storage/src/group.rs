@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::{Buf, BufMut};
 
+use crate::engine::{AtomicWrite, Cf, Mutation};
 use crate::keys::{self, TAG_GROUP};
-use crate::store::{Cf, Mutation};
 
 const CURSOR: u8 = 0x01;
 const MESSAGE: u8 = 0x02;
@@ -159,37 +159,37 @@ fn timer_key(group: u64, due_ms: i64, partition: u32, offset: u64) -> Vec<u8> {
 }
 
 /// Sets a partition's cursor.
-pub fn put_cursor(group: u64, partition: u32, cursor: &GroupCursor) -> Mutation {
-    Mutation::Put(Cf::Groups, cursor_key(group, partition), cursor.encode())
+pub fn put_cursor(out: &mut AtomicWrite, group: u64, partition: u32, cursor: &GroupCursor) {
+    out.push(Mutation::Put(Cf::Groups, cursor_key(group, partition), cursor.encode()));
 }
 
 /// Sets a message's state.
-pub fn put_message(group: u64, partition: u32, offset: u64, state: &MessageState) -> Mutation {
-    Mutation::Put(Cf::Groups, message_key(group, partition, offset), state.encode())
+pub fn put_message(out: &mut AtomicWrite, group: u64, partition: u32, offset: u64, state: &MessageState) {
+    out.push(Mutation::Put(Cf::Groups, message_key(group, partition, offset), state.encode()));
 }
 
 /// Removes a message's state (it is committed or skipped).
-pub fn delete_message(group: u64, partition: u32, offset: u64) -> Mutation {
-    Mutation::Delete(Cf::Groups, message_key(group, partition, offset))
+pub fn delete_message(out: &mut AtomicWrite, group: u64, partition: u32, offset: u64) {
+    out.push(Mutation::Delete(Cf::Groups, message_key(group, partition, offset)));
 }
 
 /// Adds a redelivery to the time index.
-pub fn put_timer(group: u64, due_ms: i64, partition: u32, offset: u64) -> Mutation {
-    Mutation::Put(Cf::Groups, timer_key(group, due_ms, partition, offset), Vec::new())
+pub fn put_timer(out: &mut AtomicWrite, group: u64, due_ms: i64, partition: u32, offset: u64) {
+    out.push(Mutation::Put(Cf::Groups, timer_key(group, due_ms, partition, offset), Vec::new()));
 }
 
 /// Removes a redelivery from the time index.
-pub fn delete_timer(group: u64, due_ms: i64, partition: u32, offset: u64) -> Mutation {
-    Mutation::Delete(Cf::Groups, timer_key(group, due_ms, partition, offset))
+pub fn delete_timer(out: &mut AtomicWrite, group: u64, due_ms: i64, partition: u32, offset: u64) {
+    out.push(Mutation::Delete(Cf::Groups, timer_key(group, due_ms, partition, offset)));
 }
 
-/// Stores a group's configuration (opaque to storage) under its name.
-pub fn put_group(name: &str, config: Vec<u8>) -> Mutation {
-    Mutation::Put(Cf::Meta, keys::named_key(TAG_GROUP, name), config)
+/// The write that stores a group's configuration (opaque to storage) under its name.
+pub fn put_group(name: &str, config: Vec<u8>) -> AtomicWrite {
+    AtomicWrite::from(vec![Mutation::Put(Cf::Meta, keys::named_key(TAG_GROUP, name), config)])
 }
 
-/// Removes a group: its configuration and every piece of its state.
-pub fn delete_group(name: &str, group: u64) -> Vec<Mutation> {
+/// The write that removes a group: its configuration and every piece of its state.
+pub fn delete_group(name: &str, group: u64) -> AtomicWrite {
     let mut m = vec![Mutation::Delete(Cf::Meta, keys::named_key(TAG_GROUP, name))];
     for tag in [CURSOR, MESSAGE, TIMER] {
         let mut from = vec![tag];
@@ -198,7 +198,7 @@ pub fn delete_group(name: &str, group: u64) -> Vec<Mutation> {
         to.put_u64(group.saturating_add(1));
         m.push(Mutation::DeleteRange(Cf::Groups, from, to));
     }
-    m
+    AtomicWrite::from(m)
 }
 
 /// A group's stored state, as recovery found it.

@@ -1,20 +1,44 @@
-//! `PartitionLog`: the in-memory tail of one partition — next offset, segments,
-//! producer states — and the mutations that append to it or trim it.
+//! `PartitionLog`: one partition's log — its in-memory tail (next offset,
+//! segment index, producer states) over the store, and the one API through
+//! which the broker appends, reads, trims, clears and rewinds a partition.
+//! `PartitionReader` is its cloneable read half.
 //!
-//! It does no I/O: its owner (the broker's partition actor) hands the returned
-//! mutations to the writer. Invariants: offsets are dense and assigned once;
-//! timestamps never go backwards within a partition; every append rewrites the
-//! active segment's entry in the same atomic write as its batch.
+//! # Correctness
+//! - **Dense offsets**: `append` assigns `next_offset .. next_offset + n`, once;
+//!   offsets never repeat or skip, except that `rewind` takes back a tail
+//!   that was never acknowledged.
+//! - **Atomic batches**: each append's write holds the batch, its segment
+//!   entry (so the last segment always states the partition's end) and the
+//!   producer's state; recovery therefore needs no record scan.
+//! - **Prepared, not written**: `append`, `trim`, `clear` and `rewind` change
+//!   the tail at once and return an `AtomicWrite` for the caller to commit
+//!   through the writer. Writes of one log must commit in the order they were
+//!   returned (the writer does this). If one fails, the store is poisoned:
+//!   the tail is ahead of the disk and only a restart recovers the truth.
+//! - **Idempotent producers**: a (producer id, sequence) seen in the last
+//!   few batches is a `Duplicate` with its original offsets; the caller must
+//!   not answer it before the original's write has committed.
+//! - **Timestamps** never go backwards within a partition.
+//! - **Reads** return only what is stored, CRC-checked: a damaged batch is
+//!   `Corruption`, never data. Readers cap `until` at what has committed.
+//! - **Rewind** (`rewind(to)`) removes every batch at `to` and above, with
+//!   their segment entries and producer states, in one atomic write; the
+//!   next append gets offset `to` again. It is for a tail that no reader
+//!   and no producer was told about (Raft's `truncate_after`); `to` must be
+//!   a batch boundary in `[log_start, next_offset]`, and every earlier write
+//!   of the log must have committed (it reads the tail's batch headers).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use crate::engine::{AtomicWrite, Cf, Mutation};
 use crate::keys::{partition_meta_key, record_key, TAG_PRODUCER, TAG_SEGMENT};
 use crate::producer::{ProducerState, SequenceCheck, WrittenBatch};
-use crate::record::{body_len, encode_batch, BatchHeader, RecordRef, HEADER_LEN};
+use crate::record::{body_len, encode_batch, BatchHeader, RecordRef, StoredRecord, HEADER_LEN};
 use crate::segment::SegmentMeta;
-use crate::store::{Cf, Mutation};
+use crate::store::{Reclaim, Store};
 use crate::topic::TopicSettings;
-use crate::{Error, Result};
+use crate::{Error, OffsetRange, Result};
 
 /// An idempotent producer's identity on a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,12 +52,12 @@ pub struct ProducerSeq {
 /// The outcome of preparing an append.
 #[derive(Debug)]
 pub enum Append {
-    /// New records: write `mutations`; the records get `base_offset..base_offset+count`.
+    /// New records: commit `write`; the records get `base_offset..base_offset+count`.
     Write {
         /// First offset assigned.
         base_offset: u64,
-        /// What to write, atomically.
-        mutations: Vec<Mutation>,
+        /// What to commit.
+        write: AtomicWrite,
     },
     /// A retry of a batch already accepted at `base_offset`.
     Duplicate {
@@ -44,20 +68,23 @@ pub enum Append {
     },
 }
 
-/// What retention decided to delete.
+/// What retention (or a clear) decided to delete.
 #[derive(Debug)]
 pub struct Trim {
-    /// What to write, atomically.
-    pub mutations: Vec<Mutation>,
+    /// What to commit.
+    pub write: AtomicWrite,
     /// The removed segments.
     pub removed: Vec<SegmentMeta>,
     /// The first offset still stored afterwards.
     pub log_start: u64,
+    /// Space to give back (`Store::reclaim`) once `write` has committed.
+    pub reclaim: Option<Reclaim>,
 }
 
-/// The tail and index of one partition.
+/// The tail and index of one partition, and its way to the store.
 #[derive(Debug)]
 pub struct PartitionLog {
+    store: Arc<Store>,
     topic_id: u64,
     partition: u32,
     /// Oldest first; the last one is the active segment. Never empty.
@@ -66,13 +93,14 @@ pub struct PartitionLog {
 }
 
 impl PartitionLog {
-    /// An empty partition.
-    pub fn new(topic_id: u64, partition: u32, now_ms: i64) -> Self {
-        Self::recovered(topic_id, partition, Vec::new(), HashMap::new(), now_ms)
+    /// A new, empty partition of a topic whose creation is committed.
+    pub fn new(store: &Arc<Store>, topic_id: u64, partition: u32, now_ms: i64) -> Self {
+        Self::recovered(store, topic_id, partition, Vec::new(), HashMap::new(), now_ms)
     }
 
     /// A partition rebuilt from its stored segment and producer entries.
-    pub fn recovered(
+    pub(crate) fn recovered(
+        store: &Arc<Store>,
         topic_id: u64,
         partition: u32,
         mut segments: Vec<SegmentMeta>,
@@ -84,7 +112,12 @@ impl PartitionLog {
             let base = segments.last().map_or(0, |s| s.end_offset);
             segments.push(SegmentMeta::open(base, now_ms));
         }
-        PartitionLog { topic_id, partition, segments, producers }
+        PartitionLog { store: store.clone(), topic_id, partition, segments, producers }
+    }
+
+    /// The read half, for readers that do not go through the log's owner.
+    pub fn reader(&self) -> PartitionReader {
+        PartitionReader { store: self.store.clone(), topic_id: self.topic_id, partition: self.partition }
     }
 
     /// The offset the next record will get.
@@ -133,20 +166,28 @@ impl PartitionLog {
         &mut self.segments[last]
     }
 
-    fn segment_put(&self, s: &SegmentMeta) -> Mutation {
-        Mutation::Put(
-            Cf::Meta,
-            partition_meta_key(TAG_SEGMENT, self.topic_id, self.partition, s.base_offset).to_vec(),
-            s.encode(),
-        )
+    fn segment_key(&self, base_offset: u64) -> Vec<u8> {
+        partition_meta_key(TAG_SEGMENT, self.topic_id, self.partition, base_offset).to_vec()
     }
 
-    /// Seals the active segment and opens a new one at the next offset.
-    fn roll(&mut self, now_ms: i64, mutations: &mut Vec<Mutation>) {
+    fn segment_put(&self, s: &SegmentMeta) -> Mutation {
+        Mutation::Put(Cf::Meta, self.segment_key(s.base_offset), s.encode())
+    }
+
+    fn producer_put(&self, producer_id: u64, state: &ProducerState) -> Mutation {
+        let key = partition_meta_key(TAG_PRODUCER, self.topic_id, self.partition, producer_id);
+        Mutation::Put(Cf::Meta, key.to_vec(), state.encode())
+    }
+
+    /// Seals the active segment and opens a new one at the next offset. Both
+    /// entries are written: if retention then removes every sealed segment,
+    /// the new one is what tells recovery where the partition ends.
+    fn roll(&mut self, now_ms: i64, mutations: &mut AtomicWrite) {
         let next = self.next_offset();
         self.active_mut().sealed = true;
         mutations.push(self.segment_put(self.active()));
         self.segments.push(SegmentMeta::open(next, now_ms));
+        mutations.push(self.segment_put(self.active()));
     }
 
     /// Prepares appending `records` as one batch. `records` must not be empty.
@@ -174,7 +215,7 @@ impl PartitionLog {
                 Some(SequenceCheck::Next) | None => {}
             }
         }
-        let mut mutations = Vec::with_capacity(4);
+        let mut mutations = AtomicWrite { mutations: Vec::with_capacity(4) };
         let batch_len = (HEADER_LEN + body_len(records)) as u64;
         let active = *self.active();
         let too_big = active.bytes > 0 && active.bytes + batch_len > settings.segment_bytes;
@@ -208,36 +249,35 @@ impl PartitionLog {
         if let Some(p) = producer {
             let state = self.producers.entry(p.producer_id).or_default();
             state.push(WrittenBatch { sequence: p.sequence, base_offset, count }, now_ms);
-            let key = partition_meta_key(TAG_PRODUCER, self.topic_id, self.partition, p.producer_id);
-            mutations.push(Mutation::Put(Cf::Meta, key.to_vec(), state.encode()));
+            let put = self.producer_put(p.producer_id, &self.producers[&p.producer_id]);
+            mutations.push(put);
         }
-        Ok(Append::Write { base_offset, mutations })
+        Ok(Append::Write { base_offset, write: mutations })
     }
 
-    /// Removes every record: rolls the active segment and drops all sealed ones.
-    pub fn truncate(&mut self, now_ms: i64) -> Option<Trim> {
-        let mut mutations = Vec::new();
+    /// Removes every record (dead-letter purge): rolls the active segment and
+    /// drops all sealed ones. Offsets keep counting from where they were.
+    pub fn clear(&mut self, now_ms: i64) -> Option<Trim> {
+        let mut mutations = AtomicWrite::new();
         if !self.active().is_empty() {
             self.roll(now_ms, &mut mutations);
         }
         let removed: Vec<SegmentMeta> = self.segments.drain(..self.segments.len() - 1).collect();
-        self.delete_segments(&removed, &mut mutations);
-        (!mutations.is_empty()).then(|| Trim { mutations, removed, log_start: self.log_start() })
+        let reclaim = self.delete_segments(&removed, &mut mutations);
+        (!mutations.is_empty()).then(|| Trim { write: mutations, removed, log_start: self.log_start(), reclaim })
     }
 
-    fn delete_segments(&self, removed: &[SegmentMeta], mutations: &mut Vec<Mutation>) {
-        if let (Some(first), Some(last)) = (removed.first(), removed.last()) {
-            mutations.push(Mutation::DeleteRange(
-                Cf::Records,
-                record_key(self.topic_id, self.partition, first.base_offset).to_vec(),
-                record_key(self.topic_id, self.partition, last.end_offset).to_vec(),
-            ));
-            mutations.push(Mutation::DeleteRange(
-                Cf::Meta,
-                partition_meta_key(TAG_SEGMENT, self.topic_id, self.partition, first.base_offset).to_vec(),
-                partition_meta_key(TAG_SEGMENT, self.topic_id, self.partition, last.base_offset + 1).to_vec(),
-            ));
-        }
+    fn delete_segments(&self, removed: &[SegmentMeta], mutations: &mut AtomicWrite) -> Option<Reclaim> {
+        let (first, last) = (removed.first()?, removed.last()?);
+        let from = record_key(self.topic_id, self.partition, first.base_offset).to_vec();
+        let to = record_key(self.topic_id, self.partition, last.end_offset).to_vec();
+        mutations.push(Mutation::DeleteRange(Cf::Records, from.clone(), to.clone()));
+        mutations.push(Mutation::DeleteRange(
+            Cf::Meta,
+            self.segment_key(first.base_offset),
+            self.segment_key(last.base_offset + 1),
+        ));
+        Some(Store::reclaim_range(from, to))
     }
 
     /// Decides which whole segments retention removes now (never the active
@@ -248,7 +288,7 @@ impl PartitionLog {
                 && !s.is_empty()
                 && s.last_timestamp_ms < now_ms.saturating_sub(settings.retention_ms as i64)
         };
-        let mut mutations = Vec::new();
+        let mut mutations = AtomicWrite::new();
         let active = *self.active();
         if expired(&active)
             || (!active.is_empty() && now_ms.saturating_sub(active.created_ms) >= settings.segment_ms as i64)
@@ -267,11 +307,129 @@ impl PartitionLog {
             self.segments.remove(0);
             removed.push(oldest);
         }
-        self.delete_segments(&removed, &mut mutations);
+        let reclaim = self.delete_segments(&removed, &mut mutations);
         if mutations.is_empty() {
             return None;
         }
-        Some(Trim { mutations, removed, log_start: self.log_start() })
+        Some(Trim { write: mutations, removed, log_start: self.log_start(), reclaim })
+    }
+
+    /// Takes back every batch at `to` and above (see the module's
+    /// `# Correctness`). Blocking: it reads the tail's batch headers.
+    /// Returns `None` when there is nothing to remove.
+    pub fn rewind(&mut self, to: u64, now_ms: i64) -> Result<Option<AtomicWrite>> {
+        let next = self.next_offset();
+        let bad = |reason| Error::BadRewind {
+            topic_id: self.topic_id,
+            partition: self.partition,
+            offset: to,
+            log_start: self.log_start(),
+            next_offset: next,
+            reason,
+        };
+        if to == next {
+            return Ok(None);
+        }
+        if to > next {
+            return Err(bad("past the end of the log"));
+        }
+        if to < self.log_start() {
+            return Err(bad("below the first stored offset"));
+        }
+        let mut batches: Vec<(u64, u64)> = Vec::new();
+        self.store.batch_headers(self.topic_id, self.partition, OffsetRange::new(to, next), &mut |base, len, _| {
+            batches.push((base, len));
+            true
+        })?;
+        if batches.first().map(|b| b.0) != Some(to) {
+            return Err(bad("not the first offset of a stored batch"));
+        }
+        let mut write = AtomicWrite::new();
+        write.push(Mutation::DeleteRange(
+            Cf::Records,
+            record_key(self.topic_id, self.partition, to).to_vec(),
+            record_key(self.topic_id, self.partition, next).to_vec(),
+        ));
+        let keep = self.segments.iter().position(|s| s.base_offset >= to).unwrap_or(self.segments.len());
+        let dropped: Vec<SegmentMeta> = self.segments.drain(keep..).collect();
+        for s in dropped {
+            write.push(Mutation::Delete(Cf::Meta, self.segment_key(s.base_offset)));
+        }
+        if let Some(last) = self.segments.last().copied().filter(|s| s.end_offset > to) {
+            let removed: u64 = batches.iter().filter(|(base, _)| *base < last.end_offset).map(|(_, len)| len).sum();
+            let previous_ts = self
+                .store
+                .last_batch_timestamp(self.topic_id, self.partition, OffsetRange::new(last.base_offset, to))?
+                .unwrap_or(last.first_timestamp_ms);
+            let seg = self.active_mut();
+            seg.end_offset = to;
+            seg.bytes = seg.bytes.saturating_sub(removed);
+            seg.last_timestamp_ms = previous_ts;
+            seg.sealed = false;
+            write.push(self.segment_put(self.active()));
+        }
+        if self.segments.last().is_none_or(|s| s.sealed) {
+            self.segments.push(SegmentMeta::open(to, now_ms));
+            write.push(self.segment_put(self.active()));
+        }
+        let mut changed: Vec<u64> = Vec::new();
+        for (id, state) in &mut self.producers {
+            if state.rewind(to) {
+                changed.push(*id);
+            }
+        }
+        for id in changed {
+            write.push(self.producer_put(id, &self.producers[&id]));
+        }
+        Ok(Some(write))
+    }
+}
+
+/// The read half of a partition log: cloneable, shared by fetches and groups.
+#[derive(Debug, Clone)]
+pub struct PartitionReader {
+    store: Arc<Store>,
+    topic_id: u64,
+    partition: u32,
+}
+
+impl PartitionReader {
+    /// Records with offsets in `range`, at most `max_messages` and about
+    /// `max_bytes` (at least one if any exists), CRC-checked. Blocking.
+    ///
+    /// # Correctness
+    /// Returns whatever is stored, committed or not: callers cap
+    /// `range.end` at the partition's committed watermark.
+    pub fn read_blocking(
+        &self,
+        range: OffsetRange,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>> {
+        self.store.read(self.topic_id, self.partition, range, max_messages, max_bytes)
+    }
+
+    /// `read_blocking` on the blocking pool, for async callers.
+    pub async fn read(&self, range: OffsetRange, max_messages: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        let reader = self.clone();
+        tokio::task::spawn_blocking(move || reader.read_blocking(range, max_messages, max_bytes))
+            .await
+            .map_err(Error::ReadTask)?
+    }
+
+    /// The first offset in `range` whose timestamp is at least `timestamp_ms`.
+    pub async fn offset_for_timestamp(&self, range: OffsetRange, timestamp_ms: i64) -> Result<Option<u64>> {
+        let reader = self.clone();
+        tokio::task::spawn_blocking(move || {
+            reader.store.offset_for_timestamp(reader.topic_id, reader.partition, range, timestamp_ms)
+        })
+        .await
+        .map_err(Error::ReadTask)?
+    }
+
+    /// The store (for its free-space alarm and poisoning).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 }
 
@@ -281,6 +439,10 @@ mod tests {
     use crate::record::StoredRecord;
     use crate::topic::Durability;
     use bytes::Bytes;
+
+    fn mem() -> Arc<Store> {
+        Store::open_in_memory(&crate::MemoryDisk::new()).expect("memory store").0
+    }
 
     fn settings() -> TopicSettings {
         TopicSettings {
@@ -307,7 +469,7 @@ mod tests {
 
     #[test]
     fn offsets_are_dense_and_segments_roll_by_size() {
-        let mut log = PartitionLog::new(1, 0, 0);
+        let mut log = PartitionLog::new(&mem(), 1, 0, 0);
         let mut bases = vec![];
         for i in 0..10 {
             match log.append(&recs(3, 100), None, i, &settings()).expect("append") {
@@ -326,7 +488,7 @@ mod tests {
 
     #[test]
     fn retried_sequence_gets_original_offsets() {
-        let mut log = PartitionLog::new(1, 0, 0);
+        let mut log = PartitionLog::new(&mem(), 1, 0, 0);
         let p = |sequence| Some(ProducerSeq { producer_id: 9, sequence });
         log.append(&recs(2, 1), p(0), 1, &settings()).expect("append");
         log.append(&recs(2, 1), p(1), 1, &settings()).expect("append");
@@ -343,7 +505,7 @@ mod tests {
 
     #[test]
     fn retention_by_bytes_drops_oldest_whole_segments_only() {
-        let mut log = PartitionLog::new(1, 0, 0);
+        let mut log = PartitionLog::new(&mem(), 1, 0, 0);
         let mut s = settings();
         for i in 0..20 {
             log.append(&recs(1, 400), None, i, &s).expect("append");
@@ -358,7 +520,7 @@ mod tests {
 
     #[test]
     fn retention_by_time_rolls_and_then_drops_everything_expired() {
-        let mut log = PartitionLog::new(1, 0, 0);
+        let mut log = PartitionLog::new(&mem(), 1, 0, 0);
         let mut s = settings();
         log.append(&recs(3, 10), None, 10, &s).expect("append");
         s.retention_ms = 50;

@@ -1,22 +1,29 @@
-//! `Store`: the RocksDB instance — opening and tuning it, recovering every
-//! partition's tail from metadata alone, and the read path.
+//! `Store`: one storage engine per broker (RocksDB, or the in-memory twin),
+//! with what is engine-independent on top: recovering every partition's tail
+//! from metadata alone, topic metadata writes, the CRC-checked read path, and
+//! poisoning.
 //!
-//! Writes go only through the writer (`writer`); this type applies them.
-//! After any failed write the store is poisoned and refuses further writes:
-//! the in-memory tails may be ahead of the disk, so only a restart (which
-//! recovers from what is stored) is safe.
+//! Writes go only through the writer (`writer`), which calls `apply`.
+//!
+//! # Correctness
+//! After any failed write or WAL sync the store is **poisoned**: it refuses
+//! every later write, because the in-memory tails (and a failed fsync's pages)
+//! may be ahead of what is on disk, and only a restart — which recovers the
+//! truth from disk — is safe. An fsync is never retried. The reason is kept
+//! (`poison_reason`) and announced (`poisoned`) so the broker can stop serving.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
-    WriteOptions, DB,
-};
+use tokio::sync::watch;
 
+use crate::engine::memory::{MemoryDisk, MemoryEngine};
+use crate::engine::rocks::RocksEngine;
+use crate::engine::{AtomicWrite, Cf, Engine, Mutation, ScanFrom, StorageStats};
 use crate::keys::{
     self, parse_partition_meta_key, parse_record_key, record_key, TAG_NEXT_TOPIC_ID, TAG_PRODUCER, TAG_SEGMENT,
     TAG_TOPIC,
@@ -26,46 +33,9 @@ use crate::producer::ProducerState;
 use crate::record::{decode_batch, decode_header, StoredRecord};
 use crate::segment::SegmentMeta;
 use crate::topic::TopicMeta;
-use crate::{Error, Result};
+use crate::{Error, OffsetRange, Result};
 
-const CF_RECORDS: &str = "records";
-const CF_META: &str = "meta";
-const CF_GROUPS: &str = "groups";
-
-/// A column family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cf {
-    /// Record batches.
-    Records,
-    /// Topics, segments, producer states, group configurations.
-    Meta,
-    /// Consumer-group cursors, message states and the redelivery time index.
-    Groups,
-}
-
-/// One change in an atomic write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mutation {
-    /// Set a key.
-    Put(Cf, Vec<u8>, Vec<u8>),
-    /// Remove a key.
-    Delete(Cf, Vec<u8>),
-    /// Remove every key in [from, to).
-    DeleteRange(Cf, Vec<u8>, Vec<u8>),
-}
-
-impl Mutation {
-    /// Approximate bytes the mutation adds to a write.
-    pub fn size(&self) -> usize {
-        match self {
-            Mutation::Put(_, k, v) => k.len() + v.len(),
-            Mutation::Delete(_, k) => k.len(),
-            Mutation::DeleteRange(_, a, b) => a.len() + b.len(),
-        }
-    }
-}
-
-/// Tuning of the RocksDB instance.
+/// Tuning of the storage engine.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Memtable size of the records column family, bytes.
@@ -87,9 +57,9 @@ impl Default for StoreOptions {
 pub struct Recovered {
     /// The id the next created topic gets.
     pub next_topic_id: u64,
-    /// Every topic with its partitions' tails, partitions in order.
+    /// Every topic with its partitions' logs, partitions in order.
     pub topics: Vec<(TopicMeta, Vec<PartitionLog>)>,
-    /// Every group: name, the broker's configuration bytes, and its stored state by group id.
+    /// Every group: name and the broker's configuration bytes.
     pub groups: Vec<(String, Vec<u8>)>,
     /// Stored group state by group id.
     pub group_states: HashMap<u64, crate::group::RecoveredGroupState>,
@@ -99,15 +69,22 @@ pub struct Recovered {
     pub elapsed: std::time::Duration,
 }
 
-/// The RocksDB instance holding every topic.
+/// Space that deleted records still occupy, to be given back in the
+/// background (`Store::reclaim`) once their deletion is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reclaim {
+    from: Vec<u8>,
+    to: Vec<u8>,
+}
+
+/// The storage of every topic and group of a broker.
 pub struct Store {
-    db: DB,
-    /// Kept for its statistics object (RocksDB's tickers).
-    opts: Options,
-    path: PathBuf,
+    engine: Box<dyn Engine>,
+    path: Option<PathBuf>,
     poisoned: AtomicBool,
+    poison: watch::Sender<Option<String>>,
     unsynced: AtomicBool,
-    commits: std::sync::atomic::AtomicU64,
+    commits: AtomicU64,
     disk: crate::DiskSpace,
 }
 
@@ -117,97 +94,66 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn records_cf_options(o: &StoreOptions) -> Options {
-    let mut cf = Options::default();
-    cf.set_write_buffer_size(o.write_buffer_bytes);
-    cf.set_max_write_buffer_number(4);
-    cf.set_min_write_buffer_number_to_merge(1);
-    // Values are opaque application payloads: compressing them rarely pays for the CPU.
-    cf.set_compression_type(DBCompressionType::None);
-    cf.set_target_file_size_base(64 << 20);
-    cf.set_level_compaction_dynamic_level_bytes(true);
-    // Record batches go to blob files, written once at flush: compaction then moves
-    // only keys and blob references, which keeps write amplification near WAL + one
-    // copy. A log is deleted oldest first (retention) or a topic at a time, so a blob
-    // file's space comes back when none of its batches is referenced any more; blob
-    // garbage collection (which would rewrite live batches) stays off.
-    cf.set_enable_blob_files(true);
-    cf.set_min_blob_size(MIN_BLOB_BYTES);
-    cf.set_blob_file_size(o.write_buffer_bytes as u64);
-    cf.set_enable_blob_gc(false);
-    cf
-}
-
-/// Batches at least this large are stored in blob files; smaller ones stay in
-/// the LSM tree, where compaction rewriting them costs little.
-const MIN_BLOB_BYTES: u64 = 4096;
-
 impl Store {
-    /// Opens (creating if needed) the store in `path` and recovers every
-    /// partition's tail from metadata, without reading record batches.
-    pub fn open(path: &Path, options: &StoreOptions) -> Result<(Store, Recovered)> {
+    /// Opens (creating if needed) the RocksDB store in `path` and recovers
+    /// every partition's tail from metadata, without reading record batches.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<(Arc<Store>, Recovered)> {
         let started = Instant::now();
-        std::fs::create_dir_all(path).map_err(|source| Error::DataDir { path: path.to_owned(), source })?;
-        let mut db_opts = Options::default();
-        db_opts.create_if_missing(true);
-        db_opts.create_missing_column_families(true);
-        db_opts.set_max_background_jobs(options.background_jobs);
-        db_opts.set_bytes_per_sync(1 << 20);
-        db_opts.set_max_total_wal_size(256 << 20);
-        db_opts.set_keep_log_file_num(4);
-        db_opts.enable_statistics();
-        let cfs = vec![
-            ColumnFamilyDescriptor::new(CF_RECORDS, records_cf_options(options)),
-            ColumnFamilyDescriptor::new(CF_META, Options::default()),
-            ColumnFamilyDescriptor::new(CF_GROUPS, Options::default()),
-        ];
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
-        let store = Store {
-            db,
-            opts: db_opts,
-            path: path.to_owned(),
+        let engine = RocksEngine::open(path, options)?;
+        let disk = crate::DiskSpace::new(path, options.min_free_bytes);
+        Self::finish_open(Box::new(engine), Some(path.to_owned()), disk, started)
+    }
+
+    /// Opens a store over `disk` in memory: the same logs, recovery and
+    /// checks as `open`, for tests and model checks that restart thousands of
+    /// times. Opening the same disk again is a restart.
+    pub fn open_in_memory(disk: &MemoryDisk) -> Result<(Arc<Store>, Recovered)> {
+        let started = Instant::now();
+        let space = crate::DiskSpace::new(&std::env::temp_dir(), 0);
+        Self::finish_open(Box::new(MemoryEngine::open(disk)), None, space, started)
+    }
+
+    fn finish_open(
+        engine: Box<dyn Engine>,
+        path: Option<PathBuf>,
+        disk: crate::DiskSpace,
+        started: Instant,
+    ) -> Result<(Arc<Store>, Recovered)> {
+        let store = Arc::new(Store {
+            engine,
+            path,
             poisoned: AtomicBool::new(false),
+            poison: watch::Sender::new(None),
             unsynced: AtomicBool::new(false),
-            commits: Default::default(),
-            disk: crate::DiskSpace::new(path, options.min_free_bytes),
-        };
+            commits: AtomicU64::new(0),
+            disk,
+        });
         let mut recovered = store.recover()?;
         recovered.elapsed = started.elapsed();
         Ok((store, recovered))
     }
 
-    fn cf(&self, cf: Cf) -> &ColumnFamily {
-        let name = match cf {
-            Cf::Records => CF_RECORDS,
-            Cf::Meta => CF_META,
-            Cf::Groups => CF_GROUPS,
-        };
-        // Both families are created by `open`; their absence would be a bug here.
-        self.db.cf_handle(name).expect("column families are created at open")
-    }
-
-    fn recover(&self) -> Result<Recovered> {
+    fn recover(self: &Arc<Self>) -> Result<Recovered> {
         let now = now_ms();
         let mut rec = Recovered::default();
         let mut topics: HashMap<u64, TopicMeta> = HashMap::new();
         type PartKey = (u64, u32);
         let mut segments: HashMap<PartKey, Vec<SegmentMeta>> = HashMap::new();
         let mut producers: HashMap<PartKey, HashMap<u64, ProducerState>> = HashMap::new();
-        for item in self.db.iterator_cf(self.cf(Cf::Meta), IteratorMode::Start) {
-            let (k, v) = item?;
+        self.engine.scan(Cf::Meta, &[], None, ScanFrom::AtOrAfter(&[]), &mut |k, v| {
             rec.entries += 1;
             let bad = |reason: &str| Error::MetaCorruption { key: k.to_vec(), reason: reason.to_owned() };
             match k.first() {
                 Some(&TAG_NEXT_TOPIC_ID) => {
-                    rec.next_topic_id = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| bad("topic counter"))?);
+                    rec.next_topic_id = u64::from_be_bytes(v.try_into().map_err(|_| bad("topic counter"))?);
                 }
                 Some(&TAG_TOPIC) => {
-                    let meta: TopicMeta = serde_json::from_slice(&v).map_err(|_| bad("topic entry"))?;
+                    let meta: TopicMeta = serde_json::from_slice(v).map_err(|_| bad("topic entry"))?;
                     topics.insert(meta.id, meta);
                 }
                 Some(&TAG_SEGMENT) => {
-                    let (t, p, base) = parse_partition_meta_key(&k).ok_or_else(|| bad("segment key"))?;
-                    let s = SegmentMeta::decode(base, &v).ok_or_else(|| bad("segment entry"))?;
+                    let (t, p, base) = parse_partition_meta_key(k).ok_or_else(|| bad("segment key"))?;
+                    let s = SegmentMeta::decode(base, v).ok_or_else(|| bad("segment entry"))?;
                     segments.entry((t, p)).or_default().push(s);
                 }
                 Some(&keys::TAG_GROUP) => {
@@ -215,20 +161,24 @@ impl Store {
                     rec.groups.push((name, v.to_vec()));
                 }
                 Some(&TAG_PRODUCER) => {
-                    let (t, p, id) = parse_partition_meta_key(&k).ok_or_else(|| bad("producer key"))?;
-                    let s = ProducerState::decode(&v).ok_or_else(|| bad("producer entry"))?;
+                    let (t, p, id) = parse_partition_meta_key(k).ok_or_else(|| bad("producer key"))?;
+                    let s = ProducerState::decode(v).ok_or_else(|| bad("producer entry"))?;
                     producers.entry((t, p)).or_default().insert(id, s);
                 }
                 _ => return Err(bad("unknown tag")),
             }
-        }
-        for item in self.db.iterator_cf(self.cf(Cf::Groups), IteratorMode::Start) {
-            let (k, v) = item?;
-            rec.entries += 1;
-            if !crate::group::recover_entry(&k, &v, &mut rec.group_states) {
+            Ok(true)
+        })?;
+        let group_states = &mut rec.group_states;
+        let mut group_entries = 0;
+        self.engine.scan(Cf::Groups, &[], None, ScanFrom::AtOrAfter(&[]), &mut |k, v| {
+            group_entries += 1;
+            if !crate::group::recover_entry(k, v, group_states) {
                 return Err(Error::MetaCorruption { key: k.to_vec(), reason: "group state entry".into() });
             }
-        }
+            Ok(true)
+        })?;
+        rec.entries += group_entries;
         let mut metas: Vec<TopicMeta> = topics.into_values().collect();
         metas.sort_by(|a, b| a.name.cmp(&b.name));
         for meta in metas {
@@ -237,7 +187,7 @@ impl Store {
                 .map(|p| {
                     let segs = segments.remove(&(meta.id, p)).unwrap_or_default();
                     let prods = producers.remove(&(meta.id, p)).unwrap_or_default();
-                    PartitionLog::recovered(meta.id, p, segs, prods, now)
+                    PartitionLog::recovered(self, meta.id, p, segs, prods, now)
                 })
                 .collect();
             rec.topics.push((meta, parts));
@@ -245,66 +195,105 @@ impl Store {
         Ok(rec)
     }
 
-    /// Mutations that create a topic and advance the id counter.
-    pub fn create_topic_mutations(meta: &TopicMeta) -> Result<Vec<Mutation>> {
-        let json = serde_json::to_vec(meta).map_err(|e| Error::Task(format!("encoding topic metadata: {e}")))?;
-        Ok(vec![Self::next_id_mutation(meta.id + 1), Mutation::Put(Cf::Meta, keys::topic_key(&meta.name), json)])
+    /// The write that creates a topic and advances the id counter.
+    pub fn create_topic(meta: &TopicMeta) -> Result<AtomicWrite> {
+        let json =
+            serde_json::to_vec(meta).map_err(|source| Error::EncodeTopic { topic: meta.name.clone(), source })?;
+        let mut w = Self::next_id(meta.id + 1);
+        w.push(Mutation::Put(Cf::Meta, keys::topic_key(&meta.name), json));
+        Ok(w)
     }
 
-    /// Advances the id counter shared by topics and groups (ids are never reused).
-    pub fn next_id_mutation(next: u64) -> Mutation {
-        Mutation::Put(Cf::Meta, vec![TAG_NEXT_TOPIC_ID], next.to_be_bytes().to_vec())
+    /// The write that advances the id counter shared by topics and groups (ids are never reused).
+    pub fn next_id(next: u64) -> AtomicWrite {
+        AtomicWrite::from(vec![Mutation::Put(Cf::Meta, vec![TAG_NEXT_TOPIC_ID], next.to_be_bytes().to_vec())])
     }
 
-    /// Mutations that rewrite a topic's metadata (new settings).
-    pub fn update_topic_mutations(meta: &TopicMeta) -> Result<Vec<Mutation>> {
-        let json = serde_json::to_vec(meta).map_err(|e| Error::Task(format!("encoding topic metadata: {e}")))?;
-        Ok(vec![Mutation::Put(Cf::Meta, keys::topic_key(&meta.name), json)])
+    /// The write that replaces a topic's metadata (new settings).
+    pub fn update_topic(meta: &TopicMeta) -> Result<AtomicWrite> {
+        let json =
+            serde_json::to_vec(meta).map_err(|source| Error::EncodeTopic { topic: meta.name.clone(), source })?;
+        Ok(AtomicWrite::from(vec![Mutation::Put(Cf::Meta, keys::topic_key(&meta.name), json)]))
     }
 
-    /// Mutations that delete a topic with all its records and metadata.
-    pub fn delete_topic_mutations(meta: &TopicMeta) -> Vec<Mutation> {
-        let (seg_from, seg_to) = keys::topic_meta_range(TAG_SEGMENT, meta.id);
-        let (prod_from, prod_to) = keys::topic_meta_range(TAG_PRODUCER, meta.id);
-        vec![
-            Mutation::Delete(Cf::Meta, keys::topic_key(&meta.name)),
-            Mutation::DeleteRange(
-                Cf::Records,
-                record_key(meta.id, 0, 0).to_vec(),
-                keys::topic_records_end(meta.id).to_vec(),
-            ),
-            Mutation::DeleteRange(Cf::Meta, seg_from, seg_to),
-            Mutation::DeleteRange(Cf::Meta, prod_from, prod_to),
-        ]
-    }
-
-    /// Applies `mutations` as one atomic write, fsyncing the WAL first if `sync`.
+    /// The write that deletes a topic with all its records and metadata, and
+    /// the space to reclaim once it is committed.
     ///
     /// # Correctness
-    /// Called only by the writer thread. On error the store is poisoned.
-    pub fn apply<'a>(&self, mutations: impl Iterator<Item = &'a Mutation>, sync: bool) -> Result<()> {
+    /// The caller stops the topic's partition logs first, so nothing they
+    /// prepared can be committed after the delete.
+    pub fn delete_topic(meta: &TopicMeta) -> (AtomicWrite, Reclaim) {
+        let (seg_from, seg_to) = keys::topic_meta_range(TAG_SEGMENT, meta.id);
+        let (prod_from, prod_to) = keys::topic_meta_range(TAG_PRODUCER, meta.id);
+        let records =
+            Reclaim { from: record_key(meta.id, 0, 0).to_vec(), to: keys::topic_records_end(meta.id).to_vec() };
+        let write = AtomicWrite::from(vec![
+            Mutation::Delete(Cf::Meta, keys::topic_key(&meta.name)),
+            Mutation::DeleteRange(Cf::Records, records.from.clone(), records.to.clone()),
+            Mutation::DeleteRange(Cf::Meta, seg_from, seg_to),
+            Mutation::DeleteRange(Cf::Meta, prod_from, prod_to),
+        ]);
+        (write, records)
+    }
+
+    pub(crate) fn reclaim_range(from: Vec<u8>, to: Vec<u8>) -> Reclaim {
+        Reclaim { from, to }
+    }
+
+    /// Applies `writes` as one atomic write, fsyncing the WAL first if `sync`.
+    ///
+    /// # Correctness
+    /// Called only by the writer thread (or a test that is the only writer).
+    /// On error the store is poisoned.
+    pub fn apply<'a>(&self, writes: impl Iterator<Item = &'a AtomicWrite>, sync: bool) -> Result<()> {
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        let mut batch = WriteBatch::default();
-        for m in mutations {
-            match m {
-                Mutation::Put(cf, k, v) => batch.put_cf(self.cf(*cf), k, v),
-                Mutation::Delete(cf, k) => batch.delete_cf(self.cf(*cf), k),
-                Mutation::DeleteRange(cf, a, b) => batch.delete_range_cf(self.cf(*cf), a, b),
-            }
-        }
-        let mut opts = WriteOptions::default();
-        opts.set_sync(sync);
         self.commits.fetch_add(1, Ordering::Relaxed);
         if !sync {
             self.unsynced.store(true, Ordering::Release);
         }
-        self.db.write_opt(batch, &opts).map_err(|e| {
-            self.poisoned.store(true, Ordering::SeqCst);
-            tracing::error!(error = %e, "write failed; storage poisoned, refusing writes until restart");
-            Error::from_write(e)
-        })
+        let result = crate::failpoints::write_fault()
+            .and_then(|()| self.engine.apply(&mut writes.flat_map(|w| w.mutations.iter()), sync));
+        // Even a full disk poisons: the partition tails already moved past what is stored.
+        result.map_err(|e| self.poison_with(if sync { "synced write" } else { "write" }, e))
+    }
+
+    /// Fsyncs the WAL (for topics in `interval` durability, and at shutdown).
+    /// A failure poisons the store: the pages it failed to sync may be lost.
+    pub fn sync_wal(&self) -> Result<()> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        self.unsynced.store(false, Ordering::Release);
+        crate::failpoints::sync_fault()
+            .and_then(|()| self.engine.sync_wal())
+            .map_err(|e| self.poison_with("WAL sync", e))
+    }
+
+    fn poison_with(&self, what: &str, e: Error) -> Error {
+        let reason = format!("{what} failed: {e}");
+        if !self.poisoned.swap(true, Ordering::SeqCst) {
+            metrics::counter!("sluice_storage_poisoned_total").increment(1);
+            tracing::error!(error = %e, what, "storage poisoned: refusing writes until restart (an fsync is never retried)");
+            self.poison.send_replace(Some(reason));
+        }
+        e
+    }
+
+    /// Whether an earlier write or sync failed.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// Why the store is poisoned, if it is.
+    pub fn poison_reason(&self) -> Option<String> {
+        self.poison.borrow().clone()
+    }
+
+    /// Changes to `Some(reason)` when the store is poisoned (for health reporting).
+    pub fn poisoned(&self) -> watch::Receiver<Option<String>> {
+        self.poison.subscribe()
     }
 
     /// The data volume's free-space alarm: checked before accepting new data.
@@ -317,18 +306,6 @@ impl Store {
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// Whether an earlier write failed.
-    pub fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::SeqCst)
-    }
-
-    /// Fsyncs the WAL (for topics in `interval` durability, and at shutdown).
-    pub fn sync_wal(&self) -> Result<()> {
-        self.unsynced.store(false, Ordering::Release);
-        self.db.flush_wal(true)?;
-        Ok(())
-    }
-
     /// Whether writes were made without fsync since the last `sync_wal`.
     pub fn has_unsynced_writes(&self) -> bool {
         self.unsynced.load(Ordering::Acquire)
@@ -336,47 +313,35 @@ impl Store {
 
     /// Flushes memtables to files so a restart replays no WAL (clean shutdown).
     pub fn flush(&self) -> Result<()> {
-        self.db.flush_cf(self.cf(Cf::Records))?;
-        self.db.flush_cf(self.cf(Cf::Meta))?;
-        self.db.flush_cf(self.cf(Cf::Groups))?;
-        Ok(())
+        self.engine.flush()
     }
 
-    /// Reads records of a partition with offsets in `[from, until)`, at most
+    /// Reads records of a partition with offsets in `range`, at most
     /// `max_messages` and about `max_bytes` (at least one record if any exists).
     /// Every batch's CRC is checked; a damaged batch is an error, never data.
-    pub fn read(
+    pub(crate) fn read(
         &self,
         topic_id: u64,
         partition: u32,
-        from: u64,
-        until: u64,
+        range: OffsetRange,
         max_messages: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>> {
         let mut out = Vec::new();
+        let (from, until) = (range.start, range.end);
         if from >= until || max_messages == 0 {
             return Ok(out);
         }
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_lower_bound(record_key(topic_id, partition, 0).to_vec());
-        opts.set_iterate_upper_bound(record_key(topic_id, partition, until).to_vec());
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(Cf::Records), opts);
-        it.seek_for_prev(record_key(topic_id, partition, from));
-        if !it.valid() {
-            it.seek(record_key(topic_id, partition, from));
-        }
+        let lower = record_key(topic_id, partition, 0);
+        let upper = record_key(topic_id, partition, until);
+        let start = record_key(topic_id, partition, from);
         let mut bytes = 0usize;
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        self.engine.scan(Cf::Records, &lower, Some(&upper), ScanFrom::AtOrBefore(&start), &mut |k, v| {
             let base = match parse_record_key(k) {
                 Some((t, p, base)) if t == topic_id && p == partition => base,
-                _ => break,
+                _ => return Ok(false),
             };
-            let corrupt = |reason: String| {
-                metrics::counter!("sluice_storage_corruption_total").increment(1);
-                tracing::error!(topic_id, partition, offset = base, %reason, "corrupted batch detected on read");
-                Error::Corruption { topic_id, partition, offset: base, reason }
-            };
+            let corrupt = |reason: String| corruption(topic_id, partition, base, reason);
             let (header, records) =
                 decode_batch(Bytes::copy_from_slice(v), from, until).map_err(|e| corrupt(e.to_string()))?;
             if header.base_offset != base {
@@ -386,132 +351,121 @@ impl Store {
                 bytes += r.value.len() + r.key.as_ref().map_or(0, |k| k.len());
                 out.push(r);
                 if out.len() >= max_messages || bytes >= max_bytes {
-                    return Ok(out);
+                    return Ok(false);
                 }
             }
-            it.next();
-        }
-        it.status()?;
+            Ok(true)
+        })?;
         Ok(out)
     }
 
-    /// The first offset in `[from, until)` whose timestamp is at least `timestamp_ms`.
-    pub fn offset_for_timestamp(
+    /// Visits the (base offset, encoded length, timestamp) of every batch of a
+    /// partition starting in `range`, in order.
+    pub(crate) fn batch_headers(
         &self,
         topic_id: u64,
         partition: u32,
-        from: u64,
-        until: u64,
+        range: OffsetRange,
+        visit: &mut dyn FnMut(u64, u64, i64) -> bool,
+    ) -> Result<()> {
+        let lower = record_key(topic_id, partition, range.start);
+        let upper = record_key(topic_id, partition, range.end);
+        self.engine.scan(Cf::Records, &lower, Some(&upper), ScanFrom::AtOrAfter(&lower), &mut |k, v| {
+            let Some((_, _, base)) = parse_record_key(k) else { return Ok(false) };
+            let header = decode_header(v).map_err(|e| corruption(topic_id, partition, base, e.to_string()))?;
+            Ok(visit(base, v.len() as u64, header.timestamp_ms))
+        })
+    }
+
+    /// The timestamp of the last batch starting in `range`, if any.
+    pub(crate) fn last_batch_timestamp(
+        &self,
+        topic_id: u64,
+        partition: u32,
+        range: OffsetRange,
+    ) -> Result<Option<i64>> {
+        if range.start >= range.end {
+            return Ok(None);
+        }
+        let lower = record_key(topic_id, partition, range.start);
+        let upper = record_key(topic_id, partition, range.end);
+        let last = record_key(topic_id, partition, range.end - 1);
+        let mut found = None;
+        self.engine.scan(Cf::Records, &lower, Some(&upper), ScanFrom::AtOrBefore(&last), &mut |k, v| {
+            let base = parse_record_key(k).map_or(range.start, |(_, _, b)| b);
+            let header = decode_header(v).map_err(|e| corruption(topic_id, partition, base, e.to_string()))?;
+            found = Some(header.timestamp_ms);
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+
+    /// The first offset in `range` whose timestamp is at least `timestamp_ms`.
+    pub(crate) fn offset_for_timestamp(
+        &self,
+        topic_id: u64,
+        partition: u32,
+        range: OffsetRange,
         timestamp_ms: i64,
     ) -> Result<Option<u64>> {
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_upper_bound(record_key(topic_id, partition, until).to_vec());
-        let it = self.db.iterator_cf_opt(
-            self.cf(Cf::Records),
-            opts,
-            IteratorMode::From(&record_key(topic_id, partition, from), Direction::Forward),
-        );
-        for item in it {
-            let (k, v) = item?;
-            let Some((t, p, base)) = parse_record_key(&k) else { break };
-            if t != topic_id || p != partition {
-                break;
+        let mut found = None;
+        self.batch_headers(topic_id, partition, range, &mut |base, _, ts| {
+            if ts >= timestamp_ms {
+                found = Some(base.max(range.start));
+                return false;
             }
-            let header = decode_header(&v).map_err(|e| Error::Corruption {
-                topic_id,
-                partition,
-                offset: base,
-                reason: e.to_string(),
-            })?;
-            if header.timestamp_ms >= timestamp_ms {
-                return Ok(Some(base.max(from)));
-            }
-        }
-        Ok(None)
+            true
+        })?;
+        Ok(found)
     }
 
-    /// Returns the disk space of deleted records in `[from, to)` of the
-    /// records family: drops whole files, then compacts what overlaps.
-    pub fn reclaim(&self, from: &[u8], to: &[u8]) -> Result<()> {
-        let cf = self.cf(Cf::Records);
-        // RocksDB's file deletion treats the end as inclusive; `to` is the first kept key.
-        if let Some(last) = keys::key_before(to) {
-            self.db.delete_file_in_range_cf(cf, from, &last)?;
-        }
-        self.db.compact_range_cf(cf, Some(from), Some(to));
-        // WAL files are freed only once every family's memtable that uses them is flushed.
-        self.db.flush_cf(self.cf(Cf::Meta))?;
-        self.db.flush_cf(self.cf(Cf::Groups))?;
-        Ok(())
+    /// Gives back the disk space of records whose deletion has committed:
+    /// drops whole files, then compacts what overlaps. Blocking; best effort.
+    pub fn reclaim(&self, r: &Reclaim) -> Result<()> {
+        self.engine.reclaim(Cf::Records, &r.from, &r.to)
     }
 
-    /// Disk-level figures for metrics: what RocksDB wrote versus what it was given.
+    /// Disk-level figures for metrics: what the engine wrote versus what it was given.
     pub fn stats(&self) -> StorageStats {
-        let text = self.opts.get_statistics().unwrap_or_default();
-        let ticker = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|l| {
-                    l.strip_prefix(name)
-                        .and_then(|rest| rest.trim().strip_prefix("COUNT :"))
-                        .and_then(|n| n.trim().parse().ok())
-                })
-                .unwrap_or(0)
-        };
-        let user = ticker("rocksdb.bytes.written");
-        let disk =
-            ticker("rocksdb.wal.bytes") + ticker("rocksdb.flush.write.bytes") + ticker("rocksdb.compact.write.bytes");
-        let wal_bytes = std::fs::read_dir(&self.path)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        StorageStats {
-            user_bytes_written: user,
-            disk_bytes_written: disk,
-            pending_compaction_bytes: self.records_property("rocksdb.estimate-pending-compaction-bytes").unwrap_or(0),
-            wal_bytes,
-        }
+        self.engine.stats()
     }
 
-    /// An integer RocksDB property of the records family (e.g. `rocksdb.estimate-pending-compaction-bytes`).
+    /// An integer engine property of the records family (e.g. `rocksdb.estimate-pending-compaction-bytes`).
     pub fn records_property(&self, name: &str) -> Option<u64> {
-        self.db.property_int_value_cf(self.cf(Cf::Records), name).ok().flatten()
+        self.engine.records_property(name)
     }
 
-    /// The data directory.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The data directory (`None` in memory).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// Writes raw bytes under a record key, bypassing encoding: lets tests damage a batch.
     #[doc(hidden)]
     pub fn put_raw_record_for_test(&self, topic_id: u64, partition: u32, offset: u64, value: &[u8]) -> Result<()> {
-        self.db.put_cf(self.cf(Cf::Records), record_key(topic_id, partition, offset), value)?;
-        Ok(())
+        let m = Mutation::Put(Cf::Records, record_key(topic_id, partition, offset).to_vec(), value.to_vec());
+        self.engine.apply(&mut std::iter::once(&m), true)
     }
 
     /// Reads the raw bytes of a batch: lets tests damage a batch.
     #[doc(hidden)]
     pub fn raw_record_for_test(&self, topic_id: u64, partition: u32, offset: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get_cf(self.cf(Cf::Records), record_key(topic_id, partition, offset))?)
+        let key = record_key(topic_id, partition, offset);
+        let mut found = None;
+        self.engine.scan(Cf::Records, &key, None, ScanFrom::AtOrAfter(&key), &mut |k, v| {
+            if k == key {
+                found = Some(v.to_vec());
+            }
+            Ok(false)
+        })?;
+        Ok(found)
     }
 }
 
-/// What the store wrote, for write-amplification and WAL metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StorageStats {
-    /// Bytes handed to RocksDB by writes.
-    pub user_bytes_written: u64,
-    /// Bytes RocksDB wrote to disk: WAL, flushes and compactions.
-    pub disk_bytes_written: u64,
-    /// Compaction debt of the records family.
-    pub pending_compaction_bytes: u64,
-    /// Size of the live WAL files.
-    pub wal_bytes: u64,
+fn corruption(topic_id: u64, partition: u32, offset: u64, reason: String) -> Error {
+    metrics::counter!("sluice_storage_corruption_total").increment(1);
+    tracing::error!(topic_id, partition, offset, %reason, "corrupted batch detected on read");
+    Error::Corruption { topic_id, partition, offset, reason }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::store::{Mutation, Store};
+use crate::engine::AtomicWrite;
+use crate::store::Store;
 use crate::{Error, Result};
 
 /// Called once the request's write is durable (or has failed).
@@ -21,7 +22,7 @@ pub type OnCommit = Box<dyn FnOnce(Result<()>) + Send>;
 /// A unit of atomic work for the writer.
 pub struct WriteRequest {
     /// Applied together with everything else in the same group.
-    pub mutations: Vec<Mutation>,
+    pub write: AtomicWrite,
     /// Whether the WAL must be fsynced before `on_commit` runs.
     pub sync: bool,
     /// Completion.
@@ -64,11 +65,11 @@ impl WriterHandle {
         self.tx.send(request).await.map_err(|_| Error::WriterStopped)
     }
 
-    /// Writes `mutations` durably and waits for the commit.
-    pub async fn write(&self, mutations: Vec<Mutation>) -> Result<()> {
+    /// Commits `write` durably and waits for the commit.
+    pub async fn write(&self, write: AtomicWrite) -> Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(WriteRequest {
-            mutations,
+            write,
             sync: true,
             on_commit: Box::new(move |r| {
                 let _ = tx.send(r);
@@ -93,12 +94,12 @@ pub fn spawn_writer(
 fn run(store: Arc<Store>, config: WriterConfig, mut rx: mpsc::Receiver<WriteRequest>) {
     let mut group: Vec<WriteRequest> = Vec::with_capacity(config.max_group_requests);
     while let Some(first) = rx.blocking_recv() {
-        let mut bytes = first.mutations.iter().map(Mutation::size).sum::<usize>();
+        let mut bytes = first.write.size();
         group.push(first);
         while bytes < config.max_group_bytes && group.len() < config.max_group_requests {
             match rx.try_recv() {
                 Ok(req) => {
-                    bytes += req.mutations.iter().map(Mutation::size).sum::<usize>();
+                    bytes += req.write.size();
                     group.push(req);
                 }
                 Err(_) => break,
@@ -106,7 +107,7 @@ fn run(store: Arc<Store>, config: WriterConfig, mut rx: mpsc::Receiver<WriteRequ
         }
         let sync = group.iter().any(|r| r.sync);
         let started = Instant::now();
-        let result = store.apply(group.iter().flat_map(|r| r.mutations.iter()), sync);
+        let result = store.apply(group.iter().map(|r| &r.write), sync);
         let elapsed = started.elapsed();
         metrics::histogram!("sluice_storage_write_seconds", "sync" => if sync { "true" } else { "false" })
             .record(elapsed.as_secs_f64());
@@ -124,7 +125,8 @@ fn run(store: Arc<Store>, config: WriterConfig, mut rx: mpsc::Receiver<WriteRequ
             (req.on_commit)(r);
         }
     }
+    // A failure poisons the store (and says so); the shutdown reports it.
     if let Err(e) = store.sync_wal() {
-        tracing::error!(error = %e, "final WAL sync failed");
+        tracing::error!(error = %e, "final WAL sync failed: writes acknowledged under `interval` durability since the last sync may be lost on a machine crash");
     }
 }

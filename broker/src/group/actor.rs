@@ -6,15 +6,21 @@
 //! # Correctness
 //! Replies to Pull, Ack and Nack are sent from the writer's completion, after
 //! the state change they depend on is durable (attempt counts and cursors for
-//! a pull; the ack for an ack). The actor does not wait for those writes, so
-//! many requests share one fsync; the writer commits in order, so what the
-//! actor decides later never reaches disk before what it decided earlier.
+//! a pull; the ack for an ack). The actor never waits for a write itself —
+//! not for its own timer's lease expiries either — so many requests share one
+//! fsync and a burst of expiries does not stall anyone; the writer commits in
+//! order, so what the actor decides later never reaches disk before what it
+//! decided earlier.
+//!
+//! Exhausted messages are dead-lettered in batches by a task of their own
+//! (`DeadLetterQueue`), one batch at a time per group; the actor acks them at
+//! the source when the task reports their dead-letter append durable.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use sluice_storage::{now_ms, Mutation, StoredRecord, WriteRequest};
+use sluice_storage::{now_ms, AtomicWrite, OffsetRange, StoredRecord, WriteRequest};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -115,6 +121,25 @@ pub(super) enum Command {
     Leave {
         consumer: String,
     },
+    DeadLettered(dead_letter::BatchOutcome),
+}
+
+/// Most exhausted messages handed to one dead-lettering task.
+const DEAD_LETTER_BATCH: usize = 4096;
+
+/// Exhausted messages waiting to be dead-lettered, and whether a batch is
+/// being written now.
+pub(super) struct DeadLetterQueue {
+    waiting: Vec<(u32, u64)>,
+    in_flight: bool,
+    /// The actor's own queue, for the task's report (weak: it must not keep the actor alive).
+    actor: mpsc::WeakSender<Command>,
+}
+
+impl DeadLetterQueue {
+    pub(super) fn new(actor: mpsc::WeakSender<Command>) -> Self {
+        DeadLetterQueue { waiting: Vec::new(), in_flight: false, actor }
+    }
 }
 
 /// Cloneable access to a running group.
@@ -210,21 +235,29 @@ pub(super) struct GroupActor {
     pub members: BTreeMap<String, i64>,
     pub owners: Vec<Option<String>>,
     pub rotation: u32,
+    pub dead_letters: DeadLetterQueue,
 }
 
-/// Answers `reply` with `value` once `mutations` are durable (at once if there are none).
+/// What a pull leased, what it must commit, and the read error that cut it short.
+struct Pulled {
+    deliveries: Vec<Delivered>,
+    write: AtomicWrite,
+    failure: Option<Error>,
+}
+
+/// Answers `reply` with `value` once `write` is durable (at once if there is nothing to write).
 async fn reply_after_commit<T: Send + 'static>(
     ctx: &GroupContext,
-    mutations: Vec<Mutation>,
+    write: AtomicWrite,
     reply: oneshot::Sender<Result<T>>,
     value: T,
 ) {
-    if mutations.is_empty() {
+    if write.is_empty() {
         let _ = reply.send(Ok(value));
         return;
     }
     let request = WriteRequest {
-        mutations,
+        write,
         sync: true,
         on_commit: Box::new(move |r| {
             let _ = reply.send(r.map(|()| value).map_err(Error::from));
@@ -232,6 +265,26 @@ async fn reply_after_commit<T: Send + 'static>(
     };
     if let Err(e) = ctx.writer.submit(request).await {
         tracing::error!(error = %e, "writer stopped while committing group state");
+    }
+}
+
+/// Commits `write` without waiting: what the actor decides next is committed
+/// after it (the writer keeps order), and a failure poisons the store.
+async fn persist(ctx: &GroupContext, write: AtomicWrite) {
+    if write.is_empty() {
+        return;
+    }
+    let request = WriteRequest {
+        write,
+        sync: true,
+        on_commit: Box::new(|r| {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "persisting group state failed");
+            }
+        }),
+    };
+    if let Err(e) = ctx.writer.submit(request).await {
+        tracing::error!(error = %e, "writer stopped while persisting group state");
     }
 }
 
@@ -258,7 +311,11 @@ impl GroupActor {
                     Some(cmd) => self.handle(cmd).await,
                     None => break,
                 },
-                _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => self.tick(now_ms()).await,
+                _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {
+                    let now = now_ms();
+                    self.tick(now).await;
+                    self.pump_dead_letters(now);
+                }
             }
         }
     }
@@ -266,15 +323,24 @@ impl GroupActor {
     async fn handle(&mut self, cmd: Command) {
         let now = now_ms();
         self.tick(now).await;
+        self.handle_command(cmd, now).await;
+        self.pump_dead_letters(now);
+    }
+
+    async fn handle_command(&mut self, cmd: Command, now: i64) {
         match cmd {
             Command::Pull { consumer, max, reply } => match self.pull(&consumer, max, now).await {
-                Ok((deliveries, mutations)) => reply_after_commit(&self.ctx, mutations, reply, deliveries).await,
+                Ok(Pulled { deliveries, write, failure: Some(e) }) if deliveries.is_empty() => {
+                    persist(&self.ctx, write).await;
+                    let _ = reply.send(Err(e));
+                }
+                Ok(Pulled { deliveries, write, .. }) => reply_after_commit(&self.ctx, write, reply, deliveries).await,
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
             },
             Command::Ack { ids, reply } => {
-                let mut out = Vec::new();
+                let mut out = AtomicWrite::new();
                 let results = ids
                     .into_iter()
                     .map(|id| (id, self.state.ack(id.partition, id.offset, id.attempt, &mut out).err()))
@@ -286,10 +352,10 @@ impl GroupActor {
                 if !consumer.is_empty() {
                     self.touch(&consumer, now);
                 }
-                let mut out = Vec::new();
+                let mut out = AtomicWrite::new();
                 let mut results = Vec::with_capacity(ids.len());
                 for id in ids {
-                    let r = self.fail(id, now, delay_ms.map(i64::from), &reason, &consumer, &mut out).await;
+                    let r = self.fail(id, now, delay_ms.map(i64::from), &reason, &consumer, &mut out);
                     results.push((id, r.err()));
                 }
                 self.state.flush_cursors(&mut out);
@@ -297,11 +363,11 @@ impl GroupActor {
                 reply_after_commit(&self.ctx, out, reply, results).await;
             }
             Command::Extend { ids, deadline_ms, reply } => {
-                let mut out = Vec::new();
+                let mut out = AtomicWrite::new();
                 let mut results = Vec::with_capacity(ids.len());
                 for id in ids {
                     let r = if deadline_ms == 0 {
-                        self.fail(id, now, Some(0), "released by consumer", "", &mut out).await.map(|_| ())
+                        self.fail(id, now, Some(0), "released by consumer", "", &mut out)
                     } else {
                         self.state.extend(id.partition, id.offset, id.attempt, now + i64::from(deadline_ms)).map(|_| ())
                     };
@@ -314,7 +380,7 @@ impl GroupActor {
                 reply_after_commit(&self.ctx, out, reply, results).await;
             }
             Command::Seek { targets, reply } => {
-                let mut out = Vec::new();
+                let mut out = AtomicWrite::new();
                 for (p, off) in targets {
                     self.state.seek(p, off, &mut out);
                 }
@@ -334,7 +400,65 @@ impl GroupActor {
                     self.rebalance(now, Some(&consumer));
                 }
             }
+            Command::DeadLettered(outcome) => self.dead_lettered(outcome, now).await,
         }
+    }
+
+    /// Starts a dead-lettering task for what is waiting, unless one runs.
+    fn pump_dead_letters(&mut self, now: i64) {
+        if self.dead_letters.in_flight || self.dead_letters.waiting.is_empty() {
+            return;
+        }
+        let take = self.dead_letters.waiting.len().min(DEAD_LETTER_BATCH);
+        let items: Vec<dead_letter::Exhausted> = self
+            .dead_letters
+            .waiting
+            .drain(..take)
+            .map(|(partition, offset)| dead_letter::Exhausted {
+                partition,
+                offset,
+                state: self.state.message(partition, offset).cloned().unwrap_or_default(),
+            })
+            .collect();
+        self.dead_letters.in_flight = true;
+        let (ctx, topic, settings, actor) =
+            (self.ctx.clone(), self.topic.clone(), self.settings(), self.dead_letters.actor.clone());
+        self.ctx.tracker.spawn(async move {
+            let outcome = dead_letter::write_batch(&ctx, &topic, items, &settings, now).await;
+            if let Some(actor) = actor.upgrade() {
+                // The group may be gone (deleted, shutting down): then so is the need to ack.
+                let _ = actor.send(Command::DeadLettered(outcome)).await;
+            }
+        });
+    }
+
+    /// A dead-lettering task finished: ack what it wrote at the source, retry
+    /// what it could not write after the group's longest backoff.
+    async fn dead_lettered(&mut self, outcome: dead_letter::BatchOutcome, now: i64) {
+        self.dead_letters.in_flight = false;
+        let settings = self.settings();
+        let mut out = AtomicWrite::new();
+        for &(p, off) in &outcome.written {
+            self.state.dead_lettered(p, off, &mut out);
+        }
+        metrics::counter!(crate::metrics::GROUP_DEAD_LETTERED_TOTAL, "group" => settings.name.clone())
+            .increment(outcome.written.len() as u64);
+        for &(p, off) in &outcome.source_expired {
+            self.settle_expired(p, off, &mut out);
+        }
+        if let Some(e) = &outcome.error {
+            tracing::error!(
+                error = %e,
+                group = %settings.name,
+                messages = outcome.failed.len(),
+                "dead-lettering failed; will retry after the backoff"
+            );
+        }
+        for &(p, off) in &outcome.failed {
+            self.state.schedule(p, off, now + i64::from(settings.backoff.max_ms), &mut out);
+        }
+        self.state.flush_cursors(&mut out);
+        persist(&self.ctx, out).await;
     }
 
     /// Expires leases (scheduling or dead-lettering them), drops silent members,
@@ -342,15 +466,13 @@ impl GroupActor {
     async fn tick(&mut self, now: i64) {
         let expired = self.state.expired(now);
         if !expired.is_empty() {
-            let mut out = Vec::new();
+            let mut out = AtomicWrite::new();
             for (p, offset, attempt) in expired {
                 let id = AckId { partition: p, offset, attempt };
-                let _ = self.fail(id, now, None, "ack deadline expired", "", &mut out).await;
+                let _ = self.fail(id, now, None, "ack deadline expired", "", &mut out);
             }
             self.state.flush_cursors(&mut out);
-            if let Err(e) = self.ctx.writer.write(out).await {
-                tracing::error!(error = %e, "persisting expired leases failed");
-            }
+            persist(&self.ctx, out).await;
         }
         let session = i64::from(self.settings().ack_deadline_ms).saturating_mul(2).max(1000);
         let before = self.members.len();
@@ -392,15 +514,15 @@ impl GroupActor {
     }
 
     /// A delivery failed: schedule its redelivery after its delay (default: the
-    /// group's backoff), or dead-letter it when its attempts are exhausted.
-    async fn fail(
+    /// group's backoff), or queue it for dead-lettering when its attempts are exhausted.
+    fn fail(
         &mut self,
         id: AckId,
         now: i64,
         delay_ms: Option<i64>,
         reason: &str,
         consumer: &str,
-        out: &mut Vec<Mutation>,
+        out: &mut AtomicWrite,
     ) -> std::result::Result<(), AckError> {
         let settings = self.settings();
         let attempts = self.state.message(id.partition, id.offset).map_or(1, |m| m.attempts);
@@ -417,7 +539,7 @@ impl GroupActor {
             out,
         )?;
         match outcome {
-            FailOutcome::DeadLetter => self.dead_letter(id.partition, id.offset, &settings, now, out).await,
+            FailOutcome::DeadLetter => self.dead_letters.waiting.push((id.partition, id.offset)),
             FailOutcome::Scheduled(_) => {
                 metrics::counter!(crate::metrics::GROUP_REDELIVERIES, "group" => settings.name.clone()).increment(1)
             }
@@ -426,24 +548,8 @@ impl GroupActor {
         Ok(())
     }
 
-    async fn dead_letter(&mut self, p: u32, offset: u64, settings: &GroupSettings, now: i64, out: &mut Vec<Mutation>) {
-        let result =
-            dead_letter::write(&self.ctx, &self.topic, p, offset, settings, self.state.message(p, offset), now).await;
-        match result {
-            Ok(dead_letter::Outcome::Written) => {
-                self.state.dead_lettered(p, offset, out);
-                metrics::counter!("sluice_group_dead_lettered_total", "group" => settings.name.clone()).increment(1);
-            }
-            Ok(dead_letter::Outcome::SourceExpired) => self.settle_expired(p, offset, out),
-            Err(e) => {
-                tracing::error!(error = %e, partition = p, offset, "dead-lettering failed; will retry after the backoff");
-                self.state.schedule(p, offset, now + i64::from(settings.backoff.max_ms), out);
-            }
-        }
-    }
-
     /// Settles a message retention removed before the group was done with it: it is gone.
-    fn settle_expired(&mut self, p: u32, off: u64, out: &mut Vec<Mutation>) {
+    fn settle_expired(&mut self, p: u32, off: u64, out: &mut AtomicWrite) {
         let attempt = self.state.message(p, off).map_or(0, |m| m.attempts);
         let _ = self.state.ack(p, off, attempt, out);
     }
@@ -457,7 +563,9 @@ impl GroupActor {
 
     /// Leases up to `max` messages: due redeliveries first, then fresh ones
     /// round-robin across partitions.
-    async fn pull(&mut self, consumer: &str, max: usize, now: i64) -> Result<(Vec<Delivered>, Vec<Mutation>)> {
+    /// A read error stops the pull: redeliveries taken but not leased go back
+    /// to the due set, and what was leased before the error is delivered.
+    async fn pull(&mut self, consumer: &str, max: usize, now: i64) -> Result<Pulled> {
         let settings = self.settings();
         let ordered = settings.mode == GroupMode::Ordered;
         if ordered && consumer.is_empty() {
@@ -466,7 +574,7 @@ impl GroupActor {
         self.touch(consumer, now);
         let deadline = now + i64::from(settings.ack_deadline_ms);
         let partitions = self.state.partitions();
-        let mut out = Vec::new();
+        let mut out = AtomicWrite::new();
         let mut again: Vec<(u32, u64)> = Vec::new();
         if ordered {
             for p in 0..partitions {
@@ -479,8 +587,19 @@ impl GroupActor {
             again = self.state.take_due(now, max, |_| true);
         }
         let mut deliveries = Vec::with_capacity(max.min(1024));
-        for (p, off) in again {
-            match self.read(p, off, off + 1).await?.pop() {
+        let mut failure = None;
+        for (i, &(p, off)) in again.iter().enumerate() {
+            let records = match self.read(p, off, off + 1).await {
+                Ok(records) => records,
+                Err(e) => {
+                    for &(p, off) in &again[i..] {
+                        self.state.return_due(p, off);
+                    }
+                    failure = Some(e);
+                    break;
+                }
+            };
+            match records.into_iter().next() {
                 Some(record) => {
                     let attempt = self.state.lease_again(p, off, now, deadline, consumer, &mut out);
                     deliveries.push(Delivered {
@@ -497,7 +616,7 @@ impl GroupActor {
         }
         self.rotation = self.rotation.wrapping_add(1);
         for i in 0..partitions {
-            if deliveries.len() >= max {
+            if deliveries.len() >= max || failure.is_some() {
                 break;
             }
             let p = (self.rotation.wrapping_add(i)) % partitions;
@@ -515,7 +634,14 @@ impl GroupActor {
             if n == 0 {
                 continue;
             }
-            for record in self.read(p, next, next + n).await? {
+            let records = match self.read(p, next, next + n).await {
+                Ok(records) => records,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            for record in records {
                 if record.offset != self.state.fresh_position(p).0 {
                     break;
                 }
@@ -528,16 +654,12 @@ impl GroupActor {
             }
         }
         self.state.flush_cursors(&mut out);
-        metrics::counter!("sluice_group_delivered_total").increment(deliveries.len() as u64);
-        Ok((deliveries, out))
+        metrics::counter!(crate::metrics::GROUP_DELIVERED_TOTAL).increment(deliveries.len() as u64);
+        Ok(Pulled { deliveries, write: out, failure })
     }
 
     async fn read(&self, p: u32, from: u64, until: u64) -> Result<Vec<StoredRecord>> {
-        let (store, topic_id) = (self.ctx.store.clone(), self.topic.id);
-        let n = (until - from) as usize;
-        let records = tokio::task::spawn_blocking(move || store.read(topic_id, p, from, until, n, usize::MAX))
-            .await
-            .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
-        Ok(records)
+        let range = OffsetRange::new(from, until);
+        self.topic.partition(p)?.read(range, range.len() as usize, usize::MAX).await
     }
 }

@@ -1,13 +1,15 @@
-//! Writing an exhausted message to its group's dead-letter topic, with
-//! headers that say where it came from and why it failed.
+//! Writing exhausted messages to their group's dead-letter topic, in batches,
+//! with headers that say where each came from and why it failed.
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use sluice_proto::v1 as pb;
-use sluice_storage::MessageState;
+use sluice_storage::{MessageState, OffsetRange, StoredRecord};
 
 use super::config::GroupSettings;
 use super::registry::GroupContext;
-use crate::error::Result;
+use crate::error::Error;
 use crate::topic::Topic;
 
 /// Header names added to dead letters.
@@ -38,43 +40,143 @@ fn header(key: &str, value: impl ToString) -> pb::Header {
     pb::Header { key: key.to_owned(), value: Bytes::from(value.to_string()) }
 }
 
-/// What became of a message the group gave up on.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Outcome {
-    /// Appended to the dead-letter topic, durably.
-    Written,
-    /// Retention removed the source record first: there is nothing left to
-    /// dead-letter, so the group settles it instead of retrying forever.
-    SourceExpired,
+/// Dead letters appended in one request to one dead-letter partition.
+const MAX_BATCH_MESSAGES: usize = 512;
+/// ... and at most about this many bytes.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// A message the group gave up on, with what its headers will say.
+#[derive(Debug, Clone)]
+pub(super) struct Exhausted {
+    /// Source partition.
+    pub partition: u32,
+    /// Source offset.
+    pub offset: u64,
+    /// Its delivery history.
+    pub state: MessageState,
 }
 
-/// Appends the record at `p`/`offset` of `topic` to the group's dead-letter
-/// topic (partition `p mod n`), durably.
-pub(super) async fn write(
+/// What became of a batch of exhausted messages.
+#[derive(Debug, Default)]
+pub(super) struct BatchOutcome {
+    /// Appended to the dead-letter topic, durably: ack them at the source.
+    pub written: Vec<(u32, u64)>,
+    /// Retention removed the source record first: nothing left to dead-letter,
+    /// so the group settles them instead of retrying forever.
+    pub source_expired: Vec<(u32, u64)>,
+    /// Not written (the dead-letter topic refused, or a read failed): retry later.
+    pub failed: Vec<(u32, u64)>,
+    /// Why some failed.
+    pub error: Option<Error>,
+}
+
+/// Dead letters bound for one dead-letter partition in one append.
+struct Chunk {
+    ids: Vec<(u32, u64)>,
+    messages: Vec<pb::Message>,
+    bytes: usize,
+}
+
+/// Appends `items` of `topic` to the group's dead-letter topic, batched per
+/// dead-letter partition (`source partition mod n`), each batch durably.
+///
+/// # Correctness
+/// An item is `written` only after its batch's append is durable. A crash
+/// between that and the source ack (which the caller commits next) dead-letters
+/// the message again after restart: dead letters are at least once.
+pub(super) async fn write_batch(
     ctx: &GroupContext,
+    topic: &Topic,
+    items: Vec<Exhausted>,
+    settings: &GroupSettings,
+    now: i64,
+) -> BatchOutcome {
+    let mut outcome = BatchOutcome::default();
+    let dlq = match ctx.topics.get(&settings.dead_letter_topic) {
+        Ok(dlq) => dlq,
+        Err(e) => {
+            outcome.failed = items.iter().map(|i| (i.partition, i.offset)).collect();
+            outcome.error = Some(e);
+            return outcome;
+        }
+    };
+    let targets = dlq.partitions.len().max(1) as u32;
+    let mut batches: BTreeMap<u32, Vec<Chunk>> = BTreeMap::new();
+    for item in items {
+        let (p, offset) = (item.partition, item.offset);
+        let read = match topic.partition(p) {
+            Ok(handle) => handle.read(OffsetRange::new(offset, offset + 1), 1, usize::MAX).await,
+            Err(e) => Err(e),
+        };
+        let record = match read {
+            Ok(mut records) => records.pop(),
+            Err(e) => {
+                outcome.failed.push((p, offset));
+                outcome.error = Some(e);
+                continue;
+            }
+        };
+        let Some(record) = record.filter(|r| r.offset == offset) else {
+            tracing::warn!(
+                group = %settings.name,
+                topic = %topic.name,
+                partition = p,
+                offset,
+                "message exhausted its attempts after retention removed it; nothing to dead-letter"
+            );
+            outcome.source_expired.push((p, offset));
+            continue;
+        };
+        let message = dead_letter_message(record, topic, p, offset, settings, &item.state, now);
+        let size = message.value.len() + message.key.as_ref().map_or(0, |k| k.len());
+        let per_target = batches.entry(p % targets).or_default();
+        match per_target.last_mut() {
+            Some(c) if c.messages.len() < MAX_BATCH_MESSAGES && c.bytes + size <= MAX_BATCH_BYTES => {
+                c.ids.push((p, offset));
+                c.messages.push(message);
+                c.bytes += size;
+            }
+            _ => per_target.push(Chunk { ids: vec![(p, offset)], messages: vec![message], bytes: size }),
+        }
+    }
+    for (target, chunks) in batches {
+        for Chunk { ids, messages, .. } in chunks {
+            let count = ids.len();
+            let appended = match dlq.partition(target) {
+                Ok(handle) => handle.append(messages, None).await,
+                Err(e) => Err(e),
+            };
+            match appended {
+                Ok(_) => {
+                    tracing::info!(
+                        group = %settings.name,
+                        topic = %topic.name,
+                        dead_letter_topic = %dlq.name,
+                        dead_letter_partition = target,
+                        messages = count,
+                        "messages dead-lettered"
+                    );
+                    outcome.written.extend(ids);
+                }
+                Err(e) => {
+                    outcome.failed.extend(ids);
+                    outcome.error = Some(e);
+                }
+            }
+        }
+    }
+    outcome
+}
+
+fn dead_letter_message(
+    record: StoredRecord,
     topic: &Topic,
     p: u32,
     offset: u64,
     settings: &GroupSettings,
-    state: Option<&MessageState>,
+    state: &MessageState,
     now: i64,
-) -> Result<Outcome> {
-    let dlq = ctx.topics.get(&settings.dead_letter_topic)?;
-    let (store, topic_id) = (ctx.store.clone(), topic.id);
-    let mut records = tokio::task::spawn_blocking(move || store.read(topic_id, p, offset, offset + 1, 1, usize::MAX))
-        .await
-        .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
-    let Some(record) = records.pop() else {
-        tracing::warn!(
-            group = %settings.name,
-            topic = %topic.name,
-            partition = p,
-            offset,
-            "message exhausted its attempts after retention removed it; nothing to dead-letter"
-        );
-        return Ok(Outcome::SourceExpired);
-    };
-    let state = state.cloned().unwrap_or_default();
+) -> pb::Message {
     let mut hs: Vec<pb::Header> = record.headers.into_iter().map(|(key, value)| pb::Header { key, value }).collect();
     hs.extend([
         header(headers::TOPIC, &topic.name),
@@ -88,18 +190,5 @@ pub(super) async fn write(
         header(headers::CONSUMER, &state.consumer),
         header(headers::DEAD_LETTERED_AT, now),
     ]);
-    let message = pb::Message { key: record.key, value: record.value, headers: hs };
-    let target = p % dlq.partitions.len().max(1) as u32;
-    dlq.partition(target)?.append(vec![message], None).await?;
-    tracing::info!(
-        group = %settings.name,
-        topic = %topic.name,
-        partition = p,
-        offset,
-        dead_letter_topic = %dlq.name,
-        attempts = state.attempts,
-        reason = %state.reason,
-        "message dead-lettered"
-    );
-    Ok(Outcome::Written)
+    pb::Message { key: record.key, value: record.value, headers: hs }
 }

@@ -1,6 +1,7 @@
 //! Model check of group semantics: random sequences of produce, pull, ack,
 //! nack, lease expiry (a controllable clock), seek and restart are applied to
-//! `GroupState` persisted in a real RocksDB `Store`, and to a deliberately naive
+//! `GroupState` persisted in a `Store` (the in-memory engine for many cases,
+//! real RocksDB for a sample; a restart reopens it), and to a deliberately naive
 //! reference model (one status per message). After every step both must agree
 //! on what was delivered (with which attempt), which acks were accepted, and
 //! each partition's committed/delivered/dead-lettered figures.
@@ -8,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use sluice_storage::{Mutation, Store, StoreOptions};
+use std::sync::Arc;
+
+use sluice_storage::{AtomicWrite, MemoryDisk, Store, StoreOptions};
 
 use super::state::{AckError, FailOutcome, GroupState};
 
@@ -23,9 +26,29 @@ fn store_options() -> StoreOptions {
     StoreOptions { write_buffer_bytes: 1 << 20, background_jobs: 1, min_free_bytes: 0 }
 }
 
-/// Cases per run: `make test` runs the default, `make soak` many more.
-fn cases() -> u32 {
-    std::env::var("SLUICE_MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64)
+/// Cases per run over the in-memory engine: `make test` runs the default, `make soak` many more.
+fn memory_cases() -> u32 {
+    std::env::var("SLUICE_MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000)
+}
+
+/// Cases per run over RocksDB (an open per case and per restart makes these slow).
+fn rocksdb_cases() -> u32 {
+    std::env::var("SLUICE_MODEL_ROCKSDB_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(24)
+}
+
+/// Where the harness keeps its store between restarts.
+enum Disk {
+    Rocks(tempfile::TempDir),
+    Memory(MemoryDisk),
+}
+
+impl Disk {
+    fn open(&self) -> (Arc<Store>, sluice_storage::Recovered) {
+        match self {
+            Disk::Rocks(dir) => Store::open(dir.path(), &store_options()).expect("open store"),
+            Disk::Memory(disk) => Store::open_in_memory(disk).expect("open memory store"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -102,8 +125,8 @@ impl ModelPartition {
 }
 
 struct Harness {
-    dir: tempfile::TempDir,
-    store: Option<Store>,
+    disk: Disk,
+    store: Option<Arc<Store>>,
     state: GroupState,
     model: Vec<ModelPartition>,
     now: i64,
@@ -112,25 +135,24 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (store, _) = Store::open(dir.path(), &store_options()).expect("open store");
+    fn new(disk: Disk) -> Self {
+        let (store, _) = disk.open();
         let mut h = Harness {
-            dir,
+            disk,
             store: Some(store),
             state: GroupState::new(GROUP, &vec![0; PARTITIONS as usize]),
             model: (0..PARTITIONS).map(|_| ModelPartition::default()).collect(),
             now: 1_000,
             handed_out: Vec::new(),
         };
-        h.persist(Vec::new());
+        h.persist(AtomicWrite::new());
         h
     }
 
-    fn persist(&mut self, mut out: Vec<Mutation>) {
+    fn persist(&mut self, mut out: AtomicWrite) {
         self.state.flush_cursors(&mut out);
         let store = self.store.as_ref().expect("store is open");
-        store.apply(out.iter(), false).expect("write group state");
+        store.apply(std::iter::once(&out), false).expect("write group state");
     }
 
     fn apply(&mut self, op: &Op) {
@@ -151,7 +173,7 @@ impl Harness {
 
     /// Mirrors the actor's shared-group pull: due redeliveries first, then fresh offsets.
     fn pull(&mut self, max: usize) {
-        let mut out = Vec::new();
+        let mut out = AtomicWrite::new();
         let mut delivered = Vec::new();
         for (p, off) in self.state.take_due(self.now, max, |_| true) {
             let attempt = self.state.lease_again(p, off, self.now, self.now + LEASE_MS, "c", &mut out);
@@ -211,7 +233,7 @@ impl Harness {
 
     fn ack(&mut self, i: usize) {
         let Some((p, off, attempt)) = self.pick(i) else { return };
-        let mut out = Vec::new();
+        let mut out = AtomicWrite::new();
         let real = self.state.ack(p, off, attempt, &mut out);
         self.persist(out);
         let m = &mut self.model[p as usize];
@@ -231,7 +253,7 @@ impl Harness {
 
     /// A failed delivery, by nack or expiry; the model decides the outcome on its own.
     fn fail(&mut self, p: u32, off: u64, attempt: u32, nack: bool) {
-        let mut out = Vec::new();
+        let mut out = AtomicWrite::new();
         let now = self.now;
         let real = self.state.fail(p, off, attempt, now, RETRY_MS, "x", "c", MAX_ATTEMPTS, &mut out);
         if real == Ok(FailOutcome::DeadLetter) {
@@ -279,7 +301,7 @@ impl Harness {
 
     fn seek(&mut self, p: u32, target: u8) {
         let target = u64::from(target) % (self.model[p as usize].end + 1);
-        let mut out = Vec::new();
+        let mut out = AtomicWrite::new();
         self.state.seek(p, target, &mut out);
         self.persist(out);
         let m = &mut self.model[p as usize];
@@ -292,7 +314,7 @@ impl Harness {
     /// every lease is gone, so leased messages become due now.
     fn restart(&mut self) {
         drop(self.store.take());
-        let (store, mut recovered) = Store::open(self.dir.path(), &store_options()).expect("reopen store");
+        let (store, mut recovered) = self.disk.open();
         self.store = Some(store);
         let stored = recovered.group_states.remove(&GROUP).unwrap_or_default();
         self.state = GroupState::recover(GROUP, PARTITIONS, stored, self.now);
@@ -336,15 +358,28 @@ impl Harness {
     }
 }
 
+fn check(disk: Disk, ops: &[Op]) {
+    let mut h = Harness::new(disk);
+    for op in ops {
+        h.apply(op);
+    }
+    h.drain();
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: memory_cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn group_state_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..120)) {
-        let mut h = Harness::new();
-        for op in &ops {
-            h.apply(op);
-        }
-        h.drain();
+        check(Disk::Memory(MemoryDisk::new()), &ops);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: rocksdb_cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn group_state_over_rocksdb_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..120)) {
+        check(Disk::Rocks(tempfile::tempdir().expect("temp dir")), &ops);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use sluice_storage::group::{delete_group, put_group};
-use sluice_storage::{now_ms, RecoveredGroupState, Store, TopicSettings, WriterHandle};
+use sluice_storage::{now_ms, RecoveredGroupState, TopicSettings, WriterHandle};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,8 +19,6 @@ use crate::topic::{Topic, TopicRegistry};
 /// What every group actor shares.
 #[derive(Debug, Clone)]
 pub struct GroupContext {
-    /// The store (reads).
-    pub store: Arc<Store>,
     /// The writer (group state).
     pub writer: WriterHandle,
     /// Topics (source and dead-letter).
@@ -108,6 +106,7 @@ impl GroupRegistry {
             members: BTreeMap::new(),
             owners: vec![None; partitions],
             rotation: 0,
+            dead_letters: super::actor::DeadLetterQueue::new(tx.downgrade()),
         };
         let join = self.ctx.tracker.spawn(actor.run(rx, stop.clone()));
         Arc::new(GroupHandle {
@@ -179,9 +178,9 @@ impl GroupRegistry {
         settings.name = name.to_owned();
         settings.created_ms = now_ms();
         let mut state = GroupState::new(settings.id, &starts);
-        let mut mutations = vec![put_group(name, encode(&settings)?)];
-        state.flush_cursors(&mut mutations);
-        self.ctx.writer.write(mutations).await?;
+        let mut write = put_group(name, encode(&settings));
+        state.flush_cursors(&mut write);
+        self.ctx.writer.write(write).await?;
         tracing::info!(group = name, topic = %settings.topic, mode = ?settings.mode, "group created");
         let handle = self.start(name.to_owned(), topic, settings, state);
         self.write_map().insert(name.to_owned(), handle.clone());
@@ -212,7 +211,7 @@ impl GroupRegistry {
         if !settings.dead_letter_topic.is_empty() {
             self.ctx.topics.get(&settings.dead_letter_topic)?;
         }
-        self.ctx.writer.write(vec![put_group(name, encode(&settings)?)]).await?;
+        self.ctx.writer.write(put_group(name, encode(&settings))).await?;
         *group.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
         tracing::info!(group = name, "group updated");
         Ok(group)
@@ -235,7 +234,6 @@ impl GroupRegistry {
     }
 }
 
-fn encode(settings: &GroupSettings) -> Result<Vec<u8>> {
-    serde_json::to_vec(settings)
-        .map_err(|e| Error::Storage(sluice_storage::Error::Task(format!("encoding group settings: {e}"))))
+fn encode(settings: &GroupSettings) -> Vec<u8> {
+    serde_json::to_vec(settings).expect("group settings are plain data with string keys: encoding cannot fail")
 }

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sluice_storage::group::{delete_message, delete_timer, put_cursor, put_message, put_timer};
-use sluice_storage::{GroupCursor, MessageState, Mutation, RecoveredGroupState};
+use sluice_storage::{AtomicWrite, GroupCursor, MessageState, RecoveredGroupState};
 
 /// Why an ack, nack or extension was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub enum AckError {
         /// The attempt now outstanding.
         current: u32,
     },
+    /// Its last attempt failed and it is being written to the dead-letter
+    /// topic: a late ack would make it both acked and dead-lettered.
+    DeadLettered,
 }
 
 /// What a failed delivery leads to.
@@ -42,6 +45,9 @@ struct Entry {
     state: MessageState,
     lease: Option<i64>,
     persisted: bool,
+    /// Being written to the dead-letter topic (in memory only: after a crash
+    /// the message is due again and is given up on once more).
+    dead_lettering: bool,
 }
 
 /// The entry of a delivered, not yet acked message whose attempt is `attempt`;
@@ -57,6 +63,9 @@ fn entry_for(parts: &mut [Part], p: u32, off: u64, attempt: u32) -> Result<Optio
     let Some(e) = part.entries.get_mut(&off) else { return Err(AckError::NotDelivered(off)) };
     if e.state.acked {
         return Ok(None);
+    }
+    if e.dead_lettering {
+        return Err(AckError::DeadLettered);
     }
     if e.state.attempts != attempt {
         return Err(AckError::Stale { current: e.state.attempts });
@@ -135,7 +144,7 @@ impl GroupState {
                     }
                     g.due.insert((state.due_ms, p, off));
                 }
-                part.entries.insert(off, Entry { state, lease: None, persisted });
+                part.entries.insert(off, Entry { state, lease: None, persisted, dead_lettering: false });
             }
         }
         g
@@ -152,9 +161,9 @@ impl GroupState {
     }
 
     /// Adds the cursor writes for partitions changed since the last call.
-    pub fn flush_cursors(&mut self, out: &mut Vec<Mutation>) {
+    pub fn flush_cursors(&mut self, out: &mut AtomicWrite) {
         for p in std::mem::take(&mut self.dirty) {
-            out.push(put_cursor(self.id, p, &self.parts[p as usize].cursor));
+            put_cursor(out, self.id, p, &self.parts[p as usize].cursor);
         }
     }
 
@@ -195,6 +204,15 @@ impl GroupState {
         picked.into_iter().map(|(_, p, o)| (p, o)).collect()
     }
 
+    /// Puts back a redelivery taken with `take_due*` that could not be leased
+    /// (its record could not be read), so it is not forgotten until a restart.
+    pub fn return_due(&mut self, p: u32, off: u64) {
+        let Some(e) = self.parts.get(p as usize).and_then(|part| part.entries.get(&off)) else { return };
+        if !e.state.acked && e.lease.is_none() && e.state.due_ms > 0 {
+            self.due.insert((e.state.due_ms, p, off));
+        }
+    }
+
     /// Takes due redeliveries of one partition in offset order, stopping at the
     /// first scheduled one not yet due (ordered groups: a retry holds back the rest).
     pub fn take_due_in_order(&mut self, p: u32, now: i64, max: usize) -> Vec<u64> {
@@ -223,12 +241,12 @@ impl GroupState {
         now: i64,
         deadline: i64,
         consumer: &str,
-        out: &mut Vec<Mutation>,
+        out: &mut AtomicWrite,
     ) -> u32 {
         let id = self.id;
         let Some(e) = self.parts[p as usize].entries.get_mut(&off) else { return 0 };
         if e.state.due_ms > 0 {
-            out.push(delete_timer(id, e.state.due_ms, p, off));
+            delete_timer(out, id, e.state.due_ms, p, off);
         }
         e.state.due_ms = 0;
         e.state.attempts += 1;
@@ -239,7 +257,7 @@ impl GroupState {
         e.state.consumer = consumer.to_owned();
         e.lease = Some(deadline);
         e.persisted = true;
-        out.push(put_message(id, p, off, &e.state));
+        put_message(out, id, p, off, &e.state);
         self.leases.insert((deadline, p, off));
         e.state.attempts
     }
@@ -255,7 +273,7 @@ impl GroupState {
             consumer: consumer.to_owned(),
             ..MessageState::default()
         };
-        part.entries.insert(off, Entry { state, lease: Some(deadline), persisted: false });
+        part.entries.insert(off, Entry { state, lease: Some(deadline), persisted: false, dead_lettering: false });
         part.cursor.delivered = off + 1;
         self.dirty.insert(p);
         self.leases.insert((deadline, p, off));
@@ -264,7 +282,7 @@ impl GroupState {
 
     /// Acknowledges a delivery. Acking twice, or an already committed offset, is fine.
     /// A late ack (lease expired, not yet redelivered) is accepted.
-    pub fn ack(&mut self, p: u32, off: u64, attempt: u32, out: &mut Vec<Mutation>) -> Result<(), AckError> {
+    pub fn ack(&mut self, p: u32, off: u64, attempt: u32, out: &mut AtomicWrite) -> Result<(), AckError> {
         let id = self.id;
         let Some(e) = entry_for(&mut self.parts, p, off, attempt)? else { return Ok(()) };
         let lease = e.lease.take();
@@ -275,14 +293,14 @@ impl GroupState {
         }
         if due > 0 {
             self.due.remove(&(due, p, off));
-            out.push(delete_timer(id, due, p, off));
+            delete_timer(out, id, due, p, off);
         }
         self.settle(p, off, out);
         Ok(())
     }
 
     /// After `off` became acked: advance the committed offset, or record the ack above it.
-    fn settle(&mut self, p: u32, off: u64, out: &mut Vec<Mutation>) {
+    fn settle(&mut self, p: u32, off: u64, out: &mut AtomicWrite) {
         let id = self.id;
         let part = &mut self.parts[p as usize];
         if off == part.cursor.committed {
@@ -291,7 +309,7 @@ impl GroupState {
                     break;
                 }
                 if e.persisted {
-                    out.push(delete_message(id, p, part.cursor.committed));
+                    delete_message(out, id, p, part.cursor.committed);
                 }
                 part.entries.remove(&part.cursor.committed);
                 part.cursor.committed += 1;
@@ -299,7 +317,7 @@ impl GroupState {
             self.dirty.insert(p);
         } else if let Some(e) = part.entries.get_mut(&off) {
             e.persisted = true;
-            out.push(put_message(id, p, off, &e.state));
+            put_message(out, id, p, off, &e.state);
         }
     }
 
@@ -316,7 +334,7 @@ impl GroupState {
         reason: &str,
         consumer: &str,
         max_attempts: u32,
-        out: &mut Vec<Mutation>,
+        out: &mut AtomicWrite,
     ) -> Result<FailOutcome, AckError> {
         let id = self.id;
         let Some(e) = entry_for(&mut self.parts, p, off, attempt)? else { return Ok(FailOutcome::Ignored) };
@@ -327,19 +345,20 @@ impl GroupState {
         }
         self.leases.remove(&(deadline, p, off));
         if max_attempts > 0 && e.state.attempts >= max_attempts {
+            e.dead_lettering = true;
             return Ok(FailOutcome::DeadLetter);
         }
         let due = now + delay_ms.max(0);
         e.state.due_ms = due.max(1);
         e.persisted = true;
-        out.push(put_message(id, p, off, &e.state));
-        out.push(put_timer(id, e.state.due_ms, p, off));
+        put_message(out, id, p, off, &e.state);
+        put_timer(out, id, e.state.due_ms, p, off);
         self.due.insert((e.state.due_ms, p, off));
         Ok(FailOutcome::Scheduled(e.state.due_ms))
     }
 
     /// The message was written to the dead-letter topic: ack it at the source.
-    pub fn dead_lettered(&mut self, p: u32, off: u64, out: &mut Vec<Mutation>) {
+    pub fn dead_lettered(&mut self, p: u32, off: u64, out: &mut AtomicWrite) {
         let Some(e) = self.parts[p as usize].entries.get_mut(&off) else { return };
         e.state.acked = true;
         self.parts[p as usize].cursor.dead_lettered += 1;
@@ -348,19 +367,20 @@ impl GroupState {
     }
 
     /// Schedules a message that is neither leased nor scheduled (a dead-lettering that failed).
-    pub fn schedule(&mut self, p: u32, off: u64, due: i64, out: &mut Vec<Mutation>) {
+    pub fn schedule(&mut self, p: u32, off: u64, due: i64, out: &mut AtomicWrite) {
         let id = self.id;
         let Some(e) = self.parts[p as usize].entries.get_mut(&off) else { return };
         if e.state.acked || e.lease.is_some() {
             return;
         }
+        e.dead_lettering = false;
         if e.state.due_ms > 0 {
             self.due.remove(&(e.state.due_ms, p, off));
         }
         e.state.due_ms = due.max(1);
         e.persisted = true;
-        out.push(put_message(id, p, off, &e.state));
-        out.push(put_timer(id, e.state.due_ms, p, off));
+        put_message(out, id, p, off, &e.state);
+        put_timer(out, id, e.state.due_ms, p, off);
         self.due.insert((e.state.due_ms, p, off));
     }
 
@@ -404,7 +424,7 @@ impl GroupState {
     }
 
     /// Moves `p` to `target`, dropping every lease, schedule and ack above the old position.
-    pub fn seek(&mut self, p: u32, target: u64, out: &mut Vec<Mutation>) {
+    pub fn seek(&mut self, p: u32, target: u64, out: &mut AtomicWrite) {
         let id = self.id;
         let part = &mut self.parts[p as usize];
         for (off, e) in std::mem::take(&mut part.entries) {
@@ -413,10 +433,10 @@ impl GroupState {
             }
             if e.state.due_ms > 0 && !e.state.acked {
                 self.due.remove(&(e.state.due_ms, p, off));
-                out.push(delete_timer(id, e.state.due_ms, p, off));
+                delete_timer(out, id, e.state.due_ms, p, off);
             }
             if e.persisted {
-                out.push(delete_message(id, p, off));
+                delete_message(out, id, p, off);
             }
         }
         part.cursor.committed = target;
@@ -444,7 +464,7 @@ mod tests {
     #[test]
     fn acks_advance_the_committed_offset_only_over_contiguous_acks() {
         let mut g = GroupState::new(1, &[0]);
-        let mut out = vec![];
+        let mut out = AtomicWrite::new();
         for off in 0..4 {
             g.lease_fresh(0, off, 0, 100, "c");
         }
@@ -462,7 +482,7 @@ mod tests {
     #[test]
     fn expired_lease_is_rescheduled_and_a_stale_ack_is_refused() {
         let mut g = GroupState::new(1, &[0]);
-        let mut out = vec![];
+        let mut out = AtomicWrite::new();
         g.lease_fresh(0, 0, 0, 100, "a");
         assert!(g.expired(99).is_empty());
         let exp = g.expired(100);
@@ -479,7 +499,7 @@ mod tests {
     #[test]
     fn exhausted_attempts_ask_for_dead_lettering() {
         let mut g = GroupState::new(1, &[0]);
-        let mut out = vec![];
+        let mut out = AtomicWrite::new();
         g.lease_fresh(0, 0, 0, 100, "a");
         assert_eq!(g.fail(0, 0, 1, 1, 0, "boom", "a", 2, &mut out), Ok(FailOutcome::Scheduled(1)));
         g.take_due(1, 1, |_| true);
@@ -502,14 +522,14 @@ mod tests {
         let mut g = GroupState::recover(1, 1, stored, 100);
         assert_eq!(g.take_due(100, 10, |_| true), vec![(0, 5)]);
         assert_eq!(g.take_due(500, 10, |_| true), vec![(0, 7)]);
-        let mut out = vec![];
+        let mut out = AtomicWrite::new();
         assert_eq!(g.lease_again(0, 7, 500, 600, "c", &mut out), 4, "attempts survive restarts");
     }
 
     #[test]
     fn ordered_redelivery_holds_back_later_offsets() {
         let mut g = GroupState::new(1, &[0]);
-        let mut out = vec![];
+        let mut out = AtomicWrite::new();
         for off in 0..3 {
             g.lease_fresh(0, off, 0, 100, "a");
         }
@@ -519,4 +539,17 @@ mod tests {
         assert!(g.take_due_in_order(0, 10, 10).is_empty(), "offset 1 waits behind offset 0");
         assert_eq!(g.take_due_in_order(0, 50, 10), vec![0, 1]);
     }
+}
+
+#[test]
+fn a_taken_redelivery_that_could_not_be_read_is_due_again() {
+    let mut g = GroupState::new(1, &[0]);
+    let mut out = AtomicWrite::new();
+    g.lease_fresh(0, 0, 0, 100, "a");
+    assert_eq!(g.fail(0, 0, 1, 100, 10, "expired", "", 0, &mut out), Ok(FailOutcome::Scheduled(110)));
+    assert_eq!(g.take_due(200, 10, |_| true), vec![(0, 0)]);
+    assert!(!g.has_due(200), "taken: no longer in the due set");
+    g.return_due(0, 0);
+    assert!(g.has_due(200), "returned after a failed read");
+    assert_eq!(g.take_due(200, 10, |_| true), vec![(0, 0)]);
 }

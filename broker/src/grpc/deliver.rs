@@ -49,6 +49,10 @@ fn failure(id: AckId, e: AckError) -> pb::AckFailure {
             Code::FailedPrecondition,
             format!("lease of {id} expired and the message was delivered again (attempt {current}); only that delivery can be acked now"),
         ),
+        AckError::DeadLettered => (
+            Code::FailedPrecondition,
+            format!("{id} used its last attempt and is being moved to the dead-letter topic; it can no longer be acked or nacked here"),
+        ),
         AckError::NotDelivered(off) => (Code::NotFound, format!("offset {off} was never delivered to this group")),
         AckError::UnknownPartition(p) => (Code::NotFound, format!("partition {p} does not exist in the group's topic")),
     };

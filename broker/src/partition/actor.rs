@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sluice_proto::v1::Message;
 use sluice_storage::{
-    now_ms, Append, Durability, Mutation, PartitionLog, RecordRef, Store, TopicSettings, WriteRequest, WriterHandle,
+    now_ms, Append, Durability, PartitionLog, RecordRef, Store, TopicSettings, WriteRequest, WriterHandle,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -80,7 +80,7 @@ pub fn spawn_partition(
         appended,
         deleted: AtomicBool::new(false),
     });
-    let handle = PartitionHandle { tx, shared: shared.clone(), store: ctx.store.clone() };
+    let handle = PartitionHandle { tx, shared: shared.clone(), reader: log.reader() };
     let actor = PartitionActor { log, settings, shared, ctx: ctx.clone() };
     let join = ctx.tracker.spawn(actor.run(rx, stop));
     (handle, join)
@@ -112,8 +112,8 @@ impl PartitionActor {
             Command::Append { messages, producer, reply } => self.append(messages, producer, reply).await,
             Command::Truncate { reply } => {
                 let purged = self.log.next_offset() - self.log.log_start();
-                let r = match self.log.truncate(now_ms()) {
-                    Some(trim) => self.ctx.writer.write(trim.mutations).await.map(|()| {
+                let r = match self.log.clear(now_ms()) {
+                    Some(trim) => self.ctx.writer.write(trim.write).await.map(|()| {
                         self.shared.log_start.store(trim.log_start, Ordering::Release);
                         purged
                     }),
@@ -173,11 +173,11 @@ impl PartitionActor {
                     });
                 }
             }
-            Ok(Append::Write { base_offset, mutations }) => {
+            Ok(Append::Write { base_offset, write }) => {
                 let shared = self.shared.clone();
                 let end = base_offset + count;
                 let request = WriteRequest {
-                    mutations,
+                    write,
                     sync: settings.durability == Durability::Always,
                     on_commit: Box::new(move |r| {
                         let r = r.map(|()| {
@@ -198,11 +198,7 @@ impl PartitionActor {
     async fn trim(&mut self) {
         let settings = self.settings();
         let Some(trim) = self.log.trim(now_ms(), &settings) else { return };
-        let reclaim = trim.mutations.iter().find_map(|m| match m {
-            Mutation::DeleteRange(sluice_storage::Cf::Records, a, b) => Some((a.clone(), b.clone())),
-            _ => None,
-        });
-        if let Err(e) = self.ctx.writer.write(trim.mutations).await {
+        if let Err(e) = self.ctx.writer.write(trim.write).await {
             tracing::error!(error = %e, topic_id = self.shared.topic_id, partition = self.shared.partition, "retention write failed");
             return;
         }
@@ -217,11 +213,11 @@ impl PartitionActor {
                 "segment deleted by retention"
             );
         }
-        if let Some((from, to)) = reclaim {
+        if let Some(reclaim) = trim.reclaim {
             let store = self.ctx.store.clone();
             // Space comes back in the background; readers already skip the range.
             self.ctx.tracker.spawn_blocking(move || {
-                if let Err(e) = store.reclaim(&from, &to) {
+                if let Err(e) = store.reclaim(&reclaim) {
                     tracing::warn!(error = %e, "reclaiming deleted segments failed; compaction will retry");
                 }
             });

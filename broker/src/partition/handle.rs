@@ -1,11 +1,12 @@
-//! `PartitionHandle`: append through the actor, read committed records directly.
+//! `PartitionHandle`: append through the actor, read committed records
+//! through the partition log's read half, never past the committed watermark.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::v1::Message;
-use sluice_storage::{ProducerSeq, SegmentMeta, Store, StoredRecord};
+use sluice_storage::{OffsetRange, PartitionReader, ProducerSeq, SegmentMeta, StoredRecord};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
@@ -56,7 +57,7 @@ pub(super) struct Shared {
 pub struct PartitionHandle {
     pub(super) tx: mpsc::Sender<Command>,
     pub(super) shared: Arc<Shared>,
-    pub(super) store: Arc<Store>,
+    pub(super) reader: PartitionReader,
 }
 
 impl PartitionHandle {
@@ -67,7 +68,7 @@ impl PartitionHandle {
     /// a retried `producer` sequence resolves to the original offsets.
     /// A full partition queue is `Overloaded` at once (back-pressure).
     pub async fn append(&self, messages: Vec<Message>, producer: Option<ProducerSeq>) -> Result<AppendResult> {
-        self.store.disk().check()?;
+        self.reader.store().disk().check()?;
         let (reply, rx) = oneshot::channel();
         self.tx.try_send(Command::Append { messages, producer, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => Error::Overloaded("partition append queue"),
@@ -109,10 +110,7 @@ impl PartitionHandle {
         if offset >= self.latest() || offset < self.earliest() {
             return Ok(None);
         }
-        let (store, t, p) = (self.store.clone(), self.shared.topic_id, self.shared.partition);
-        let records = tokio::task::spawn_blocking(move || store.read(t, p, offset, offset + 1, 1, 1))
-            .await
-            .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
+        let records = self.reader.read(OffsetRange::new(offset, offset + 1), 1, 1).await?;
         Ok(records.first().map(|r| r.timestamp_ms))
     }
 
@@ -153,12 +151,19 @@ impl PartitionHandle {
         if offset >= until {
             return Ok(Vec::new());
         }
-        let (store, t, p) = (self.store.clone(), self.shared.topic_id, self.shared.partition);
         let from = offset.max(self.earliest());
-        let records = tokio::task::spawn_blocking(move || store.read(t, p, from, until, max_messages, max_bytes))
-            .await
-            .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
-        Ok(records)
+        Ok(self.reader.read(OffsetRange::new(from, until), max_messages, max_bytes).await?)
+    }
+
+    /// Committed records in `range` (capped at the committed watermark), at
+    /// most `max_messages` and about `max_bytes`; no waiting. What retention
+    /// removed is simply absent.
+    pub async fn read(&self, range: OffsetRange, max_messages: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        let range = OffsetRange::new(range.start.max(self.earliest()), range.end.min(self.latest()));
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.reader.read(range, max_messages, max_bytes).await?)
     }
 
     /// The first offset whose timestamp is at least `timestamp_ms`, or `latest` if none.
@@ -171,11 +176,8 @@ impl PartitionHandle {
             .find(|s| !s.is_empty() && s.last_timestamp_ms >= timestamp_ms)
             .map(|s| s.base_offset);
         let Some(start) = start else { return Ok(latest) };
-        let (store, t, p) = (self.store.clone(), self.shared.topic_id, self.shared.partition);
         let from = start.max(self.earliest());
-        let found = tokio::task::spawn_blocking(move || store.offset_for_timestamp(t, p, from, latest, timestamp_ms))
-            .await
-            .map_err(|e| sluice_storage::Error::Task(e.to_string()))??;
+        let found = self.reader.offset_for_timestamp(OffsetRange::new(from, latest), timestamp_ms).await?;
         Ok(found.unwrap_or(latest))
     }
 }

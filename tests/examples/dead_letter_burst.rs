@@ -1,0 +1,131 @@
+//! Benchmark: a burst of 10,000 simultaneous lease expiries on their last
+//! attempt, and what it does to the other consumers of the same group.
+//!
+//! One consumer pulls 10,000 messages and never acks them; their leases end
+//! together, every one has used its last attempt, so all 10,000 go to the
+//! dead-letter topic at once. Meanwhile a second consumer keeps pulling and
+//! acking other messages of the group; its Pull and Ack latencies before and
+//! during the burst are the figures. Also reported: how long until all
+//! 10,000 are in the dead-letter topic.
+//!
+//! `cargo run --release -p sluice-tests --example dead_letter_burst`
+//! (SLUICE_BIN_DIR picks another broker build, to compare two versions).
+
+use std::time::{Duration, Instant};
+
+use sluice_client::proto as pb;
+use sluice_client::Admin;
+use sluice_tests::{message, TestBroker};
+
+const BURST: usize = 10_000;
+const WORK: usize = 40_000;
+const LEASE_MS: u32 = 3_000;
+
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn summary(name: &str, mut v: Vec<Duration>) -> String {
+    v.sort();
+    format!(
+        "{name}: n={} p50={:.2} ms p99={:.2} ms max={:.2} ms",
+        v.len(),
+        percentile(&v, 0.5),
+        percentile(&v, 0.99),
+        percentile(&v, 1.0)
+    )
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let broker = TestBroker::start().await?;
+    let ch = broker.channel();
+    let admin = Admin::new(ch.clone());
+    admin.create_topic("burst", 4, pb::TopicConfig::default()).await?;
+    admin.create_topic("burst-dlq", 4, pb::TopicConfig::default()).await?;
+    let config = pb::GroupConfig {
+        topic: "burst".into(),
+        ack_deadline_ms: LEASE_MS,
+        max_delivery_attempts: 1,
+        dead_letter_topic: "burst-dlq".into(),
+        ..Default::default()
+    };
+    admin.create_group("g", config).await?;
+    let mut producer = pb::producer_client::ProducerClient::new(ch.clone());
+    for chunk in 0..(BURST + WORK) / 500 {
+        let messages = (0..500).map(|i| message(format!("m-{}", chunk * 500 + i))).collect();
+        let request = pb::ProduceRequest { topic: "burst".into(), messages, ..Default::default() };
+        producer.produce(request).await?;
+    }
+    let mut consumer = pb::consumer_client::ConsumerClient::new(ch.clone());
+    let mut victims = 0;
+    while victims < BURST {
+        let pull = pb::PullRequest {
+            group: "g".into(),
+            consumer_id: "victim".into(),
+            max_messages: (BURST - victims).min(10_000) as u32,
+            max_wait_ms: 1000,
+        };
+        victims += consumer.pull(pull).await?.into_inner().messages.len();
+    }
+    let expiry = Instant::now() + Duration::from_millis(u64::from(LEASE_MS));
+    println!("{BURST} messages leased to a consumer that will not ack; leases end in {LEASE_MS} ms");
+
+    let (mut pull_before, mut ack_before, mut pull_during, mut ack_during) = (vec![], vec![], vec![], vec![]);
+    let mut acked = 0usize;
+    let mut dead_lettered_after = None;
+    let mut admin = admin;
+    let end = expiry + Duration::from_secs(20);
+    while Instant::now() < end && acked < WORK {
+        let t = Instant::now();
+        let pull =
+            pb::PullRequest { group: "g".into(), consumer_id: "worker".into(), max_messages: 10, max_wait_ms: 100 };
+        let got = consumer.pull(pull).await?.into_inner().messages;
+        let pulled_in = t.elapsed();
+        let ids: Vec<String> = got.iter().map(|m| m.ack_id.clone()).collect();
+        let t2 = Instant::now();
+        if !ids.is_empty() {
+            consumer.ack(pb::AckRequest { group: "g".into(), ack_ids: ids.clone() }).await?;
+        }
+        let acked_in = t2.elapsed();
+        acked += ids.len();
+        let during = t >= expiry;
+        if during {
+            pull_during.push(pulled_in);
+            if !ids.is_empty() {
+                ack_during.push(acked_in);
+            }
+        } else {
+            pull_before.push(pulled_in);
+            if !ids.is_empty() {
+                ack_before.push(acked_in);
+            }
+        }
+        if during && dead_lettered_after.is_none() && pull_during.len() % 20 == 0 {
+            let info = admin.describe_group("g").await?;
+            if info.partitions.iter().map(|p| p.dead_lettered).sum::<u64>() >= BURST as u64 {
+                dead_lettered_after = Some(expiry.elapsed());
+            }
+        }
+        if during && dead_lettered_after.is_some() && expiry.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    admin = Admin::new(ch);
+    let info = admin.describe_group("g").await?;
+    let dead: u64 = info.partitions.iter().map(|p| p.dead_lettered).sum();
+    println!("{}", summary("pull before the burst", pull_before));
+    println!("{}", summary("ack before the burst", ack_before));
+    println!("{}", summary("pull during the burst", pull_during));
+    println!("{}", summary("ack during the burst", ack_during));
+    match dead_lettered_after {
+        Some(d) => println!("all {BURST} dead-lettered {:.0} ms after the leases ended", d.as_secs_f64() * 1000.0),
+        None => println!("dead-lettered {dead} of {BURST} by the end of the run"),
+    }
+    drop(broker);
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! A failed write or fsync stops the broker from serving writes, exactly once
+//! and loudly: the store is poisoned, every later write is refused with
+//! UNAVAILABLE (`storage_poisoned`), health turns NOT_SERVING, the log and
+//! `sluice_storage_poisoned` say why, and what was acknowledged before stays
+//! readable. Faults are injected by the `fail` crate in storage's write and
+//! sync paths, so this needs a broker built with `--features failpoints`:
+//! `make failpoint-test` builds one in its own target directory.
+
+use std::time::Duration;
+
+use sluice_client::proto as pb;
+use sluice_client::Admin;
+use sluice_tests::{eventually, message, read_all, TestBroker};
+use tonic::Code;
+
+const TOPIC: &str = "fp";
+
+async fn create_topic(broker: &TestBroker, durability: pb::Durability) -> anyhow::Result<()> {
+    let config = pb::TopicConfig { durability: durability as i32, ..Default::default() };
+    Admin::new(broker.channel()).create_topic(TOPIC, 1, config).await?;
+    Ok(())
+}
+
+async fn produce(broker: &TestBroker, value: &str) -> Result<u64, tonic::Status> {
+    let mut client = pb::producer_client::ProducerClient::new(broker.channel());
+    let request = pb::ProduceRequest {
+        topic: TOPIC.into(),
+        partition: Some(0),
+        messages: vec![message(value.to_owned())],
+        ..Default::default()
+    };
+    let response = client.produce(request).await?.into_inner();
+    Ok(response.offsets.first().copied().unwrap_or(u64::MAX))
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status.metadata().get("sluice-reason").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+}
+
+async fn health(broker: &TestBroker) -> anyhow::Result<i32> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(broker.channel());
+    let req = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    Ok(client.check(req).await?.into_inner().status)
+}
+
+const NOT_SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+
+/// Checks what every poisoning must leave behind: refusal, health, metric, log, and the acked data.
+async fn assert_poisoned(broker: &TestBroker, acked: &[&str], what: &str) -> anyhow::Result<()> {
+    eventually(Duration::from_secs(10), "health NOT_SERVING", || async {
+        Ok((health(broker).await? == NOT_SERVING).then_some(()))
+    })
+    .await?;
+    let refused = produce(broker, "after").await.expect_err("a poisoned store refuses writes");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(reason(&refused), "storage_poisoned");
+    assert_eq!(broker.metric("sluice_storage_poisoned", &[]).await?, 1.0);
+    let log = broker.log_tail();
+    assert!(log.contains("storage poisoned") && log.contains(what), "the log says why:\n{log}");
+    let stored = read_all(broker.channel(), TOPIC, 0).await?;
+    let values: Vec<String> = stored.iter().map(|r| String::from_utf8_lossy(&r.value).into_owned()).collect();
+    assert_eq!(values, acked, "what was acknowledged before the fault is still served");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_group_commit_write_poisons_the_store() -> anyhow::Result<()> {
+    // The first write (topic creation) and the first produce succeed; the next write fails.
+    let envs = [("FAILPOINTS", "sluice-store-write=2*off->return")];
+    let broker = TestBroker::start_with_env(&["--metrics-listen", "127.0.0.1:0"], &envs).await?;
+    create_topic(&broker, pb::Durability::Always).await?;
+    assert_eq!(produce(&broker, "kept").await?, 0);
+    let failed = produce(&broker, "lost").await.expect_err("the failed write is not acknowledged");
+    assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
+    assert_poisoned(&broker, &["kept"], "synced write failed").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_periodic_wal_sync_poisons_the_store() -> anyhow::Result<()> {
+    let envs = [("FAILPOINTS", "sluice-wal-sync=return")];
+    let flags = ["--metrics-listen", "127.0.0.1:0", "--sync-interval-ms", "20"];
+    let broker = TestBroker::start_with_env(&flags, &envs).await?;
+    create_topic(&broker, pb::Durability::Interval).await?;
+    // Acknowledged once written to the OS; the periodic sync that follows fails.
+    assert_eq!(produce(&broker, "written").await?, 0);
+    assert_poisoned(&broker, &["written"], "WAL sync failed").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_final_wal_sync_at_shutdown_is_an_error_exit() -> anyhow::Result<()> {
+    let envs = [("FAILPOINTS", "sluice-wal-sync=return")];
+    // A periodic sync far away: the final one at shutdown is the first to run.
+    let flags = ["--sync-interval-ms", "60000"];
+    let mut broker = TestBroker::start_with_env(&flags, &envs).await?;
+    create_topic(&broker, pb::Durability::Interval).await?;
+    assert_eq!(produce(&broker, "written").await?, 0);
+    let code = broker.terminate(Duration::from_secs(30)).await?;
+    assert_ne!(code, Some(0), "a failed final sync must not look like a clean stop");
+    let log = broker.log_tail();
+    assert!(log.contains("final WAL sync failed") && log.contains("poisoned"), "the log says why:\n{log}");
+    Ok(())
+}
