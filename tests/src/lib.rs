@@ -163,6 +163,12 @@ impl TestBroker {
         self.dir.path().join(format!("broker-{}.log", self.starts))
     }
 
+    /// Everything the current broker run wrote to stderr (its log file).
+    pub fn log(&self) -> anyhow::Result<String> {
+        let path = self.log_path();
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    }
+
     /// The last lines of the current broker log (for failure messages).
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
