@@ -72,6 +72,14 @@ pub struct Received {
     pub lease_deadline_ms: i64,
 }
 
+impl Received {
+    /// The value of the first header named `key`, so handlers read metadata
+    /// set with `Message::header` without scanning the wire list themselves.
+    pub fn header(&self, key: &str) -> Option<&[u8]> {
+        self.record.headers.iter().find(|h| h.key == key).map(|h| &h.value[..])
+    }
+}
+
 /// A handler's failure: the message is nacked with this reason.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 

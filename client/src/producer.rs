@@ -11,8 +11,11 @@
 //! batches are not refused, and the caller got an error for the ambiguous one.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use backon::Retryable;
@@ -65,6 +68,24 @@ pub struct Delivery {
     pub partition: u32,
     /// Offset within the partition.
     pub offset: u64,
+}
+
+/// The acknowledgement of an enqueued message: resolves to where it was
+/// stored, or to the error that stopped it. A named type, the same whatever
+/// message type was enqueued, so callers can keep many in one collection.
+#[derive(Debug)]
+#[must_use = "dropping it does not cancel the send, but loses whether the message was stored"]
+pub struct PendingDelivery {
+    reply: oneshot::Receiver<Result<Delivery>>,
+}
+
+impl Future for PendingDelivery {
+    type Output = Result<Delivery>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // A dropped sender means the batcher task is gone: the producer was shut down.
+        Pin::new(&mut self.reply).poll(cx).map(|r| r.map_err(|_| Error::Closed).and_then(|delivery| delivery))
+    }
 }
 
 struct Pending {
@@ -136,12 +157,16 @@ impl Producer {
 
     /// Queues `message` and returns a future for its acknowledgement, so many
     /// messages can be in flight. Waits only while the partition queue is full.
+    /// `message` is a [`Message`](crate::Message) or a raw `proto::Message`.
+    /// Without `partition`, a keyed message goes to its key's partition and an
+    /// unkeyed one to the next partition in turn.
     pub async fn enqueue(
         &self,
         topic: &str,
         partition: Option<u32>,
-        message: pb::Message,
-    ) -> Result<impl std::future::Future<Output = Result<Delivery>>> {
+        message: impl Into<pb::Message>,
+    ) -> Result<PendingDelivery> {
+        let message = message.into();
         let queues = self.queues(topic).await?;
         let count = queues.partitions.len() as u32;
         let p = match (partition, message.key.as_deref()) {
@@ -154,16 +179,18 @@ impl Producer {
         })?;
         let (reply, rx) = oneshot::channel();
         tx.send(Pending { message, reply }).await.map_err(|_| Error::Closed)?;
-        Ok(async move { rx.await.map_err(|_| Error::Closed)? })
+        Ok(PendingDelivery { reply: rx })
     }
 
-    /// Sends one message and waits until it is durably stored.
-    pub async fn send(&self, topic: &str, message: pb::Message) -> Result<Delivery> {
+    /// Sends one message (a [`Message`](crate::Message) or a raw
+    /// `proto::Message`) and waits until it is durably stored. One message at
+    /// a time is slow; use `enqueue` to keep many in flight.
+    pub async fn send(&self, topic: &str, message: impl Into<pb::Message>) -> Result<Delivery> {
         self.enqueue(topic, None, message).await?.await
     }
 
-    /// Sends one message to a given partition and waits for the ack.
-    pub async fn send_to(&self, topic: &str, partition: u32, message: pb::Message) -> Result<Delivery> {
+    /// Sends one message to a given partition (ignoring its key) and waits for the ack.
+    pub async fn send_to(&self, topic: &str, partition: u32, message: impl Into<pb::Message>) -> Result<Delivery> {
         self.enqueue(topic, Some(partition), message).await?.await
     }
 }

@@ -36,6 +36,18 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Path of a `client/examples/` program, with a clear message when it was not built.
+pub fn example(name: &str) -> PathBuf {
+    let path = bin_dir().join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not found: build the examples first (`cargo build --release --workspace --examples`; \
+         `cargo test --release --workspace` builds them unless filtered with --test)",
+        path.display()
+    );
+    path
+}
+
 /// A running broker and its data directory.
 pub struct TestBroker {
     child: Option<Child>,
@@ -149,6 +161,12 @@ impl TestBroker {
 
     fn log_path(&self) -> PathBuf {
         self.dir.path().join(format!("broker-{}.log", self.starts))
+    }
+
+    /// Everything the current broker run wrote to stderr (its log file).
+    pub fn log(&self) -> anyhow::Result<String> {
+        let path = self.log_path();
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     }
 
     /// The last lines of the current broker log (for failure messages).

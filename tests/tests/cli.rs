@@ -64,3 +64,89 @@ async fn readme_tour_creates_produces_and_consumes() -> anyhow::Result<()> {
     assert!(!ok && err.contains("does not exist"), "a clear error: {err}");
     Ok(())
 }
+
+/// Runs `sluice ARGS | head -n 1` in bash with pipefail, so the exit status is
+/// sluice's own; returns (status ok, what head printed, sluice's stderr).
+async fn sluice_into_head(broker: &TestBroker, args: &str) -> anyhow::Result<(bool, String, String)> {
+    let script = format!("set -o pipefail; \"$0\" --addr {} {args} | head -n 1", broker.url());
+    let out =
+        tokio::process::Command::new("bash").arg("-c").arg(script).arg(binary("sluice")).kill_on_drop(true).output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), out).await??;
+    Ok((out.status.success(), String::from_utf8(out.stdout)?, String::from_utf8(out.stderr)?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_into_head_ends_quietly_when_the_pipe_closes() -> anyhow::Result<()> {
+    let broker = TestBroker::start().await?;
+    let admin = sluice_client::Admin::new(broker.channel());
+    admin.create_topic("lines", 1, Default::default()).await?;
+    // 5000 lines of 101 bytes: far more than a pipe holds (64 KiB), so sluice is
+    // still writing when head exits and its next write fails with EPIPE.
+    sluice_tests::produce_values(broker.channel(), "lines", (0..5000).map(|i| format!("{i:0100}"))).await?;
+    sluice_tests::create_group(broker.channel(), "g", sluice_tests::group_config("lines", 30_000)).await?;
+    for args in
+        ["consume lines", "consume lines --print-offsets", "--output json consume lines", "consume lines --group g"]
+    {
+        let (ok, out, err) = sluice_into_head(&broker, args).await?;
+        assert!(ok, "`sluice {args} | head` exits 0; stderr: {err}");
+        assert!(!err.contains("Broken pipe") && err.is_empty(), "`sluice {args} | head` is quiet: {err}");
+        assert_eq!(out.lines().count(), 1, "head printed its one line: {out}");
+    }
+    Ok(())
+}
+
+/// Runs sluice with stdout on a pipe whose reader has already exited, so the
+/// very first write fails with EPIPE whatever its size.
+fn sluice_into_closed_pipe(broker: &TestBroker, args: &[&str]) -> anyhow::Result<(std::process::ExitStatus, String)> {
+    let mut gone = Command::new("true").stdin(Stdio::piped()).spawn()?;
+    let write_end = gone.stdin.take().ok_or_else(|| anyhow::anyhow!("pipe to `true`"))?;
+    gone.wait()?;
+    let out = Command::new(binary("sluice"))
+        .args(["--addr", &broker.url()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()?;
+    Ok((out.status, String::from_utf8(out.stderr)?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_printing_command_ends_quietly_on_a_closed_pipe() -> anyhow::Result<()> {
+    let broker = TestBroker::start().await?;
+    let admin = sluice_client::Admin::new(broker.channel());
+    admin.create_topic("t", 2, Default::default()).await?;
+    sluice_tests::produce_values(broker.channel(), "t", (0..3).map(|i| format!("m{i}"))).await?;
+    let group = sluice_client::proto::GroupConfig {
+        max_delivery_attempts: 3,
+        dead_letter_topic: "t.dlq".into(),
+        ..sluice_tests::group_config("t", 30_000)
+    };
+    sluice_tests::create_group(broker.channel(), "g", group).await?;
+    let commands: &[&[&str]] = &[
+        &["status"],
+        &["--output", "json", "status"],
+        &["topic", "list"],
+        &["--output", "json", "topic", "list"],
+        &["topic", "describe", "t"],
+        &["--output", "json", "topic", "describe", "t"],
+        &["topic", "create", "u"],
+        &["group", "list"],
+        &["group", "describe", "g"],
+        &["--output", "json", "group", "describe", "g"],
+        &["group", "dlq", "peek", "g"],
+        &["group", "dlq", "purge", "g"],
+        &["consume", "t"],
+        &["smoke", "--count", "2"],
+        &["bench", "produce", "--messages", "10"],
+    ];
+    for args in commands {
+        let (status, err) = sluice_into_closed_pipe(&broker, args)?;
+        assert!(
+            status.success() && err.is_empty(),
+            "`sluice {}` into a closed pipe: {status}, stderr: {err}",
+            args.join(" ")
+        );
+    }
+    Ok(())
+}

@@ -9,6 +9,16 @@ use sluice_client::proto as pb;
 use sluice_client::{channel, Admin, PartitionReader, Producer, ProducerConfig, StartAt};
 use tokio::io::AsyncBufReadExt;
 
+/// `println!` that returns the write error instead of panicking, so every
+/// command can end quietly on a closed pipe (`sluice … | head`), as Unix tools
+/// do: `main` treats a broken pipe as success.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 #[path = "sluice/bench.rs"]
 mod bench;
 #[path = "sluice/group.rs"]
@@ -170,6 +180,8 @@ async fn main() -> std::process::ExitCode {
     let addr = cli.addr.clone();
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader stopped reading (`| head`): what it wanted was printed.
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<sluice_client::Error>() {
                 Some(c) if c.code() == Some(tonic::Code::Unavailable) => eprintln!(
@@ -183,6 +195,12 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` comes from writing to a pipe whose reader has gone. Rust ignores
+/// SIGPIPE, so such writes fail with `EPIPE` instead of ending the process.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -201,13 +219,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn print_topic(t: &pb::TopicInfo) {
+fn print_topic(t: &pb::TopicInfo) -> std::io::Result<()> {
     let c = t.config.unwrap_or_default();
     let durability = pb::Durability::try_from(c.durability).map_or("?", |d| d.as_str_name());
-    println!(
+    outln!(
         "{}\tpartitions={}\tretention_ms={}\tretention_bytes={}\tsegment_bytes={}\tdurability={}",
-        t.name, t.partitions, c.retention_ms, c.retention_bytes, c.segment_bytes, durability
-    );
+        t.name,
+        t.partitions,
+        c.retention_ms,
+        c.retention_bytes,
+        c.segment_bytes,
+        durability
+    )
 }
 
 async fn status(admin: Admin, format: Format) -> anyhow::Result<()> {
@@ -219,25 +242,25 @@ async fn status(admin: Admin, format: Format) -> anyhow::Result<()> {
             "version": broker.version, "uptime_ms": broker.uptime_ms, "started_ms": broker.started_ms,
             "topics": topics.iter().map(output::topic).collect::<Vec<_>>(),
             "groups": groups.iter().map(output::group).collect::<Vec<_>>(),
-        }));
+        }))?;
         return Ok(());
     }
-    println!(
+    outln!(
         "sluice-broker {}  up {}s  {} topics  {} groups",
         broker.version,
         broker.uptime_ms / 1000,
         topics.len(),
         groups.len()
-    );
-    println!("\nTOPIC\tPARTITIONS\tDURABILITY");
+    )?;
+    outln!("\nTOPIC\tPARTITIONS\tDURABILITY")?;
     for t in &topics {
         let d = pb::Durability::try_from(t.config.unwrap_or_default().durability).map_or("?", |d| d.as_str_name());
-        println!("{}\t{}\t{}", t.name, t.partitions, d.trim_start_matches("DURABILITY_").to_lowercase());
+        outln!("{}\t{}\t{}", t.name, t.partitions, d.trim_start_matches("DURABILITY_").to_lowercase())?;
     }
-    println!("\nGROUP\tTOPIC\tBACKLOG\tIN FLIGHT\tOLDEST UNACKED\tDEAD-LETTERED\tMEMBERS");
+    outln!("\nGROUP\tTOPIC\tBACKLOG\tIN FLIGHT\tOLDEST UNACKED\tDEAD-LETTERED\tMEMBERS")?;
     for g in &groups {
         let topic = g.config.as_ref().map_or("", |c| c.topic.as_str());
-        println!(
+        outln!(
             "{}\t{}\t{}\t{}\t{:.1}s\t{}\t{}",
             g.name,
             topic,
@@ -246,7 +269,7 @@ async fn status(admin: Admin, format: Format) -> anyhow::Result<()> {
             g.oldest_unacked_age_ms as f64 / 1000.0,
             g.dead_lettered,
             g.members.len()
-        );
+        )?;
     }
     Ok(())
 }
@@ -255,36 +278,36 @@ async fn topic(admin: Admin, cmd: TopicCommand, format: Format) -> anyhow::Resul
     let json = format == Format::Json;
     match cmd {
         TopicCommand::Create { name, partitions, config } => {
-            print_topic(&admin.create_topic(&name, partitions, config.to_pb()?).await?)
+            print_topic(&admin.create_topic(&name, partitions, config.to_pb()?).await?)?
         }
-        TopicCommand::List if json => output::print(admin.list_topics().await?.iter().map(output::topic).collect()),
+        TopicCommand::List if json => output::print(admin.list_topics().await?.iter().map(output::topic).collect())?,
         TopicCommand::List => {
             for t in admin.list_topics().await? {
-                print_topic(&t);
+                print_topic(&t)?;
             }
         }
         TopicCommand::Describe { name } if json => {
-            output::print(output::topic_detail(&admin.describe_topic(&name).await?))
+            output::print(output::topic_detail(&admin.describe_topic(&name).await?))?
         }
         TopicCommand::Describe { name } => {
             let d = admin.describe_topic(&name).await?;
-            print_topic(&d.topic.unwrap_or_default());
-            println!("partition\tearliest\tlatest\tbytes\tsegments");
+            print_topic(&d.topic.unwrap_or_default())?;
+            outln!("partition\tearliest\tlatest\tbytes\tsegments")?;
             for p in d.partitions {
-                println!(
+                outln!(
                     "{}\t{}\t{}\t{}\t{}",
                     p.partition,
                     p.earliest_offset,
                     p.latest_offset,
                     p.bytes,
                     p.segments.len()
-                );
+                )?;
             }
         }
-        TopicCommand::Update { name, config } => print_topic(&admin.update_topic(&name, config.to_pb()?).await?),
+        TopicCommand::Update { name, config } => print_topic(&admin.update_topic(&name, config.to_pb()?).await?)?,
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;
-            println!("deleted {name}");
+            outln!("deleted {name}")?;
         }
     }
     Ok(())

@@ -131,7 +131,7 @@ struct Outcome {
     cpu: f64,
 }
 
-fn report(format: Format, name: &str, o: Outcome, lat: &[(&str, &Histogram<u64>)]) {
+fn report(format: Format, name: &str, o: Outcome, lat: &[(&str, &Histogram<u64>)]) -> std::io::Result<()> {
     let Outcome { count, bytes, errors, elapsed, cpu } = o;
     let secs = elapsed.as_secs_f64().max(1e-9);
     let pct = |h: &Histogram<u64>| {
@@ -149,24 +149,24 @@ fn report(format: Format, name: &str, o: Outcome, lat: &[(&str, &Histogram<u64>)
         "client_cpu_seconds": cpu, "latency": latencies,
     });
     if format == Format::Json {
-        print(v);
-        return;
+        return print(v);
     }
-    println!(
+    outln!(
         "{name}: {count} msgs in {secs:.2}s = {:.0} msg/s, {:.1} MB/s, errors {errors}, client CPU {cpu:.2}s",
         count as f64 / secs,
         bytes as f64 / secs / 1e6
-    );
+    )?;
     for (n, h) in lat {
-        println!(
+        outln!(
             "  {n}: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
             h.value_at_quantile(0.5) as f64 / 1000.0,
             h.value_at_quantile(0.9) as f64 / 1000.0,
             h.value_at_quantile(0.99) as f64 / 1000.0,
             h.value_at_quantile(0.999) as f64 / 1000.0,
             h.max() as f64 / 1000.0
-        );
+        )?;
     }
+    Ok(())
 }
 
 async fn ensure_topic(addr: &str, c: &Common) -> anyhow::Result<u32> {
@@ -193,7 +193,7 @@ pub async fn run(addr: &str, cmd: BenchCommand, format: Format) -> anyhow::Resul
                 Mode::Stream => "produce-stream",
             };
             let outcome = Outcome { count, bytes, errors, elapsed: started.elapsed(), cpu: cpu_seconds() - cpu };
-            report(format, name, outcome, &[("publish_to_ack", &h)]);
+            report(format, name, outcome, &[("publish_to_ack", &h)])?;
         }
         BenchCommand::Consume(a) => consume_bench(addr, a, format).await?,
         BenchCommand::E2e(a) => e2e(addr, a, format).await?,
@@ -514,7 +514,7 @@ async fn consume_bench(addr: &str, a: ConsumeArgs, format: Format) -> anyhow::Re
         elapsed,
         cpu: cpu_seconds() - cpu,
     };
-    report(format, "consume-ack", outcome, &[]);
+    report(format, "consume-ack", outcome, &[])?;
     Ok(())
 }
 
@@ -550,6 +550,6 @@ async fn e2e(addr: &str, a: E2eArgs, format: Format) -> anyhow::Result<()> {
     admin.delete_group(&group).await?;
     let outcome = Outcome { count, bytes: count * a.common.size as u64, errors, elapsed, cpu: cpu_seconds() - cpu };
     let name = format!("e2e at {} msg/s (delivered {delivered})", a.rate);
-    report(format, &name, outcome, &[("publish_to_ack", &publish), ("publish_to_delivery", &delivery)]);
+    report(format, &name, outcome, &[("publish_to_ack", &publish), ("publish_to_delivery", &delivery)])?;
     Ok(())
 }

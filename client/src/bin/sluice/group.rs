@@ -115,10 +115,10 @@ impl GroupConfigArgs {
     }
 }
 
-fn print_group(g: &pb::GroupInfo) {
+fn print_group(g: &pb::GroupInfo) -> std::io::Result<()> {
     let c = g.config.clone().unwrap_or_default();
     let mode = pb::GroupMode::try_from(c.mode).map_or("?", |m| m.as_str_name());
-    println!(
+    outln!(
         "{}\ttopic={}\tmode={}\tbacklog={}\tin_flight={}\toldest_unacked_ms={}\tdead_lettered={}\tmembers={}",
         g.name,
         c.topic,
@@ -128,21 +128,21 @@ fn print_group(g: &pb::GroupInfo) {
         g.oldest_unacked_age_ms,
         g.dead_lettered,
         g.members.len()
-    );
+    )
 }
 
 pub async fn run(admin: Admin, cmd: GroupCommand, format: super::Format) -> anyhow::Result<()> {
     let json = format == super::Format::Json;
     match cmd {
         GroupCommand::List { topic } if json => {
-            super::output::print(admin.list_groups(&topic).await?.iter().map(super::output::group).collect())
+            super::output::print(admin.list_groups(&topic).await?.iter().map(super::output::group).collect())?
         }
         GroupCommand::Describe { name } if json => {
-            super::output::print(super::output::group(&admin.describe_group(&name).await?))
+            super::output::print(super::output::group(&admin.describe_group(&name).await?))?
         }
         GroupCommand::Dlq(DlqCommand::Peek { group, max }) if json => super::output::print(
             admin.peek_dead_letters(&group, max).await?.iter().map(super::output::record).collect(),
-        ),
+        )?,
         GroupCommand::Create { name, config, topic, mode, start } => {
             let mut c = config.to_pb();
             c.topic = topic;
@@ -160,20 +160,20 @@ pub async fn run(admin: Admin, cmd: GroupCommand, format: super::Format) -> anyh
                         ts.parse().with_context(|| format!("--start {ts}: use earliest, latest or ms"))?;
                 }
             }
-            print_group(&admin.create_group(&name, c).await?);
+            print_group(&admin.create_group(&name, c).await?)?;
         }
-        GroupCommand::Update { name, config } => print_group(&admin.update_group(&name, config.to_pb()).await?),
+        GroupCommand::Update { name, config } => print_group(&admin.update_group(&name, config.to_pb()).await?)?,
         GroupCommand::List { topic } => {
             for g in admin.list_groups(&topic).await? {
-                print_group(&g);
+                print_group(&g)?;
             }
         }
         GroupCommand::Describe { name } => {
             let g = admin.describe_group(&name).await?;
-            print_group(&g);
-            println!("partition\tcommitted\tlatest\tbacklog\tin_flight\toldest_unacked_ms\tdead_lettered\towner");
+            print_group(&g)?;
+            outln!("partition\tcommitted\tlatest\tbacklog\tin_flight\toldest_unacked_ms\tdead_lettered\towner")?;
             for p in &g.partitions {
-                println!(
+                outln!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     p.partition,
                     p.committed_offset,
@@ -183,12 +183,12 @@ pub async fn run(admin: Admin, cmd: GroupCommand, format: super::Format) -> anyh
                     p.oldest_unacked_age_ms,
                     p.dead_lettered,
                     p.owner
-                );
+                )?;
             }
         }
         GroupCommand::Delete { name } => {
             admin.delete_group(&name).await?;
-            println!("deleted group {name}");
+            outln!("deleted group {name}")?;
         }
         GroupCommand::Seek { name, to, partition } => {
             use pb::seek_group_request::Target;
@@ -198,13 +198,13 @@ pub async fn run(admin: Admin, cmd: GroupCommand, format: super::Format) -> anyh
                 t if t.starts_with("ts:") => Target::TimestampMs(t[3..].parse().context("ts:MILLIS")?),
                 n => Target::Offset(n.parse().context("use earliest, latest, an offset or ts:MILLIS")?),
             };
-            print_group(&admin.seek_group(&name, partition, target).await?);
+            print_group(&admin.seek_group(&name, partition, target).await?)?;
         }
         GroupCommand::Dlq(DlqCommand::Peek { group, max }) => {
             for r in admin.peek_dead_letters(&group, max).await? {
                 let headers: Vec<String> =
                     r.headers.iter().map(|h| format!("{}={}", h.key, String::from_utf8_lossy(&h.value))).collect();
-                println!("{}\t{}\t{}\t{}", r.partition, r.offset, String::from_utf8_lossy(&r.value), headers.join(" "));
+                outln!("{}\t{}\t{}\t{}", r.partition, r.offset, String::from_utf8_lossy(&r.value), headers.join(" "))?;
             }
         }
         GroupCommand::Dlq(DlqCommand::Redrive { group, to, rate, max, reason_contains }) => {
@@ -217,16 +217,18 @@ pub async fn run(admin: Admin, cmd: GroupCommand, format: super::Format) -> anyh
                     reason_contains,
                 })
                 .await?;
-            println!("redrove {n} dead letters");
+            outln!("redrove {n} dead letters")?;
         }
         GroupCommand::Dlq(DlqCommand::Purge { group }) => {
-            println!("purged {} dead letters", admin.purge_dead_letters(&group).await?)
+            outln!("purged {} dead letters", admin.purge_dead_letters(&group).await?)?
         }
     }
     Ok(())
 }
 
 /// `consume --group G`: prints and acks; stops when a pull comes back empty unless following.
+/// A batch is acked only once all of it was written, so a reader that goes
+/// away mid-batch (`| head`) leaves it to be redelivered when its lease ends.
 pub async fn consume(
     channel: tonic::transport::Channel,
     group: &str,

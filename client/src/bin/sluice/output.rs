@@ -12,8 +12,9 @@ pub enum Format {
     Json,
 }
 
-pub fn print(v: Value) {
-    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| "null".into()));
+/// Prints `v` as pretty JSON; the write error is returned (a closed pipe ends the command quietly).
+pub fn print(v: Value) -> std::io::Result<()> {
+    outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| "null".into()))
 }
 
 fn durability(d: i32) -> &'static str {

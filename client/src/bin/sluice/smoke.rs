@@ -35,6 +35,6 @@ pub async fn run(channel: tonic::transport::Channel, topic: &str, count: u32) ->
             read += 1;
         }
     }
-    println!("smoke ok: produced {count} and read back {read} on topic {topic} from offset {start}");
+    outln!("smoke ok: produced {count} and read back {read} on topic {topic} from offset {start}")?;
     Ok(())
 }
