@@ -41,7 +41,7 @@ unit-and-e2e: build
 FAILPOINT_TARGET := target/failpoints
 failpoint-test: deps
 	CARGO_TARGET_DIR=$(FAILPOINT_TARGET) $(CARGO) build $(PROFILE_FLAGS) -p sluice-broker --features failpoints --bins
-	CARGO_TARGET_DIR=$(FAILPOINT_TARGET) SLUICE_BIN_DIR=$(FAILPOINT_TARGET)/release \
+	CARGO_TARGET_DIR=$(FAILPOINT_TARGET) SLUICE_BIN_DIR=$(CURDIR)/$(FAILPOINT_TARGET)/release \
 	  $(CARGO) test $(PROFILE_FLAGS) -p sluice-tests --features failpoints --test failpoints
 
 # The container image (FROM scratch, no pull) and a Compose deployment of it.

@@ -46,7 +46,7 @@ pub const GROUP_DEAD_LETTERED: &str = "sluice_group_dead_lettered_messages";
 pub const GROUP_DELIVERED_TOTAL: &str = "sluice_group_delivered_total";
 /// Per group: messages written to the dead-letter topic.
 pub const GROUP_DEAD_LETTERED_TOTAL: &str = "sluice_group_dead_lettered_total";
-/// Per group and partition: redeliveries scheduled (nacks and expired leases).
+/// Per group: redeliveries scheduled (nacks and expired leases).
 pub const GROUP_REDELIVERIES: &str = "sluice_group_redeliveries_total";
 /// Per topic: stored bytes.
 pub const TOPIC_BYTES: &str = "sluice_topic_stored_bytes";
@@ -66,6 +66,7 @@ pub const DISK_FREE: &str = "sluice_storage_disk_free_bytes";
 pub const DISK_ALARM: &str = "sluice_storage_disk_alarm";
 /// 1 once a failed write or fsync poisoned the store (restart needed).
 pub const STORAGE_POISONED: &str = "sluice_storage_poisoned";
+pub use sluice_storage::metric_names::{CORRUPTION, GROUP_COMMIT_REQUESTS, POISONINGS, WRITE_SECONDS, WRITTEN_BYTES};
 
 /// Installs the global recorder and returns the handle that renders it.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
@@ -75,25 +76,53 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
     let handle = recorder.handle();
     // Only the first broker in a process records (tests may start several).
     let _ = metrics::set_global_recorder(recorder);
-    metrics::describe_counter!(PRODUCE_MESSAGES, "Messages appended, by topic");
-    metrics::describe_counter!(
+    describe();
+    metrics::gauge!(STORAGE_POISONED).set(0.0);
+    Ok(handle)
+}
+
+/// The HELP text of every metric (a test checks that nothing is exported without one).
+fn describe() {
+    use metrics::{describe_counter as counter, describe_gauge as gauge, describe_histogram as histogram, Unit};
+    counter!(PRODUCE_MESSAGES, "Messages appended, by topic");
+    counter!(PRODUCE_BYTES, Unit::Bytes, "Key and value bytes appended, by topic");
+    histogram!(PRODUCE_LATENCY, Unit::Seconds, "Produce request to durable acknowledgement");
+    counter!(
         PRODUCE_THROTTLED,
         "Produce requests refused with RESOURCE_EXHAUSTED because max-inflight-produce-bytes was in use"
     );
-    metrics::describe_histogram!(PRODUCE_LATENCY, metrics::Unit::Seconds, "Produce request to durable acknowledgement");
-    metrics::describe_histogram!(
-        "sluice_storage_write_seconds",
-        metrics::Unit::Seconds,
-        "Group-commit write, with fsync when sync=true"
+    counter!(FETCH_MESSAGES, "Messages returned by Fetch, by topic");
+    counter!(FETCH_BYTES, Unit::Bytes, "Key and value bytes returned by Fetch, by topic");
+    counter!(REJECTED, "Requests (or ack ids) answered with an error, by sluice-reason");
+    counter!(CONNECTIONS, "TCP connections accepted on the gRPC port");
+    gauge!(OPEN_STREAMS, "ProduceStream and Subscribe streams open now");
+    gauge!(GROUP_BACKLOG, "Messages of the group's topic not yet acked by the group, by group and partition");
+    gauge!(GROUP_IN_FLIGHT, "Messages leased to consumers now, by group and partition");
+    gauge!(GROUP_OLDEST_AGE, Unit::Seconds, "Age of the group's oldest unacked message, by group and partition");
+    gauge!(
+        GROUP_DEAD_LETTERED,
+        "Messages moved to the dead-letter topic since the group was created, by group and partition"
     );
-    metrics::describe_gauge!(
+    counter!(GROUP_DEAD_LETTERED_TOTAL, "Messages written to the dead-letter topic, by group");
+    counter!(GROUP_REDELIVERIES, "Redeliveries scheduled (nacks and expired leases), by group");
+    counter!(GROUP_DELIVERED_TOTAL, "Messages leased to consumers by Pull and Subscribe");
+    gauge!(TOPIC_BYTES, Unit::Bytes, "Stored record-batch bytes, by topic");
+    gauge!(TOPIC_SEGMENTS, "Segments, by topic");
+    gauge!(TOPIC_MESSAGES, "Stored messages (next offset minus first offset, summed over partitions), by topic");
+    gauge!(WRITE_AMPLIFICATION, "Bytes RocksDB wrote (WAL, flush, compaction) per byte written to it");
+    gauge!(PENDING_COMPACTION, Unit::Bytes, "RocksDB compaction debt of the records family");
+    gauge!(WAL_BYTES, Unit::Bytes, "Size of the live WAL files");
+    gauge!(DISK_FREE, Unit::Bytes, "Free bytes on the data volume");
+    gauge!(DISK_ALARM, "1 while produce is refused because free space is below min-free-disk-bytes");
+    gauge!(
         STORAGE_POISONED,
         "1 once a failed write or fsync poisoned the store: writes are refused and health is NOT_SERVING until restart"
     );
-    metrics::gauge!(STORAGE_POISONED).set(0.0);
-    metrics::describe_gauge!(GROUP_BACKLOG, "Messages of the group's topic not yet acked by the group");
-    metrics::describe_gauge!(GROUP_OLDEST_AGE, metrics::Unit::Seconds, "Age of the group's oldest unacked message");
-    Ok(handle)
+    histogram!(WRITE_SECONDS, Unit::Seconds, "Group-commit write, with fsync when sync=true");
+    histogram!(GROUP_COMMIT_REQUESTS, "Requests folded into one group-commit write");
+    counter!(WRITTEN_BYTES, Unit::Bytes, "Bytes handed to the storage engine by group commits");
+    counter!(CORRUPTION, "Damaged record batches detected on read (answered with DATA_LOSS)");
+    counter!(POISONINGS, "Times a failed write or fsync poisoned the store");
 }
 
 /// Serves `GET /metrics` on `listener` until `stop` fires.

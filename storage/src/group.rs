@@ -25,6 +25,7 @@ const CURSOR: u8 = 0x01;
 const MESSAGE: u8 = 0x02;
 const TIMER: u8 = 0x03;
 const VERSION: u8 = 1;
+const VERSION_DEAD_LETTERING: u8 = 2;
 
 /// Where a group stands on one partition.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +55,9 @@ pub struct MessageState {
     pub reason: String,
     /// Consumer that last had it.
     pub consumer: String,
+    /// Being dead-lettered: the dead-letter partition's end when that began,
+    /// where a restart looks for a copy already written before appending one.
+    pub dead_letter_from: Option<u64>,
 }
 
 impl GroupCursor {
@@ -95,10 +99,11 @@ fn get_str(v: &mut &[u8]) -> Option<String> {
 }
 
 impl MessageState {
-    /// `version u8 · acked u8 · attempts u32 · first ms i64 · last ms i64 · due ms i64 · reason (u16 len + UTF-8) · consumer (u16 len + UTF-8)`.
+    /// `version u8 · acked u8 · attempts u32 · first ms i64 · last ms i64 · due ms i64 · reason (u16 len + UTF-8) · consumer (u16 len + UTF-8)`;
+    /// version 2 (only while being dead-lettered) appends `dead-letter from u64`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(34 + self.reason.len() + self.consumer.len());
-        v.put_u8(VERSION);
+        let mut v = Vec::with_capacity(42 + self.reason.len() + self.consumer.len());
+        v.put_u8(if self.dead_letter_from.is_some() { VERSION_DEAD_LETTERING } else { VERSION });
         v.put_u8(u8::from(self.acked));
         v.put_u32(self.attempts);
         v.put_i64(self.first_delivery_ms);
@@ -106,12 +111,19 @@ impl MessageState {
         v.put_i64(self.due_ms);
         put_str(&mut v, &self.reason);
         put_str(&mut v, &self.consumer);
+        if let Some(from) = self.dead_letter_from {
+            v.put_u64(from);
+        }
         v
     }
 
     /// Decodes `encode`'s output; `None` for anything else.
     pub fn decode(mut v: &[u8]) -> Option<Self> {
-        if v.len() < 30 || v.get_u8() != VERSION {
+        if v.len() < 30 {
+            return None;
+        }
+        let version = v.get_u8();
+        if version != VERSION && version != VERSION_DEAD_LETTERING {
             return None;
         }
         let acked = v.get_u8() != 0;
@@ -119,6 +131,11 @@ impl MessageState {
         let (first_delivery_ms, last_delivery_ms, due_ms) = (v.get_i64(), v.get_i64(), v.get_i64());
         let reason = get_str(&mut v)?;
         let consumer = get_str(&mut v)?;
+        let dead_letter_from = match version {
+            VERSION_DEAD_LETTERING if v.len() == 8 => Some(v.get_u64()),
+            VERSION_DEAD_LETTERING => return None,
+            _ => None,
+        };
         v.is_empty().then_some(MessageState {
             acked,
             attempts,
@@ -127,6 +144,7 @@ impl MessageState {
             due_ms,
             reason,
             consumer,
+            dead_letter_from,
         })
     }
 }
@@ -255,8 +273,12 @@ mod tests {
             due_ms: 3,
             reason: "boom".into(),
             consumer: "c-1".into(),
+            dead_letter_from: None,
         };
         assert_eq!(MessageState::decode(&m.encode()), Some(m.clone()));
+        let marked = MessageState { dead_letter_from: Some(77), ..m.clone() };
+        assert_eq!(MessageState::decode(&marked.encode()), Some(marked.clone()));
+        assert_eq!(MessageState::decode(&marked.encode()[..marked.encode().len() - 1]), None);
         assert_eq!(MessageState::decode(&m.encode()[..10]), None);
         let mut out = HashMap::new();
         assert!(recover_entry(&timer_key(7, 100, 2, 5), &[], &mut out));

@@ -24,6 +24,7 @@ pub mod failpoints;
 pub mod group;
 mod keys;
 pub mod log;
+pub mod metric_names;
 mod offset;
 pub mod producer;
 pub mod record;

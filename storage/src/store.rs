@@ -274,7 +274,7 @@ impl Store {
     fn poison_with(&self, what: &str, e: Error) -> Error {
         let reason = format!("{what} failed: {e}");
         if !self.poisoned.swap(true, Ordering::SeqCst) {
-            metrics::counter!("sluice_storage_poisoned_total").increment(1);
+            metrics::counter!(crate::metric_names::POISONINGS).increment(1);
             tracing::error!(error = %e, what, "storage poisoned: refusing writes until restart (an fsync is never retried)");
             self.poison.send_replace(Some(reason));
         }
@@ -463,7 +463,7 @@ impl Store {
 }
 
 fn corruption(topic_id: u64, partition: u32, offset: u64, reason: String) -> Error {
-    metrics::counter!("sluice_storage_corruption_total").increment(1);
+    metrics::counter!(crate::metric_names::CORRUPTION).increment(1);
     tracing::error!(topic_id, partition, offset, %reason, "corrupted batch detected on read");
     Error::Corruption { topic_id, partition, offset, reason }
 }

@@ -109,10 +109,10 @@ fn run(store: Arc<Store>, config: WriterConfig, mut rx: mpsc::Receiver<WriteRequ
         let started = Instant::now();
         let result = store.apply(group.iter().map(|r| &r.write), sync);
         let elapsed = started.elapsed();
-        metrics::histogram!("sluice_storage_write_seconds", "sync" => if sync { "true" } else { "false" })
+        metrics::histogram!(crate::metric_names::WRITE_SECONDS, "sync" => if sync { "true" } else { "false" })
             .record(elapsed.as_secs_f64());
-        metrics::histogram!("sluice_storage_group_commit_requests").record(group.len() as f64);
-        metrics::counter!("sluice_storage_written_bytes_total").increment(bytes as u64);
+        metrics::histogram!(crate::metric_names::GROUP_COMMIT_REQUESTS).record(group.len() as f64);
+        metrics::counter!(crate::metric_names::WRITTEN_BYTES).increment(bytes as u64);
         if sync && elapsed > config.slow_sync_warn {
             tracing::warn!(elapsed_ms = elapsed.as_millis() as u64, requests = group.len(), bytes, "slow fsync");
         }

@@ -254,6 +254,20 @@ impl TestBroker {
         Ok(exit.code())
     }
 
+    /// Waits at most `within` for the broker to exit by itself (a crash, an
+    /// injected abort); returns its exit code (`None` when killed by a signal).
+    pub async fn wait_exit(&mut self, within: Duration) -> anyhow::Result<Option<i32>> {
+        let Some(child) = self.child.as_mut() else { bail!("broker not running") };
+        let status = tokio::time::timeout(within, child.wait()).await.context("broker did not exit")??;
+        self.child = None;
+        Ok(status.code())
+    }
+
+    /// Replaces the environment variables of the next start.
+    pub fn set_envs(&mut self, envs: &[(&str, &str)]) {
+        self.envs = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
     /// Starts the broker again on the same address and data directory.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9().await?;

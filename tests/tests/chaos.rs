@@ -5,7 +5,7 @@
 //! - no pull started after an ack returned OK hands that message out again;
 //! - every stored message was acked by a consumer or dead-lettered, never both;
 //! - the dead-letter topic holds every poison message, only messages that used
-//!   all their attempts, each intact and naming its true source;
+//!   all their attempts, each once, intact and naming its true source;
 //! - admin changes acknowledged before a crash are still in force.
 //!
 //! The seed is printed: SLUICE_CHAOS_SEED replays it, SLUICE_CHAOS_KILLS sets the
@@ -345,6 +345,11 @@ async fn check_dead_letters(
     let poison: HashSet<u64> = stored.keys().copied().filter(|id| is_poison(*id)).collect();
     let missing: Vec<&u64> = poison.difference(&dead).collect();
     assert!(missing.is_empty(), "poison messages not dead-lettered: {missing:?} (seed {seed})");
+    assert_eq!(
+        duplicates, 0,
+        "{duplicates} messages were dead-lettered twice: a crash between the dead-letter append and the source ack \
+         must find the copy, not write another (seed {seed})"
+    );
     let healthy = dead.len() - poison.len();
     eprintln!(
         "{} dead letters: {} poison, {healthy} healthy ones that lost all attempts to crashes or nacks, {duplicates} duplicates",

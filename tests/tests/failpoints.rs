@@ -100,3 +100,44 @@ async fn failed_final_wal_sync_at_shutdown_is_an_error_exit() -> anyhow::Result<
     assert!(log.contains("final WAL sync failed") && log.contains("poisoned"), "the log says why:\n{log}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_dead_letter_append_and_source_ack_writes_each_dead_letter_once() -> anyhow::Result<()> {
+    // The broker aborts right after its dead letters are durable, before the source acks.
+    let envs = [("FAILPOINTS", "sluice-dead-letter-written=return")];
+    let mut broker = TestBroker::start_with_env(&[], &envs).await?;
+    let admin = Admin::new(broker.channel());
+    admin.create_topic(TOPIC, 1, pb::TopicConfig::default()).await?;
+    admin.create_topic("fp-dlq", 1, pb::TopicConfig::default()).await?;
+    let mut config = sluice_tests::group_config(TOPIC, 30_000);
+    config.max_delivery_attempts = 1;
+    config.dead_letter_topic = "fp-dlq".into();
+    sluice_tests::create_group(broker.channel(), "g", config).await?;
+    for i in 0..5 {
+        produce(&broker, &format!("poison-{i}")).await?;
+    }
+    let mut consumer = pb::consumer_client::ConsumerClient::new(broker.channel());
+    let pull = pb::PullRequest { group: "g".into(), consumer_id: "c".into(), max_messages: 5, max_wait_ms: 1000 };
+    let ids: Vec<String> = consumer.pull(pull).await?.into_inner().messages.into_iter().map(|m| m.ack_id).collect();
+    assert_eq!(ids.len(), 5);
+    let nack = pb::NackRequest { group: "g".into(), ack_ids: ids, reason: "poison".into(), ..Default::default() };
+    // The nack itself is answered; the dead-lettering that follows kills the broker.
+    let _ = consumer.nack(nack).await;
+    let code = broker.wait_exit(Duration::from_secs(20)).await?;
+    assert_ne!(code, Some(0), "the broker aborted at the failpoint");
+    broker.set_envs(&[]);
+    broker.start_again().await?;
+    let admin = Admin::new(broker.channel());
+    eventually(Duration::from_secs(20), "the group to settle its dead letters", || async {
+        let info = admin.describe_group("g").await?;
+        let dead: u64 = info.partitions.iter().map(|p| p.dead_lettered).sum();
+        Ok((dead == 5).then_some(()))
+    })
+    .await?;
+    let dead_letters = read_all(broker.channel(), "fp-dlq", 0).await?;
+    let mut values: Vec<String> = dead_letters.iter().map(|r| String::from_utf8_lossy(&r.value).into_owned()).collect();
+    values.sort();
+    let expected: Vec<String> = (0..5).map(|i| format!("poison-{i}")).collect();
+    assert_eq!(values, expected, "each message dead-lettered exactly once across the crash");
+    Ok(())
+}

@@ -130,15 +130,18 @@ const DEAD_LETTER_BATCH: usize = 4096;
 /// Exhausted messages waiting to be dead-lettered, and whether a batch is
 /// being written now.
 pub(super) struct DeadLetterQueue {
-    waiting: Vec<(u32, u64)>,
+    /// (partition, offset, recovered after a crash mid-way).
+    waiting: Vec<(u32, u64, bool)>,
     in_flight: bool,
     /// The actor's own queue, for the task's report (weak: it must not keep the actor alive).
     actor: mpsc::WeakSender<Command>,
 }
 
 impl DeadLetterQueue {
-    pub(super) fn new(actor: mpsc::WeakSender<Command>) -> Self {
-        DeadLetterQueue { waiting: Vec::new(), in_flight: false, actor }
+    /// A queue holding what recovery found half dead-lettered.
+    pub(super) fn new(actor: mpsc::WeakSender<Command>, recovered: Vec<(u32, u64)>) -> Self {
+        let waiting = recovered.into_iter().map(|(p, off)| (p, off, true)).collect();
+        DeadLetterQueue { waiting, in_flight: false, actor }
     }
 }
 
@@ -314,7 +317,7 @@ impl GroupActor {
                 _ = tokio::time::sleep(wait.min(Duration::from_secs(1))) => {
                     let now = now_ms();
                     self.tick(now).await;
-                    self.pump_dead_letters(now);
+                    self.pump_dead_letters(now).await;
                 }
             }
         }
@@ -324,7 +327,7 @@ impl GroupActor {
         let now = now_ms();
         self.tick(now).await;
         self.handle_command(cmd, now).await;
-        self.pump_dead_letters(now);
+        self.pump_dead_letters(now).await;
     }
 
     async fn handle_command(&mut self, cmd: Command, now: i64) {
@@ -405,24 +408,31 @@ impl GroupActor {
     }
 
     /// Starts a dead-lettering task for what is waiting, unless one runs.
-    fn pump_dead_letters(&mut self, now: i64) {
+    async fn pump_dead_letters(&mut self, now: i64) {
         if self.dead_letters.in_flight || self.dead_letters.waiting.is_empty() {
             return;
         }
         let take = self.dead_letters.waiting.len().min(DEAD_LETTER_BATCH);
-        let items: Vec<dead_letter::Exhausted> = self
-            .dead_letters
-            .waiting
-            .drain(..take)
-            .map(|(partition, offset)| dead_letter::Exhausted {
-                partition,
-                offset,
-                state: self.state.message(partition, offset).cloned().unwrap_or_default(),
-            })
-            .collect();
+        let settings = self.settings();
+        let dlq = self.ctx.topics.get(&settings.dead_letter_topic).ok();
+        let mut marks = AtomicWrite::new();
+        let mut items = Vec::with_capacity(take);
+        for (partition, offset, recovered) in self.dead_letters.waiting.drain(..take).collect::<Vec<_>>() {
+            let Some(state) = self.state.message(partition, offset).cloned() else { continue };
+            let search_from = if recovered { state.dead_letter_from } else { None };
+            if !recovered {
+                let end = dlq.as_ref().map_or(0, |d| {
+                    let target = partition % d.partitions.len().max(1) as u32;
+                    d.partition(target).map_or(0, |h| h.latest())
+                });
+                self.state.mark_dead_lettering(partition, offset, end, &mut marks);
+            }
+            items.push(dead_letter::Exhausted { partition, offset, state, search_from });
+        }
+        // Committed before the task's appends: the writer keeps submission order.
+        persist(&self.ctx, marks).await;
         self.dead_letters.in_flight = true;
-        let (ctx, topic, settings, actor) =
-            (self.ctx.clone(), self.topic.clone(), self.settings(), self.dead_letters.actor.clone());
+        let (ctx, topic, actor) = (self.ctx.clone(), self.topic.clone(), self.dead_letters.actor.clone());
         self.ctx.tracker.spawn(async move {
             let outcome = dead_letter::write_batch(&ctx, &topic, items, &settings, now).await;
             if let Some(actor) = actor.upgrade() {
@@ -435,6 +445,9 @@ impl GroupActor {
     /// A dead-lettering task finished: ack what it wrote at the source, retry
     /// what it could not write after the group's longest backoff.
     async fn dead_lettered(&mut self, outcome: dead_letter::BatchOutcome, now: i64) {
+        // Fault injection: die with the dead letters durable and the source not yet acked.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("sluice-dead-letter-written", !outcome.written.is_empty(), |_| std::process::abort());
         self.dead_letters.in_flight = false;
         let settings = self.settings();
         let mut out = AtomicWrite::new();
@@ -539,7 +552,7 @@ impl GroupActor {
             out,
         )?;
         match outcome {
-            FailOutcome::DeadLetter => self.dead_letters.waiting.push((id.partition, id.offset)),
+            FailOutcome::DeadLetter => self.dead_letters.waiting.push((id.partition, id.offset, false)),
             FailOutcome::Scheduled(_) => {
                 metrics::counter!(crate::metrics::GROUP_REDELIVERIES, "group" => settings.name.clone()).increment(1)
             }

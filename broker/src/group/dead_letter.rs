@@ -1,7 +1,7 @@
 //! Writing exhausted messages to their group's dead-letter topic, in batches,
 //! with headers that say where each came from and why it failed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use sluice_proto::v1 as pb;
@@ -54,6 +54,9 @@ pub(super) struct Exhausted {
     pub offset: u64,
     /// Its delivery history.
     pub state: MessageState,
+    /// Recovered after a crash mid-way: a copy may already be in the
+    /// dead-letter partition at or after this offset; look before appending.
+    pub search_from: Option<u64>,
 }
 
 /// What became of a batch of exhausted messages.
@@ -81,9 +84,13 @@ struct Chunk {
 /// dead-letter partition (`source partition mod n`), each batch durably.
 ///
 /// # Correctness
-/// An item is `written` only after its batch's append is durable. A crash
-/// between that and the source ack (which the caller commits next) dead-letters
-/// the message again after restart: dead letters are at least once.
+/// An item is `written` only after its batch's append is durable. The caller
+/// has durably marked every item (`GroupState::mark_dead_lettering`) before
+/// the append; a crash between the append and the source ack leaves the
+/// marker, and after restart the item comes back with `search_from`: a copy
+/// found in the dead-letter partition (same group, source topic, partition and
+/// offset in its headers) counts as written. So each message is dead-lettered
+/// once, however the broker stops.
 pub(super) async fn write_batch(
     ctx: &GroupContext,
     topic: &Topic,
@@ -101,8 +108,20 @@ pub(super) async fn write_batch(
         }
     };
     let targets = dlq.partitions.len().max(1) as u32;
+    let already = match find_written(&dlq, topic, &items, targets, settings).await {
+        Ok(found) => found,
+        Err(e) => {
+            outcome.failed = items.iter().map(|i| (i.partition, i.offset)).collect();
+            outcome.error = Some(e);
+            return outcome;
+        }
+    };
     let mut batches: BTreeMap<u32, Vec<Chunk>> = BTreeMap::new();
     for item in items {
+        if already.contains(&(item.partition, item.offset)) {
+            outcome.written.push((item.partition, item.offset));
+            continue;
+        }
         let (p, offset) = (item.partition, item.offset);
         let read = match topic.partition(p) {
             Ok(handle) => handle.read(OffsetRange::new(offset, offset + 1), 1, usize::MAX).await,
@@ -166,6 +185,49 @@ pub(super) async fn write_batch(
         }
     }
     outcome
+}
+
+/// The recovered items whose dead letter is already in the dead-letter topic:
+/// scans each dead-letter partition from the earliest `search_from` of its
+/// items to its end, reading the source headers.
+async fn find_written(
+    dlq: &Topic,
+    topic: &Topic,
+    items: &[Exhausted],
+    targets: u32,
+    settings: &GroupSettings,
+) -> Result<HashSet<(u32, u64)>, Error> {
+    let mut from: BTreeMap<u32, u64> = BTreeMap::new();
+    for item in items {
+        if let Some(f) = item.search_from {
+            let slot = from.entry(item.partition % targets).or_insert(f);
+            *slot = (*slot).min(f);
+        }
+    }
+    let mut found = HashSet::new();
+    for (target, start) in from {
+        let partition = dlq.partition(target)?;
+        let end = partition.latest();
+        let mut next = start.max(partition.earliest());
+        while next < end {
+            let records = partition.read(OffsetRange::new(next, end), 1024, 8 << 20).await?;
+            let Some(last) = records.last() else { break };
+            next = last.offset + 1;
+            for r in &records {
+                let header = |name: &str| r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_ref());
+                if header(headers::GROUP) != Some(settings.name.as_bytes())
+                    || header(headers::TOPIC) != Some(topic.name.as_bytes())
+                {
+                    continue;
+                }
+                let number = |name: &str| header(name).and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok());
+                if let (Some(p), Some(off)) = (number(headers::PARTITION), number(headers::OFFSET)) {
+                    found.insert((p as u32, off));
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn dead_letter_message(

@@ -97,6 +97,8 @@ impl GroupRegistry {
         let partitions = topic.partitions.len();
         let settings = Arc::new(RwLock::new(settings));
         let stop = self.stop.child_token();
+        let mut state = state;
+        let recovered_dead_letters = state.take_recovered_dead_letters();
         let actor = GroupActor {
             state,
             settings: settings.clone(),
@@ -106,7 +108,7 @@ impl GroupRegistry {
             members: BTreeMap::new(),
             owners: vec![None; partitions],
             rotation: 0,
-            dead_letters: super::actor::DeadLetterQueue::new(tx.downgrade()),
+            dead_letters: super::actor::DeadLetterQueue::new(tx.downgrade(), recovered_dead_letters),
         };
         let join = self.ctx.tracker.spawn(actor.run(rx, stop.clone()));
         Arc::new(GroupHandle {

@@ -102,6 +102,8 @@ pub struct GroupState {
     due: BTreeSet<(i64, u32, u64)>,
     leases: BTreeSet<(i64, u32, u64)>,
     dirty: BTreeSet<u32>,
+    /// Messages a crash caught while being dead-lettered (until taken).
+    recovered_dead_letters: Vec<(u32, u64)>,
 }
 
 impl GroupState {
@@ -120,11 +122,14 @@ impl GroupState {
             due: BTreeSet::new(),
             leases: BTreeSet::new(),
             dirty: (0..starts.len() as u32).collect(),
+            recovered_dead_letters: Vec::new(),
         }
     }
 
     /// Rebuilds the state from storage. Leases did not survive: every delivered,
-    /// unacked message without a scheduled time becomes due at `now`.
+    /// unacked message without a scheduled time becomes due at `now`, except
+    /// those a crash caught while being dead-lettered: they are handed to
+    /// `take_recovered_dead_letters` to finish (without writing them twice).
     pub fn recover(id: u64, partitions: u32, mut stored: RecoveredGroupState, now: i64) -> Self {
         let mut g = GroupState::new(id, &vec![0; partitions as usize]);
         g.dirty.clear();
@@ -138,13 +143,16 @@ impl GroupState {
                     Some(s) => (s, true),
                     None => (MessageState { attempts: 1, ..MessageState::default() }, false),
                 };
-                if !state.acked {
+                let dead_lettering = !state.acked && state.dead_letter_from.is_some();
+                if dead_lettering {
+                    g.recovered_dead_letters.push((p, off));
+                } else if !state.acked {
                     if state.due_ms <= 0 {
                         state.due_ms = now;
                     }
                     g.due.insert((state.due_ms, p, off));
                 }
-                part.entries.insert(off, Entry { state, lease: None, persisted, dead_lettering: false });
+                part.entries.insert(off, Entry { state, lease: None, persisted, dead_lettering });
             }
         }
         g
@@ -357,6 +365,30 @@ impl GroupState {
         Ok(FailOutcome::Scheduled(e.state.due_ms))
     }
 
+    /// Messages recovery found half dead-lettered, as (partition, offset); once.
+    pub fn take_recovered_dead_letters(&mut self) -> Vec<(u32, u64)> {
+        std::mem::take(&mut self.recovered_dead_letters)
+    }
+
+    /// Durably marks a message as being dead-lettered, with the dead-letter
+    /// partition's end now: a restart before `dead_lettered` searches from there
+    /// for a copy already written instead of appending another.
+    ///
+    /// # Correctness
+    /// The marker must be committed before the dead-letter append is (both go
+    /// through the one writer, in order).
+    pub fn mark_dead_lettering(&mut self, p: u32, off: u64, dead_letter_end: u64, out: &mut AtomicWrite) {
+        let id = self.id;
+        let Some(e) = self.parts.get_mut(p as usize).and_then(|part| part.entries.get_mut(&off)) else { return };
+        if e.state.acked {
+            return;
+        }
+        let from = e.state.dead_letter_from.map_or(dead_letter_end, |f| f.min(dead_letter_end));
+        e.state.dead_letter_from = Some(from);
+        e.persisted = true;
+        put_message(out, id, p, off, &e.state);
+    }
+
     /// The message was written to the dead-letter topic: ack it at the source.
     pub fn dead_lettered(&mut self, p: u32, off: u64, out: &mut AtomicWrite) {
         let Some(e) = self.parts[p as usize].entries.get_mut(&off) else { return };
@@ -374,6 +406,7 @@ impl GroupState {
             return;
         }
         e.dead_lettering = false;
+        e.state.dead_letter_from = None;
         if e.state.due_ms > 0 {
             self.due.remove(&(e.state.due_ms, p, off));
         }
@@ -539,17 +572,38 @@ mod tests {
         assert!(g.take_due_in_order(0, 10, 10).is_empty(), "offset 1 waits behind offset 0");
         assert_eq!(g.take_due_in_order(0, 50, 10), vec![0, 1]);
     }
-}
 
-#[test]
-fn a_taken_redelivery_that_could_not_be_read_is_due_again() {
-    let mut g = GroupState::new(1, &[0]);
-    let mut out = AtomicWrite::new();
-    g.lease_fresh(0, 0, 0, 100, "a");
-    assert_eq!(g.fail(0, 0, 1, 100, 10, "expired", "", 0, &mut out), Ok(FailOutcome::Scheduled(110)));
-    assert_eq!(g.take_due(200, 10, |_| true), vec![(0, 0)]);
-    assert!(!g.has_due(200), "taken: no longer in the due set");
-    g.return_due(0, 0);
-    assert!(g.has_due(200), "returned after a failed read");
-    assert_eq!(g.take_due(200, 10, |_| true), vec![(0, 0)]);
+    #[test]
+    fn a_taken_redelivery_that_could_not_be_read_is_due_again() {
+        let mut g = GroupState::new(1, &[0]);
+        let mut out = AtomicWrite::new();
+        g.lease_fresh(0, 0, 0, 100, "a");
+        assert_eq!(g.fail(0, 0, 1, 100, 10, "expired", "", 0, &mut out), Ok(FailOutcome::Scheduled(110)));
+        assert_eq!(g.take_due(200, 10, |_| true), vec![(0, 0)]);
+        assert!(!g.has_due(200), "taken: no longer in the due set");
+        g.return_due(0, 0);
+        assert!(g.has_due(200), "returned after a failed read");
+        assert_eq!(g.take_due(200, 10, |_| true), vec![(0, 0)]);
+    }
+
+    #[test]
+    fn a_message_caught_while_being_dead_lettered_is_finished_after_recovery() {
+        let mut g = GroupState::new(4, &[0]);
+        let mut out = AtomicWrite::new();
+        g.lease_fresh(0, 0, 0, 100, "a");
+        g.lease_fresh(0, 1, 0, 100, "a");
+        assert_eq!(g.fail(0, 0, 1, 100, 0, "boom", "a", 1, &mut out), Ok(FailOutcome::DeadLetter));
+        g.mark_dead_lettering(0, 0, 42, &mut out);
+        assert_eq!(g.ack(0, 0, 1, &mut out), Err(AckError::DeadLettered), "a late ack is refused");
+        let stored = g.message(0, 0).cloned().expect("entry");
+        assert_eq!(stored.dead_letter_from, Some(42));
+        let mut recovered = RecoveredGroupState::default();
+        recovered.cursors.insert(0, GroupCursor { committed: 0, delivered: 2, dead_lettered: 0 });
+        recovered.messages.entry(0).or_default().insert(0, stored);
+        let mut g = GroupState::recover(4, 1, recovered, 500);
+        assert_eq!(g.take_recovered_dead_letters(), vec![(0, 0)]);
+        assert_eq!(g.take_due(500, 10, |_| true), vec![(0, 1)], "only the other message is due again");
+        g.dead_lettered(0, 0, &mut out);
+        assert_eq!(g.stats(0).dead_lettered, 1);
+    }
 }
