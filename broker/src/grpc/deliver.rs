@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::consume::record_to_pb;
+use super::validate;
 use crate::error::{Error, Result};
 use crate::group::config::{ACK_DEADLINE_MS, MAX_BACKOFF_MS};
 use crate::group::state::AckError;
@@ -121,7 +122,7 @@ impl Delivery {
             )
             .into());
         }
-        let group = self.groups.get(&req.group)?;
+        let group = validate::group(&self.groups, "group", &req.group)?;
         let got = self
             .pull_wait(&group, &req.consumer_id, max as usize, Duration::from_millis(u64::from(req.max_wait_ms)))
             .await?;
@@ -131,7 +132,7 @@ impl Delivery {
     /// `Ack`.
     pub async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse, Status> {
         let ids = parse_ids(&req.ack_ids)?;
-        let group = self.groups.get(&req.group)?;
+        let group = validate::group(&self.groups, "group", &req.group)?;
         Ok(pb::AckResponse { failures: failures(group.ack(ids).await?)? })
     }
 
@@ -141,7 +142,7 @@ impl Delivery {
         if req.delay_ms.is_some_and(|d| d > MAX_BACKOFF_MS) {
             return Err(Error::invalid("delay_ms", format!("at most {MAX_BACKOFF_MS} (one hour)")).into());
         }
-        let group = self.groups.get(&req.group)?;
+        let group = validate::group(&self.groups, "group", &req.group)?;
         let reason = if req.reason.is_empty() { "nacked".to_owned() } else { req.reason.chars().take(1024).collect() };
         let results = group.nack(ids, req.delay_ms, reason, req.consumer_id).await?;
         Ok(pb::NackResponse { failures: failures(results)? })
@@ -153,7 +154,7 @@ impl Delivery {
         if req.ack_deadline_ms != 0 && !ACK_DEADLINE_MS.contains(&req.ack_deadline_ms) {
             return Err(Error::invalid("ack_deadline_ms", "must be 0 (release now) or 100..=600000").into());
         }
-        let group = self.groups.get(&req.group)?;
+        let group = validate::group(&self.groups, "group", &req.group)?;
         Ok(pb::ModifyAckDeadlineResponse { failures: failures(group.extend(ids, req.ack_deadline_ms).await?)? })
     }
 
@@ -176,7 +177,7 @@ impl Delivery {
             }
             Err(_) => return,
         };
-        let group = match self.groups.get(&start.group) {
+        let group = match validate::group(&self.groups, "start.group", &start.group) {
             Ok(g) => g,
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;

@@ -46,6 +46,8 @@ fn new_settings(c: &pb::GroupConfig) -> Result<(GroupSettings, StartAt)> {
     if c.topic.is_empty() {
         return Err(Error::invalid("config.topic", "name the topic the group reads"));
     }
+    validate::name("config.topic", &c.topic)?;
+    validate::optional_name("config.dead_letter_topic", &c.dead_letter_topic)?;
     let mode = match pb::GroupMode::try_from(c.mode) {
         Ok(pb::GroupMode::Unspecified | pb::GroupMode::Shared) => GroupMode::Shared,
         Ok(pb::GroupMode::Ordered) => GroupMode::Ordered,
@@ -147,7 +149,9 @@ pub async fn create(
 
 /// `UpdateGroup`.
 pub async fn update(groups: &GroupRegistry, req: pb::UpdateGroupRequest) -> Result<pb::GroupInfo> {
+    validate::name("name", &req.name)?;
     let c = req.config.ok_or_else(|| Error::invalid("config", "nothing to update; set at least one field"))?;
+    validate::optional_name("config.dead_letter_topic", &c.dead_letter_topic)?;
     if !c.topic.is_empty() || c.mode != 0 || c.start != 0 {
         return Err(Error::invalid("config", "topic, mode and start cannot change; create a new group instead"));
     }
@@ -173,7 +177,7 @@ pub async fn update(groups: &GroupRegistry, req: pb::UpdateGroupRequest) -> Resu
 /// `SeekGroup`: resolves the target on each partition, then moves the group.
 pub async fn seek(groups: &GroupRegistry, req: pb::SeekGroupRequest) -> Result<pb::GroupInfo> {
     use pb::seek_group_request::Target;
-    let group = groups.get(&req.name)?;
+    let group = validate::group(groups, "name", &req.name)?;
     let target =
         req.target.ok_or_else(|| Error::invalid("target", "say where to: earliest, latest, offset or timestamp_ms"))?;
     let partitions: Vec<u32> = match req.partition {
@@ -241,7 +245,7 @@ pub async fn peek(
         n if n > MAX_PEEK => return Err(Error::invalid("max_messages", format!("at most {MAX_PEEK}"))),
         n => n,
     };
-    let group = groups.get(&req.group)?;
+    let group = validate::group(groups, "group", &req.group)?;
     Ok(pb::PeekDeadLettersResponse { records: read_dead_letters(topics, &group, max as usize).await? })
 }
 
@@ -253,8 +257,9 @@ pub async fn redrive(
     groups: &GroupRegistry,
     req: pb::RedriveDeadLettersRequest,
 ) -> Result<pb::RedriveDeadLettersResponse> {
-    let group = groups.get(&req.group)?;
+    let group = validate::group(groups, "group", &req.group)?;
     let target_name = if req.target_topic.is_empty() { group.settings().topic } else { req.target_topic.clone() };
+    validate::optional_name("target_topic", &req.target_topic)?;
     let target = topics.get(&target_name)?;
     let max = if req.max_messages == 0 { usize::MAX } else { req.max_messages as usize };
     let letters = read_dead_letters(topics, &group, max.min(1_000_000)).await?;
@@ -296,7 +301,7 @@ pub async fn purge(
     groups: &GroupRegistry,
     req: pb::PurgeDeadLettersRequest,
 ) -> Result<pb::PurgeDeadLettersResponse> {
-    let group = groups.get(&req.group)?;
+    let group = validate::group(groups, "group", &req.group)?;
     let dlq = dead_letter_topic(topics, &group)?;
     let mut purged = 0;
     for h in &dlq.partitions {

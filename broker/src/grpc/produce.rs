@@ -62,6 +62,7 @@ impl ProduceService {
     /// Validates, routes to partitions, appends, answers per message, and counts it.
     async fn produce(&self, req: pb::ProduceRequest) -> Result<pb::ProduceResponse> {
         let started = std::time::Instant::now();
+        validate::name("topic", &req.topic)?;
         let bytes: usize = req.messages.iter().map(validate::message_size).sum();
         let (topic, n) = (req.topic.clone(), req.messages.len());
         let _held = self.reserve(bytes).await?;
