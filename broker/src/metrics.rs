@@ -28,7 +28,7 @@ pub const PRODUCE_THROTTLED: &str = "sluice_produce_throttled_total";
 pub const FETCH_MESSAGES: &str = "sluice_fetch_messages_total";
 /// Bytes returned by Fetch, by topic.
 pub const FETCH_BYTES: &str = "sluice_fetch_bytes_total";
-/// Requests answered with an error, by reason.
+/// Requests answered with an error, and ack ids not applied (per-id failures), by reason.
 pub const REJECTED: &str = "sluice_rejected_requests_total";
 /// TCP connections accepted.
 pub const CONNECTIONS: &str = "sluice_connections_accepted_total";

@@ -44,6 +44,10 @@ func main() {
 	_ = sluicev1.NewConsumerClient(conn)
 	_ = externalscaler.NewExternalScalerClient(conn)
 
+	f := &sluicev1.AckFailure{AckId: "0:1:1", Code: 9, Reason: "not_leased"}
+	if f.GetReason() != "not_leased" {
+		fail("AckFailure.reason missing")
+	}
 	fmt.Println("go stubs: generated, vetted, built and run (4 services)")
 }
 

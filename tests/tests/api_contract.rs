@@ -1,12 +1,16 @@
-//! The API contract an outside client relies on: an invalid topic or group name
-//! is INVALID_ARGUMENT on every RPC that takes one, and every error status
-//! carries a `sluice-reason`.
+//! The API contract an outside client relies on: Ack, Nack and
+//! ModifyAckDeadline answer OK with a reason for every id not applied (a
+//! malformed id among them included) and say when a message holds no lease; an
+//! invalid topic or group name is INVALID_ARGUMENT on every RPC that takes one;
+//! every error status carries a `sluice-reason`.
+
+use std::time::Duration;
 
 use sluice_client::proto as pb;
 use sluice_client::proto::admin_client::AdminClient;
 use sluice_client::proto::consumer_client::ConsumerClient;
 use sluice_client::proto::producer_client::ProducerClient;
-use sluice_tests::{create_group, group_config, message, TestBroker};
+use sluice_tests::{create_group, group_config, message, produce_values, TestBroker};
 use tonic::{Code, Status};
 
 fn reason(s: &Status) -> &str {
@@ -233,5 +237,192 @@ async fn invalid_names_are_invalid_argument_on_every_rpc() -> anyhow::Result<()>
     let s = refused("produce to a missing topic", producer.produce(missing).await);
     assert_eq!((s.code(), reason(&s)), (Code::NotFound, "topic_not_found"), "{s:?}");
     assert!(s.message().contains("sluice topic create nope"), "{s:?}");
+    Ok(())
+}
+
+/// `(ack id, code, reason)` of each failure, after checking every failure says why.
+fn summary(failures: &[pb::AckFailure]) -> Vec<(String, Code, String)> {
+    for f in failures {
+        assert!(!f.reason.is_empty() && f.message.len() > 15, "a failure without a reason or message: {f:?}");
+    }
+    failures.iter().map(|f| (f.ack_id.clone(), Code::from(f.code), f.reason.clone())).collect()
+}
+
+fn expected(list: &[(&str, Code, &str)]) -> Vec<(String, Code, String)> {
+    list.iter().map(|(id, code, reason)| (id.to_string(), *code, reason.to_string())).collect()
+}
+
+async fn pull(consumer: &mut ConsumerClient<tonic::transport::Channel>, n: u32) -> anyhow::Result<Vec<String>> {
+    let req = pb::PullRequest { group: "g".into(), consumer_id: "c".into(), max_messages: n, max_wait_ms: 5000 };
+    let got = consumer.pull(req).await?.into_inner().messages;
+    anyhow::ensure!(got.len() == n as usize, "pulled {} of {n}", got.len());
+    Ok(got.into_iter().map(|m| m.ack_id).collect())
+}
+
+/// The next answer on a Subscribe stream, within 10 s.
+async fn next(stream: &mut tonic::Streaming<pb::SubscribeResponse>) -> anyhow::Result<pb::SubscribeResponse> {
+    let m = tokio::time::timeout(Duration::from_secs(10), stream.message()).await??;
+    m.ok_or_else(|| anyhow::anyhow!("the Subscribe stream ended"))
+}
+
+/// The ack id of another attempt of the same message.
+fn attempt(ack_id: &str, n: u32) -> String {
+    let (message, _) = ack_id.rsplit_once(':').expect("ack ids are partition:offset:attempt");
+    format!("{message}:{n}")
+}
+
+fn ack(ids: &[&str]) -> pb::AckRequest {
+    pb::AckRequest { group: "g".into(), ack_ids: ids.iter().map(|s| s.to_string()).collect() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_nack_and_modify_answer_ok_with_a_reason_for_every_id_not_applied() -> anyhow::Result<()> {
+    let broker = TestBroker::start_with(&["--metrics-listen", "127.0.0.1:0"]).await?;
+    let mut admin = AdminClient::new(broker.channel());
+    let mut consumer = ConsumerClient::new(broker.channel());
+    admin.create_topic(pb::CreateTopicRequest { name: "t".into(), partitions: 1, config: None }).await?;
+    create_group(broker.channel(), "g", group_config("t", 30_000)).await?;
+    produce_values(broker.channel(), "t", (0..4).map(|i| format!("m{i}"))).await?;
+    let ids = pull(&mut consumer, 4).await?;
+    let (a, b, c, d) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str(), ids[3].as_str());
+
+    // Valid, malformed, never delivered and unknown-partition ids in one request:
+    // OK, the valid ones applied, each other one reported with its reason.
+    let r = consumer.ack(ack(&[a, "garbage", "0:999:1", "7:0:1", b])).await?.into_inner();
+    assert_eq!(
+        summary(&r.failures),
+        expected(&[
+            ("garbage", Code::InvalidArgument, "malformed_ack_id"),
+            ("0:999:1", Code::NotFound, "ack_id_not_found"),
+            ("7:0:1", Code::NotFound, "partition_not_found"),
+        ])
+    );
+    let g = admin.describe_group(pb::DescribeGroupRequest { name: "g".into() }).await?.into_inner();
+    assert_eq!(g.partitions[0].committed_offset, 2, "the two valid ids were acked despite the bad ones");
+    // When every id fails the shape is the same: OK with failures.
+    let r = consumer.ack(ack(&["x"])).await?.into_inner();
+    assert_eq!(summary(&r.failures), expected(&[("x", Code::InvalidArgument, "malformed_ack_id")]));
+    assert!(consumer.ack(ack(&[a])).await?.into_inner().failures.is_empty(), "acking twice is fine");
+
+    // Nack: the valid id is given back (and comes again as attempt 2), the malformed one reported.
+    let nack = pb::NackRequest {
+        group: "g".into(),
+        ack_ids: vec![c.into(), "nope".into()],
+        delay_ms: Some(0),
+        ..Default::default()
+    };
+    let r = consumer.nack(nack).await?.into_inner();
+    assert_eq!(summary(&r.failures), expected(&[("nope", Code::InvalidArgument, "malformed_ack_id")]));
+    let again = pull(&mut consumer, 1).await?;
+    assert_eq!(again[0], attempt(c, 2), "the nacked message, attempt 2");
+    let r = consumer.ack(ack(&[c])).await?.into_inner();
+    assert_eq!(summary(&r.failures), expected(&[(c, Code::FailedPrecondition, "stale_ack")]));
+
+    // ModifyAckDeadline: the leased id is extended; the acked and the malformed ones are reported.
+    let modify = |ids: &[&str], ms: u32| pb::ModifyAckDeadlineRequest {
+        group: "g".into(),
+        ack_ids: ids.iter().map(|s| s.to_string()).collect(),
+        ack_deadline_ms: ms,
+    };
+    let r = consumer.modify_ack_deadline(modify(&[d, b, "bad"], 10_000)).await?.into_inner();
+    assert_eq!(
+        summary(&r.failures),
+        expected(&[(b, Code::FailedPrecondition, "not_leased"), ("bad", Code::InvalidArgument, "malformed_ack_id")])
+    );
+
+    // Requests that are themselves invalid fail as a whole, with a reason.
+    let statuses = [
+        ("no ids", consumer.ack(ack(&[])).await.map(drop), Code::InvalidArgument, "invalid_argument"),
+        (
+            "unknown group",
+            consumer.ack(pb::AckRequest { group: "nope".into(), ack_ids: vec![d.into()] }).await.map(drop),
+            Code::NotFound,
+            "group_not_found",
+        ),
+        (
+            "nack delay past an hour",
+            consumer
+                .nack(pb::NackRequest {
+                    group: "g".into(),
+                    ack_ids: vec![d.into()],
+                    delay_ms: Some(u32::MAX),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Code::InvalidArgument,
+            "invalid_argument",
+        ),
+        (
+            "deadline out of range",
+            consumer.modify_ack_deadline(modify(&[d], 5)).await.map(drop),
+            Code::InvalidArgument,
+            "invalid_argument",
+        ),
+    ];
+    for (what, r, code, why) in statuses {
+        let s = refused(what, r);
+        assert_eq!((s.code(), reason(&s)), (code, why), "{what}: {s:?}");
+    }
+
+    // The Subscribe stream reports the same failures, and counts them as rejected.
+    let before = broker.metric("sluice_rejected_requests_total", &[("reason", "malformed_ack_id")]).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let start = pb::SubscribeStart { group: "g".into(), consumer_id: "s".into(), initial_credits: 0 };
+    tx.send(pb::SubscribeRequest { kind: Some(pb::subscribe_request::Kind::Start(start)) }).await?;
+    let mut stream = consumer.subscribe(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    tx.send(pb::SubscribeRequest { kind: Some(pb::subscribe_request::Kind::Ack(ack(&[d, "garbage"]))) }).await?;
+    let r = next(&mut stream).await?;
+    assert_eq!(r.confirmed, vec![d.to_string()]);
+    assert_eq!(summary(&r.failures), expected(&[("garbage", Code::InvalidArgument, "malformed_ack_id")]));
+    let refused_nack =
+        pb::NackRequest { ack_ids: vec!["0:0:1".into()], delay_ms: Some(u32::MAX), ..Default::default() };
+    tx.send(pb::SubscribeRequest { kind: Some(pb::subscribe_request::Kind::Nack(refused_nack)) }).await?;
+    let r = next(&mut stream).await?;
+    assert!(r.confirmed.is_empty());
+    assert_eq!(summary(&r.failures), expected(&[("0:0:1", Code::InvalidArgument, "invalid_argument")]));
+    drop(tx);
+    let after = broker.metric("sluice_rejected_requests_total", &[("reason", "malformed_ack_id")]).await?;
+    assert!(after > before, "stream ack failures are counted: {before} -> {after}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modify_ack_deadline_reports_messages_that_hold_no_lease() -> anyhow::Result<()> {
+    let broker = TestBroker::start().await?;
+    let mut admin = AdminClient::new(broker.channel());
+    let mut consumer = ConsumerClient::new(broker.channel());
+    admin.create_topic(pb::CreateTopicRequest { name: "t".into(), partitions: 1, config: None }).await?;
+    create_group(broker.channel(), "g", group_config("t", 30_000)).await?;
+    produce_values(broker.channel(), "t", (0..3).map(|i| format!("m{i}"))).await?;
+    let ids = pull(&mut consumer, 3).await?;
+    let (acked, nacked, leased) = (ids[0].as_str(), ids[1].as_str(), ids[2].as_str());
+    assert!(consumer.ack(ack(&[acked])).await?.into_inner().failures.is_empty());
+    let nack = pb::NackRequest {
+        group: "g".into(),
+        ack_ids: vec![nacked.into()],
+        delay_ms: Some(60_000),
+        ..Default::default()
+    };
+    assert!(consumer.nack(nack).await?.into_inner().failures.is_empty());
+    for ms in [10_000, 0] {
+        let modify = pb::ModifyAckDeadlineRequest {
+            group: "g".into(),
+            ack_ids: vec![acked.into(), nacked.into(), leased.into()],
+            ack_deadline_ms: ms,
+        };
+        let r = consumer.modify_ack_deadline(modify).await?.into_inner();
+        assert_eq!(
+            summary(&r.failures),
+            expected(&[
+                (acked, Code::FailedPrecondition, "not_leased"),
+                (nacked, Code::FailedPrecondition, "not_leased")
+            ]),
+            "deadline {ms}: only the leased message is changed"
+        );
+    }
+    // The release (deadline 0) of the leased message took effect: it comes again at once.
+    let again = pull(&mut consumer, 1).await?;
+    assert_eq!(again[0], attempt(leased, 2), "the released message, attempt 2");
     Ok(())
 }

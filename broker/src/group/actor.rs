@@ -301,11 +301,14 @@ impl GroupActor {
                 let mut results = Vec::with_capacity(ids.len());
                 for id in ids {
                     let r = if deadline_ms == 0 {
-                        self.fail(id, now, Some(0), "released by consumer", "", &mut out).await.map(|_| ())
+                        self.fail(id, now, Some(0), "released by consumer", "", &mut out)
+                            .await
+                            .map(|o| o != FailOutcome::Ignored)
                     } else {
-                        self.state.extend(id.partition, id.offset, id.attempt, now + i64::from(deadline_ms)).map(|_| ())
+                        self.state.extend(id.partition, id.offset, id.attempt, now + i64::from(deadline_ms))
                     };
-                    results.push((id, r.err()));
+                    results
+                        .push((id, r.and_then(|leased| if leased { Ok(()) } else { Err(AckError::NotLeased) }).err()));
                 }
                 self.state.flush_cursors(&mut out);
                 if deadline_ms == 0 {
@@ -393,6 +396,7 @@ impl GroupActor {
 
     /// A delivery failed: schedule its redelivery after its delay (default: the
     /// group's backoff), or dead-letter it when its attempts are exhausted.
+    /// `Ignored` when the delivery held no lease (already acked or rescheduled).
     async fn fail(
         &mut self,
         id: AckId,
@@ -401,7 +405,7 @@ impl GroupActor {
         reason: &str,
         consumer: &str,
         out: &mut Vec<Mutation>,
-    ) -> std::result::Result<(), AckError> {
+    ) -> std::result::Result<FailOutcome, AckError> {
         let settings = self.settings();
         let attempts = self.state.message(id.partition, id.offset).map_or(1, |m| m.attempts);
         let delay = delay_ms.unwrap_or_else(|| settings.backoff_ms(attempts, rand::random::<f64>()));
@@ -423,7 +427,7 @@ impl GroupActor {
             }
             FailOutcome::Ignored => {}
         }
-        Ok(())
+        Ok(outcome)
     }
 
     async fn dead_letter(&mut self, p: u32, offset: u64, settings: &GroupSettings, now: i64, out: &mut Vec<Mutation>) {

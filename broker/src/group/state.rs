@@ -24,6 +24,9 @@ pub enum AckError {
         /// The attempt now outstanding.
         current: u32,
     },
+    /// An extension or release of a delivery that holds no lease (acked, nacked,
+    /// released, or expired): nothing changed.
+    NotLeased,
 }
 
 /// What a failed delivery leads to.
