@@ -231,6 +231,7 @@ async fn invalid_names_are_invalid_argument_on_every_rpc() -> anyhow::Result<()>
     let mut answers = producer.produce_stream(tokio_stream::iter(vec![produce])).await?.into_inner();
     let answer = answers.message().await?.ok_or_else(|| anyhow::anyhow!("no answer on the produce stream"))?;
     assert_eq!(answer.error_code, Code::InvalidArgument as i32, "{answer:?}");
+    assert_eq!(answer.error_reason, "invalid_argument", "{answer:?}");
 
     // A valid name that does not exist is still NOT_FOUND, and says how to create it.
     let missing = pb::ProduceRequest { topic: "nope".into(), messages: vec![message("x")], ..Default::default() };

@@ -179,8 +179,9 @@ impl Producer for ProduceService {
                                 match service.produce(r).await {
                                     Ok(result) => pb::ProduceStreamResponse { request_id, result: Some(result), ..Default::default() },
                                     Err(e) => {
+                                        let error_reason = super::status::reason(&e).to_owned();
                                         let s = Status::from(e);
-                                        pb::ProduceStreamResponse { request_id, result: None, error_code: s.code() as i32, error_message: s.message().to_owned() }
+                                        pb::ProduceStreamResponse { request_id, result: None, error_code: s.code() as i32, error_message: s.message().to_owned(), error_reason }
                                     }
                                 }
                             });
