@@ -29,7 +29,7 @@ for f in sluice/v1/admin.pb.go sluice/v1/admin_grpc.pb.go sluice/v1/consumer_grp
 done
 
 # A tiny program using the stubs: a server registration (the generated service
-# interfaces against Debian's grpc) and a client.
+# interfaces against Debian's grpc), a client, and proto3 presence (jitter = 0 is sent).
 mkdir -p "$OUT/src/sluicecheck"
 cp tests/go/main.go "$OUT/src/sluicecheck/main.go"
 

@@ -117,6 +117,15 @@ def run(channel):
     consumer.Ack(consumer_pb2.AckRequest(group="pyg", ack_ids=[again.messages[0].ack_id]))
     info = admin.DescribeGroup(admin_pb2.DescribeGroupRequest(name="pyg"))
     check("group drained", info.backlog_messages == 0 and info.in_flight == 0, info)
+    zero = admin.CreateGroup(admin_pb2.CreateGroupRequest(name="pyz", config=admin_pb2.GroupConfig(
+        topic="py", max_delivery_attempts=3, dead_letter_topic="py.dlq",
+        backoff=admin_pb2.Backoff(initial_ms=0, jitter=0.0))))
+    b = zero.config.backoff
+    check("backoff initial_ms = 0 and jitter = 0 can be set (presence)",
+          b.HasField("initial_ms") and b.initial_ms == 0 and b.HasField("jitter") and b.jitter == 0.0 and b.max_ms == 60000, b)
+    unlimited = admin.UpdateGroup(admin_pb2.UpdateGroupRequest(name="pyz", config=admin_pb2.GroupConfig(max_delivery_attempts=0)))
+    check("UpdateGroup with max_delivery_attempts = 0 removes the limit",
+          unlimited.config.max_delivery_attempts == 0 and unlimited.config.backoff.jitter == 0.0, unlimited.config)
     only_bad = consumer.Ack(consumer_pb2.AckRequest(group="pyg", ack_ids=["not-an-id"]))
     check("an ack whose only id is malformed is OK with a per-id failure",
           failures(only_bad) == [("not-an-id", INVALID_ARGUMENT, "malformed_ack_id")], only_bad)

@@ -427,3 +427,78 @@ async fn modify_ack_deadline_reports_messages_that_hold_no_lease() -> anyhow::Re
     assert_eq!(again[0], attempt(leased, 2), "the released message, attempt 2");
     Ok(())
 }
+
+/// `(initial_ms, max_ms, multiplier, jitter)` and `max_delivery_attempts` of a group.
+fn settings(g: &pb::GroupInfo) -> ((Option<u32>, Option<u32>, Option<f64>, Option<f64>), Option<u32>) {
+    let c = g.config.clone().unwrap_or_default();
+    let b = c.backoff.unwrap_or_default();
+    ((b.initial_ms, b.max_ms, b.multiplier, b.jitter), c.max_delivery_attempts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_backoff_can_be_set_and_update_group_can_remove_a_delivery_limit() -> anyhow::Result<()> {
+    let mut broker = TestBroker::start().await?;
+    let admin = sluice_client::Admin::new(broker.channel());
+    let mut consumer = ConsumerClient::new(broker.channel());
+    admin.create_topic("t", 1, pb::TopicConfig::default()).await?;
+    // Unset fields take the defaults.
+    let g = admin.create_group("defaults", pb::GroupConfig { topic: "t".into(), ..Default::default() }).await?;
+    assert_eq!(settings(&g), ((Some(1000), Some(60_000), Some(2.0), Some(0.2)), Some(0)));
+    // Explicit zeros are kept, not taken for "default".
+    let config = pb::GroupConfig {
+        topic: "t".into(),
+        ack_deadline_ms: 30_000,
+        max_delivery_attempts: Some(2),
+        dead_letter_topic: "t.dlq".into(),
+        backoff: Some(pb::Backoff { initial_ms: Some(0), jitter: Some(0.0), ..Default::default() }),
+        ..Default::default()
+    };
+    let g = admin.create_group("g", config).await?;
+    assert_eq!(settings(&g), ((Some(0), Some(60_000), Some(2.0), Some(0.0)), Some(2)));
+
+    // And redelivery uses them: a nacked message comes back at once (the default
+    // backoff would hold it at least 800 ms).
+    produce_values(broker.channel(), "t", ["m".to_owned()]).await?;
+    let first = pull(&mut consumer, 1).await?;
+    let nacked_at = std::time::Instant::now();
+    let nack = |id: &str| pb::NackRequest { group: "g".into(), ack_ids: vec![id.into()], ..Default::default() };
+    assert!(consumer.nack(nack(&first[0])).await?.into_inner().failures.is_empty());
+    let second = pull(&mut consumer, 1).await?;
+    assert_eq!(second[0], attempt(&first[0], 2));
+    let waited = nacked_at.elapsed();
+    assert!(waited < Duration::from_millis(800), "redelivered after {waited:?} with initial_ms = 0");
+
+    // UpdateGroup: max_delivery_attempts = 0 removes the limit, so the second failure
+    // is redelivered instead of dead-lettered; the dead-letter topic stays.
+    let update = |config: pb::GroupConfig| admin.update_group("g", config);
+    let g = update(pb::GroupConfig { max_delivery_attempts: Some(0), ..Default::default() }).await?;
+    assert_eq!(settings(&g).1, Some(0));
+    assert_eq!(g.config.as_ref().map(|c| c.dead_letter_topic.as_str()), Some("t.dlq"));
+    assert!(consumer.nack(nack(&second[0])).await?.into_inner().failures.is_empty());
+    let third = pull(&mut consumer, 1).await?;
+    assert_eq!(third[0], attempt(&first[0], 3), "no limit: redelivered, not dead-lettered");
+    assert_eq!(admin.describe_group("g").await?.dead_lettered, 0);
+
+    // Unset fields stay as they are.
+    let g = update(pb::GroupConfig {
+        backoff: Some(pb::Backoff { jitter: Some(0.5), ..Default::default() }),
+        max_delivery_attempts: Some(5),
+        ..Default::default()
+    })
+    .await?;
+    assert_eq!(settings(&g), ((Some(0), Some(60_000), Some(2.0), Some(0.5)), Some(5)));
+    let g = update(pb::GroupConfig { ack_deadline_ms: 20_000, ..Default::default() }).await?;
+    assert_eq!(settings(&g), ((Some(0), Some(60_000), Some(2.0), Some(0.5)), Some(5)));
+    // A zero that is not allowed is refused rather than read as "default".
+    let zero_multiplier = pb::GroupConfig {
+        backoff: Some(pb::Backoff { multiplier: Some(0.0), ..Default::default() }),
+        ..Default::default()
+    };
+    let err = update(zero_multiplier).await.expect_err("multiplier 0 is out of range");
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err:?}");
+
+    broker.restart().await?;
+    let g = admin.describe_group("g").await?;
+    assert_eq!(settings(&g), ((Some(0), Some(60_000), Some(2.0), Some(0.5)), Some(5)), "kept across a restart");
+    Ok(())
+}

@@ -28,7 +28,7 @@ async fn poison_message_is_dead_lettered_after_exactly_n_attempts_while_others_f
     let admin = Admin::new(broker.channel());
     admin.create_topic("orders", 2, pb::TopicConfig::default()).await?;
     let config = pb::GroupConfig {
-        max_delivery_attempts: 3,
+        max_delivery_attempts: Some(3),
         dead_letter_topic: "orders.dlq".into(),
         ..group_config("orders", 5000)
     };
@@ -305,10 +305,10 @@ async fn bad_group_requests_get_clear_statuses() -> anyhow::Result<()> {
     let admin = Admin::new(broker.channel());
     admin.create_topic("t", 1, pb::TopicConfig::default()).await?;
     let code = |r: Result<pb::GroupInfo, sluice_client::Error>| r.expect_err("refused").code();
-    let no_dlq = pb::GroupConfig { max_delivery_attempts: 3, ..group_config("t", 1000) };
+    let no_dlq = pb::GroupConfig { max_delivery_attempts: Some(3), ..group_config("t", 1000) };
     assert_eq!(code(admin.create_group("g", no_dlq).await), Some(tonic::Code::InvalidArgument), "limit without DLQ");
     let self_dlq =
-        pb::GroupConfig { max_delivery_attempts: 3, dead_letter_topic: "t".into(), ..group_config("t", 1000) };
+        pb::GroupConfig { max_delivery_attempts: Some(3), dead_letter_topic: "t".into(), ..group_config("t", 1000) };
     assert_eq!(
         code(admin.create_group("g", self_dlq).await),
         Some(tonic::Code::InvalidArgument),

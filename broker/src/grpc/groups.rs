@@ -26,22 +26,25 @@ fn mode_to_pb(m: GroupMode) -> pb::GroupMode {
     }
 }
 
+/// Applies the backoff fields that are set (zero included: presence, not value,
+/// says whether a field is given); unset ones keep `s`.
 fn apply_backoff(b: &pb::Backoff, s: &mut BackoffSettings) {
-    if b.initial_ms != 0 {
-        s.initial_ms = b.initial_ms;
+    if let Some(v) = b.initial_ms {
+        s.initial_ms = v;
     }
-    if b.max_ms != 0 {
-        s.max_ms = b.max_ms;
+    if let Some(v) = b.max_ms {
+        s.max_ms = v;
     }
-    if b.multiplier != 0.0 {
-        s.multiplier = b.multiplier;
+    if let Some(v) = b.multiplier {
+        s.multiplier = v;
     }
-    if b.jitter != 0.0 {
-        s.jitter = b.jitter;
+    if let Some(v) = b.jitter {
+        s.jitter = v;
     }
 }
 
-/// Builds a new group's settings from a request (zero fields take defaults).
+/// Builds a new group's settings from a request: unset fields (and a zero
+/// `ack_deadline_ms`, which is never valid) take the defaults.
 fn new_settings(c: &pb::GroupConfig) -> Result<(GroupSettings, StartAt)> {
     if c.topic.is_empty() {
         return Err(Error::invalid("config.topic", "name the topic the group reads"));
@@ -67,7 +70,7 @@ fn new_settings(c: &pb::GroupConfig) -> Result<(GroupSettings, StartAt)> {
         id: 0,
         topic: c.topic.clone(),
         ack_deadline_ms: if c.ack_deadline_ms == 0 { DEFAULT_ACK_DEADLINE_MS } else { c.ack_deadline_ms },
-        max_delivery_attempts: c.max_delivery_attempts,
+        max_delivery_attempts: c.max_delivery_attempts.unwrap_or(0),
         dead_letter_topic: c.dead_letter_topic.clone(),
         backoff,
         mode,
@@ -88,13 +91,13 @@ pub async fn group_info(g: &GroupHandle) -> Result<pb::GroupInfo> {
         config: Some(pb::GroupConfig {
             topic: s.topic.clone(),
             ack_deadline_ms: s.ack_deadline_ms,
-            max_delivery_attempts: s.max_delivery_attempts,
+            max_delivery_attempts: Some(s.max_delivery_attempts),
             dead_letter_topic: s.dead_letter_topic.clone(),
             backoff: Some(pb::Backoff {
-                initial_ms: s.backoff.initial_ms,
-                max_ms: s.backoff.max_ms,
-                multiplier: s.backoff.multiplier,
-                jitter: s.backoff.jitter,
+                initial_ms: Some(s.backoff.initial_ms),
+                max_ms: Some(s.backoff.max_ms),
+                multiplier: Some(s.backoff.multiplier),
+                jitter: Some(s.backoff.jitter),
             }),
             mode: mode_to_pb(s.mode) as i32,
             start: 0,
@@ -147,7 +150,8 @@ pub async fn create(
     group_info(&group).await
 }
 
-/// `UpdateGroup`.
+/// `UpdateGroup`: changes the fields that are set (`max_delivery_attempts = 0`
+/// removes a limit); a zero `ack_deadline_ms` or empty `dead_letter_topic` is unset.
 pub async fn update(groups: &GroupRegistry, req: pb::UpdateGroupRequest) -> Result<pb::GroupInfo> {
     validate::name("name", &req.name)?;
     let c = req.config.ok_or_else(|| Error::invalid("config", "nothing to update; set at least one field"))?;
@@ -160,8 +164,8 @@ pub async fn update(groups: &GroupRegistry, req: pb::UpdateGroupRequest) -> Resu
             if c.ack_deadline_ms != 0 {
                 s.ack_deadline_ms = c.ack_deadline_ms;
             }
-            if c.max_delivery_attempts != 0 {
-                s.max_delivery_attempts = c.max_delivery_attempts;
+            if let Some(n) = c.max_delivery_attempts {
+                s.max_delivery_attempts = n;
             }
             if !c.dead_letter_topic.is_empty() {
                 s.dead_letter_topic = c.dead_letter_topic.clone();
