@@ -40,7 +40,7 @@ pub const GROUP_BACKLOG: &str = "sluice_group_backlog_messages";
 pub const GROUP_IN_FLIGHT: &str = "sluice_group_in_flight_messages";
 /// Per group and partition: age of the oldest unacked message.
 pub const GROUP_OLDEST_AGE: &str = "sluice_group_oldest_unacked_age_seconds";
-/// Per group and partition: messages moved to the dead-letter topic.
+/// Per group and partition: messages moved to the dead-letter topic, a running total (purge does not lower it).
 pub const GROUP_DEAD_LETTERED: &str = "sluice_group_dead_lettered_messages";
 /// Per group and partition: redeliveries scheduled (nacks and expired leases).
 pub const GROUP_REDELIVERIES: &str = "sluice_group_redeliveries_total";

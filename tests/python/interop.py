@@ -117,6 +117,7 @@ def run(channel):
     consumer.Ack(consumer_pb2.AckRequest(group="pyg", ack_ids=[again.messages[0].ack_id]))
     info = admin.DescribeGroup(admin_pb2.DescribeGroupRequest(name="pyg"))
     check("group drained", info.backlog_messages == 0 and info.in_flight == 0, info)
+    check("no dead letters: none dead-lettered, none stored", info.dead_lettered == 0 and info.dead_letters_stored == 0, info)
     zero = admin.CreateGroup(admin_pb2.CreateGroupRequest(name="pyz", config=admin_pb2.GroupConfig(
         topic="py", max_delivery_attempts=3, dead_letter_topic="py.dlq",
         backoff=admin_pb2.Backoff(initial_ms=0, jitter=0.0))))

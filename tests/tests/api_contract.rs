@@ -2,7 +2,9 @@
 //! ModifyAckDeadline answer OK with a reason for every id not applied (a
 //! malformed id among them included) and say when a message holds no lease; an
 //! invalid topic or group name is INVALID_ARGUMENT on every RPC that takes one;
-//! every error status carries a `sluice-reason`.
+//! every error status carries a `sluice-reason`; zero-valued group settings
+//! (backoff, no delivery limit) can be set; `dead_lettered` is a running total
+//! and `dead_letters_stored` what a purge empties.
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use sluice_client::proto as pb;
 use sluice_client::proto::admin_client::AdminClient;
 use sluice_client::proto::consumer_client::ConsumerClient;
 use sluice_client::proto::producer_client::ProducerClient;
-use sluice_tests::{create_group, group_config, message, produce_values, TestBroker};
+use sluice_tests::{create_group, eventually, group_config, message, produce_values, TestBroker};
 use tonic::{Code, Status};
 
 fn reason(s: &Status) -> &str {
@@ -500,5 +502,39 @@ async fn zero_backoff_can_be_set_and_update_group_can_remove_a_delivery_limit() 
     broker.restart().await?;
     let g = admin.describe_group("g").await?;
     assert_eq!(settings(&g), ((Some(0), Some(60_000), Some(2.0), Some(0.5)), Some(5)), "kept across a restart");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_lettered_is_a_running_total_and_dead_letters_stored_empties_on_purge() -> anyhow::Result<()> {
+    let mut broker = TestBroker::start().await?;
+    let admin = sluice_client::Admin::new(broker.channel());
+    let mut consumer = ConsumerClient::new(broker.channel());
+    admin.create_topic("t", 2, pb::TopicConfig::default()).await?;
+    let config = pb::GroupConfig {
+        max_delivery_attempts: Some(1),
+        dead_letter_topic: "t.dlq".into(),
+        ..group_config("t", 30_000)
+    };
+    create_group(broker.channel(), "g", config).await?;
+    produce_values(broker.channel(), "t", (0..3).map(|i| format!("m{i}"))).await?;
+    let ids = pull(&mut consumer, 3).await?;
+    let nack = pb::NackRequest { group: "g".into(), ack_ids: ids, ..Default::default() };
+    assert!(consumer.nack(nack).await?.into_inner().failures.is_empty());
+    let counts = |g: &pb::GroupInfo| (g.dead_lettered, g.dead_letters_stored);
+    eventually(Duration::from_secs(10), "three dead letters", || async {
+        Ok((counts(&admin.describe_group("g").await?) == (3, 3)).then_some(()))
+    })
+    .await?;
+    assert_eq!(admin.list_groups("t").await?.iter().map(counts).collect::<Vec<_>>(), vec![(3, 3)]);
+
+    assert_eq!(admin.purge_dead_letters("g").await?, 3);
+    let g = admin.describe_group("g").await?;
+    assert_eq!(counts(&g), (3, 0), "after a purge: the running total stays, nothing is stored");
+    assert_eq!(g.partitions.iter().map(|p| p.dead_lettered).sum::<u64>(), 3, "per-partition totals stay too");
+    broker.restart().await?;
+    assert_eq!(counts(&admin.describe_group("g").await?), (3, 0), "the same after a restart");
+    let plain = admin.create_group("plain", group_config("t", 30_000)).await?;
+    assert_eq!(counts(&plain), (0, 0), "no dead-letter topic, nothing stored");
     Ok(())
 }

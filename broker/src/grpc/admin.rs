@@ -186,11 +186,11 @@ impl Admin for AdminService {
     }
 
     async fn create_group(&self, req: Request<pb::CreateGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
-        Ok(Response::new(groups::create(&self.groups, &self.config, req.into_inner()).await?))
+        Ok(Response::new(groups::create(&self.registry, &self.groups, &self.config, req.into_inner()).await?))
     }
 
     async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
-        Ok(Response::new(groups::update(&self.groups, req.into_inner()).await?))
+        Ok(Response::new(groups::update(&self.registry, &self.groups, req.into_inner()).await?))
     }
 
     async fn delete_group(
@@ -211,7 +211,7 @@ impl Admin for AdminService {
         let mut out = Vec::new();
         for g in self.groups.list() {
             if topic.is_empty() || &g.settings().topic == topic {
-                out.push(groups::group_info(&g).await?);
+                out.push(groups::describe(&self.registry, &g).await?);
             }
         }
         Ok(Response::new(pb::ListGroupsResponse { groups: out }))
@@ -219,11 +219,11 @@ impl Admin for AdminService {
 
     async fn describe_group(&self, req: Request<pb::DescribeGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
         let g = validate::group(&self.groups, "name", &req.get_ref().name)?;
-        Ok(Response::new(groups::group_info(&g).await?))
+        Ok(Response::new(groups::describe(&self.registry, &g).await?))
     }
 
     async fn seek_group(&self, req: Request<pb::SeekGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
-        Ok(Response::new(groups::seek(&self.groups, req.into_inner()).await?))
+        Ok(Response::new(groups::seek(&self.registry, &self.groups, req.into_inner()).await?))
     }
 
     async fn peek_dead_letters(

@@ -137,8 +137,23 @@ pub async fn group_info(g: &GroupHandle) -> Result<pb::GroupInfo> {
     Ok(info)
 }
 
+/// `group_info` for the Admin service: also counts the messages stored now in
+/// the group's dead-letter topic (`dead_letters_stored`; `dead_lettered` is
+/// the group's running total and does not drop on purge).
+pub async fn describe(topics: &TopicRegistry, g: &GroupHandle) -> Result<pb::GroupInfo> {
+    let mut info = group_info(g).await?;
+    let name = g.settings().dead_letter_topic;
+    if !name.is_empty() {
+        if let Ok(dlq) = topics.get(&name) {
+            info.dead_letters_stored = dlq.partitions.iter().map(|p| p.latest().saturating_sub(p.earliest())).sum();
+        }
+    }
+    Ok(info)
+}
+
 /// `CreateGroup`.
 pub async fn create(
+    topics: &TopicRegistry,
     groups: &GroupRegistry,
     config: &BrokerConfig,
     req: pb::CreateGroupRequest,
@@ -147,12 +162,16 @@ pub async fn create(
     let c = req.config.ok_or_else(|| Error::invalid("config", "a group needs a config naming its topic"))?;
     let (settings, start) = new_settings(&c)?;
     let group = groups.create(&req.name, settings, start, config.default_topic_settings()).await?;
-    group_info(&group).await
+    describe(topics, &group).await
 }
 
 /// `UpdateGroup`: changes the fields that are set (`max_delivery_attempts = 0`
 /// removes a limit); a zero `ack_deadline_ms` or empty `dead_letter_topic` is unset.
-pub async fn update(groups: &GroupRegistry, req: pb::UpdateGroupRequest) -> Result<pb::GroupInfo> {
+pub async fn update(
+    topics: &TopicRegistry,
+    groups: &GroupRegistry,
+    req: pb::UpdateGroupRequest,
+) -> Result<pb::GroupInfo> {
     validate::name("name", &req.name)?;
     let c = req.config.ok_or_else(|| Error::invalid("config", "nothing to update; set at least one field"))?;
     validate::optional_name("config.dead_letter_topic", &c.dead_letter_topic)?;
@@ -175,11 +194,11 @@ pub async fn update(groups: &GroupRegistry, req: pb::UpdateGroupRequest) -> Resu
             }
         })
         .await?;
-    group_info(&group).await
+    describe(topics, &group).await
 }
 
 /// `SeekGroup`: resolves the target on each partition, then moves the group.
-pub async fn seek(groups: &GroupRegistry, req: pb::SeekGroupRequest) -> Result<pb::GroupInfo> {
+pub async fn seek(topics: &TopicRegistry, groups: &GroupRegistry, req: pb::SeekGroupRequest) -> Result<pb::GroupInfo> {
     use pb::seek_group_request::Target;
     let group = validate::group(groups, "name", &req.name)?;
     let target =
@@ -209,7 +228,7 @@ pub async fn seek(groups: &GroupRegistry, req: pb::SeekGroupRequest) -> Result<p
     }
     group.seek(targets).await?;
     tracing::info!(group = %group.name, "group seeked");
-    group_info(&group).await
+    describe(topics, &group).await
 }
 
 fn dead_letter_topic(topics: &TopicRegistry, group: &GroupHandle) -> Result<std::sync::Arc<crate::topic::Topic>> {
