@@ -430,8 +430,11 @@ async fn modify_ack_deadline_reports_messages_that_hold_no_lease() -> anyhow::Re
     Ok(())
 }
 
-/// `(initial_ms, max_ms, multiplier, jitter)` and `max_delivery_attempts` of a group.
-fn settings(g: &pb::GroupInfo) -> ((Option<u32>, Option<u32>, Option<f64>, Option<f64>), Option<u32>) {
+/// A group's backoff `(initial_ms, max_ms, multiplier, jitter)`.
+type Backoff = (Option<u32>, Option<u32>, Option<f64>, Option<f64>);
+
+/// A group's backoff and `max_delivery_attempts`.
+fn settings(g: &pb::GroupInfo) -> (Backoff, Option<u32>) {
     let c = g.config.clone().unwrap_or_default();
     let b = c.backoff.unwrap_or_default();
     ((b.initial_ms, b.max_ms, b.multiplier, b.jitter), c.max_delivery_attempts)
