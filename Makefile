@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # (linked instead of compiling its C++ for 25 minutes), and a C/C++ toolchain.
 APT_PACKAGES := libclang-dev librocksdb-dev clang pkg-config nghttp2-client python3-venv
 
-.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop image up down loadtest loadtest-smoke bench bench-smoke soak clean
+.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop go-stubs image up down loadtest loadtest-smoke bench bench-smoke soak clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -75,12 +75,17 @@ bench-smoke: build
 interop: build
 	bash tests/python/run.sh
 
+# Go stubs generated from proto/ (protoc-gen-go, protoc-gen-go-grpc and the Go libraries all
+# from Debian's apt, nothing from the Go proxy) vet, build and run.
+go-stubs:
+	bash tests/go/run.sh
+
 # The long reliability runs (SIGKILL chaos, model check, fuzz, overload), about 10 minutes;
 # prints a summary and writes it to docs/RELIABILITY.md.
 soak: build
 	bash tests/soak.sh
 
-test: deps fmt-check lint unit-and-e2e failpoint-test interop loadtest-smoke bench-smoke container-test
+test: deps fmt-check lint unit-and-e2e failpoint-test interop go-stubs loadtest-smoke bench-smoke container-test
 	@echo ">> all checks passed"
 
 clean:

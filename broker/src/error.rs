@@ -58,6 +58,45 @@ pub enum Error {
         /// The configured budget.
         limit: usize,
     },
+    /// An ack id that is not `partition:offset:attempt`.
+    #[error("`{0}` is not an ack id issued by Pull (partition:offset:attempt)")]
+    MalformedAckId(String),
+    /// An ack id naming a delivery this group never made.
+    #[error("ack id `{ack_id}`: offset {offset} was never delivered to this group")]
+    AckIdNotFound {
+        /// The id as given.
+        ack_id: String,
+        /// Its offset.
+        offset: u64,
+    },
+    /// The lease of this delivery expired and the message was delivered again.
+    #[error(
+        "ack id `{ack_id}`: its lease expired and the message was delivered again (attempt {current}); only that delivery can be acked now"
+    )]
+    StaleAck {
+        /// The id as given.
+        ack_id: String,
+        /// The attempt now outstanding.
+        current: u32,
+    },
+    /// The delivery holds no lease, so there is nothing to extend or release.
+    #[error(
+        "ack id `{ack_id}` holds no lease (its message was acked, nacked or released, or the lease expired); nothing was changed"
+    )]
+    NotLeased {
+        /// The id as given.
+        ack_id: String,
+    },
+    /// The delivery used its last attempt and its message is being written to
+    /// the dead-letter topic: acking it now would make it both.
+    #[error(
+        "ack id `{ack_id}` was the message's last attempt and it is being moved to the dead-letter topic; \
+         it can no longer be acked or nacked (see DescribeGroup or peek the dead letters)"
+    )]
+    DeadLettering {
+        /// The id as given.
+        ack_id: String,
+    },
     /// The topic or group was deleted while the request was in flight.
     #[error("{0} was deleted while this request was in flight; recreate it before using it again")]
     Deleted(String),

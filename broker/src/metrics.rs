@@ -28,7 +28,7 @@ pub const PRODUCE_THROTTLED: &str = "sluice_produce_throttled_total";
 pub const FETCH_MESSAGES: &str = "sluice_fetch_messages_total";
 /// Bytes returned by Fetch, by topic.
 pub const FETCH_BYTES: &str = "sluice_fetch_bytes_total";
-/// Requests answered with an error, by reason.
+/// Requests answered with an error, and ack ids not applied (per-id failures), by reason.
 pub const REJECTED: &str = "sluice_rejected_requests_total";
 /// TCP connections accepted.
 pub const CONNECTIONS: &str = "sluice_connections_accepted_total";
@@ -40,7 +40,7 @@ pub const GROUP_BACKLOG: &str = "sluice_group_backlog_messages";
 pub const GROUP_IN_FLIGHT: &str = "sluice_group_in_flight_messages";
 /// Per group and partition: age of the oldest unacked message.
 pub const GROUP_OLDEST_AGE: &str = "sluice_group_oldest_unacked_age_seconds";
-/// Per group and partition: messages moved to the dead-letter topic.
+/// Per group and partition: messages moved to the dead-letter topic, a running total (purge does not lower it).
 pub const GROUP_DEAD_LETTERED: &str = "sluice_group_dead_lettered_messages";
 /// Messages leased to consumers by Pull and Subscribe.
 pub const GROUP_DELIVERED_TOTAL: &str = "sluice_group_delivered_total";

@@ -66,10 +66,15 @@ async fn main() -> anyhow::Result<()> {
     if admin.describe_group(GROUP).await.is_err() {
         let config = proto::GroupConfig {
             topic: TOPIC.into(),
-            max_delivery_attempts: 3,
+            max_delivery_attempts: Some(3),
             dead_letter_topic: "orders.dlq".into(),
             // Retry failures quickly so the demo is short: 100 ms, doubling, at most 1 s.
-            backoff: Some(proto::Backoff { initial_ms: 100, max_ms: 1000, multiplier: 2.0, jitter: 0.1 }),
+            backoff: Some(proto::Backoff {
+                initial_ms: Some(100),
+                max_ms: Some(1000),
+                multiplier: Some(2.0),
+                jitter: Some(0.1),
+            }),
             ..Default::default()
         };
         admin.create_group(GROUP, config).await?;

@@ -64,7 +64,8 @@ impl Admin {
             .into_inner())
     }
 
-    /// Changes the non-zero fields of a group's settings.
+    /// Changes the fields of a group's settings that are set in `config` (a zero
+    /// `max_delivery_attempts` removes the limit); unset ones stay.
     pub async fn update_group(&self, name: &str, config: pb::GroupConfig) -> Result<pb::GroupInfo> {
         Ok(self
             .client

@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let config = pb::GroupConfig {
         topic: "burst".into(),
         ack_deadline_ms: LEASE_MS,
-        max_delivery_attempts: 1,
+        max_delivery_attempts: Some(1),
         dead_letter_topic: "burst-dlq".into(),
         ..Default::default()
     };

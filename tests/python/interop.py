@@ -1,5 +1,6 @@
 """Python client generated from proto/ against the real broker: reflection,
-health, topics, produce, fetch, groups (pull, ack, nack with delay), errors."""
+health, topics, produce, fetch, groups (pull, ack, nack with delay, per-id
+failures with reasons), errors with their `sluice-reason`."""
 
 import subprocess
 import sys
@@ -23,6 +24,18 @@ def check(what, ok, detail=""):
     else:
         failed += 1
         print(f"FAIL {what} {detail}")
+
+
+def reason(e):
+    return dict(e.trailing_metadata() or ()).get("sluice-reason")
+
+
+def failures(resp):
+    return [(f.ack_id, f.code, f.reason) for f in resp.failures]
+
+
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
 
 
 def start_broker(binary, data_dir):
@@ -78,13 +91,23 @@ def run(channel):
         producer.Produce(producer_pb2.ProduceRequest(topic="nope", messages=msgs))
         check("unknown topic is NOT_FOUND", False)
     except grpc.RpcError as e:
-        check("unknown topic is NOT_FOUND", e.code() == grpc.StatusCode.NOT_FOUND, e.details())
+        check("unknown topic is NOT_FOUND", e.code() == grpc.StatusCode.NOT_FOUND and reason(e) == "topic_not_found", e.details())
+    try:
+        producer.Produce(producer_pb2.ProduceRequest(topic="a/b", messages=msgs))
+        check("invalid topic name is INVALID_ARGUMENT", False)
+    except grpc.RpcError as e:
+        check("invalid topic name is INVALID_ARGUMENT", e.code() == grpc.StatusCode.INVALID_ARGUMENT and reason(e) == "invalid_argument", e.details())
 
     admin.CreateGroup(admin_pb2.CreateGroupRequest(name="pyg", config=admin_pb2.GroupConfig(topic="py", ack_deadline_ms=10000)))
     pulled = consumer.Pull(consumer_pb2.PullRequest(group="pyg", consumer_id="py-1", max_messages=10, max_wait_ms=2000))
     check("pull leases every message", len(pulled.messages) == 5 and all(m.attempt == 1 for m in pulled.messages))
     ids = [m.ack_id for m in pulled.messages]
-    consumer.Ack(consumer_pb2.AckRequest(group="pyg", ack_ids=ids[:4]))
+    acked = consumer.Ack(consumer_pb2.AckRequest(group="pyg", ack_ids=ids[:2] + ["not-an-id"] + ids[2:4]))
+    check("ack with a malformed id applies the others and reports it",
+          failures(acked) == [("not-an-id", INVALID_ARGUMENT, "malformed_ack_id")], acked)
+    modified = consumer.ModifyAckDeadline(consumer_pb2.ModifyAckDeadlineRequest(group="pyg", ack_ids=ids[:1], ack_deadline_ms=5000))
+    check("extending an acked message reports not_leased",
+          failures(modified) == [(ids[0], FAILED_PRECONDITION, "not_leased")], modified)
     consumer.Nack(consumer_pb2.NackRequest(group="pyg", ack_ids=ids[4:], delay_ms=700, reason="try later", consumer_id="py-1"))
     nacked_at = time.monotonic()
     again = consumer.Pull(consumer_pb2.PullRequest(group="pyg", consumer_id="py-1", max_messages=10, max_wait_ms=5000))
@@ -94,11 +117,24 @@ def run(channel):
     consumer.Ack(consumer_pb2.AckRequest(group="pyg", ack_ids=[again.messages[0].ack_id]))
     info = admin.DescribeGroup(admin_pb2.DescribeGroupRequest(name="pyg"))
     check("group drained", info.backlog_messages == 0 and info.in_flight == 0, info)
+    check("no dead letters: none dead-lettered, none stored", info.dead_lettered == 0 and info.dead_letters_stored == 0, info)
+    zero = admin.CreateGroup(admin_pb2.CreateGroupRequest(name="pyz", config=admin_pb2.GroupConfig(
+        topic="py", max_delivery_attempts=3, dead_letter_topic="py.dlq",
+        backoff=admin_pb2.Backoff(initial_ms=0, jitter=0.0))))
+    b = zero.config.backoff
+    check("backoff initial_ms = 0 and jitter = 0 can be set (presence)",
+          b.HasField("initial_ms") and b.initial_ms == 0 and b.HasField("jitter") and b.jitter == 0.0 and b.max_ms == 60000, b)
+    unlimited = admin.UpdateGroup(admin_pb2.UpdateGroupRequest(name="pyz", config=admin_pb2.GroupConfig(max_delivery_attempts=0)))
+    check("UpdateGroup with max_delivery_attempts = 0 removes the limit",
+          unlimited.config.max_delivery_attempts == 0 and unlimited.config.backoff.jitter == 0.0, unlimited.config)
+    only_bad = consumer.Ack(consumer_pb2.AckRequest(group="pyg", ack_ids=["not-an-id"]))
+    check("an ack whose only id is malformed is OK with a per-id failure",
+          failures(only_bad) == [("not-an-id", INVALID_ARGUMENT, "malformed_ack_id")], only_bad)
     try:
-        consumer.Ack(consumer_pb2.AckRequest(group="pyg", ack_ids=["not-an-id"]))
-        check("bad ack id is INVALID_ARGUMENT", False)
+        consumer.Ack(consumer_pb2.AckRequest(group="nogroup", ack_ids=["0:0:1"]))
+        check("ack for an unknown group is NOT_FOUND", False)
     except grpc.RpcError as e:
-        check("bad ack id is INVALID_ARGUMENT", e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details())
+        check("ack for an unknown group is NOT_FOUND", e.code() == grpc.StatusCode.NOT_FOUND and reason(e) == "group_not_found", e.details())
 
 
 if __name__ == "__main__":

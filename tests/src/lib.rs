@@ -333,7 +333,7 @@ pub async fn read_all(
     Ok(out)
 }
 
-/// Creates a group with the given settings (zero fields take broker defaults).
+/// Creates a group with the given settings (unset fields take broker defaults).
 pub async fn create_group(
     ch: tonic::transport::Channel,
     name: &str,
@@ -348,7 +348,12 @@ pub fn group_config(topic: &str, ack_deadline_ms: u32) -> sluice_proto::v1::Grou
     sluice_proto::v1::GroupConfig {
         topic: topic.into(),
         ack_deadline_ms,
-        backoff: Some(sluice_proto::v1::Backoff { initial_ms: 50, max_ms: 200, multiplier: 2.0, jitter: 0.1 }),
+        backoff: Some(sluice_proto::v1::Backoff {
+            initial_ms: Some(50),
+            max_ms: Some(200),
+            multiplier: Some(2.0),
+            jitter: Some(0.1),
+        }),
         ..Default::default()
     }
 }

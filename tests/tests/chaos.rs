@@ -76,7 +76,7 @@ async fn random_sigkills_under_mixed_load_lose_nothing_acknowledged() -> anyhow:
     let admin = Admin::new(broker.channel());
     admin.create_topic(TOPIC, PARTITIONS, pb::TopicConfig::default()).await?;
     let config = pb::GroupConfig {
-        max_delivery_attempts: MAX_ATTEMPTS,
+        max_delivery_attempts: Some(MAX_ATTEMPTS),
         dead_letter_topic: DLQ.into(),
         ..group_config(TOPIC, 3000)
     };

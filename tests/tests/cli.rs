@@ -118,7 +118,7 @@ async fn every_printing_command_ends_quietly_on_a_closed_pipe() -> anyhow::Resul
     admin.create_topic("t", 2, Default::default()).await?;
     sluice_tests::produce_values(broker.channel(), "t", (0..3).map(|i| format!("m{i}"))).await?;
     let group = sluice_client::proto::GroupConfig {
-        max_delivery_attempts: 3,
+        max_delivery_attempts: Some(3),
         dead_letter_topic: "t.dlq".into(),
         ..sluice_tests::group_config("t", 30_000)
     };

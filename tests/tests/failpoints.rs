@@ -110,7 +110,7 @@ async fn a_crash_between_dead_letter_append_and_source_ack_writes_each_dead_lett
     admin.create_topic(TOPIC, 1, pb::TopicConfig::default()).await?;
     admin.create_topic("fp-dlq", 1, pb::TopicConfig::default()).await?;
     let mut config = sluice_tests::group_config(TOPIC, 30_000);
-    config.max_delivery_attempts = 1;
+    config.max_delivery_attempts = Some(1);
     config.dead_letter_topic = "fp-dlq".into();
     sluice_tests::create_group(broker.channel(), "g", config).await?;
     for i in 0..5 {

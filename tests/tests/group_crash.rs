@@ -34,7 +34,7 @@ async fn acks_survive_sigkill_and_only_poison_is_dead_lettered() -> anyhow::Resu
     let admin = Admin::new(broker.channel());
     admin.create_topic("stream", 4, pb::TopicConfig::default()).await?;
     let config = pb::GroupConfig {
-        max_delivery_attempts: 2,
+        max_delivery_attempts: Some(2),
         dead_letter_topic: "stream.dlq".into(),
         ..group_config("stream", 10_000)
     };

@@ -28,7 +28,7 @@ async fn poison_message_is_dead_lettered_after_exactly_n_attempts_while_others_f
     let admin = Admin::new(broker.channel());
     admin.create_topic("orders", 2, pb::TopicConfig::default()).await?;
     let config = pb::GroupConfig {
-        max_delivery_attempts: 3,
+        max_delivery_attempts: Some(3),
         dead_letter_topic: "orders.dlq".into(),
         ..group_config("orders", 5000)
     };
@@ -125,8 +125,9 @@ async fn expired_lease_is_redelivered_to_another_consumer() -> anyhow::Result<()
     assert_eq!(second[0].attempt, 2);
     assert_eq!(second[0].record.offset, first[0].record.offset);
     assert!(started.elapsed() >= Duration::from_millis(250));
-    let stale = a.ack(vec![first[0].ack_id.clone()]).await.expect_err("a's lease is gone");
-    assert_eq!(stale.code(), Some(tonic::Code::FailedPrecondition));
+    let stale = a.ack(vec![first[0].ack_id.clone()]).await?;
+    assert_eq!(stale.len(), 1, "a's lease is gone");
+    assert_eq!((stale[0].code, stale[0].reason.as_str()), (tonic::Code::FailedPrecondition as i32, "stale_ack"));
     assert!(b.ack(vec![second[0].ack_id.clone()]).await?.is_empty());
     let g = Admin::new(broker.channel()).describe_group("g").await?;
     assert_eq!((g.backlog_messages, g.in_flight), (0, 0));
@@ -304,10 +305,10 @@ async fn bad_group_requests_get_clear_statuses() -> anyhow::Result<()> {
     let admin = Admin::new(broker.channel());
     admin.create_topic("t", 1, pb::TopicConfig::default()).await?;
     let code = |r: Result<pb::GroupInfo, sluice_client::Error>| r.expect_err("refused").code();
-    let no_dlq = pb::GroupConfig { max_delivery_attempts: 3, ..group_config("t", 1000) };
+    let no_dlq = pb::GroupConfig { max_delivery_attempts: Some(3), ..group_config("t", 1000) };
     assert_eq!(code(admin.create_group("g", no_dlq).await), Some(tonic::Code::InvalidArgument), "limit without DLQ");
     let self_dlq =
-        pb::GroupConfig { max_delivery_attempts: 3, dead_letter_topic: "t".into(), ..group_config("t", 1000) };
+        pb::GroupConfig { max_delivery_attempts: Some(3), dead_letter_topic: "t".into(), ..group_config("t", 1000) };
     assert_eq!(
         code(admin.create_group("g", self_dlq).await),
         Some(tonic::Code::InvalidArgument),
@@ -323,8 +324,10 @@ async fn bad_group_requests_get_clear_statuses() -> anyhow::Result<()> {
     create_group(broker.channel(), "g", group_config("t", 1000)).await?;
     assert_eq!(code(admin.create_group("g", group_config("t", 1000)).await), Some(tonic::Code::AlreadyExists));
     let c = Consumer::new(broker.channel(), "g", ConsumerConfig::default());
-    assert_eq!(c.ack(vec!["garbage".into()]).await.expect_err("bad id").code(), Some(tonic::Code::InvalidArgument));
-    assert_eq!(c.ack(vec!["0:5:1".into()]).await.expect_err("never delivered").code(), Some(tonic::Code::NotFound));
+    let bad = c.ack(vec!["garbage".into()]).await?;
+    assert_eq!((bad[0].code, bad[0].reason.as_str()), (tonic::Code::InvalidArgument as i32, "malformed_ack_id"));
+    let never = c.ack(vec!["0:5:1".into()]).await?;
+    assert_eq!((never[0].code, never[0].reason.as_str()), (tonic::Code::NotFound as i32, "ack_id_not_found"));
     let missing = Consumer::new(broker.channel(), "nope", ConsumerConfig::default());
     assert_eq!(missing.pull(1, Duration::ZERO).await.expect_err("no group").code(), Some(tonic::Code::NotFound));
     let err = admin.delete_topic("t").await.expect_err("topic in use");

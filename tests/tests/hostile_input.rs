@@ -27,7 +27,7 @@ fn templates() -> Vec<(&'static str, Vec<u8>)> {
         value: Bytes::from_static(b"value-value-value"),
         headers: vec![pb::Header { key: "h".into(), value: Bytes::from_static(b"x") }],
     };
-    let group_cfg = pb::GroupConfig { max_delivery_attempts: 2, ..group_config("fz", 1000) };
+    let group_cfg = pb::GroupConfig { max_delivery_attempts: Some(2), ..group_config("fz", 1000) };
     vec![
         (
             "/sluice.v1.Producer/Produce",

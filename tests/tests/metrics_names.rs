@@ -19,7 +19,7 @@ async fn every_metric_has_help_and_a_conventional_name() -> anyhow::Result<()> {
     admin.create_topic("m", 1, pb::TopicConfig::default()).await?;
     admin.create_topic("m-dlq", 1, pb::TopicConfig::default()).await?;
     let mut config = group_config("m", 30_000);
-    config.max_delivery_attempts = 1;
+    config.max_delivery_attempts = Some(1);
     config.dead_letter_topic = "m-dlq".into();
     create_group(ch.clone(), "g", config).await?;
     let mut producer = pb::producer_client::ProducerClient::new(ch.clone());

@@ -21,8 +21,11 @@ async fn metrics_follow_backlog_acks_and_dead_letters() -> anyhow::Result<()> {
     let broker = TestBroker::start_with(&["--metrics-listen", "127.0.0.1:0", "--metrics-refresh-ms", "100"]).await?;
     let admin = Admin::new(broker.channel());
     admin.create_topic("m", 2, pb::TopicConfig::default()).await?;
-    let config =
-        pb::GroupConfig { max_delivery_attempts: 1, dead_letter_topic: "m.dlq".into(), ..group_config("m", 10_000) };
+    let config = pb::GroupConfig {
+        max_delivery_attempts: Some(1),
+        dead_letter_topic: "m.dlq".into(),
+        ..group_config("m", 10_000)
+    };
     create_group(broker.channel(), "g", config).await?;
     let values: Vec<String> = (0..19).map(|i| format!("v{i}")).chain(["poison".to_owned()]).collect();
     produce(&broker, "m", &values.iter().map(String::as_str).collect::<Vec<_>>()).await?;

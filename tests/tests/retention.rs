@@ -84,7 +84,7 @@ async fn exhausted_message_removed_by_retention_is_settled_not_retried_forever()
     let admin = Admin::new(broker.channel());
     admin.create_topic("short", 1, pb::TopicConfig { retention_ms: 1500, ..Default::default() }).await?;
     let config = pb::GroupConfig {
-        max_delivery_attempts: 1,
+        max_delivery_attempts: Some(1),
         dead_letter_topic: "short.dlq".into(),
         ..group_config("short", 60_000)
     };

@@ -371,10 +371,12 @@ impl GroupActor {
                 for id in ids {
                     let r = if deadline_ms == 0 {
                         self.fail(id, now, Some(0), "released by consumer", "", &mut out)
+                            .map(|o| o != FailOutcome::Ignored)
                     } else {
-                        self.state.extend(id.partition, id.offset, id.attempt, now + i64::from(deadline_ms)).map(|_| ())
+                        self.state.extend(id.partition, id.offset, id.attempt, now + i64::from(deadline_ms))
                     };
-                    results.push((id, r.err()));
+                    results
+                        .push((id, r.and_then(|leased| if leased { Ok(()) } else { Err(AckError::NotLeased) }).err()));
                 }
                 self.state.flush_cursors(&mut out);
                 if deadline_ms == 0 {
@@ -528,6 +530,7 @@ impl GroupActor {
 
     /// A delivery failed: schedule its redelivery after its delay (default: the
     /// group's backoff), or queue it for dead-lettering when its attempts are exhausted.
+    /// `Ignored` when the delivery held no lease (already acked or rescheduled).
     fn fail(
         &mut self,
         id: AckId,
@@ -536,7 +539,7 @@ impl GroupActor {
         reason: &str,
         consumer: &str,
         out: &mut AtomicWrite,
-    ) -> std::result::Result<(), AckError> {
+    ) -> std::result::Result<FailOutcome, AckError> {
         let settings = self.settings();
         let attempts = self.state.message(id.partition, id.offset).map_or(1, |m| m.attempts);
         let delay = delay_ms.unwrap_or_else(|| settings.backoff_ms(attempts, rand::random::<f64>()));
@@ -551,14 +554,14 @@ impl GroupActor {
             settings.max_delivery_attempts,
             out,
         )?;
-        match outcome {
+        match &outcome {
             FailOutcome::DeadLetter => self.dead_letters.waiting.push((id.partition, id.offset, false)),
             FailOutcome::Scheduled(_) => {
                 metrics::counter!(crate::metrics::GROUP_REDELIVERIES, "group" => settings.name.clone()).increment(1)
             }
             FailOutcome::Ignored => {}
         }
-        Ok(())
+        Ok(outcome)
     }
 
     /// Settles a message retention removed before the group was done with it: it is gone.

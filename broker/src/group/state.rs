@@ -27,6 +27,9 @@ pub enum AckError {
     /// Its last attempt failed and it is being written to the dead-letter
     /// topic: a late ack would make it both acked and dead-lettered.
     DeadLettered,
+    /// An extension or release of a delivery that holds no lease (acked, nacked,
+    /// released, or expired): nothing changed.
+    NotLeased,
 }
 
 /// What a failed delivery leads to.

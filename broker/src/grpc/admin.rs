@@ -128,7 +128,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
-        let topic = self.registry.get(&req.get_ref().name)?;
+        let topic = validate::topic(&self.registry, "name", &req.get_ref().name)?;
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (i, p) in topic.partitions.iter().enumerate() {
             let snap = p.snapshot().await?;
@@ -160,7 +160,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::UpdateTopicResponse>, Status> {
         let req = req.into_inner();
         let config = req.config.ok_or_else(|| Error::invalid("config", "nothing to update; set at least one field"))?;
-        let mut check = self.registry.get(&req.name)?.settings();
+        let mut check = validate::topic(&self.registry, "name", &req.name)?.settings();
         apply_config(&config, &mut check)?;
         let topic = self.registry.update(&req.name, |s| *s = check).await?;
         Ok(Response::new(pb::UpdateTopicResponse { topic: Some(topic_info(&topic)) }))
@@ -170,6 +170,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        validate::name("name", &req.get_ref().name)?;
         self.groups.delete_topic(&req.get_ref().name).await?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
     }
@@ -185,17 +186,18 @@ impl Admin for AdminService {
     }
 
     async fn create_group(&self, req: Request<pb::CreateGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
-        Ok(Response::new(groups::create(&self.groups, &self.config, req.into_inner()).await?))
+        Ok(Response::new(groups::create(&self.registry, &self.groups, &self.config, req.into_inner()).await?))
     }
 
     async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
-        Ok(Response::new(groups::update(&self.groups, req.into_inner()).await?))
+        Ok(Response::new(groups::update(&self.registry, &self.groups, req.into_inner()).await?))
     }
 
     async fn delete_group(
         &self,
         req: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        validate::name("name", &req.get_ref().name)?;
         self.groups.delete(&req.get_ref().name).await?;
         Ok(Response::new(pb::DeleteGroupResponse {}))
     }
@@ -205,22 +207,23 @@ impl Admin for AdminService {
         req: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
         let topic = &req.get_ref().topic;
+        validate::optional_name("topic", topic)?;
         let mut out = Vec::new();
         for g in self.groups.list() {
             if topic.is_empty() || &g.settings().topic == topic {
-                out.push(groups::group_info(&g).await?);
+                out.push(groups::describe(&self.registry, &g).await?);
             }
         }
         Ok(Response::new(pb::ListGroupsResponse { groups: out }))
     }
 
     async fn describe_group(&self, req: Request<pb::DescribeGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
-        let g = self.groups.get(&req.get_ref().name)?;
-        Ok(Response::new(groups::group_info(&g).await?))
+        let g = validate::group(&self.groups, "name", &req.get_ref().name)?;
+        Ok(Response::new(groups::describe(&self.registry, &g).await?))
     }
 
     async fn seek_group(&self, req: Request<pb::SeekGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
-        Ok(Response::new(groups::seek(&self.groups, req.into_inner()).await?))
+        Ok(Response::new(groups::seek(&self.registry, &self.groups, req.into_inner()).await?))
     }
 
     async fn peek_dead_letters(

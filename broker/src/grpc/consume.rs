@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::deliver::Delivery;
+use super::validate;
 use crate::error::Error;
 use crate::topic::TopicRegistry;
 
@@ -69,7 +70,7 @@ impl Consumer for ConsumeService {
         if req.max_wait_ms > MAX_WAIT_MS {
             return Err(Error::invalid("max_wait_ms", format!("at most {MAX_WAIT_MS}, got {}", req.max_wait_ms)).into());
         }
-        let topic = self.registry.get(&req.topic)?;
+        let topic = validate::topic(&self.registry, "topic", &req.topic)?;
         let p = topic.partition(req.partition)?;
         let records = p
             .fetch(
@@ -98,7 +99,7 @@ impl Consumer for ConsumeService {
         req: Request<pb::GetOffsetsRequest>,
     ) -> Result<Response<pb::GetOffsetsResponse>, Status> {
         let req = req.into_inner();
-        let topic = self.registry.get(&req.topic)?;
+        let topic = validate::topic(&self.registry, "topic", &req.topic)?;
         let p = topic.partition(req.partition)?;
         let timestamp_offset = match req.timestamp_ms {
             Some(ts) => Some(p.offset_for_timestamp(ts).await?),

@@ -1,15 +1,22 @@
 //! Group delivery over gRPC: Pull (with long-poll), Ack, Nack,
 //! ModifyAckDeadline and the Subscribe stream. Thin: parse, call the group, convert.
+//!
+//! Ack, Nack and ModifyAckDeadline have one shape: a valid request (group named
+//! and existing, 1..=`MAX_ACK_IDS` ids, fields in range) answers OK, and every
+//! id not applied, malformed ones included, is a per-id failure coded by the
+//! status table (`status::ack_failure`). Only an invalid request fails as a whole.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::consume::record_to_pb;
+use super::{status, validate};
 use crate::error::{Error, Result};
 use crate::group::config::{ACK_DEADLINE_MS, MAX_BACKOFF_MS};
 use crate::group::state::AckError;
@@ -29,45 +36,58 @@ fn received(d: Delivered) -> pb::ReceivedMessage {
     }
 }
 
-fn parse_ids(ids: &[String]) -> Result<Vec<AckId>> {
+/// The ack ids of a request, each parsed or `None` when malformed. Only the
+/// request as a whole (no ids, too many) is refused here.
+fn parse_ids(ids: &[String]) -> Result<Vec<Option<AckId>>> {
     if ids.is_empty() {
         return Err(Error::invalid("ack_ids", "no ack ids given"));
     }
     if ids.len() > MAX_ACK_IDS {
         return Err(Error::invalid("ack_ids", format!("{} ids; at most {MAX_ACK_IDS} per request", ids.len())));
     }
-    ids.iter()
-        .map(|s| {
-            AckId::parse(s).ok_or_else(|| Error::invalid("ack_ids", format!("`{s}` is not an ack id issued by Pull")))
+    Ok(ids.iter().map(|s| AckId::parse(s)).collect())
+}
+
+/// The well-formed ids, for the group.
+fn well_formed(parsed: &[Option<AckId>]) -> Vec<AckId> {
+    parsed.iter().flatten().copied().collect()
+}
+
+/// Why the group did not apply `ack_id`, as a broker error.
+fn ack_error(group: &GroupHandle, ack_id: &str, e: AckError) -> Error {
+    let ack_id = ack_id.to_owned();
+    match e {
+        AckError::Stale { current } => Error::StaleAck { ack_id, current },
+        AckError::NotDelivered(offset) => Error::AckIdNotFound { ack_id, offset },
+        AckError::NotLeased => Error::NotLeased { ack_id },
+        AckError::DeadLettered => Error::DeadLettering { ack_id },
+        AckError::UnknownPartition(partition) => Error::PartitionNotFound {
+            topic: group.topic.name.clone(),
+            partition,
+            count: group.topic.partitions.len() as u32,
+        },
+    }
+}
+
+/// Per-id failures in request order: the malformed ids, and the well-formed ones
+/// the group refused (`results` holds its verdicts on `well_formed(parsed)`, in order).
+fn failures(
+    group: &GroupHandle,
+    raw: &[String],
+    parsed: &[Option<AckId>],
+    results: Vec<(AckId, Option<AckError>)>,
+) -> Vec<pb::AckFailure> {
+    let mut verdicts = results.into_iter();
+    raw.iter()
+        .zip(parsed)
+        .filter_map(|(ack_id, id)| {
+            let e = match id {
+                None => Error::MalformedAckId(ack_id.clone()),
+                Some(_) => ack_error(group, ack_id, verdicts.next()?.1?),
+            };
+            Some(status::ack_failure(ack_id.clone(), &e))
         })
         .collect()
-}
-
-fn failure(id: AckId, e: AckError) -> pb::AckFailure {
-    let (code, message) = match e {
-        AckError::Stale { current } => (
-            Code::FailedPrecondition,
-            format!("lease of {id} expired and the message was delivered again (attempt {current}); only that delivery can be acked now"),
-        ),
-        AckError::DeadLettered => (
-            Code::FailedPrecondition,
-            format!("{id} used its last attempt and is being moved to the dead-letter topic; it can no longer be acked or nacked here"),
-        ),
-        AckError::NotDelivered(off) => (Code::NotFound, format!("offset {off} was never delivered to this group")),
-        AckError::UnknownPartition(p) => (Code::NotFound, format!("partition {p} does not exist in the group's topic")),
-    };
-    pb::AckFailure { ack_id: id.to_string(), code: code as i32, message }
-}
-
-/// Per-id failures; when every id failed, the whole call fails with the first reason.
-fn failures(results: Vec<(AckId, Option<AckError>)>) -> Result<Vec<pb::AckFailure>, Status> {
-    let total = results.len();
-    let failed: Vec<pb::AckFailure> = results.into_iter().filter_map(|(id, e)| e.map(|e| failure(id, e))).collect();
-    if total > 0 && failed.len() == total {
-        let f = &failed[0];
-        return Err(Status::new(Code::from(f.code), f.message.clone()));
-    }
-    Ok(failed)
 }
 
 /// Group delivery, shared by the unary RPCs and the stream.
@@ -125,7 +145,7 @@ impl Delivery {
             )
             .into());
         }
-        let group = self.groups.get(&req.group)?;
+        let group = validate::group(&self.groups, "group", &req.group)?;
         let got = self
             .pull_wait(&group, &req.consumer_id, max as usize, Duration::from_millis(u64::from(req.max_wait_ms)))
             .await?;
@@ -133,32 +153,38 @@ impl Delivery {
     }
 
     /// `Ack`.
-    pub async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse, Status> {
-        let ids = parse_ids(&req.ack_ids)?;
-        let group = self.groups.get(&req.group)?;
-        Ok(pb::AckResponse { failures: failures(group.ack(ids).await?)? })
+    pub async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse> {
+        let parsed = parse_ids(&req.ack_ids)?;
+        let group = validate::group(&self.groups, "group", &req.group)?;
+        let ids = well_formed(&parsed);
+        let results = if ids.is_empty() { Vec::new() } else { group.ack(ids).await? };
+        Ok(pb::AckResponse { failures: failures(&group, &req.ack_ids, &parsed, results) })
     }
 
     /// `Nack`.
-    pub async fn nack(&self, req: pb::NackRequest) -> Result<pb::NackResponse, Status> {
-        let ids = parse_ids(&req.ack_ids)?;
+    pub async fn nack(&self, req: pb::NackRequest) -> Result<pb::NackResponse> {
+        let parsed = parse_ids(&req.ack_ids)?;
         if req.delay_ms.is_some_and(|d| d > MAX_BACKOFF_MS) {
-            return Err(Error::invalid("delay_ms", format!("at most {MAX_BACKOFF_MS} (one hour)")).into());
+            return Err(Error::invalid("delay_ms", format!("at most {MAX_BACKOFF_MS} (one hour)")));
         }
-        let group = self.groups.get(&req.group)?;
+        let group = validate::group(&self.groups, "group", &req.group)?;
         let reason = if req.reason.is_empty() { "nacked".to_owned() } else { req.reason.chars().take(1024).collect() };
-        let results = group.nack(ids, req.delay_ms, reason, req.consumer_id).await?;
-        Ok(pb::NackResponse { failures: failures(results)? })
+        let ids = well_formed(&parsed);
+        let results =
+            if ids.is_empty() { Vec::new() } else { group.nack(ids, req.delay_ms, reason, req.consumer_id).await? };
+        Ok(pb::NackResponse { failures: failures(&group, &req.ack_ids, &parsed, results) })
     }
 
     /// `ModifyAckDeadline`.
-    pub async fn modify(&self, req: pb::ModifyAckDeadlineRequest) -> Result<pb::ModifyAckDeadlineResponse, Status> {
-        let ids = parse_ids(&req.ack_ids)?;
+    pub async fn modify(&self, req: pb::ModifyAckDeadlineRequest) -> Result<pb::ModifyAckDeadlineResponse> {
+        let parsed = parse_ids(&req.ack_ids)?;
         if req.ack_deadline_ms != 0 && !ACK_DEADLINE_MS.contains(&req.ack_deadline_ms) {
-            return Err(Error::invalid("ack_deadline_ms", "must be 0 (release now) or 100..=600000").into());
+            return Err(Error::invalid("ack_deadline_ms", "must be 0 (release now) or 100..=600000"));
         }
-        let group = self.groups.get(&req.group)?;
-        Ok(pb::ModifyAckDeadlineResponse { failures: failures(group.extend(ids, req.ack_deadline_ms).await?)? })
+        let group = validate::group(&self.groups, "group", &req.group)?;
+        let ids = well_formed(&parsed);
+        let results = if ids.is_empty() { Vec::new() } else { group.extend(ids, req.ack_deadline_ms).await? };
+        Ok(pb::ModifyAckDeadlineResponse { failures: failures(&group, &req.ack_ids, &parsed, results) })
     }
 
     /// Runs one `Subscribe` stream until the client or the broker ends it.
@@ -180,7 +206,7 @@ impl Delivery {
             }
             Err(_) => return,
         };
-        let group = match self.groups.get(&start.group) {
+        let group = match validate::group(&self.groups, "start.group", &start.group) {
             Ok(g) => g,
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;
@@ -253,9 +279,12 @@ impl Delivery {
         group.leave(&consumer);
     }
 
+    /// Runs an ack, nack or modify from the stream and reports its outcome on
+    /// the stream: `confirmed` ids, and per-id `failures` (every id, with the
+    /// request's reason, when the request was refused as a whole).
     fn spawn_confirm<F, R>(&self, tx: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>, ids: Vec<String>, call: F)
     where
-        F: std::future::Future<Output = Result<R, Status>> + Send + 'static,
+        F: std::future::Future<Output = Result<R>> + Send + 'static,
         R: HasFailures + Send,
     {
         let tx = tx.clone();
@@ -263,16 +292,11 @@ impl Delivery {
             let resp = match call.await {
                 Ok(r) => {
                     let failures = r.into_failures();
-                    let confirmed = ids.into_iter().filter(|id| !failures.iter().any(|f| &f.ack_id == id)).collect();
+                    let failed: HashSet<&str> = failures.iter().map(|f| f.ack_id.as_str()).collect();
+                    let confirmed = ids.iter().filter(|id| !failed.contains(id.as_str())).cloned().collect();
                     pb::SubscribeResponse { messages: vec![], confirmed, failures }
                 }
-                Err(s) => pb::SubscribeResponse {
-                    failures: ids
-                        .into_iter()
-                        .map(|ack_id| pb::AckFailure { ack_id, code: s.code() as i32, message: s.message().to_owned() })
-                        .collect(),
-                    ..Default::default()
-                },
+                Err(e) => pb::SubscribeResponse { failures: status::ack_failures(ids, &e), ..Default::default() },
             };
             let _ = tx.send(Ok(resp)).await;
         });

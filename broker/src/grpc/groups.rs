@@ -26,26 +26,31 @@ fn mode_to_pb(m: GroupMode) -> pb::GroupMode {
     }
 }
 
+/// Applies the backoff fields that are set (zero included: presence, not value,
+/// says whether a field is given); unset ones keep `s`.
 fn apply_backoff(b: &pb::Backoff, s: &mut BackoffSettings) {
-    if b.initial_ms != 0 {
-        s.initial_ms = b.initial_ms;
+    if let Some(v) = b.initial_ms {
+        s.initial_ms = v;
     }
-    if b.max_ms != 0 {
-        s.max_ms = b.max_ms;
+    if let Some(v) = b.max_ms {
+        s.max_ms = v;
     }
-    if b.multiplier != 0.0 {
-        s.multiplier = b.multiplier;
+    if let Some(v) = b.multiplier {
+        s.multiplier = v;
     }
-    if b.jitter != 0.0 {
-        s.jitter = b.jitter;
+    if let Some(v) = b.jitter {
+        s.jitter = v;
     }
 }
 
-/// Builds a new group's settings from a request (zero fields take defaults).
+/// Builds a new group's settings from a request: unset fields (and a zero
+/// `ack_deadline_ms`, which is never valid) take the defaults.
 fn new_settings(c: &pb::GroupConfig) -> Result<(GroupSettings, StartAt)> {
     if c.topic.is_empty() {
         return Err(Error::invalid("config.topic", "name the topic the group reads"));
     }
+    validate::name("config.topic", &c.topic)?;
+    validate::optional_name("config.dead_letter_topic", &c.dead_letter_topic)?;
     let mode = match pb::GroupMode::try_from(c.mode) {
         Ok(pb::GroupMode::Unspecified | pb::GroupMode::Shared) => GroupMode::Shared,
         Ok(pb::GroupMode::Ordered) => GroupMode::Ordered,
@@ -65,7 +70,7 @@ fn new_settings(c: &pb::GroupConfig) -> Result<(GroupSettings, StartAt)> {
         id: 0,
         topic: c.topic.clone(),
         ack_deadline_ms: if c.ack_deadline_ms == 0 { DEFAULT_ACK_DEADLINE_MS } else { c.ack_deadline_ms },
-        max_delivery_attempts: c.max_delivery_attempts,
+        max_delivery_attempts: c.max_delivery_attempts.unwrap_or(0),
         dead_letter_topic: c.dead_letter_topic.clone(),
         backoff,
         mode,
@@ -86,13 +91,13 @@ pub async fn group_info(g: &GroupHandle) -> Result<pb::GroupInfo> {
         config: Some(pb::GroupConfig {
             topic: s.topic.clone(),
             ack_deadline_ms: s.ack_deadline_ms,
-            max_delivery_attempts: s.max_delivery_attempts,
+            max_delivery_attempts: Some(s.max_delivery_attempts),
             dead_letter_topic: s.dead_letter_topic.clone(),
             backoff: Some(pb::Backoff {
-                initial_ms: s.backoff.initial_ms,
-                max_ms: s.backoff.max_ms,
-                multiplier: s.backoff.multiplier,
-                jitter: s.backoff.jitter,
+                initial_ms: Some(s.backoff.initial_ms),
+                max_ms: Some(s.backoff.max_ms),
+                multiplier: Some(s.backoff.multiplier),
+                jitter: Some(s.backoff.jitter),
             }),
             mode: mode_to_pb(s.mode) as i32,
             start: 0,
@@ -132,8 +137,23 @@ pub async fn group_info(g: &GroupHandle) -> Result<pb::GroupInfo> {
     Ok(info)
 }
 
+/// `group_info` for the Admin service: also counts the messages stored now in
+/// the group's dead-letter topic (`dead_letters_stored`; `dead_lettered` is
+/// the group's running total and does not drop on purge).
+pub async fn describe(topics: &TopicRegistry, g: &GroupHandle) -> Result<pb::GroupInfo> {
+    let mut info = group_info(g).await?;
+    let name = g.settings().dead_letter_topic;
+    if !name.is_empty() {
+        if let Ok(dlq) = topics.get(&name) {
+            info.dead_letters_stored = dlq.partitions.iter().map(|p| p.latest().saturating_sub(p.earliest())).sum();
+        }
+    }
+    Ok(info)
+}
+
 /// `CreateGroup`.
 pub async fn create(
+    topics: &TopicRegistry,
     groups: &GroupRegistry,
     config: &BrokerConfig,
     req: pb::CreateGroupRequest,
@@ -142,12 +162,19 @@ pub async fn create(
     let c = req.config.ok_or_else(|| Error::invalid("config", "a group needs a config naming its topic"))?;
     let (settings, start) = new_settings(&c)?;
     let group = groups.create(&req.name, settings, start, config.default_topic_settings()).await?;
-    group_info(&group).await
+    describe(topics, &group).await
 }
 
-/// `UpdateGroup`.
-pub async fn update(groups: &GroupRegistry, req: pb::UpdateGroupRequest) -> Result<pb::GroupInfo> {
+/// `UpdateGroup`: changes the fields that are set (`max_delivery_attempts = 0`
+/// removes a limit); a zero `ack_deadline_ms` or empty `dead_letter_topic` is unset.
+pub async fn update(
+    topics: &TopicRegistry,
+    groups: &GroupRegistry,
+    req: pb::UpdateGroupRequest,
+) -> Result<pb::GroupInfo> {
+    validate::name("name", &req.name)?;
     let c = req.config.ok_or_else(|| Error::invalid("config", "nothing to update; set at least one field"))?;
+    validate::optional_name("config.dead_letter_topic", &c.dead_letter_topic)?;
     if !c.topic.is_empty() || c.mode != 0 || c.start != 0 {
         return Err(Error::invalid("config", "topic, mode and start cannot change; create a new group instead"));
     }
@@ -156,8 +183,8 @@ pub async fn update(groups: &GroupRegistry, req: pb::UpdateGroupRequest) -> Resu
             if c.ack_deadline_ms != 0 {
                 s.ack_deadline_ms = c.ack_deadline_ms;
             }
-            if c.max_delivery_attempts != 0 {
-                s.max_delivery_attempts = c.max_delivery_attempts;
+            if let Some(n) = c.max_delivery_attempts {
+                s.max_delivery_attempts = n;
             }
             if !c.dead_letter_topic.is_empty() {
                 s.dead_letter_topic = c.dead_letter_topic.clone();
@@ -167,13 +194,13 @@ pub async fn update(groups: &GroupRegistry, req: pb::UpdateGroupRequest) -> Resu
             }
         })
         .await?;
-    group_info(&group).await
+    describe(topics, &group).await
 }
 
 /// `SeekGroup`: resolves the target on each partition, then moves the group.
-pub async fn seek(groups: &GroupRegistry, req: pb::SeekGroupRequest) -> Result<pb::GroupInfo> {
+pub async fn seek(topics: &TopicRegistry, groups: &GroupRegistry, req: pb::SeekGroupRequest) -> Result<pb::GroupInfo> {
     use pb::seek_group_request::Target;
-    let group = groups.get(&req.name)?;
+    let group = validate::group(groups, "name", &req.name)?;
     let target =
         req.target.ok_or_else(|| Error::invalid("target", "say where to: earliest, latest, offset or timestamp_ms"))?;
     let partitions: Vec<u32> = match req.partition {
@@ -201,7 +228,7 @@ pub async fn seek(groups: &GroupRegistry, req: pb::SeekGroupRequest) -> Result<p
     }
     group.seek(targets).await?;
     tracing::info!(group = %group.name, "group seeked");
-    group_info(&group).await
+    describe(topics, &group).await
 }
 
 fn dead_letter_topic(topics: &TopicRegistry, group: &GroupHandle) -> Result<std::sync::Arc<crate::topic::Topic>> {
@@ -241,7 +268,7 @@ pub async fn peek(
         n if n > MAX_PEEK => return Err(Error::invalid("max_messages", format!("at most {MAX_PEEK}"))),
         n => n,
     };
-    let group = groups.get(&req.group)?;
+    let group = validate::group(groups, "group", &req.group)?;
     Ok(pb::PeekDeadLettersResponse { records: read_dead_letters(topics, &group, max as usize).await? })
 }
 
@@ -253,8 +280,9 @@ pub async fn redrive(
     groups: &GroupRegistry,
     req: pb::RedriveDeadLettersRequest,
 ) -> Result<pb::RedriveDeadLettersResponse> {
-    let group = groups.get(&req.group)?;
+    let group = validate::group(groups, "group", &req.group)?;
     let target_name = if req.target_topic.is_empty() { group.settings().topic } else { req.target_topic.clone() };
+    validate::optional_name("target_topic", &req.target_topic)?;
     let target = topics.get(&target_name)?;
     let max = if req.max_messages == 0 { usize::MAX } else { req.max_messages as usize };
     let letters = read_dead_letters(topics, &group, max.min(1_000_000)).await?;
@@ -296,7 +324,7 @@ pub async fn purge(
     groups: &GroupRegistry,
     req: pb::PurgeDeadLettersRequest,
 ) -> Result<pb::PurgeDeadLettersResponse> {
-    let group = groups.get(&req.group)?;
+    let group = validate::group(groups, "group", &req.group)?;
     let dlq = dead_letter_topic(topics, &group)?;
     let mut purged = 0;
     for h in &dlq.partitions {

@@ -62,6 +62,7 @@ impl ProduceService {
     /// Validates, routes to partitions, appends, answers per message, and counts it.
     async fn produce(&self, req: pb::ProduceRequest) -> Result<pb::ProduceResponse> {
         let started = std::time::Instant::now();
+        validate::name("topic", &req.topic)?;
         let bytes: usize = req.messages.iter().map(validate::message_size).sum();
         let (topic, n) = (req.topic.clone(), req.messages.len());
         let _held = self.reserve(bytes).await?;
@@ -178,8 +179,9 @@ impl Producer for ProduceService {
                                 match service.produce(r).await {
                                     Ok(result) => pb::ProduceStreamResponse { request_id, result: Some(result), ..Default::default() },
                                     Err(e) => {
+                                        let error_reason = super::status::reason(&e).to_owned();
                                         let s = Status::from(e);
-                                        pb::ProduceStreamResponse { request_id, result: None, error_code: s.code() as i32, error_message: s.message().to_owned() }
+                                        pb::ProduceStreamResponse { request_id, result: None, error_code: s.code() as i32, error_message: s.message().to_owned(), error_reason }
                                     }
                                 }
                             });

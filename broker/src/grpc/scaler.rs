@@ -48,6 +48,7 @@ impl Query {
             .get("group")
             .cloned()
             .ok_or_else(|| Error::invalid("scalerMetadata.group", "name the consumer group to scale on"))?;
+        super::validate::name("scalerMetadata.group", &group)?;
         let number = |key: &'static str, default: i64| -> Result<i64, Status> {
             match m.get(key) {
                 None => Ok(default),

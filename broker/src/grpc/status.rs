@@ -1,6 +1,9 @@
 //! The one map from broker errors to gRPC statuses. Each status carries a
-//! stable machine-readable reason in the `sluice-reason` metadata key.
+//! stable machine-readable reason in the `sluice-reason` metadata key; answers
+//! that embed an error instead of failing the call (per-id ack failures, a
+//! pipelined produce's error) carry the same code and reason from the same table.
 
+use sluice_proto::v1 as pb;
 use tonic::{Code, Status};
 
 use crate::error::Error;
@@ -22,6 +25,11 @@ fn code_and_reason(e: &Error) -> (Code, &'static str) {
         Error::Overloaded(_) | Error::ProduceBudgetExhausted { .. } => (Code::ResourceExhausted, "overloaded"),
         Error::ShuttingDown => (Code::Unavailable, "shutting_down"),
         Error::Deleted(_) => (Code::NotFound, "deleted"),
+        Error::MalformedAckId(_) => (Code::InvalidArgument, "malformed_ack_id"),
+        Error::AckIdNotFound { .. } => (Code::NotFound, "ack_id_not_found"),
+        Error::StaleAck { .. } => (Code::FailedPrecondition, "stale_ack"),
+        Error::NotLeased { .. } => (Code::FailedPrecondition, "not_leased"),
+        Error::DeadLettering { .. } => (Code::FailedPrecondition, "dead_lettering"),
         Error::Storage(s) => match s {
             _ if s.is_corruption() => (Code::DataLoss, "corruption"),
             S::NoSpace => (Code::ResourceExhausted, "disk_full"),
@@ -32,6 +40,32 @@ fn code_and_reason(e: &Error) -> (Code, &'static str) {
             _ => (Code::Internal, "storage_error"),
         },
     }
+}
+
+/// The stable reason code of `e`, for answers that embed an error.
+pub fn reason(e: &Error) -> &'static str {
+    code_and_reason(e).1
+}
+
+/// Why one ack id of an Ack, Nack or ModifyAckDeadline was not applied: the
+/// code and reason its own request would have failed with, counted like a
+/// rejected request.
+pub fn ack_failure(ack_id: String, e: &Error) -> pb::AckFailure {
+    let (code, reason) = code_and_reason(e);
+    metrics::counter!(crate::metrics::REJECTED, "reason" => reason).increment(1);
+    pb::AckFailure { ack_id, code: code as i32, message: e.to_string(), reason: reason.to_owned() }
+}
+
+/// Every id of a request refused as a whole, each with the request's code and
+/// reason: on a Subscribe stream there is no status to carry them. Counted once.
+pub fn ack_failures(ack_ids: Vec<String>, e: &Error) -> Vec<pb::AckFailure> {
+    let (code, reason) = code_and_reason(e);
+    metrics::counter!(crate::metrics::REJECTED, "reason" => reason).increment(1);
+    let message = e.to_string();
+    ack_ids
+        .into_iter()
+        .map(|ack_id| pb::AckFailure { ack_id, code: code as i32, message: message.clone(), reason: reason.to_owned() })
+        .collect()
 }
 
 impl From<Error> for Status {
@@ -63,5 +97,17 @@ mod tests {
         let s = Status::from(Error::TopicNotFound("t".into()));
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(s.metadata().get(REASON_KEY).and_then(|v| v.to_str().ok()), Some("topic_not_found"));
+    }
+
+    #[test]
+    fn ack_failures_carry_the_code_and_reason_a_status_would() {
+        let e = Error::NotLeased { ack_id: "0:1:1".into() };
+        let f = ack_failure("0:1:1".into(), &e);
+        let s = Status::from(Error::NotLeased { ack_id: "0:1:1".into() });
+        assert_eq!((f.code, f.message.as_str()), (s.code() as i32, s.message()));
+        assert_eq!(Some(f.reason.as_str()), s.metadata().get(REASON_KEY).and_then(|v| v.to_str().ok()));
+        let all = ack_failures(vec!["a".into(), "b".into()], &Error::ShuttingDown);
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|f| f.reason == "shutting_down" && f.code == Code::Unavailable as i32));
     }
 }

@@ -1,8 +1,13 @@
-//! Request validation shared by the services: names, sizes and limits.
+//! Request validation shared by the services: names, sizes and limits, and the
+//! lookups of the topics and groups a request names (name checked first).
+
+use std::sync::Arc;
 
 use sluice_proto::v1::Message;
 
 use crate::error::{Error, Result};
+use crate::group::{GroupHandle, GroupRegistry};
+use crate::topic::{Topic, TopicRegistry};
 
 /// Longest topic name.
 pub const MAX_TOPIC_NAME: usize = 249;
@@ -11,22 +16,52 @@ pub const MAX_HEADERS: usize = 1024;
 
 /// Topic names: 1-249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
 pub fn topic_name(name: &str) -> Result<()> {
+    self::name("name", name)
+}
+
+/// Topic and group names in the request field `field`: the same rules as `topic_name`.
+///
+/// Every request that names a topic or group checks it first, so an invalid
+/// name is `INVALID_ARGUMENT` everywhere, never a `NOT_FOUND` that suggests
+/// creating what could not be created.
+pub fn name(field: &'static str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_TOPIC_NAME {
         return Err(Error::invalid(
-            "name",
-            format!("topic names are 1..={MAX_TOPIC_NAME} characters, got {}", name.len()),
+            field,
+            format!("names are 1..={MAX_TOPIC_NAME} characters of [A-Za-z0-9._-], got {}", name.len()),
         ));
     }
     if name == "." || name == ".." {
-        return Err(Error::invalid("name", "`.` and `..` are not topic names"));
+        return Err(Error::invalid(field, "`.` and `..` are not valid names"));
     }
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
         return Err(Error::invalid(
-            "name",
-            format!("character {c:?} is not allowed; use letters, digits, `.`, `_` and `-`"),
+            field,
+            format!("character {c:?} is not allowed in names; use letters, digits, `.`, `_` and `-`"),
         ));
     }
     Ok(())
+}
+
+/// An optional name (empty = not given): checked only when given.
+pub fn optional_name(field: &'static str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    name(field, value)
+}
+
+/// The topic named in request field `field`: `INVALID_ARGUMENT` for an invalid
+/// name, `NOT_FOUND` for a valid one that does not exist.
+pub fn topic(topics: &TopicRegistry, field: &'static str, value: &str) -> Result<Arc<Topic>> {
+    name(field, value)?;
+    topics.get(value)
+}
+
+/// The group named in request field `field`, checked like `topic`.
+pub fn group(groups: &GroupRegistry, field: &'static str, value: &str) -> Result<Arc<GroupHandle>> {
+    name(field, value)?;
+    groups.get(value)
 }
 
 /// The bytes a message counts against `max_message_bytes`.

@@ -84,7 +84,7 @@ pub struct GroupConfigArgs {
     /// Lease length in ms (100-600000).
     #[arg(long)]
     ack_deadline_ms: Option<u32>,
-    /// Deliveries before dead-lettering (needs --dead-letter-topic).
+    /// Deliveries before dead-lettering (needs --dead-letter-topic); 0 = unlimited (removes a limit on update).
     #[arg(long)]
     max_attempts: Option<u32>,
     /// Dead-letter topic (created if absent).
@@ -102,13 +102,13 @@ impl GroupConfigArgs {
     fn to_pb(&self) -> pb::GroupConfig {
         pb::GroupConfig {
             ack_deadline_ms: self.ack_deadline_ms.unwrap_or(0),
-            max_delivery_attempts: self.max_attempts.unwrap_or(0),
+            max_delivery_attempts: self.max_attempts,
             dead_letter_topic: self.dead_letter_topic.clone().unwrap_or_default(),
             backoff: Some(pb::Backoff {
-                initial_ms: self.backoff_initial_ms.unwrap_or(0),
-                max_ms: self.backoff_max_ms.unwrap_or(0),
-                multiplier: 0.0,
-                jitter: 0.0,
+                initial_ms: self.backoff_initial_ms,
+                max_ms: self.backoff_max_ms,
+                multiplier: None,
+                jitter: None,
             }),
             ..Default::default()
         }
