@@ -9,6 +9,7 @@ pub mod group;
 pub mod grpc;
 pub mod health_check;
 pub mod metrics;
+pub mod name;
 pub mod partition;
 pub mod server;
 pub mod topic;

@@ -145,7 +145,7 @@ pub async fn refresh(
     loop {
         handle.run_upkeep();
         for g in groups.list() {
-            let Ok(info) = crate::grpc::groups::group_info(&g).await else { continue };
+            let Ok(info) = crate::group::report(&g).await else { continue };
             for p in &info.partitions {
                 let labels = [("group", g.name.clone()), ("partition", p.partition.to_string())];
                 metrics::gauge!(GROUP_BACKLOG, &labels).set(p.backlog_messages as f64);

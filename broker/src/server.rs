@@ -149,8 +149,13 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let max = config.max_request_bytes;
     let admin = AdminServer::new(AdminService::new(registry.clone(), groups.clone(), config.clone()))
         .max_decoding_message_size(max);
-    let producer = ProducerServer::new(ProduceService::new(registry.clone(), config.clone(), rpc_stop.clone()))
-        .max_decoding_message_size(max);
+    let produce_path = crate::topic::produce::Producer::new(
+        registry.clone(),
+        config.max_inflight_produce_bytes,
+        config.max_batch_messages,
+    );
+    let producer =
+        ProducerServer::new(ProduceService::new(produce_path, rpc_stop.clone())).max_decoding_message_size(max);
     let consumer = ConsumerServer::new(ConsumeService::new(registry.clone(), groups.clone(), rpc_stop.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(usize::MAX);

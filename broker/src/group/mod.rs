@@ -8,8 +8,10 @@ mod dead_letter;
 #[cfg(test)]
 mod model_check;
 mod registry;
+mod report;
 pub mod state;
 
 pub use actor::{AckId, Delivered, GroupHandle, GroupSnapshot};
 pub use config::{BackoffSettings, GroupMode, GroupSettings};
 pub use registry::{GroupContext, GroupRegistry, StartAt};
+pub use report::{report, GroupReport, PartitionReport};

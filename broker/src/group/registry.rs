@@ -165,7 +165,7 @@ impl GroupRegistry {
         settings.validate()?;
         let topic = self.ctx.topics.get(&settings.topic)?;
         if !settings.dead_letter_topic.is_empty() && self.ctx.topics.get(&settings.dead_letter_topic).is_err() {
-            crate::grpc::validate::topic_name(&settings.dead_letter_topic)?;
+            crate::name::check("dead_letter_topic", &settings.dead_letter_topic)?;
             self.ctx.topics.create(&settings.dead_letter_topic, topic.partitions.len() as u32, dlq_defaults).await?;
         }
         let mut starts = Vec::with_capacity(topic.partitions.len());

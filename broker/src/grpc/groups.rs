@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use sluice_proto::v1 as pb;
-use sluice_storage::now_ms;
 
 use super::consume::record_to_pb;
 use super::validate;
@@ -84,9 +83,8 @@ fn new_settings(c: &pb::GroupConfig) -> Result<(GroupSettings, StartAt)> {
 /// The full view of a group: configuration, per-partition progress, members.
 pub async fn group_info(g: &GroupHandle) -> Result<pb::GroupInfo> {
     let s = g.settings();
-    let snap = g.snapshot().await?;
-    let now = now_ms();
-    let mut info = pb::GroupInfo {
+    let report = crate::group::report(g).await?;
+    Ok(pb::GroupInfo {
         name: g.name.clone(),
         config: Some(pb::GroupConfig {
             topic: s.topic.clone(),
@@ -103,38 +101,28 @@ pub async fn group_info(g: &GroupHandle) -> Result<pb::GroupInfo> {
             start: 0,
             start_timestamp_ms: 0,
         }),
-        members: snap.members.clone(),
+        members: report.members,
+        partitions: report
+            .partitions
+            .into_iter()
+            .map(|p| pb::GroupPartitionInfo {
+                partition: p.partition,
+                committed_offset: p.committed_offset,
+                latest_offset: p.latest_offset,
+                backlog_messages: p.backlog_messages,
+                backlog_bytes: p.backlog_bytes,
+                in_flight: p.in_flight,
+                oldest_unacked_age_ms: p.oldest_unacked_age_ms,
+                dead_lettered: p.dead_lettered,
+                owner: p.owner,
+            })
+            .collect(),
+        backlog_messages: report.backlog_messages,
+        in_flight: report.in_flight,
+        dead_lettered: report.dead_lettered,
+        oldest_unacked_age_ms: report.oldest_unacked_age_ms,
         ..Default::default()
-    };
-    for (p, stats) in snap.partitions.iter().enumerate() {
-        let handle = g.topic.partition(p as u32)?;
-        let latest = handle.latest();
-        let committed = stats.committed.max(handle.earliest()).min(latest);
-        let backlog = latest.saturating_sub(committed).saturating_sub(stats.acked_above);
-        let snapshot = handle.snapshot().await?;
-        let stored: u64 = snapshot.segments.iter().map(|s| s.bytes).sum();
-        let count = latest.saturating_sub(handle.earliest()).max(1);
-        let oldest = match handle.timestamp_at(committed).await? {
-            Some(ts) if backlog > 0 => (now - ts).max(0),
-            _ => 0,
-        };
-        info.partitions.push(pb::GroupPartitionInfo {
-            partition: p as u32,
-            committed_offset: stats.committed,
-            latest_offset: latest,
-            backlog_messages: backlog,
-            backlog_bytes: stored / count * backlog,
-            in_flight: stats.in_flight,
-            oldest_unacked_age_ms: oldest,
-            dead_lettered: stats.dead_lettered,
-            owner: snap.owners.get(p).cloned().flatten().unwrap_or_default(),
-        });
-        info.backlog_messages += backlog;
-        info.in_flight += stats.in_flight;
-        info.dead_lettered += stats.dead_lettered;
-        info.oldest_unacked_age_ms = info.oldest_unacked_age_ms.max(oldest);
-    }
-    Ok(info)
+    })
 }
 
 /// `group_info` for the Admin service: also counts the messages stored now in

@@ -16,7 +16,6 @@ use sluice_proto::externalscaler::external_scaler_server::ExternalScaler;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::groups::group_info;
 use crate::error::Error;
 use crate::group::GroupRegistry;
 
@@ -74,7 +73,7 @@ impl Query {
     }
 
     async fn value(&self, groups: &GroupRegistry) -> Result<i64, Status> {
-        let info = group_info(&*groups.get(&self.group)?).await?;
+        let info = crate::group::report(&*groups.get(&self.group)?).await?;
         Ok(if self.age { info.oldest_unacked_age_ms / 1000 } else { info.backlog_messages as i64 })
     }
 }

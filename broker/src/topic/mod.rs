@@ -1,6 +1,8 @@
 //! The topic registry: which topics exist, their settings and partition
 //! handles. Admin changes are serialized by one async lock and are durable
-//! before they are visible.
+//! before they are visible. `produce` is the produce path every front door uses.
+
+pub mod produce;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
