@@ -5,6 +5,7 @@
 mod actor;
 pub mod config;
 mod dead_letter;
+pub mod dead_letter_tools;
 #[cfg(test)]
 mod model_check;
 mod registry;

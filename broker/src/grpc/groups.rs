@@ -1,7 +1,6 @@
 //! The group half of `sluice.v1.Admin`: create, update, delete, list,
-//! describe, seek, and dead-letter peek, redrive and purge.
-
-use std::time::Duration;
+//! describe, seek, and dead-letter peek, redrive and purge (translated into
+//! `group::dead_letter_tools`).
 
 use sluice_proto::v1 as pb;
 
@@ -9,14 +8,14 @@ use super::consume::record_to_pb;
 use super::validate;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
+use crate::group::dead_letter_tools::{self, Redrive};
 use crate::group::{BackoffSettings, GroupHandle, GroupMode, GroupRegistry, GroupSettings, StartAt};
+use crate::name::TopicName;
 use crate::topic::TopicRegistry;
 
 const DEFAULT_ACK_DEADLINE_MS: u32 = 30_000;
 /// Most dead letters one peek returns.
 pub const MAX_PEEK: u32 = 10_000;
-/// Header prefix the broker adds to dead letters (removed on redrive).
-const DLQ_HEADER_PREFIX: &str = "sluice-dlq-";
 
 fn mode_to_pb(m: GroupMode) -> pb::GroupMode {
     match m {
@@ -219,32 +218,6 @@ pub async fn seek(topics: &TopicRegistry, groups: &GroupRegistry, req: pb::SeekG
     describe(topics, &group).await
 }
 
-fn dead_letter_topic(topics: &TopicRegistry, group: &GroupHandle) -> Result<std::sync::Arc<crate::topic::Topic>> {
-    let name = group.settings().dead_letter_topic;
-    if name.is_empty() {
-        return Err(Error::FailedPrecondition(format!("group `{}` has no dead-letter topic", group.name)));
-    }
-    topics.get(&name)
-}
-
-/// Every dead letter of a group, up to `max`, oldest first per partition.
-async fn read_dead_letters(topics: &TopicRegistry, group: &GroupHandle, max: usize) -> Result<Vec<pb::Record>> {
-    let dlq = dead_letter_topic(topics, group)?;
-    let never = tokio_util::sync::CancellationToken::new();
-    let mut out = Vec::new();
-    for (p, h) in dlq.partitions.iter().enumerate() {
-        let mut offset = h.earliest();
-        let end = h.latest();
-        while offset < end && out.len() < max {
-            let batch = h.fetch(offset, max - out.len(), 16 << 20, Duration::ZERO, &never).await?;
-            let Some(last) = batch.last() else { break };
-            offset = last.offset + 1;
-            out.extend(batch.into_iter().map(|r| record_to_pb(p as u32, r)));
-        }
-    }
-    Ok(out)
-}
-
 /// `PeekDeadLetters`.
 pub async fn peek(
     topics: &TopicRegistry,
@@ -257,53 +230,28 @@ pub async fn peek(
         n => n,
     };
     let group = validate::group(groups, "group", &req.group)?;
-    Ok(pb::PeekDeadLettersResponse { records: read_dead_letters(topics, &group, max as usize).await? })
+    let letters = dead_letter_tools::peek(topics, &group, max as usize).await?;
+    Ok(pb::PeekDeadLettersResponse {
+        records: letters.into_iter().map(|l| record_to_pb(l.partition, l.record)).collect(),
+    })
 }
 
-/// `RedriveDeadLetters`: copies dead letters (without the broker's dead-letter
-/// headers) to the target topic, at most `rate_per_second`. The dead letters stay
-/// until purged.
+/// `RedriveDeadLetters`: see `group::dead_letter_tools::redrive`.
 pub async fn redrive(
     topics: &TopicRegistry,
     groups: &GroupRegistry,
     req: pb::RedriveDeadLettersRequest,
 ) -> Result<pb::RedriveDeadLettersResponse> {
     let group = validate::group(groups, "group", &req.group)?;
-    let target_name = if req.target_topic.is_empty() { group.settings().topic } else { req.target_topic.clone() };
-    validate::optional_name("target_topic", &req.target_topic)?;
-    let target = topics.get(&target_name)?;
-    let max = if req.max_messages == 0 { usize::MAX } else { req.max_messages as usize };
-    let letters = read_dead_letters(topics, &group, max.min(1_000_000)).await?;
-    let interval = (req.rate_per_second > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(req.rate_per_second)));
-    let mut redriven = 0u64;
-    for r in letters {
-        let header =
-            |k: &str| r.headers.iter().find(|h| h.key == k).map(|h| String::from_utf8_lossy(&h.value).into_owned());
-        if !req.reason_contains.is_empty()
-            && !header("sluice-dlq-reason").unwrap_or_default().contains(&req.reason_contains)
-        {
-            continue;
-        }
-        let partition = match (
-            header("sluice-dlq-source-partition").and_then(|p| p.parse::<u32>().ok()),
-            target_name == group.settings().topic,
-        ) {
-            (Some(p), true) if (p as usize) < target.partitions.len() => p,
-            _ => match &r.key {
-                Some(k) => sluice_proto::partition_for_key(k, target.partitions.len() as u32),
-                None => target.next_round_robin(),
-            },
-        };
-        let headers = r.headers.into_iter().filter(|h| !h.key.starts_with(DLQ_HEADER_PREFIX)).collect();
-        let message = pb::Message { key: r.key, value: r.value.clone(), headers };
-        target.partition(partition)?.append(vec![message], None).await?;
-        redriven += 1;
-        if let Some(i) = interval {
-            tokio::time::sleep(i).await;
-        }
-    }
-    tracing::info!(group = %group.name, target = %target_name, redriven, "dead letters redriven");
-    Ok(pb::RedriveDeadLettersResponse { redriven })
+    let target =
+        if req.target_topic.is_empty() { None } else { Some(TopicName::parse("target_topic", req.target_topic)?) };
+    let plan = Redrive {
+        target,
+        max_messages: if req.max_messages == 0 { usize::MAX } else { req.max_messages as usize },
+        rate_per_second: req.rate_per_second,
+        reason_contains: req.reason_contains,
+    };
+    Ok(pb::RedriveDeadLettersResponse { redriven: dead_letter_tools::redrive(topics, &group, plan).await? })
 }
 
 /// `PurgeDeadLetters`.
@@ -313,11 +261,5 @@ pub async fn purge(
     req: pb::PurgeDeadLettersRequest,
 ) -> Result<pb::PurgeDeadLettersResponse> {
     let group = validate::group(groups, "group", &req.group)?;
-    let dlq = dead_letter_topic(topics, &group)?;
-    let mut purged = 0;
-    for h in &dlq.partitions {
-        purged += h.truncate().await?;
-    }
-    tracing::info!(group = %group.name, purged, "dead letters purged");
-    Ok(pb::PurgeDeadLettersResponse { purged })
+    Ok(pb::PurgeDeadLettersResponse { purged: dead_letter_tools::purge(topics, &group).await? })
 }
