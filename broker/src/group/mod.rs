@@ -11,8 +11,10 @@ mod model_check;
 mod registry;
 mod report;
 pub mod state;
+mod subscription;
 
 pub use actor::{AckId, Delivered, GroupHandle, GroupSnapshot};
 pub use config::{BackoffSettings, GroupMode, GroupSettings};
 pub use registry::{GroupContext, GroupRegistry, StartAt};
 pub use report::{report, GroupReport, PartitionReport};
+pub use subscription::{Subscription, MAX_CREDITS};

@@ -1,5 +1,6 @@
 //! Group delivery over gRPC: Pull (with long-poll), Ack, Nack,
-//! ModifyAckDeadline and the Subscribe stream. Thin: parse, call the group, convert.
+//! ModifyAckDeadline and the Subscribe stream. Thin: parse, call the group
+//! (`GroupHandle::pull_wait`, `Subscription` for the credit loop), convert.
 //!
 //! Ack, Nack and ModifyAckDeadline have one shape: a valid request (group named
 //! and existing, 1..=`MAX_ACK_IDS` ids, fields in range) answers OK, and every
@@ -20,7 +21,7 @@ use super::{status, validate};
 use crate::error::{Error, Result};
 use crate::group::config::{ACK_DEADLINE_MS, MAX_BACKOFF_MS};
 use crate::group::state::AckError;
-use crate::group::{AckId, Delivered, GroupHandle, GroupRegistry};
+use crate::group::{AckId, Delivered, GroupHandle, GroupRegistry, Subscription};
 
 /// Most messages one pull returns.
 pub const MAX_PULL_MESSAGES: u32 = 10_000;
@@ -103,32 +104,6 @@ impl Delivery {
         Delivery { groups, stop }
     }
 
-    /// Leases up to `max` messages, waiting until `wait` for some to be ready.
-    async fn pull_wait(
-        &self,
-        group: &GroupHandle,
-        consumer: &str,
-        max: usize,
-        wait: Duration,
-    ) -> Result<Vec<Delivered>> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut appended = group.topic.appended.subscribe();
-        let mut ready = group.ready.subscribe();
-        loop {
-            let got = group.pull(consumer, max).await?;
-            if !got.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(got);
-            }
-            tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => return Ok(Vec::new()),
-                _ = appended.changed() => {}
-                _ = ready.changed() => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
-        }
-    }
-
     /// `Pull`.
     pub async fn pull(&self, req: pb::PullRequest) -> Result<pb::PullResponse, Status> {
         let max = match req.max_messages {
@@ -146,9 +121,8 @@ impl Delivery {
             .into());
         }
         let group = validate::group(&self.groups, "group", &req.group)?;
-        let got = self
-            .pull_wait(&group, &req.consumer_id, max as usize, Duration::from_millis(u64::from(req.max_wait_ms)))
-            .await?;
+        let wait = Duration::from_millis(u64::from(req.max_wait_ms));
+        let got = group.pull_wait(&req.consumer_id, max as usize, wait, &self.stop).await?;
         Ok(pb::PullResponse { messages: got.into_iter().map(received).collect() })
     }
 
@@ -213,70 +187,61 @@ impl Delivery {
                 return;
             }
         };
-        let consumer = if start.consumer_id.is_empty() {
-            format!("stream-{:016x}", rand::random::<u64>())
-        } else {
-            start.consumer_id.clone()
-        };
-        let mut credits = u64::from(start.initial_credits);
-        let mut appended = group.topic.appended.subscribe();
-        let mut ready = group.ready.subscribe();
-        let mut try_now = true;
+        let consumer = (!start.consumer_id.is_empty()).then(|| start.consumer_id.clone());
+        let mut sub = Subscription::new(group, consumer, start.initial_credits);
         loop {
-            if credits > 0 && try_now {
-                match group.pull(&consumer, credits.min(1000) as usize).await {
-                    Ok(got) if !got.is_empty() => {
-                        credits -= got.len() as u64;
-                        let resp = pb::SubscribeResponse {
-                            messages: got.into_iter().map(received).collect(),
-                            ..Default::default()
-                        };
-                        if tx.send(Ok(resp)).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    Ok(_) => try_now = false,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
+            match sub.poll().await {
+                Ok(got) if !got.is_empty() => {
+                    let resp = pb::SubscribeResponse {
+                        messages: got.into_iter().map(received).collect(),
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(resp)).await.is_err() {
                         break;
                     }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    break;
                 }
             }
-            tokio::select! {
+            let event = tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => break,
+                _ = self.stop.cancelled() => None,
                 msg = inbound.message() => match msg {
-                    Ok(Some(pb::SubscribeRequest { kind: Some(kind) })) => match kind {
-                        Kind::Credits(n) => {
-                            credits = credits.saturating_add(u64::from(n)).min(1_000_000);
-                            try_now = true;
-                        }
-                        Kind::Ack(a) => {
-                            let (d, req) = (self.clone(), pb::AckRequest { group: start.group.clone(), ..a });
-                            self.spawn_confirm(&tx, req.ack_ids.clone(), async move { d.ack(req).await });
-                        }
-                        Kind::Nack(n) => {
-                            let (d, req) = (self.clone(), pb::NackRequest { group: start.group.clone(), consumer_id: consumer.clone(), ..n });
-                            self.spawn_confirm(&tx, req.ack_ids.clone(), async move { d.nack(req).await });
-                        }
-                        Kind::Modify(m) => {
-                            let (d, req) = (self.clone(), pb::ModifyAckDeadlineRequest { group: start.group.clone(), ..m });
-                            self.spawn_confirm(&tx, req.ack_ids.clone(), async move { d.modify(req).await });
-                        }
-                        Kind::Start(_) => {
-                            let _ = tx.send(Err(Error::invalid("start", "a stream can only be started once").into())).await;
-                            break;
-                        }
-                    },
-                    _ => break,
+                    Ok(Some(pb::SubscribeRequest { kind: Some(kind) })) => Some(Some(kind)),
+                    _ => None,
                 },
-                _ = appended.changed(), if credits > 0 => try_now = true,
-                _ = ready.changed(), if credits > 0 => try_now = true,
-                _ = tokio::time::sleep(Duration::from_secs(1)), if credits > 0 => try_now = true,
+                _ = sub.wake() => Some(None),
+            };
+            let kind = match event {
+                None => break,
+                Some(None) => continue,
+                Some(Some(kind)) => kind,
+            };
+            match kind {
+                Kind::Credits(n) => sub.add_credits(n),
+                Kind::Ack(a) => {
+                    let (d, req) = (self.clone(), pb::AckRequest { group: start.group.clone(), ..a });
+                    self.spawn_confirm(&tx, req.ack_ids.clone(), async move { d.ack(req).await });
+                }
+                Kind::Nack(n) => {
+                    let consumer_id = sub.consumer().to_owned();
+                    let (d, req) = (self.clone(), pb::NackRequest { group: start.group.clone(), consumer_id, ..n });
+                    self.spawn_confirm(&tx, req.ack_ids.clone(), async move { d.nack(req).await });
+                }
+                Kind::Modify(m) => {
+                    let (d, req) = (self.clone(), pb::ModifyAckDeadlineRequest { group: start.group.clone(), ..m });
+                    self.spawn_confirm(&tx, req.ack_ids.clone(), async move { d.modify(req).await });
+                }
+                Kind::Start(_) => {
+                    let _ = tx.send(Err(Error::invalid("start", "a stream can only be started once").into())).await;
+                    break;
+                }
             }
         }
-        group.leave(&consumer);
     }
 
     /// Runs an ack, nack or modify from the stream and reports its outcome on
