@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{GroupMode, GroupSettings};
 use super::dead_letter;
 use super::registry::GroupContext;
-use super::state::{AckError, FailOutcome, GroupState, PartitionStats};
+use super::state::{AckError, FailOutcome, Failure, GroupState, PartitionStats};
 use crate::error::{Error, Result};
 use crate::topic::Topic;
 
@@ -543,17 +543,17 @@ impl GroupActor {
         let settings = self.settings();
         let attempts = self.state.message(id.partition, id.offset).map_or(1, |m| m.attempts);
         let delay = delay_ms.unwrap_or_else(|| settings.backoff_ms(attempts, rand::random::<f64>()));
-        let outcome = self.state.fail(
-            id.partition,
-            id.offset,
-            id.attempt,
+        let failure = Failure {
+            partition: id.partition,
+            offset: id.offset,
+            attempt: id.attempt,
             now,
-            delay,
+            delay_ms: delay,
             reason,
             consumer,
-            settings.max_delivery_attempts,
-            out,
-        )?;
+            max_attempts: settings.max_delivery_attempts,
+        };
+        let outcome = self.state.fail(failure, out)?;
         match &outcome {
             FailOutcome::DeadLetter => self.dead_letters.waiting.push((id.partition, id.offset, false)),
             FailOutcome::Scheduled(_) => {

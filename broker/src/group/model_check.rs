@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use sluice_storage::{AtomicWrite, MemoryDisk, Store, StoreOptions};
 
-use super::state::{AckError, FailOutcome, GroupState};
+use super::state::{AckError, FailOutcome, Failure, GroupState};
 
 const GROUP: u64 = 7;
 const PARTITIONS: u32 = 2;
@@ -255,7 +255,17 @@ impl Harness {
     fn fail(&mut self, p: u32, off: u64, attempt: u32, nack: bool) {
         let mut out = AtomicWrite::new();
         let now = self.now;
-        let real = self.state.fail(p, off, attempt, now, RETRY_MS, "x", "c", MAX_ATTEMPTS, &mut out);
+        let failure = Failure {
+            partition: p,
+            offset: off,
+            attempt,
+            now,
+            delay_ms: RETRY_MS,
+            reason: "x",
+            consumer: "c",
+            max_attempts: MAX_ATTEMPTS,
+        };
+        let real = self.state.fail(failure, &mut out);
         if real == Ok(FailOutcome::DeadLetter) {
             self.state.dead_lettered(p, off, &mut out);
         }

@@ -32,6 +32,27 @@ pub enum AckError {
     NotLeased,
 }
 
+/// A failed delivery, as `GroupState::fail` takes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failure<'a> {
+    /// Partition of the message.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// The attempt that failed (an older one is stale).
+    pub attempt: u32,
+    /// Now, ms since the Unix epoch.
+    pub now: i64,
+    /// Redeliver after this long.
+    pub delay_ms: i64,
+    /// Why (kept for the dead-letter headers).
+    pub reason: &'a str,
+    /// The consumer that had it (empty: keep the last one).
+    pub consumer: &'a str,
+    /// The group's delivery limit (0: none).
+    pub max_attempts: u32,
+}
+
 /// What a failed delivery leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailOutcome {
@@ -332,21 +353,10 @@ impl GroupState {
         }
     }
 
-    /// A delivery failed (nack or expired lease): schedule it after `delay_ms`,
+    /// A delivery failed (nack or expired lease): schedule it after its delay,
     /// or report that its attempts are exhausted.
-    #[allow(clippy::too_many_arguments)]
-    pub fn fail(
-        &mut self,
-        p: u32,
-        off: u64,
-        attempt: u32,
-        now: i64,
-        delay_ms: i64,
-        reason: &str,
-        consumer: &str,
-        max_attempts: u32,
-        out: &mut AtomicWrite,
-    ) -> Result<FailOutcome, AckError> {
+    pub fn fail(&mut self, f: Failure<'_>, out: &mut AtomicWrite) -> Result<FailOutcome, AckError> {
+        let Failure { partition: p, offset: off, attempt, now, delay_ms, reason, consumer, max_attempts } = f;
         let id = self.id;
         let Some(e) = entry_for(&mut self.parts, p, off, attempt)? else { return Ok(FailOutcome::Ignored) };
         let Some(deadline) = e.lease.take() else { return Ok(FailOutcome::Ignored) };
@@ -523,7 +533,22 @@ mod tests {
         assert!(g.expired(99).is_empty());
         let exp = g.expired(100);
         assert_eq!(exp, vec![(0, 0, 1)]);
-        assert_eq!(g.fail(0, 0, 1, 100, 50, "expired", "", 0, &mut out), Ok(FailOutcome::Scheduled(150)));
+        assert_eq!(
+            g.fail(
+                Failure {
+                    partition: 0,
+                    offset: 0,
+                    attempt: 1,
+                    now: 100,
+                    delay_ms: 50,
+                    reason: "expired",
+                    consumer: "",
+                    max_attempts: 0
+                },
+                &mut out
+            ),
+            Ok(FailOutcome::Scheduled(150))
+        );
         assert!(g.take_due(149, 10, |_| true).is_empty(), "not before its backoff");
         assert_eq!(g.take_due(150, 10, |_| true), vec![(0, 0)]);
         assert_eq!(g.lease_again(0, 0, 150, 250, "b", &mut out), 2);
@@ -537,10 +562,40 @@ mod tests {
         let mut g = GroupState::new(1, &[0]);
         let mut out = AtomicWrite::new();
         g.lease_fresh(0, 0, 0, 100, "a");
-        assert_eq!(g.fail(0, 0, 1, 1, 0, "boom", "a", 2, &mut out), Ok(FailOutcome::Scheduled(1)));
+        assert_eq!(
+            g.fail(
+                Failure {
+                    partition: 0,
+                    offset: 0,
+                    attempt: 1,
+                    now: 1,
+                    delay_ms: 0,
+                    reason: "boom",
+                    consumer: "a",
+                    max_attempts: 2
+                },
+                &mut out
+            ),
+            Ok(FailOutcome::Scheduled(1))
+        );
         g.take_due(1, 1, |_| true);
         g.lease_again(0, 0, 1, 100, "a", &mut out);
-        assert_eq!(g.fail(0, 0, 2, 2, 0, "boom", "a", 2, &mut out), Ok(FailOutcome::DeadLetter));
+        assert_eq!(
+            g.fail(
+                Failure {
+                    partition: 0,
+                    offset: 0,
+                    attempt: 2,
+                    now: 2,
+                    delay_ms: 0,
+                    reason: "boom",
+                    consumer: "a",
+                    max_attempts: 2
+                },
+                &mut out
+            ),
+            Ok(FailOutcome::DeadLetter)
+        );
         assert_eq!(g.message(0, 0).map(|m| m.reason.as_str()), Some("boom"));
         g.dead_lettered(0, 0, &mut out);
         assert_eq!(g.stats(0).committed, 1);
@@ -569,8 +624,34 @@ mod tests {
         for off in 0..3 {
             g.lease_fresh(0, off, 0, 100, "a");
         }
-        g.fail(0, 0, 1, 0, 50, "x", "a", 0, &mut out).expect("nack");
-        g.fail(0, 1, 1, 0, 0, "x", "a", 0, &mut out).expect("nack");
+        g.fail(
+            Failure {
+                partition: 0,
+                offset: 0,
+                attempt: 1,
+                now: 0,
+                delay_ms: 50,
+                reason: "x",
+                consumer: "a",
+                max_attempts: 0,
+            },
+            &mut out,
+        )
+        .expect("nack");
+        g.fail(
+            Failure {
+                partition: 0,
+                offset: 1,
+                attempt: 1,
+                now: 0,
+                delay_ms: 0,
+                reason: "x",
+                consumer: "a",
+                max_attempts: 0,
+            },
+            &mut out,
+        )
+        .expect("nack");
         g.ack(0, 2, 1, &mut out).expect("ack");
         assert!(g.take_due_in_order(0, 10, 10).is_empty(), "offset 1 waits behind offset 0");
         assert_eq!(g.take_due_in_order(0, 50, 10), vec![0, 1]);
@@ -581,7 +662,22 @@ mod tests {
         let mut g = GroupState::new(1, &[0]);
         let mut out = AtomicWrite::new();
         g.lease_fresh(0, 0, 0, 100, "a");
-        assert_eq!(g.fail(0, 0, 1, 100, 10, "expired", "", 0, &mut out), Ok(FailOutcome::Scheduled(110)));
+        assert_eq!(
+            g.fail(
+                Failure {
+                    partition: 0,
+                    offset: 0,
+                    attempt: 1,
+                    now: 100,
+                    delay_ms: 10,
+                    reason: "expired",
+                    consumer: "",
+                    max_attempts: 0
+                },
+                &mut out
+            ),
+            Ok(FailOutcome::Scheduled(110))
+        );
         assert_eq!(g.take_due(200, 10, |_| true), vec![(0, 0)]);
         assert!(!g.has_due(200), "taken: no longer in the due set");
         g.return_due(0, 0);
@@ -595,7 +691,22 @@ mod tests {
         let mut out = AtomicWrite::new();
         g.lease_fresh(0, 0, 0, 100, "a");
         g.lease_fresh(0, 1, 0, 100, "a");
-        assert_eq!(g.fail(0, 0, 1, 100, 0, "boom", "a", 1, &mut out), Ok(FailOutcome::DeadLetter));
+        assert_eq!(
+            g.fail(
+                Failure {
+                    partition: 0,
+                    offset: 0,
+                    attempt: 1,
+                    now: 100,
+                    delay_ms: 0,
+                    reason: "boom",
+                    consumer: "a",
+                    max_attempts: 1
+                },
+                &mut out
+            ),
+            Ok(FailOutcome::DeadLetter)
+        );
         g.mark_dead_lettering(0, 0, 42, &mut out);
         assert_eq!(g.ack(0, 0, 1, &mut out), Err(AckError::DeadLettered), "a late ack is refused");
         let stored = g.message(0, 0).cloned().expect("entry");
