@@ -507,6 +507,11 @@ impl GroupState {
 mod tests {
     use super::*;
 
+    /// A failure of `offset` on partition 0, attempt `attempt`, for these tests.
+    fn failure(offset: u64, attempt: u32, now: i64, delay_ms: i64, max_attempts: u32) -> Failure<'static> {
+        Failure { partition: 0, offset, attempt, now, delay_ms, reason: "boom", consumer: "a", max_attempts }
+    }
+
     #[test]
     fn acks_advance_the_committed_offset_only_over_contiguous_acks() {
         let mut g = GroupState::new(1, &[0]);
@@ -533,22 +538,7 @@ mod tests {
         assert!(g.expired(99).is_empty());
         let exp = g.expired(100);
         assert_eq!(exp, vec![(0, 0, 1)]);
-        assert_eq!(
-            g.fail(
-                Failure {
-                    partition: 0,
-                    offset: 0,
-                    attempt: 1,
-                    now: 100,
-                    delay_ms: 50,
-                    reason: "expired",
-                    consumer: "",
-                    max_attempts: 0
-                },
-                &mut out
-            ),
-            Ok(FailOutcome::Scheduled(150))
-        );
+        assert_eq!(g.fail(failure(0, 1, 100, 50, 0), &mut out), Ok(FailOutcome::Scheduled(150)));
         assert!(g.take_due(149, 10, |_| true).is_empty(), "not before its backoff");
         assert_eq!(g.take_due(150, 10, |_| true), vec![(0, 0)]);
         assert_eq!(g.lease_again(0, 0, 150, 250, "b", &mut out), 2);
@@ -562,40 +552,10 @@ mod tests {
         let mut g = GroupState::new(1, &[0]);
         let mut out = AtomicWrite::new();
         g.lease_fresh(0, 0, 0, 100, "a");
-        assert_eq!(
-            g.fail(
-                Failure {
-                    partition: 0,
-                    offset: 0,
-                    attempt: 1,
-                    now: 1,
-                    delay_ms: 0,
-                    reason: "boom",
-                    consumer: "a",
-                    max_attempts: 2
-                },
-                &mut out
-            ),
-            Ok(FailOutcome::Scheduled(1))
-        );
+        assert_eq!(g.fail(failure(0, 1, 1, 0, 2), &mut out), Ok(FailOutcome::Scheduled(1)));
         g.take_due(1, 1, |_| true);
         g.lease_again(0, 0, 1, 100, "a", &mut out);
-        assert_eq!(
-            g.fail(
-                Failure {
-                    partition: 0,
-                    offset: 0,
-                    attempt: 2,
-                    now: 2,
-                    delay_ms: 0,
-                    reason: "boom",
-                    consumer: "a",
-                    max_attempts: 2
-                },
-                &mut out
-            ),
-            Ok(FailOutcome::DeadLetter)
-        );
+        assert_eq!(g.fail(failure(0, 2, 2, 0, 2), &mut out), Ok(FailOutcome::DeadLetter));
         assert_eq!(g.message(0, 0).map(|m| m.reason.as_str()), Some("boom"));
         g.dead_lettered(0, 0, &mut out);
         assert_eq!(g.stats(0).committed, 1);
@@ -624,34 +584,8 @@ mod tests {
         for off in 0..3 {
             g.lease_fresh(0, off, 0, 100, "a");
         }
-        g.fail(
-            Failure {
-                partition: 0,
-                offset: 0,
-                attempt: 1,
-                now: 0,
-                delay_ms: 50,
-                reason: "x",
-                consumer: "a",
-                max_attempts: 0,
-            },
-            &mut out,
-        )
-        .expect("nack");
-        g.fail(
-            Failure {
-                partition: 0,
-                offset: 1,
-                attempt: 1,
-                now: 0,
-                delay_ms: 0,
-                reason: "x",
-                consumer: "a",
-                max_attempts: 0,
-            },
-            &mut out,
-        )
-        .expect("nack");
+        g.fail(failure(0, 1, 0, 50, 0), &mut out).expect("nack");
+        g.fail(failure(1, 1, 0, 0, 0), &mut out).expect("nack");
         g.ack(0, 2, 1, &mut out).expect("ack");
         assert!(g.take_due_in_order(0, 10, 10).is_empty(), "offset 1 waits behind offset 0");
         assert_eq!(g.take_due_in_order(0, 50, 10), vec![0, 1]);
@@ -662,22 +596,7 @@ mod tests {
         let mut g = GroupState::new(1, &[0]);
         let mut out = AtomicWrite::new();
         g.lease_fresh(0, 0, 0, 100, "a");
-        assert_eq!(
-            g.fail(
-                Failure {
-                    partition: 0,
-                    offset: 0,
-                    attempt: 1,
-                    now: 100,
-                    delay_ms: 10,
-                    reason: "expired",
-                    consumer: "",
-                    max_attempts: 0
-                },
-                &mut out
-            ),
-            Ok(FailOutcome::Scheduled(110))
-        );
+        assert_eq!(g.fail(failure(0, 1, 100, 10, 0), &mut out), Ok(FailOutcome::Scheduled(110)));
         assert_eq!(g.take_due(200, 10, |_| true), vec![(0, 0)]);
         assert!(!g.has_due(200), "taken: no longer in the due set");
         g.return_due(0, 0);
@@ -691,22 +610,7 @@ mod tests {
         let mut out = AtomicWrite::new();
         g.lease_fresh(0, 0, 0, 100, "a");
         g.lease_fresh(0, 1, 0, 100, "a");
-        assert_eq!(
-            g.fail(
-                Failure {
-                    partition: 0,
-                    offset: 0,
-                    attempt: 1,
-                    now: 100,
-                    delay_ms: 0,
-                    reason: "boom",
-                    consumer: "a",
-                    max_attempts: 1
-                },
-                &mut out
-            ),
-            Ok(FailOutcome::DeadLetter)
-        );
+        assert_eq!(g.fail(failure(0, 1, 100, 0, 1), &mut out), Ok(FailOutcome::DeadLetter));
         g.mark_dead_lettering(0, 0, 42, &mut out);
         assert_eq!(g.ack(0, 0, 1, &mut out), Err(AckError::DeadLettered), "a late ack is refused");
         let stored = g.message(0, 0).cloned().expect("entry");
