@@ -41,10 +41,15 @@ run "produce crash consistency ($((40 * scale)) kills)" \
   SLUICE_CRASH_ROUNDS=$((40 * scale)) timeout 900 "${test_cmd[@]}" --test crash -- --nocapture
 run "group acks across SIGKILL ($((300000 * scale)) messages)" \
   SLUICE_GROUP_CRASH_MESSAGES=$((300000 * scale)) timeout 900 "${test_cmd[@]}" --test group_crash -- --nocapture
-run "model check, storage contract and decoder fuzz" \
+# Explicit case counts only: proptest lets PROPTEST_CASES override every test's own count, so
+# setting it here would also run thousands of RocksDB model-check cases (each opening a DB).
+run "model check and storage contract" \
   SLUICE_MODEL_CASES=$((10000 * scale)) SLUICE_MODEL_ROCKSDB_CASES=$((100 * scale)) \
-  SLUICE_DECODE_CASES=$((5000 * scale)) PROPTEST_CASES=$((5000 * scale)) \
+  SLUICE_CONTRACT_CASES=$((5000 * scale)) SLUICE_CONTRACT_ROCKSDB_CASES=$((50 * scale)) \
   timeout 900 "${test_cmd[@]}" --lib --test contract
+run "decoder fuzz" \
+  SLUICE_DECODE_CASES=$((5000 * scale)) PROPTEST_CASES=$((5000 * scale)) \
+  timeout 900 "${test_cmd[@]}" --lib -- decode_fuzz record::tests keys::tests
 run "hostile input ($((2000000 * scale)) inputs)" \
   SLUICE_FUZZ_INPUTS=$((2000000 * scale)) timeout 900 "${test_cmd[@]}" --test hostile_input -- --nocapture
 run "overload, disk faults, corruption, client ride-through" \
@@ -59,7 +64,7 @@ summary=$(
   grep -hE "^chaos summary:|^crash test seed|^sent [0-9]+, acked|messages, [0-9]+ acked before SIGKILL|^hostile_input:|^overload |^acked [0-9]+ messages before the disk reserve|^produce resumed|^start refused|messages: stored once each|^created 10,000|^restart with 10,000|^good client|^probe served" "$log" \
     | sed -E 's/; log:.*//; s/^/- /'
   echo "- model check: $((10000 * scale)) random histories of produce/pull/ack/nack/expiry/seek/restart over the in-memory engine and $((100 * scale)) over RocksDB (reopened at every restart), against the reference model, all equal"
-  echo "- storage contract: $((5000 * scale)) random append/rewind/reopen histories of a partition log over the in-memory engine, checked against a list of batches"
+  echo "- storage contract: $((5000 * scale)) random append/rewind/reopen histories of a partition log over the in-memory engine and $((50 * scale)) over RocksDB, checked against a list of batches"
   echo "- decoders: $((5000 * scale)) arbitrary inputs per pure decoder property, $((5000 * scale)) stores reopened over arbitrary metadata"
 )
 echo

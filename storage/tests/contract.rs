@@ -413,7 +413,7 @@ fn cases(var: &str, default: u32) -> u32 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases("PROPTEST_CASES", 256), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases("SLUICE_CONTRACT_CASES", 256), ..ProptestConfig::default() })]
     #[test]
     fn random_histories_over_memory(ops in proptest::collection::vec(op(), 1..60)) {
         history_matches_a_list_of_batches(&Backend::memory(), &ops);
