@@ -130,13 +130,12 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         listener.local_addr().map_err(|source| ServeError::Io { what: "reading the bound address".into(), source })?;
 
     let rpc_stop = CancellationToken::new();
-    let rpc_stop_for_health = rpc_stop.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AdminServer<AdminService>>().await;
     health.set_serving::<ProducerServer<ProduceService>>().await;
     health.set_serving::<ConsumerServer<ConsumeService>>().await;
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    tokio::spawn(not_serving_when_poisoned(store.poisoned(), health.clone(), rpc_stop_for_health.clone()));
+    tokio::spawn(not_serving_when_poisoned(store.poisoned(), health.clone(), rpc_stop.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);

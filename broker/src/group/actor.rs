@@ -419,7 +419,7 @@ impl GroupActor {
         let dlq = self.ctx.topics.get(&settings.dead_letter_topic).ok();
         let mut marks = AtomicWrite::new();
         let mut items = Vec::with_capacity(take);
-        for (partition, offset, recovered) in self.dead_letters.waiting.drain(..take).collect::<Vec<_>>() {
+        for (partition, offset, recovered) in self.dead_letters.waiting.drain(..take) {
             let Some(state) = self.state.message(partition, offset).cloned() else { continue };
             let search_from = if recovered { state.dead_letter_from } else { None };
             if !recovered {
