@@ -23,6 +23,7 @@
 
 pub(crate) mod memory;
 pub(crate) mod rocks;
+mod wal_reaper;
 
 use crate::Result;
 

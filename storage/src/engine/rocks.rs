@@ -7,6 +7,7 @@ use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
+use super::wal_reaper::WalReaper;
 use super::{Cf, Engine, Mutation, ScanFrom, StorageStats, Visit};
 use crate::{Error, Result, StoreOptions};
 
@@ -16,7 +17,11 @@ const CF_GROUPS: &str = "groups";
 
 /// Batches at least this large are stored in blob files; smaller ones stay in
 /// the LSM tree, where compaction rewriting them costs little.
-const MIN_BLOB_BYTES: u64 = 4096;
+const MIN_BLOB_BYTES: u64 = 0;
+
+/// Archived (obsolete) WAL files older than this are deleted by RocksDB itself,
+/// in case the reaper thread fell behind or failed.
+const WAL_ARCHIVE_TTL_SECONDS: u64 = 60;
 
 fn records_cf_options(o: &StoreOptions) -> Options {
     let mut cf = Options::default();
@@ -45,6 +50,8 @@ pub(crate) struct RocksEngine {
     /// Kept for its statistics object (RocksDB's tickers).
     opts: Options,
     path: PathBuf,
+    /// Deletes obsolete WAL files gradually; stops when the engine is dropped.
+    _reaper: WalReaper,
 }
 
 impl RocksEngine {
@@ -58,6 +65,9 @@ impl RocksEngine {
         db_opts.set_bytes_per_sync(1 << 20);
         db_opts.set_max_total_wal_size(256 << 20);
         db_opts.set_keep_log_file_num(4);
+        // Obsolete WAL files go to `archive/`, where the reaper deletes them a few
+        // MiB at a time (see wal_reaper.rs); RocksDB deletes any it left after this.
+        db_opts.set_wal_ttl_seconds(WAL_ARCHIVE_TTL_SECONDS);
         db_opts.enable_statistics();
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_RECORDS, records_cf_options(options)),
@@ -65,7 +75,8 @@ impl RocksEngine {
             ColumnFamilyDescriptor::new(CF_GROUPS, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
-        Ok(RocksEngine { db, opts: db_opts, path: path.to_owned() })
+        let reaper = WalReaper::start(path).map_err(|source| Error::DataDir { path: path.to_owned(), source })?;
+        Ok(RocksEngine { db, opts: db_opts, path: path.to_owned(), _reaper: reaper })
     }
 
     fn cf(&self, cf: Cf) -> &ColumnFamily {
