@@ -4,11 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
-use sluice_storage::{Durability, TopicSettings};
+use sluice_storage::{Durability, TopicConfig};
 
-/// Every broker setting. Sizes are bytes, durations milliseconds.
+/// Every broker setting. Sizes are bytes, durations milliseconds (as written
+/// in TOML, env and flags; code reads them as `Duration`s through the methods).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct BrokerConfig {
@@ -111,9 +113,16 @@ fn check(ok: bool, field: &'static str, reason: &str) -> Result<(), ConfigError>
 impl BrokerConfig {
     /// Rejects settings outside their ranges, naming the setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check(self.segment_bytes >= 4096, "segment-bytes", "must be at least 4096")?;
-        check(self.segment_ms >= 1000, "segment-ms", "must be at least 1000")?;
-        check((1..=16 << 20).contains(&self.max_message_bytes), "max-message-bytes", "must be 1..=16777216")?;
+        // The defaults for new topics follow the same rules as a CreateTopic's settings.
+        self.topic_defaults().check().map_err(|e| ConfigError {
+            field: match e.field {
+                "segment_bytes" => "segment-bytes",
+                "segment_ms" => "segment-ms",
+                "max_message_bytes" => "max-message-bytes",
+                _ => "topic defaults",
+            },
+            reason: e.rule.to_owned(),
+        })?;
         check((1..=60_000).contains(&self.sync_interval_ms), "sync-interval-ms", "must be 1..=60000")?;
         check((1..=100_000).contains(&self.max_partitions), "max-partitions", "must be 1..=100000")?;
         check((1..=1_000_000).contains(&self.max_batch_messages), "max-batch-messages", "must be 1..=1000000")?;
@@ -146,9 +155,32 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// WAL fsync period for `interval` topics.
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_millis(self.sync_interval_ms)
+    }
+
+    /// How often retention and segment age are checked.
+    pub fn retention_check(&self) -> Duration {
+        Duration::from_millis(self.retention_check_ms)
+    }
+
+    /// How long shutdown waits for in-flight requests.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// How often state gauges are recomputed.
+    pub fn metrics_refresh(&self) -> Duration {
+        Duration::from_millis(self.metrics_refresh_ms)
+    }
+
     /// The settings a new topic gets for fields its creator left at zero.
-    pub fn default_topic_settings(&self) -> TopicSettings {
-        TopicSettings {
+    /// The TOML keys stay flat (`retention-ms`, not `[topic-defaults]`): they
+    /// are what operators write, and serde cannot flatten a struct into one
+    /// that denies unknown keys.
+    pub fn topic_defaults(&self) -> TopicConfig {
+        TopicConfig {
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,
             segment_bytes: self.segment_bytes,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use sluice_proto::v1::admin_server::AdminServer;
 use sluice_proto::v1::consumer_server::ConsumerServer;
 use sluice_proto::v1::producer_server::ProducerServer;
-use sluice_storage::{spawn_writer, Store, StoreOptions, WriterConfig};
+use sluice_storage::{spawn_writer, Store, StoreConfig, WriterConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -81,10 +81,10 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let config = Arc::new(config);
     tracing::info!(?config, version = env!("CARGO_PKG_VERSION"), "starting sluice-broker");
     let started = Instant::now();
-    let options = StoreOptions {
+    let options = StoreConfig {
         write_buffer_bytes: config.write_buffer_bytes,
         min_free_bytes: config.min_free_disk_bytes,
-        ..StoreOptions::default()
+        ..StoreConfig::default()
     };
     let data_dir = config.data_dir.clone();
     let (store, mut recovered) = tokio::task::spawn_blocking(move || Store::open(&data_dir, &options)).await??;
@@ -99,7 +99,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         store: store.clone(),
         writer,
         queue_depth: config.partition_queue_depth,
-        retention_check: Duration::from_millis(config.retention_check_ms),
+        retention_check: config.retention_check(),
         tracker: tracker.clone(),
     };
     let (recovered_groups, group_states) =
@@ -161,11 +161,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let scaler = sluice_proto::externalscaler::external_scaler_server::ExternalScalerServer::new(
         crate::grpc::scaler::ScalerService::new(groups.clone(), rpc_stop.clone()),
     );
-    let interval_sync = tokio::spawn(sync_wal_periodically(
-        store.clone(),
-        Duration::from_millis(config.sync_interval_ms),
-        rpc_stop.clone(),
-    ));
+    let interval_sync = tokio::spawn(sync_wal_periodically(store.clone(), config.sync_interval(), rpc_stop.clone()));
 
     if let Ok(addr) = config.metrics_listen.parse::<std::net::SocketAddr>() {
         let handle = crate::metrics::install()?;
@@ -177,7 +173,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
             .map_err(|source| ServeError::Io { what: "reading the metrics address".into(), source })?;
         println!("sluice-broker metrics on {bound}");
         tokio::spawn(crate::metrics::serve(listener, handle.clone(), rpc_stop.clone()));
-        let period = Duration::from_millis(config.metrics_refresh_ms);
+        let period = config.metrics_refresh();
         tokio::spawn(crate::metrics::refresh(
             registry.clone(),
             groups.clone(),
@@ -230,7 +226,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         .add_service(consumer)
         .add_service(scaler)
         .serve_with_incoming_shutdown(incoming, draining);
-    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let grace = config.shutdown_grace();
     // Boxed so it can be dropped early: its services hold the registry and, through it, the writer.
     let mut server = Box::pin(server);
     tokio::select! {

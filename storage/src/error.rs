@@ -2,16 +2,16 @@
 
 use std::path::PathBuf;
 
+use crate::PartitionId;
+
 /// What can go wrong in the storage layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A stored batch failed its CRC or structure check: data was damaged on disk.
-    #[error("corrupted batch in topic id {topic_id} partition {partition} at offset {offset}: {reason}")]
+    #[error("corrupted batch in {partition} at offset {offset}: {reason}")]
     Corruption {
-        /// Internal id of the topic.
-        topic_id: u64,
-        /// Partition number.
-        partition: u32,
+        /// The partition.
+        partition: PartitionId,
         /// Base offset of the damaged batch, or the offset being read.
         offset: u64,
         /// What check failed.
@@ -90,14 +90,12 @@ pub enum Error {
     },
     /// A rewind asked for an offset the log cannot rewind to.
     #[error(
-        "cannot rewind partition {partition} of topic id {topic_id} to offset {offset}: {reason} \
+        "cannot rewind {partition} to offset {offset}: {reason} \
          (stored offsets are [{log_start}, {next_offset}))"
     )]
     BadRewind {
-        /// Internal id of the topic.
-        topic_id: u64,
-        /// Partition number.
-        partition: u32,
+        /// The partition.
+        partition: PartitionId,
         /// The requested offset.
         offset: u64,
         /// First stored offset.

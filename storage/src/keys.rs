@@ -11,6 +11,8 @@
 //! | `meta` | `0x04` · group name | group configuration (opaque bytes) |
 //! | `groups` | see `group` | cursors, message states, redelivery time index |
 
+use crate::{PartitionId, TopicId};
+
 /// Length of a record-batch key.
 pub const RECORD_KEY_LEN: usize = 20;
 /// Length of a segment or producer metadata key.
@@ -30,27 +32,27 @@ pub const TAG_PRODUCER: u8 = 0x03;
 /// Tag of consumer-group entries in `meta`.
 pub const TAG_GROUP: u8 = 0x04;
 
-/// Key of the batch of `partition` of `topic_id` starting at `offset`.
-pub fn record_key(topic_id: u64, partition: u32, offset: u64) -> [u8; RECORD_KEY_LEN] {
+/// Key of the batch of `partition` starting at `offset`.
+pub fn record_key(partition: PartitionId, offset: u64) -> [u8; RECORD_KEY_LEN] {
     let mut k = [0u8; RECORD_KEY_LEN];
-    k[..8].copy_from_slice(&topic_id.to_be_bytes());
-    k[8..12].copy_from_slice(&partition.to_be_bytes());
+    k[..8].copy_from_slice(&partition.topic.0.to_be_bytes());
+    k[8..12].copy_from_slice(&partition.index.to_be_bytes());
     k[12..].copy_from_slice(&offset.to_be_bytes());
     k
 }
 
-/// Splits a record key into (topic id, partition, base offset); `None` if malformed.
-pub fn parse_record_key(k: &[u8]) -> Option<(u64, u32, u64)> {
+/// Splits a record key into (partition, base offset); `None` if malformed.
+pub fn parse_record_key(k: &[u8]) -> Option<(PartitionId, u64)> {
     if k.len() != RECORD_KEY_LEN {
         return None;
     }
-    Some((be_u64(&k[..8])?, be_u32(&k[8..12])?, be_u64(&k[12..])?))
+    Some((PartitionId::new(TopicId(be_u64(&k[..8])?), be_u32(&k[8..12])?), be_u64(&k[12..])?))
 }
 
-/// The first key past every record of `topic_id`.
-pub fn topic_records_end(topic_id: u64) -> [u8; RECORD_KEY_LEN] {
-    match topic_id.checked_add(1) {
-        Some(next) => record_key(next, 0, 0),
+/// The first key past every record of `topic`.
+pub fn topic_records_end(topic: TopicId) -> [u8; RECORD_KEY_LEN] {
+    match topic.0.checked_add(1) {
+        Some(next) => record_key(PartitionId::new(TopicId(next), 0), 0),
         None => [0xff; RECORD_KEY_LEN],
     }
 }
@@ -69,28 +71,28 @@ pub fn named_key(tag: u8, name: &str) -> Vec<u8> {
 }
 
 /// Key of a per-partition metadata entry (`TAG_SEGMENT` or `TAG_PRODUCER`).
-pub fn partition_meta_key(tag: u8, topic_id: u64, partition: u32, id: u64) -> [u8; PARTITION_META_KEY_LEN] {
+pub fn partition_meta_key(tag: u8, partition: PartitionId, id: u64) -> [u8; PARTITION_META_KEY_LEN] {
     let mut k = [0u8; PARTITION_META_KEY_LEN];
     k[0] = tag;
-    k[1..9].copy_from_slice(&topic_id.to_be_bytes());
-    k[9..13].copy_from_slice(&partition.to_be_bytes());
+    k[1..9].copy_from_slice(&partition.topic.0.to_be_bytes());
+    k[9..13].copy_from_slice(&partition.index.to_be_bytes());
     k[13..].copy_from_slice(&id.to_be_bytes());
     k
 }
 
-/// Splits a per-partition metadata key into (topic id, partition, id).
-pub fn parse_partition_meta_key(k: &[u8]) -> Option<(u64, u32, u64)> {
+/// Splits a per-partition metadata key into (partition, id).
+pub fn parse_partition_meta_key(k: &[u8]) -> Option<(PartitionId, u64)> {
     if k.len() != PARTITION_META_KEY_LEN {
         return None;
     }
-    Some((be_u64(&k[1..9])?, be_u32(&k[9..13])?, be_u64(&k[13..])?))
+    Some((PartitionId::new(TopicId(be_u64(&k[1..9])?), be_u32(&k[9..13])?), be_u64(&k[13..])?))
 }
 
 /// The [start, end) range of `tag` entries of one topic in `meta`.
-pub fn topic_meta_range(tag: u8, topic_id: u64) -> (Vec<u8>, Vec<u8>) {
-    let start = partition_meta_key(tag, topic_id, 0, 0).to_vec();
-    let end = match topic_id.checked_add(1) {
-        Some(next) => partition_meta_key(tag, next, 0, 0).to_vec(),
+pub fn topic_meta_range(tag: u8, topic: TopicId) -> (Vec<u8>, Vec<u8>) {
+    let start = partition_meta_key(tag, PartitionId::new(topic, 0), 0).to_vec();
+    let end = match topic.0.checked_add(1) {
+        Some(next) => partition_meta_key(tag, PartitionId::new(TopicId(next), 0), 0).to_vec(),
         None => vec![tag + 1],
     };
     (start, end)
@@ -122,32 +124,37 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn rk(t: u64, p: u32, o: u64) -> [u8; RECORD_KEY_LEN] {
+        record_key(PartitionId::new(TopicId(t), p), o)
+    }
+
     proptest! {
         #[test]
         fn record_key_byte_order_is_numeric_order(a in any::<(u64, u32, u64)>(), b in any::<(u64, u32, u64)>()) {
-            let ka = record_key(a.0, a.1, a.2);
-            let kb = record_key(b.0, b.1, b.2);
+            let ka = rk(a.0, a.1, a.2);
+            let kb = rk(b.0, b.1, b.2);
             prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
-            prop_assert_eq!(parse_record_key(&ka), Some(a));
+            prop_assert_eq!(parse_record_key(&ka), Some((PartitionId::new(TopicId(a.0), a.1), a.2)));
         }
 
         #[test]
         fn meta_key_round_trips(a in any::<(u64, u32, u64)>()) {
-            let k = partition_meta_key(TAG_SEGMENT, a.0, a.1, a.2);
-            prop_assert_eq!(parse_partition_meta_key(&k), Some(a));
+            let p = PartitionId::new(TopicId(a.0), a.1);
+            let k = partition_meta_key(TAG_SEGMENT, p, a.2);
+            prop_assert_eq!(parse_partition_meta_key(&k), Some((p, a.2)));
         }
     }
 
     #[test]
     fn key_before_is_the_predecessor() {
-        assert_eq!(key_before(&record_key(1, 2, 10)), Some(record_key(1, 2, 9).to_vec()));
-        assert_eq!(key_before(&record_key(2, 0, 0)), Some(record_key(1, u32::MAX, u64::MAX).to_vec()));
+        assert_eq!(key_before(&rk(1, 2, 10)), Some(rk(1, 2, 9).to_vec()));
+        assert_eq!(key_before(&rk(2, 0, 0)), Some(rk(1, u32::MAX, u64::MAX).to_vec()));
         assert_eq!(key_before(&[0, 0]), None);
     }
 
     #[test]
     fn topic_end_bounds_every_partition() {
-        assert!(record_key(7, u32::MAX, u64::MAX) < topic_records_end(7));
-        assert!(record_key(8, 0, 0) >= topic_records_end(7));
+        assert!(rk(7, u32::MAX, u64::MAX) < topic_records_end(TopicId(7)));
+        assert!(rk(8, 0, 0) >= topic_records_end(TopicId(7)));
     }
 }

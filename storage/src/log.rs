@@ -37,8 +37,8 @@ use crate::producer::{ProducerState, SequenceCheck, WrittenBatch};
 use crate::record::{body_len, encode_batch, BatchHeader, RecordRef, StoredRecord, HEADER_LEN};
 use crate::segment::SegmentMeta;
 use crate::store::{Reclaim, Store};
-use crate::topic::TopicSettings;
-use crate::{Error, OffsetRange, Result};
+use crate::topic::TopicConfig;
+use crate::{Error, OffsetRange, PartitionId, Result};
 
 /// An idempotent producer's identity on a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,8 +85,7 @@ pub struct Trim {
 #[derive(Debug)]
 pub struct PartitionLog {
     store: Arc<Store>,
-    topic_id: u64,
-    partition: u32,
+    id: PartitionId,
     /// Oldest first; the last one is the active segment. Never empty.
     segments: Vec<SegmentMeta>,
     producers: HashMap<u64, ProducerState>,
@@ -94,15 +93,14 @@ pub struct PartitionLog {
 
 impl PartitionLog {
     /// A new, empty partition of a topic whose creation is committed.
-    pub fn new(store: &Arc<Store>, topic_id: u64, partition: u32, now_ms: i64) -> Self {
-        Self::recovered(store, topic_id, partition, Vec::new(), HashMap::new(), now_ms)
+    pub fn new(store: &Arc<Store>, id: PartitionId, now_ms: i64) -> Self {
+        Self::recovered(store, id, Vec::new(), HashMap::new(), now_ms)
     }
 
     /// A partition rebuilt from its stored segment and producer entries.
     pub(crate) fn recovered(
         store: &Arc<Store>,
-        topic_id: u64,
-        partition: u32,
+        id: PartitionId,
         mut segments: Vec<SegmentMeta>,
         producers: HashMap<u64, ProducerState>,
         now_ms: i64,
@@ -112,12 +110,12 @@ impl PartitionLog {
             let base = segments.last().map_or(0, |s| s.end_offset);
             segments.push(SegmentMeta::open(base, now_ms));
         }
-        PartitionLog { store: store.clone(), topic_id, partition, segments, producers }
+        PartitionLog { store: store.clone(), id, segments, producers }
     }
 
     /// The read half, for readers that do not go through the log's owner.
     pub fn reader(&self) -> PartitionReader {
-        PartitionReader { store: self.store.clone(), topic_id: self.topic_id, partition: self.partition }
+        PartitionReader { store: self.store.clone(), id: self.id }
     }
 
     /// The offset the next record will get.
@@ -140,14 +138,9 @@ impl PartitionLog {
         self.segments.iter().map(|s| s.bytes).sum()
     }
 
-    /// Internal id of the topic.
-    pub fn topic_id(&self) -> u64 {
-        self.topic_id
-    }
-
-    /// Partition number.
-    pub fn partition(&self) -> u32 {
-        self.partition
+    /// Which partition this is.
+    pub fn id(&self) -> PartitionId {
+        self.id
     }
 
     /// Where a search for the first record at or after `timestamp_ms` starts:
@@ -167,7 +160,7 @@ impl PartitionLog {
     }
 
     fn segment_key(&self, base_offset: u64) -> Vec<u8> {
-        partition_meta_key(TAG_SEGMENT, self.topic_id, self.partition, base_offset).to_vec()
+        partition_meta_key(TAG_SEGMENT, self.id, base_offset).to_vec()
     }
 
     fn segment_put(&self, s: &SegmentMeta) -> Mutation {
@@ -175,7 +168,7 @@ impl PartitionLog {
     }
 
     fn producer_put(&self, producer_id: u64, state: &ProducerState) -> Mutation {
-        let key = partition_meta_key(TAG_PRODUCER, self.topic_id, self.partition, producer_id);
+        let key = partition_meta_key(TAG_PRODUCER, self.id, producer_id);
         Mutation::Put(Cf::Meta, key.to_vec(), state.encode())
     }
 
@@ -202,7 +195,7 @@ impl PartitionLog {
         records: &[R],
         producer: Option<ProducerSeq>,
         now_ms: i64,
-        settings: &TopicSettings,
+        settings: &TopicConfig,
     ) -> Result<Append> {
         if let Some(p) = producer {
             match self.producers.get(&p.producer_id).map(|s| s.check(p.sequence)) {
@@ -235,7 +228,7 @@ impl PartitionLog {
         };
         mutations.push(Mutation::Put(
             Cf::Records,
-            record_key(self.topic_id, self.partition, base_offset).to_vec(),
+            record_key(self.id, base_offset).to_vec(),
             encode_batch(&header, records),
         ));
         let seg = self.active_mut();
@@ -269,8 +262,8 @@ impl PartitionLog {
 
     fn delete_segments(&self, removed: &[SegmentMeta], mutations: &mut AtomicWrite) -> Option<Reclaim> {
         let (first, last) = (removed.first()?, removed.last()?);
-        let from = record_key(self.topic_id, self.partition, first.base_offset).to_vec();
-        let to = record_key(self.topic_id, self.partition, last.end_offset).to_vec();
+        let from = record_key(self.id, first.base_offset).to_vec();
+        let to = record_key(self.id, last.end_offset).to_vec();
         mutations.push(Mutation::DeleteRange(Cf::Records, from.clone(), to.clone()));
         mutations.push(Mutation::DeleteRange(
             Cf::Meta,
@@ -282,7 +275,7 @@ impl PartitionLog {
 
     /// Decides which whole segments retention removes now (never the active
     /// one; an expired active segment is rolled first so it can go next time).
-    pub fn trim(&mut self, now_ms: i64, settings: &TopicSettings) -> Option<Trim> {
+    pub fn trim(&mut self, now_ms: i64, settings: &TopicConfig) -> Option<Trim> {
         let expired = |s: &SegmentMeta| {
             settings.retention_ms > 0
                 && !s.is_empty()
@@ -320,8 +313,7 @@ impl PartitionLog {
     pub fn rewind(&mut self, to: u64, now_ms: i64) -> Result<Option<AtomicWrite>> {
         let next = self.next_offset();
         let bad = |reason| Error::BadRewind {
-            topic_id: self.topic_id,
-            partition: self.partition,
+            partition: self.id,
             offset: to,
             log_start: self.log_start(),
             next_offset: next,
@@ -337,7 +329,7 @@ impl PartitionLog {
             return Err(bad("below the first stored offset"));
         }
         let mut batches: Vec<(u64, u64)> = Vec::new();
-        self.store.batch_headers(self.topic_id, self.partition, OffsetRange::new(to, next), &mut |base, len, _| {
+        self.store.batch_headers(self.id, OffsetRange::new(to, next), &mut |base, len, _| {
             batches.push((base, len));
             true
         })?;
@@ -347,8 +339,8 @@ impl PartitionLog {
         let mut write = AtomicWrite::new();
         write.push(Mutation::DeleteRange(
             Cf::Records,
-            record_key(self.topic_id, self.partition, to).to_vec(),
-            record_key(self.topic_id, self.partition, next).to_vec(),
+            record_key(self.id, to).to_vec(),
+            record_key(self.id, next).to_vec(),
         ));
         let keep = self.segments.iter().position(|s| s.base_offset >= to).unwrap_or(self.segments.len());
         let dropped: Vec<SegmentMeta> = self.segments.drain(keep..).collect();
@@ -359,7 +351,7 @@ impl PartitionLog {
             let removed: u64 = batches.iter().filter(|(base, _)| *base < last.end_offset).map(|(_, len)| len).sum();
             let previous_ts = self
                 .store
-                .last_batch_timestamp(self.topic_id, self.partition, OffsetRange::new(last.base_offset, to))?
+                .last_batch_timestamp(self.id, OffsetRange::new(last.base_offset, to))?
                 .unwrap_or(last.first_timestamp_ms);
             let seg = self.active_mut();
             seg.end_offset = to;
@@ -389,8 +381,7 @@ impl PartitionLog {
 #[derive(Debug, Clone)]
 pub struct PartitionReader {
     store: Arc<Store>,
-    topic_id: u64,
-    partition: u32,
+    id: PartitionId,
 }
 
 impl PartitionReader {
@@ -406,7 +397,7 @@ impl PartitionReader {
         max_messages: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>> {
-        self.store.read(self.topic_id, self.partition, range, max_messages, max_bytes)
+        self.store.read(self.id, range, max_messages, max_bytes)
     }
 
     /// `read_blocking` on the blocking pool, for async callers.
@@ -420,11 +411,9 @@ impl PartitionReader {
     /// The first offset in `range` whose timestamp is at least `timestamp_ms`.
     pub async fn offset_for_timestamp(&self, range: OffsetRange, timestamp_ms: i64) -> Result<Option<u64>> {
         let reader = self.clone();
-        tokio::task::spawn_blocking(move || {
-            reader.store.offset_for_timestamp(reader.topic_id, reader.partition, range, timestamp_ms)
-        })
-        .await
-        .map_err(Error::ReadTask)?
+        tokio::task::spawn_blocking(move || reader.store.offset_for_timestamp(reader.id, range, timestamp_ms))
+            .await
+            .map_err(Error::ReadTask)?
     }
 
     /// The store (for its free-space alarm and poisoning).
@@ -438,14 +427,15 @@ mod tests {
     use super::*;
     use crate::record::StoredRecord;
     use crate::topic::Durability;
+    use crate::TopicId;
     use bytes::Bytes;
 
     fn mem() -> Arc<Store> {
         Store::open_in_memory(&crate::MemoryDisk::new()).expect("memory store").0
     }
 
-    fn settings() -> TopicSettings {
-        TopicSettings {
+    fn settings() -> TopicConfig {
+        TopicConfig {
             retention_ms: 0,
             retention_bytes: 0,
             segment_bytes: 1000,
@@ -469,7 +459,7 @@ mod tests {
 
     #[test]
     fn offsets_are_dense_and_segments_roll_by_size() {
-        let mut log = PartitionLog::new(&mem(), 1, 0, 0);
+        let mut log = PartitionLog::new(&mem(), PartitionId::new(TopicId(1), 0), 0);
         let mut bases = vec![];
         for i in 0..10 {
             match log.append(&recs(3, 100), None, i, &settings()).expect("append") {
@@ -488,7 +478,7 @@ mod tests {
 
     #[test]
     fn retried_sequence_gets_original_offsets() {
-        let mut log = PartitionLog::new(&mem(), 1, 0, 0);
+        let mut log = PartitionLog::new(&mem(), PartitionId::new(TopicId(1), 0), 0);
         let p = |sequence| Some(ProducerSeq { producer_id: 9, sequence });
         log.append(&recs(2, 1), p(0), 1, &settings()).expect("append");
         log.append(&recs(2, 1), p(1), 1, &settings()).expect("append");
@@ -505,7 +495,7 @@ mod tests {
 
     #[test]
     fn retention_by_bytes_drops_oldest_whole_segments_only() {
-        let mut log = PartitionLog::new(&mem(), 1, 0, 0);
+        let mut log = PartitionLog::new(&mem(), PartitionId::new(TopicId(1), 0), 0);
         let mut s = settings();
         for i in 0..20 {
             log.append(&recs(1, 400), None, i, &s).expect("append");
@@ -520,7 +510,7 @@ mod tests {
 
     #[test]
     fn retention_by_time_rolls_and_then_drops_everything_expired() {
-        let mut log = PartitionLog::new(&mem(), 1, 0, 0);
+        let mut log = PartitionLog::new(&mem(), PartitionId::new(TopicId(1), 0), 0);
         let mut s = settings();
         log.append(&recs(3, 10), None, 10, &s).expect("append");
         s.retention_ms = 50;

@@ -33,11 +33,11 @@ use crate::producer::ProducerState;
 use crate::record::{decode_batch, decode_header, StoredRecord};
 use crate::segment::SegmentMeta;
 use crate::topic::TopicMeta;
-use crate::{Error, OffsetRange, Result};
+use crate::{Error, OffsetRange, PartitionId, Result, TopicId};
 
 /// Tuning of the storage engine.
 #[derive(Debug, Clone)]
-pub struct StoreOptions {
+pub struct StoreConfig {
     /// Memtable size of the records column family, bytes.
     pub write_buffer_bytes: usize,
     /// Background flush and compaction threads.
@@ -46,9 +46,9 @@ pub struct StoreOptions {
     pub min_free_bytes: u64,
 }
 
-impl Default for StoreOptions {
+impl Default for StoreConfig {
     fn default() -> Self {
-        StoreOptions { write_buffer_bytes: 64 << 20, background_jobs: 2, min_free_bytes: 0 }
+        StoreConfig { write_buffer_bytes: 64 << 20, background_jobs: 2, min_free_bytes: 0 }
     }
 }
 
@@ -97,7 +97,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the RocksDB store in `path` and recovers
     /// every partition's tail from metadata, without reading record batches.
-    pub fn open(path: &Path, options: &StoreOptions) -> Result<(Arc<Store>, Recovered)> {
+    pub fn open(path: &Path, options: &StoreConfig) -> Result<(Arc<Store>, Recovered)> {
         let started = Instant::now();
         let engine = RocksEngine::open(path, options)?;
         let disk = crate::DiskSpace::new(path, options.min_free_bytes);
@@ -136,10 +136,9 @@ impl Store {
     fn recover(self: &Arc<Self>) -> Result<Recovered> {
         let now = now_ms();
         let mut rec = Recovered::default();
-        let mut topics: HashMap<u64, TopicMeta> = HashMap::new();
-        type PartKey = (u64, u32);
-        let mut segments: HashMap<PartKey, Vec<SegmentMeta>> = HashMap::new();
-        let mut producers: HashMap<PartKey, HashMap<u64, ProducerState>> = HashMap::new();
+        let mut topics: HashMap<TopicId, TopicMeta> = HashMap::new();
+        let mut segments: HashMap<PartitionId, Vec<SegmentMeta>> = HashMap::new();
+        let mut producers: HashMap<PartitionId, HashMap<u64, ProducerState>> = HashMap::new();
         self.engine.scan(Cf::Meta, &[], None, ScanFrom::AtOrAfter(&[]), &mut |k, v| {
             rec.entries += 1;
             let bad = |reason: &str| Error::MetaCorruption { key: k.to_vec(), reason: reason.to_owned() };
@@ -152,18 +151,18 @@ impl Store {
                     topics.insert(meta.id, meta);
                 }
                 Some(&TAG_SEGMENT) => {
-                    let (t, p, base) = parse_partition_meta_key(k).ok_or_else(|| bad("segment key"))?;
+                    let (p, base) = parse_partition_meta_key(k).ok_or_else(|| bad("segment key"))?;
                     let s = SegmentMeta::decode(base, v).ok_or_else(|| bad("segment entry"))?;
-                    segments.entry((t, p)).or_default().push(s);
+                    segments.entry(p).or_default().push(s);
                 }
                 Some(&keys::TAG_GROUP) => {
                     let name = String::from_utf8(k[1..].to_vec()).map_err(|_| bad("group name"))?;
                     rec.groups.push((name, v.to_vec()));
                 }
                 Some(&TAG_PRODUCER) => {
-                    let (t, p, id) = parse_partition_meta_key(k).ok_or_else(|| bad("producer key"))?;
+                    let (p, id) = parse_partition_meta_key(k).ok_or_else(|| bad("producer key"))?;
                     let s = ProducerState::decode(v).ok_or_else(|| bad("producer entry"))?;
-                    producers.entry((t, p)).or_default().insert(id, s);
+                    producers.entry(p).or_default().insert(id, s);
                 }
                 _ => return Err(bad("unknown tag")),
             }
@@ -182,12 +181,13 @@ impl Store {
         let mut metas: Vec<TopicMeta> = topics.into_values().collect();
         metas.sort_by(|a, b| a.name.cmp(&b.name));
         for meta in metas {
-            rec.next_topic_id = rec.next_topic_id.max(meta.id + 1);
+            rec.next_topic_id = rec.next_topic_id.max(meta.id.0 + 1);
             let parts = (0..meta.partitions)
-                .map(|p| {
-                    let segs = segments.remove(&(meta.id, p)).unwrap_or_default();
-                    let prods = producers.remove(&(meta.id, p)).unwrap_or_default();
-                    PartitionLog::recovered(self, meta.id, p, segs, prods, now)
+                .map(|index| {
+                    let p = PartitionId::new(meta.id, index);
+                    let segs = segments.remove(&p).unwrap_or_default();
+                    let prods = producers.remove(&p).unwrap_or_default();
+                    PartitionLog::recovered(self, p, segs, prods, now)
                 })
                 .collect();
             rec.topics.push((meta, parts));
@@ -199,7 +199,7 @@ impl Store {
     pub fn create_topic(meta: &TopicMeta) -> Result<AtomicWrite> {
         let json =
             serde_json::to_vec(meta).map_err(|source| Error::EncodeTopic { topic: meta.name.clone(), source })?;
-        let mut w = Self::next_id(meta.id + 1);
+        let mut w = Self::next_id(meta.id.0 + 1);
         w.push(Mutation::Put(Cf::Meta, keys::topic_key(&meta.name), json));
         Ok(w)
     }
@@ -225,8 +225,10 @@ impl Store {
     pub fn delete_topic(meta: &TopicMeta) -> (AtomicWrite, Reclaim) {
         let (seg_from, seg_to) = keys::topic_meta_range(TAG_SEGMENT, meta.id);
         let (prod_from, prod_to) = keys::topic_meta_range(TAG_PRODUCER, meta.id);
-        let records =
-            Reclaim { from: record_key(meta.id, 0, 0).to_vec(), to: keys::topic_records_end(meta.id).to_vec() };
+        let records = Reclaim {
+            from: record_key(PartitionId::new(meta.id, 0), 0).to_vec(),
+            to: keys::topic_records_end(meta.id).to_vec(),
+        };
         let write = AtomicWrite::from(vec![
             Mutation::Delete(Cf::Meta, keys::topic_key(&meta.name)),
             Mutation::DeleteRange(Cf::Records, records.from.clone(), records.to.clone()),
@@ -321,8 +323,7 @@ impl Store {
     /// Every batch's CRC is checked; a damaged batch is an error, never data.
     pub(crate) fn read(
         &self,
-        topic_id: u64,
-        partition: u32,
+        partition: PartitionId,
         range: OffsetRange,
         max_messages: usize,
         max_bytes: usize,
@@ -332,16 +333,16 @@ impl Store {
         if from >= until || max_messages == 0 {
             return Ok(out);
         }
-        let lower = record_key(topic_id, partition, 0);
-        let upper = record_key(topic_id, partition, until);
-        let start = record_key(topic_id, partition, from);
+        let lower = record_key(partition, 0);
+        let upper = record_key(partition, until);
+        let start = record_key(partition, from);
         let mut bytes = 0usize;
         self.engine.scan(Cf::Records, &lower, Some(&upper), ScanFrom::AtOrBefore(&start), &mut |k, v| {
             let base = match parse_record_key(k) {
-                Some((t, p, base)) if t == topic_id && p == partition => base,
+                Some((p, base)) if p == partition => base,
                 _ => return Ok(false),
             };
-            let corrupt = |reason: String| corruption(topic_id, partition, base, reason);
+            let corrupt = |reason: String| corruption(partition, base, reason);
             let (header, records) =
                 decode_batch(Bytes::copy_from_slice(v), from, until).map_err(|e| corrupt(e.to_string()))?;
             if header.base_offset != base {
@@ -363,37 +364,31 @@ impl Store {
     /// partition starting in `range`, in order.
     pub(crate) fn batch_headers(
         &self,
-        topic_id: u64,
-        partition: u32,
+        partition: PartitionId,
         range: OffsetRange,
         visit: &mut dyn FnMut(u64, u64, i64) -> bool,
     ) -> Result<()> {
-        let lower = record_key(topic_id, partition, range.start);
-        let upper = record_key(topic_id, partition, range.end);
+        let lower = record_key(partition, range.start);
+        let upper = record_key(partition, range.end);
         self.engine.scan(Cf::Records, &lower, Some(&upper), ScanFrom::AtOrAfter(&lower), &mut |k, v| {
-            let Some((_, _, base)) = parse_record_key(k) else { return Ok(false) };
-            let header = decode_header(v).map_err(|e| corruption(topic_id, partition, base, e.to_string()))?;
+            let Some((_, base)) = parse_record_key(k) else { return Ok(false) };
+            let header = decode_header(v).map_err(|e| corruption(partition, base, e.to_string()))?;
             Ok(visit(base, v.len() as u64, header.timestamp_ms))
         })
     }
 
     /// The timestamp of the last batch starting in `range`, if any.
-    pub(crate) fn last_batch_timestamp(
-        &self,
-        topic_id: u64,
-        partition: u32,
-        range: OffsetRange,
-    ) -> Result<Option<i64>> {
+    pub(crate) fn last_batch_timestamp(&self, partition: PartitionId, range: OffsetRange) -> Result<Option<i64>> {
         if range.start >= range.end {
             return Ok(None);
         }
-        let lower = record_key(topic_id, partition, range.start);
-        let upper = record_key(topic_id, partition, range.end);
-        let last = record_key(topic_id, partition, range.end - 1);
+        let lower = record_key(partition, range.start);
+        let upper = record_key(partition, range.end);
+        let last = record_key(partition, range.end - 1);
         let mut found = None;
         self.engine.scan(Cf::Records, &lower, Some(&upper), ScanFrom::AtOrBefore(&last), &mut |k, v| {
-            let base = parse_record_key(k).map_or(range.start, |(_, _, b)| b);
-            let header = decode_header(v).map_err(|e| corruption(topic_id, partition, base, e.to_string()))?;
+            let base = parse_record_key(k).map_or(range.start, |(_, b)| b);
+            let header = decode_header(v).map_err(|e| corruption(partition, base, e.to_string()))?;
             found = Some(header.timestamp_ms);
             Ok(false)
         })?;
@@ -403,13 +398,12 @@ impl Store {
     /// The first offset in `range` whose timestamp is at least `timestamp_ms`.
     pub(crate) fn offset_for_timestamp(
         &self,
-        topic_id: u64,
-        partition: u32,
+        partition: PartitionId,
         range: OffsetRange,
         timestamp_ms: i64,
     ) -> Result<Option<u64>> {
         let mut found = None;
-        self.batch_headers(topic_id, partition, range, &mut |base, _, ts| {
+        self.batch_headers(partition, range, &mut |base, _, ts| {
             if ts >= timestamp_ms {
                 found = Some(base.max(range.start));
                 return false;
@@ -442,15 +436,15 @@ impl Store {
 
     /// Writes raw bytes under a record key, bypassing encoding: lets tests damage a batch.
     #[doc(hidden)]
-    pub fn put_raw_record_for_test(&self, topic_id: u64, partition: u32, offset: u64, value: &[u8]) -> Result<()> {
-        let m = Mutation::Put(Cf::Records, record_key(topic_id, partition, offset).to_vec(), value.to_vec());
+    pub fn put_raw_record_for_test(&self, partition: PartitionId, offset: u64, value: &[u8]) -> Result<()> {
+        let m = Mutation::Put(Cf::Records, record_key(partition, offset).to_vec(), value.to_vec());
         self.engine.apply(&mut std::iter::once(&m), true)
     }
 
     /// Reads the raw bytes of a batch: lets tests damage a batch.
     #[doc(hidden)]
-    pub fn raw_record_for_test(&self, topic_id: u64, partition: u32, offset: u64) -> Result<Option<Vec<u8>>> {
-        let key = record_key(topic_id, partition, offset);
+    pub fn raw_record_for_test(&self, partition: PartitionId, offset: u64) -> Result<Option<Vec<u8>>> {
+        let key = record_key(partition, offset);
         let mut found = None;
         self.engine.scan(Cf::Records, &key, None, ScanFrom::AtOrAfter(&key), &mut |k, v| {
             if k == key {
@@ -462,10 +456,10 @@ impl Store {
     }
 }
 
-fn corruption(topic_id: u64, partition: u32, offset: u64, reason: String) -> Error {
+fn corruption(partition: PartitionId, offset: u64, reason: String) -> Error {
     metrics::counter!(crate::metric_names::CORRUPTION).increment(1);
-    tracing::error!(topic_id, partition, offset, %reason, "corrupted batch detected on read");
-    Error::Corruption { topic_id, partition, offset, reason }
+    tracing::error!(topic_id = partition.topic.0, partition = partition.index, offset, %reason, "corrupted batch detected on read");
+    Error::Corruption { partition, offset, reason }
 }
 
 /// Milliseconds since the Unix epoch.

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proptest::prelude::*;
 use sluice_storage::{
-    spawn_writer, Append, AtomicWrite, Durability, Error, MemoryDisk, OffsetRange, PartitionLog, ProducerSeq,
-    Recovered, Store, StoreOptions, StoredRecord, TopicMeta, TopicSettings, WriterConfig,
+    spawn_writer, Append, AtomicWrite, Durability, Error, MemoryDisk, OffsetRange, PartitionId, PartitionLog,
+    ProducerSeq, Recovered, Store, StoreConfig, StoredRecord, TopicConfig, TopicId, TopicMeta, WriterConfig,
 };
 
 /// Where a test's data lives between "restarts".
@@ -29,7 +29,7 @@ impl Backend {
 
     fn open(&self) -> (Arc<Store>, Recovered) {
         match self {
-            Backend::Rocks(dir) => Store::open(dir.path(), &StoreOptions::default()).expect("open rocksdb"),
+            Backend::Rocks(dir) => Store::open(dir.path(), &StoreConfig::default()).expect("open rocksdb"),
             Backend::Memory(disk) => Store::open_in_memory(disk).expect("open memory"),
         }
     }
@@ -51,8 +51,8 @@ macro_rules! contract {
     };
 }
 
-fn settings() -> TopicSettings {
-    TopicSettings {
+fn settings() -> TopicConfig {
+    TopicConfig {
         retention_ms: 0,
         retention_bytes: 0,
         segment_bytes: 1024,
@@ -72,7 +72,8 @@ fn record(i: u64) -> StoredRecord {
     }
 }
 
-const TOPIC: u64 = 3;
+const TOPIC: TopicId = TopicId(3);
+const PARTITION: PartitionId = PartitionId { topic: TOPIC, index: 0 };
 
 fn meta() -> TopicMeta {
     TopicMeta { id: TOPIC, name: "t".into(), partitions: 1, settings: settings(), created_ms: 0 }
@@ -98,7 +99,7 @@ fn append(store: &Store, log: &mut PartitionLog, values: &[u64], producer: Optio
 fn create(backend: &Backend) -> (Arc<Store>, PartitionLog) {
     let (store, _) = backend.open();
     commit(&store, Store::create_topic(&meta()).expect("meta"));
-    let log = PartitionLog::new(&store, TOPIC, 0, 1);
+    let log = PartitionLog::new(&store, PARTITION, 1);
     (store, log)
 }
 
@@ -139,7 +140,7 @@ fn appended_batches_read_back_and_survive_reopen(backend: &Backend) {
     let (_store, log, recovered) = reopen(backend, store, log);
     assert_eq!(log.next_offset(), 100, "next offset recovered from segment metadata");
     assert_eq!(log.segments(), &segments[..], "segment index recovered");
-    assert_eq!(recovered.next_topic_id, TOPIC + 1);
+    assert_eq!(recovered.next_topic_id, TOPIC.0 + 1);
     assert_eq!(read_all(&log).len(), 100);
 }
 contract!(appended_batches_read_back_and_survive_reopen);
@@ -163,17 +164,17 @@ fn damaged_batches_are_corruption_never_data(backend: &Backend) {
     for b in 0..3u64 {
         append(&store, &mut log, &[b], None, 5);
     }
-    let good = store.raw_record_for_test(TOPIC, 0, 1).expect("get").expect("present");
+    let good = store.raw_record_for_test(PARTITION, 1).expect("get").expect("present");
     let mut flipped = good.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0x01;
-    store.put_raw_record_for_test(TOPIC, 0, 1, &flipped).expect("damage");
+    store.put_raw_record_for_test(PARTITION, 1, &flipped).expect("damage");
     let reader = log.reader();
     let err = reader.read_blocking(OffsetRange::new(0, 3), 10, usize::MAX).expect_err("flip detected");
     assert!(matches!(err, Error::Corruption { offset: 1, .. }), "{err:?}");
     assert!(err.is_corruption());
     assert_eq!(reader.read_blocking(OffsetRange::new(0, 1), 10, usize::MAX).expect("before the damage").len(), 1);
-    store.put_raw_record_for_test(TOPIC, 0, 1, &good[..good.len() - 5]).expect("truncate");
+    store.put_raw_record_for_test(PARTITION, 1, &good[..good.len() - 5]).expect("truncate");
     assert!(matches!(reader.read_blocking(OffsetRange::new(1, 3), 10, usize::MAX), Err(Error::Corruption { .. })));
 }
 contract!(damaged_batches_are_corruption_never_data);
@@ -305,7 +306,7 @@ fn deleting_a_topic_removes_everything(backend: &Backend) {
     drop(store);
     let (_store, recovered) = backend.open();
     assert!(recovered.topics.is_empty(), "no topic, segment or producer entry survives");
-    assert_eq!(recovered.next_topic_id, TOPIC + 1, "ids are never reused");
+    assert_eq!(recovered.next_topic_id, TOPIC.0 + 1, "ids are never reused");
 }
 contract!(deleting_a_topic_removes_everything);
 
@@ -314,7 +315,8 @@ fn concurrent_appends_share_synced_writes(backend: &Backend) {
     let (store, _) = backend.open();
     let (writer, join) = spawn_writer(store.clone(), WriterConfig::default()).expect("writer");
     let before = store.commit_count();
-    let mut logs: Vec<PartitionLog> = (0..8u32).map(|p| PartitionLog::new(&store, 9, p, 1)).collect();
+    let mut logs: Vec<PartitionLog> =
+        (0..8u32).map(|p| PartitionLog::new(&store, PartitionId::new(TopicId(9), p), 1)).collect();
     rt.block_on(async {
         let mut waiting = Vec::new();
         for log in &mut logs {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_storage::{Store, StoreOptions};
+use sluice_storage::{PartitionId, Store, StoreConfig, TopicId};
 
 fn logs_in(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -17,11 +17,11 @@ fn logs_in(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn flushed_wal_files_are_archived_then_reaped() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _) = Store::open(dir.path(), &StoreOptions::default()).expect("open");
+    let (store, _) = Store::open(dir.path(), &StoreConfig::default()).expect("open");
     let before = logs_in(dir.path());
     assert_eq!(before.len(), 1, "one live WAL after open: {before:?}");
     for i in 0..5u64 {
-        store.put_raw_record_for_test(1, 0, i, &vec![7u8; 1 << 20]).expect("put");
+        store.put_raw_record_for_test(PartitionId::new(TopicId(1), 0), i, &vec![7u8; 1 << 20]).expect("put");
         // A flush of every family makes the current WAL obsolete.
         store.flush().expect("flush");
     }
@@ -42,6 +42,9 @@ fn flushed_wal_files_are_archived_then_reaped() {
     }
     // The reaper never touches the live WAL: the data is still there after a reopen.
     drop(store);
-    let (store, _) = Store::open(dir.path(), &StoreOptions::default()).expect("reopen");
-    assert_eq!(store.raw_record_for_test(1, 0, 4).expect("read").map(|v| v.len()), Some(1 << 20));
+    let (store, _) = Store::open(dir.path(), &StoreConfig::default()).expect("reopen");
+    assert_eq!(
+        store.raw_record_for_test(PartitionId::new(TopicId(1), 0), 4).expect("read").map(|v| v.len()),
+        Some(1 << 20)
+    );
 }

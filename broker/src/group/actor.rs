@@ -24,7 +24,7 @@ use sluice_storage::{now_ms, AtomicWrite, OffsetRange, StoredRecord, WriteReques
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::config::{GroupMode, GroupSettings};
+use super::config::{GroupConfig, GroupMode};
 use super::dead_letter;
 use super::registry::GroupContext;
 use super::state::{AckError, FailOutcome, Failure, GroupState, PartitionStats};
@@ -153,7 +153,7 @@ pub struct GroupHandle {
     /// The topic it reads.
     pub topic: Arc<Topic>,
     /// Settings, shared with the actor.
-    pub settings: Arc<RwLock<GroupSettings>>,
+    pub settings: Arc<RwLock<GroupConfig>>,
     pub(super) tx: mpsc::Sender<Command>,
     /// Bumped when redeliveries become due or the group moves, so long-polls wake.
     pub ready: Arc<watch::Sender<u64>>,
@@ -165,7 +165,7 @@ pub struct GroupHandle {
 
 impl GroupHandle {
     /// Current settings.
-    pub fn settings(&self) -> GroupSettings {
+    pub fn settings(&self) -> GroupConfig {
         self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -231,7 +231,7 @@ impl GroupHandle {
 
 pub(super) struct GroupActor {
     pub state: GroupState,
-    pub settings: Arc<RwLock<GroupSettings>>,
+    pub settings: Arc<RwLock<GroupConfig>>,
     pub topic: Arc<Topic>,
     pub ctx: GroupContext,
     pub ready: Arc<watch::Sender<u64>>,
@@ -292,7 +292,7 @@ async fn persist(ctx: &GroupContext, write: AtomicWrite) {
 }
 
 impl GroupActor {
-    fn settings(&self) -> GroupSettings {
+    fn settings(&self) -> GroupConfig {
         self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

@@ -18,7 +18,7 @@ pub enum GroupMode {
 /// Redelivery delays: `initial × multiplier^(attempt-1)`, capped at `max`, spread by ±`jitter`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct BackoffSettings {
+pub struct BackoffConfig {
     /// First delay, ms.
     pub initial_ms: u32,
     /// Largest delay, ms.
@@ -32,7 +32,7 @@ pub struct BackoffSettings {
 /// Everything configurable about a group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub struct GroupSettings {
+pub struct GroupConfig {
     /// Internal id (never reused).
     pub id: u64,
     /// The topic read.
@@ -44,7 +44,7 @@ pub struct GroupSettings {
     /// Where exhausted messages go; empty = none.
     pub dead_letter_topic: String,
     /// Redelivery backoff.
-    pub backoff: BackoffSettings,
+    pub backoff: BackoffConfig,
     /// Delivery mode.
     pub mode: GroupMode,
     /// Creation time.
@@ -59,13 +59,13 @@ pub const ACK_DEADLINE_MS: std::ops::RangeInclusive<u32> = 100..=600_000;
 /// Longest backoff.
 pub const MAX_BACKOFF_MS: u32 = 3_600_000;
 
-impl Default for BackoffSettings {
+impl Default for BackoffConfig {
     fn default() -> Self {
-        BackoffSettings { initial_ms: 1000, max_ms: 60_000, multiplier: 2.0, jitter: 0.2 }
+        BackoffConfig { initial_ms: 1000, max_ms: 60_000, multiplier: 2.0, jitter: 0.2 }
     }
 }
 
-impl GroupSettings {
+impl GroupConfig {
     /// Rejects settings outside their ranges, naming the field.
     pub fn validate(&self) -> Result<()> {
         if !ACK_DEADLINE_MS.contains(&self.ack_deadline_ms) {
@@ -110,14 +110,14 @@ impl GroupSettings {
 mod tests {
     use super::*;
 
-    fn settings() -> GroupSettings {
-        GroupSettings {
+    fn settings() -> GroupConfig {
+        GroupConfig {
             id: 1,
             topic: "t".into(),
             ack_deadline_ms: 1000,
             max_delivery_attempts: 0,
             dead_letter_topic: String::new(),
-            backoff: BackoffSettings::default(),
+            backoff: BackoffConfig::default(),
             mode: GroupMode::Shared,
             created_ms: 0,
             name: "g".into(),
@@ -135,9 +135,9 @@ mod tests {
 
     #[test]
     fn limits_without_dead_letter_topic_are_refused() {
-        let s = GroupSettings { max_delivery_attempts: 3, ..settings() };
+        let s = GroupConfig { max_delivery_attempts: 3, ..settings() };
         assert!(s.validate().is_err());
-        let s = GroupSettings { max_delivery_attempts: 3, dead_letter_topic: "t".into(), ..settings() };
+        let s = GroupConfig { max_delivery_attempts: 3, dead_letter_topic: "t".into(), ..settings() };
         assert!(s.validate().is_err(), "dead-letter topic equal to the source");
         assert!(settings().validate().is_ok());
     }

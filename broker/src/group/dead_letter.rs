@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sluice_proto::v1 as pb;
 use sluice_storage::{MessageState, OffsetRange, StoredRecord};
 
-use super::config::GroupSettings;
+use super::config::GroupConfig;
 use super::registry::GroupContext;
 use crate::error::Error;
 use crate::topic::Topic;
@@ -95,7 +95,7 @@ pub(super) async fn write_batch(
     ctx: &GroupContext,
     topic: &Topic,
     items: Vec<Exhausted>,
-    settings: &GroupSettings,
+    settings: &GroupConfig,
     now: i64,
 ) -> BatchOutcome {
     let mut outcome = BatchOutcome::default();
@@ -195,7 +195,7 @@ async fn find_written(
     topic: &Topic,
     items: &[Exhausted],
     targets: u32,
-    settings: &GroupSettings,
+    settings: &GroupConfig,
 ) -> Result<HashSet<(u32, u64)>, Error> {
     let mut from: BTreeMap<u32, u64> = BTreeMap::new();
     for item in items {
@@ -235,7 +235,7 @@ fn dead_letter_message(
     topic: &Topic,
     p: u32,
     offset: u64,
-    settings: &GroupSettings,
+    settings: &GroupConfig,
     state: &MessageState,
     now: i64,
 ) -> pb::Message {

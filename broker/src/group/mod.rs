@@ -14,7 +14,7 @@ pub mod state;
 mod subscription;
 
 pub use actor::{AckId, Delivered, GroupHandle, GroupSnapshot};
-pub use config::{BackoffSettings, GroupMode, GroupSettings};
+pub use config::{BackoffConfig, GroupConfig, GroupMode};
 pub use registry::{GroupContext, GroupRegistry, StartAt};
 pub use report::{report, GroupReport, PartitionReport};
 pub use subscription::{Subscription, MAX_CREDITS};

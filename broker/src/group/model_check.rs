@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use std::sync::Arc;
 
-use sluice_storage::{AtomicWrite, MemoryDisk, Store, StoreOptions};
+use sluice_storage::{AtomicWrite, MemoryDisk, Store, StoreConfig};
 
 use super::state::{AckError, FailOutcome, Failure, GroupState};
 
@@ -22,8 +22,8 @@ const RETRY_MS: i64 = 30;
 const MAX_ATTEMPTS: u32 = 3;
 
 /// A small store: the check opens one per case and reopens it on every restart.
-fn store_options() -> StoreOptions {
-    StoreOptions { write_buffer_bytes: 1 << 20, background_jobs: 1, min_free_bytes: 0 }
+fn store_options() -> StoreConfig {
+    StoreConfig { write_buffer_bytes: 1 << 20, background_jobs: 1, min_free_bytes: 0 }
 }
 
 /// Cases per run over the in-memory engine: `make test` runs the default, `make soak` many more.

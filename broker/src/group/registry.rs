@@ -5,15 +5,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use sluice_storage::group::{delete_group, put_group};
-use sluice_storage::{now_ms, RecoveredGroupState, TopicSettings, WriterHandle};
+use sluice_storage::{now_ms, RecoveredGroupState, TopicConfig, WriterHandle};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::actor::{GroupActor, GroupHandle};
-use super::config::GroupSettings;
+use super::config::GroupConfig;
 use super::state::GroupState;
 use crate::error::{Error, Result};
+use crate::name::{GroupName, TopicName};
 use crate::topic::{Topic, TopicRegistry};
 
 /// What every group actor shares.
@@ -60,7 +61,7 @@ impl GroupRegistry {
         let registry = GroupRegistry { groups: RwLock::default(), admin: tokio::sync::Mutex::new(()), ctx, stop };
         let now = now_ms();
         for (name, bytes) in recovered {
-            let settings: GroupSettings = match serde_json::from_slice(&bytes) {
+            let settings: GroupConfig = match serde_json::from_slice(&bytes) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(group = %name, error = %e, "unreadable group configuration; group not started");
@@ -91,7 +92,7 @@ impl GroupRegistry {
         self.groups.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn start(&self, name: String, topic: Arc<Topic>, settings: GroupSettings, state: GroupState) -> Arc<GroupHandle> {
+    fn start(&self, name: String, topic: Arc<Topic>, settings: GroupConfig, state: GroupState) -> Arc<GroupHandle> {
         let (tx, rx) = tokio::sync::mpsc::channel(self.ctx.queue_depth);
         let ready = Arc::new(watch::Sender::new(0u64));
         let partitions = topic.partitions.len();
@@ -153,11 +154,12 @@ impl GroupRegistry {
     /// Creates a group durably (and its dead-letter topic if absent), then starts it.
     pub async fn create(
         &self,
-        name: &str,
-        mut settings: GroupSettings,
+        name: &GroupName,
+        mut settings: GroupConfig,
         start: StartAt,
-        dlq_defaults: TopicSettings,
+        dlq_defaults: TopicConfig,
     ) -> Result<Arc<GroupHandle>> {
+        let name = name.as_str();
         let _guard = self.admin.lock().await;
         if self.read_map().contains_key(name) {
             return Err(Error::GroupExists(name.to_owned()));
@@ -165,8 +167,8 @@ impl GroupRegistry {
         settings.validate()?;
         let topic = self.ctx.topics.get(&settings.topic)?;
         if !settings.dead_letter_topic.is_empty() && self.ctx.topics.get(&settings.dead_letter_topic).is_err() {
-            crate::name::check("dead_letter_topic", &settings.dead_letter_topic)?;
-            self.ctx.topics.create(&settings.dead_letter_topic, topic.partitions.len() as u32, dlq_defaults).await?;
+            let dead_letter_topic = TopicName::parse("dead_letter_topic", settings.dead_letter_topic.clone())?;
+            self.ctx.topics.create(&dead_letter_topic, topic.partitions.len() as u32, dlq_defaults).await?;
         }
         let mut starts = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
@@ -204,7 +206,7 @@ impl GroupRegistry {
     }
 
     /// Changes settings durably; the actor sees them at once.
-    pub async fn update(&self, name: &str, change: impl FnOnce(&mut GroupSettings)) -> Result<Arc<GroupHandle>> {
+    pub async fn update(&self, name: &str, change: impl FnOnce(&mut GroupConfig)) -> Result<Arc<GroupHandle>> {
         let _guard = self.admin.lock().await;
         let group = self.get(name)?;
         let mut settings = group.settings();
@@ -236,6 +238,6 @@ impl GroupRegistry {
     }
 }
 
-fn encode(settings: &GroupSettings) -> Vec<u8> {
+fn encode(settings: &GroupConfig) -> Vec<u8> {
     serde_json::to_vec(settings).expect("group settings are plain data with string keys: encoding cannot fail")
 }

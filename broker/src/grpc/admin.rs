@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_server::Admin;
-use sluice_storage::{Durability, TopicSettings};
+use sluice_storage::{Durability, TopicConfig};
 use tonic::{Request, Response, Status};
 
 use super::validate;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 use crate::group::GroupRegistry;
+use crate::name::TopicName;
 use crate::topic::{Topic, TopicRegistry};
 
 use super::groups;
@@ -39,7 +40,7 @@ fn durability_to_pb(d: Durability) -> pb::Durability {
 }
 
 /// Applies the non-zero fields of `c` to `s`, checking each.
-fn apply_config(c: &pb::TopicConfig, s: &mut TopicSettings) -> Result<()> {
+fn apply_config(c: &pb::TopicConfig, s: &mut TopicConfig) -> Result<()> {
     if c.retention_ms != 0 {
         s.retention_ms = c.retention_ms;
     }
@@ -47,21 +48,12 @@ fn apply_config(c: &pb::TopicConfig, s: &mut TopicSettings) -> Result<()> {
         s.retention_bytes = c.retention_bytes;
     }
     if c.segment_bytes != 0 {
-        if c.segment_bytes < 4096 {
-            return Err(Error::invalid("config.segment_bytes", "must be at least 4096"));
-        }
         s.segment_bytes = c.segment_bytes;
     }
     if c.segment_ms != 0 {
-        if c.segment_ms < 1000 {
-            return Err(Error::invalid("config.segment_ms", "must be at least 1000"));
-        }
         s.segment_ms = c.segment_ms;
     }
     if c.max_message_bytes != 0 {
-        if c.max_message_bytes > 16 << 20 {
-            return Err(Error::invalid("config.max_message_bytes", "must be at most 16777216 (16 MiB)"));
-        }
         s.max_message_bytes = c.max_message_bytes;
     }
     match pb::Durability::try_from(c.durability) {
@@ -75,7 +67,15 @@ fn apply_config(c: &pb::TopicConfig, s: &mut TopicSettings) -> Result<()> {
             ))
         }
     }
-    Ok(())
+    s.check().map_err(|e| {
+        let field = match e.field {
+            "segment_bytes" => "config.segment_bytes",
+            "segment_ms" => "config.segment_ms",
+            "max_message_bytes" => "config.max_message_bytes",
+            _ => "config",
+        };
+        Error::invalid(field, e.rule)
+    })
 }
 
 /// The proto view of a topic.
@@ -103,7 +103,7 @@ impl Admin for AdminService {
         req: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
         let req = req.into_inner();
-        validate::topic_name(&req.name)?;
+        let name = TopicName::parse("name", req.name.clone())?;
         if req.partitions == 0 || req.partitions > self.config.max_partitions {
             return Err(Error::invalid(
                 "partitions",
@@ -111,11 +111,11 @@ impl Admin for AdminService {
             )
             .into());
         }
-        let mut settings = self.config.default_topic_settings();
+        let mut settings = self.config.topic_defaults();
         if let Some(c) = &req.config {
             apply_config(c, &mut settings)?;
         }
-        let topic = self.registry.create(&req.name, req.partitions, settings).await?;
+        let topic = self.registry.create(&name, req.partitions, settings).await?;
         Ok(Response::new(pb::CreateTopicResponse { topic: Some(topic_info(&topic)) }))
     }
 

@@ -9,8 +9,8 @@ use super::validate;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 use crate::group::dead_letter_tools::{self, Redrive};
-use crate::group::{BackoffSettings, GroupHandle, GroupMode, GroupRegistry, GroupSettings, StartAt};
-use crate::name::TopicName;
+use crate::group::{BackoffConfig, GroupConfig, GroupHandle, GroupMode, GroupRegistry, StartAt};
+use crate::name::{GroupName, TopicName};
 use crate::topic::TopicRegistry;
 
 const DEFAULT_ACK_DEADLINE_MS: u32 = 30_000;
@@ -26,7 +26,7 @@ fn mode_to_pb(m: GroupMode) -> pb::GroupMode {
 
 /// Applies the backoff fields that are set (zero included: presence, not value,
 /// says whether a field is given); unset ones keep `s`.
-fn apply_backoff(b: &pb::Backoff, s: &mut BackoffSettings) {
+fn apply_backoff(b: &pb::Backoff, s: &mut BackoffConfig) {
     if let Some(v) = b.initial_ms {
         s.initial_ms = v;
     }
@@ -43,7 +43,7 @@ fn apply_backoff(b: &pb::Backoff, s: &mut BackoffSettings) {
 
 /// Builds a new group's settings from a request: unset fields (and a zero
 /// `ack_deadline_ms`, which is never valid) take the defaults.
-fn new_settings(c: &pb::GroupConfig) -> Result<(GroupSettings, StartAt)> {
+fn new_settings(c: &pb::GroupConfig) -> Result<(GroupConfig, StartAt)> {
     if c.topic.is_empty() {
         return Err(Error::invalid("config.topic", "name the topic the group reads"));
     }
@@ -60,11 +60,11 @@ fn new_settings(c: &pb::GroupConfig) -> Result<(GroupSettings, StartAt)> {
         Ok(pb::StartPosition::Timestamp) => StartAt::Timestamp(c.start_timestamp_ms),
         Err(_) => return Err(Error::invalid("config.start", format!("unknown start position {}", c.start))),
     };
-    let mut backoff = BackoffSettings::default();
+    let mut backoff = BackoffConfig::default();
     if let Some(b) = &c.backoff {
         apply_backoff(b, &mut backoff);
     }
-    let settings = GroupSettings {
+    let settings = GroupConfig {
         id: 0,
         topic: c.topic.clone(),
         ack_deadline_ms: if c.ack_deadline_ms == 0 { DEFAULT_ACK_DEADLINE_MS } else { c.ack_deadline_ms },
@@ -145,10 +145,10 @@ pub async fn create(
     config: &BrokerConfig,
     req: pb::CreateGroupRequest,
 ) -> Result<pb::GroupInfo> {
-    validate::topic_name(&req.name)?;
+    let name = GroupName::parse("name", req.name)?;
     let c = req.config.ok_or_else(|| Error::invalid("config", "a group needs a config naming its topic"))?;
     let (settings, start) = new_settings(&c)?;
-    let group = groups.create(&req.name, settings, start, config.default_topic_settings()).await?;
+    let group = groups.create(&name, settings, start, config.topic_defaults()).await?;
     describe(topics, &group).await
 }
 

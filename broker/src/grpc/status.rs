@@ -87,8 +87,7 @@ mod tests {
     #[test]
     fn corruption_is_data_loss_and_full_queues_are_resource_exhausted() {
         let corrupt = Error::Storage(sluice_storage::Error::Corruption {
-            topic_id: 1,
-            partition: 0,
+            partition: sluice_storage::PartitionId::new(sluice_storage::TopicId(1), 0),
             offset: 5,
             reason: "crc".into(),
         });

@@ -7,11 +7,6 @@ use crate::error::Result;
 use crate::group::{GroupHandle, GroupRegistry};
 use crate::topic::{Topic, TopicRegistry};
 
-/// Topic names: 1-249 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
-pub fn topic_name(name: &str) -> Result<()> {
-    self::name("name", name)
-}
-
 /// Topic and group names in the request field `field` (`crate::name`'s rule).
 pub fn name(field: &'static str, name: &str) -> Result<()> {
     crate::name::check(field, name)
@@ -43,10 +38,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn topic_names_are_checked() {
-        assert!(topic_name("orders.v1_eu-west").is_ok());
+    fn names_are_checked() {
+        assert!(name("name", "orders.v1_eu-west").is_ok());
         for bad in ["", ".", "..", "a/b", "sp ace", "é", &"x".repeat(250)] {
-            assert!(topic_name(bad).is_err(), "{bad:?} accepted");
+            assert!(name("name", bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sluice_proto::v1::Message;
 use sluice_storage::{
-    now_ms, Append, Durability, PartitionLog, RecordRef, Store, TopicSettings, WriteRequest, WriterHandle,
+    now_ms, Append, Durability, PartitionLog, RecordRef, Store, TopicConfig, WriteRequest, WriterHandle,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -57,7 +57,7 @@ impl RecordRef for MessageRecord {
 
 struct PartitionActor {
     log: PartitionLog,
-    settings: Arc<RwLock<TopicSettings>>,
+    settings: Arc<RwLock<TopicConfig>>,
     shared: Arc<Shared>,
     ctx: PartitionContext,
 }
@@ -66,15 +66,14 @@ struct PartitionActor {
 /// fires, after answering what was already queued.
 pub fn spawn_partition(
     log: PartitionLog,
-    settings: Arc<RwLock<TopicSettings>>,
+    settings: Arc<RwLock<TopicConfig>>,
     appended: Arc<watch::Sender<u64>>,
     ctx: &PartitionContext,
     stop: CancellationToken,
 ) -> (PartitionHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(ctx.queue_depth);
     let shared = Arc::new(Shared {
-        topic_id: log.topic_id(),
-        partition: log.partition(),
+        id: log.id(),
         committed: watch::Sender::new(log.next_offset()),
         log_start: AtomicU64::new(log.log_start()),
         appended,
@@ -131,7 +130,7 @@ impl PartitionActor {
         }
     }
 
-    fn settings(&self) -> TopicSettings {
+    fn settings(&self) -> TopicConfig {
         *self.settings.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -148,8 +147,8 @@ impl PartitionActor {
         let appended = self.log.append(&records, producer, now_ms(), &settings);
         if self.log.segments().len() > segments {
             tracing::info!(
-                topic_id = self.shared.topic_id,
-                partition = self.shared.partition,
+                topic_id = self.shared.id.topic.0,
+                partition = self.shared.id.index,
                 base_offset = self.log.next_offset() - count,
                 "segment rolled"
             );
@@ -199,14 +198,14 @@ impl PartitionActor {
         let settings = self.settings();
         let Some(trim) = self.log.trim(now_ms(), &settings) else { return };
         if let Err(e) = self.ctx.writer.write(trim.write).await {
-            tracing::error!(error = %e, topic_id = self.shared.topic_id, partition = self.shared.partition, "retention write failed");
+            tracing::error!(error = %e, topic_id = self.shared.id.topic.0, partition = self.shared.id.index, "retention write failed");
             return;
         }
         self.shared.log_start.store(trim.log_start, Ordering::Release);
         for s in &trim.removed {
             tracing::info!(
-                topic_id = self.shared.topic_id,
-                partition = self.shared.partition,
+                topic_id = self.shared.id.topic.0,
+                partition = self.shared.id.index,
                 base_offset = s.base_offset,
                 end_offset = s.end_offset,
                 bytes = s.bytes,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::v1::Message;
-use sluice_storage::{OffsetRange, PartitionReader, ProducerSeq, SegmentMeta, StoredRecord};
+use sluice_storage::{OffsetRange, PartitionId, PartitionReader, ProducerSeq, SegmentMeta, StoredRecord};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
@@ -40,8 +40,7 @@ pub(super) enum Command {
 /// State the actor publishes for readers.
 #[derive(Debug)]
 pub(super) struct Shared {
-    pub topic_id: u64,
-    pub partition: u32,
+    pub id: PartitionId,
     /// Offsets below this are durable and readable (the high watermark).
     pub committed: watch::Sender<u64>,
     pub log_start: AtomicU64,
@@ -80,7 +79,7 @@ impl PartitionHandle {
     /// Why the actor no longer answers: its topic was deleted, or the broker is stopping.
     fn stopped(&self) -> Error {
         if self.shared.deleted.load(Ordering::Acquire) {
-            Error::Deleted(format!("partition {} of its topic", self.shared.partition))
+            Error::Deleted(format!("partition {} of its topic", self.shared.id.index))
         } else {
             Error::ShuttingDown
         }

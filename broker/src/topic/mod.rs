@@ -8,23 +8,24 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
-use sluice_storage::{now_ms, PartitionLog, Recovered, Store, TopicMeta, TopicSettings};
+use sluice_storage::{now_ms, PartitionId, PartitionLog, Recovered, Store, TopicConfig, TopicId, TopicMeta};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
+use crate::name::TopicName;
 use crate::partition::{spawn_partition, PartitionContext, PartitionHandle};
 
 /// A live topic.
 #[derive(Debug)]
 pub struct Topic {
     /// Internal id (never reused).
-    pub id: u64,
+    pub id: TopicId,
     /// Name.
     pub name: String,
     /// Creation time.
     pub created_ms: i64,
     /// Settings; shared with the partition actors, which read them per append.
-    pub settings: Arc<RwLock<TopicSettings>>,
+    pub settings: Arc<RwLock<TopicConfig>>,
     /// Partitions in order.
     pub partitions: Vec<PartitionHandle>,
     /// Bumped after every committed append to any partition, so long-polls across partitions wake.
@@ -36,7 +37,7 @@ pub struct Topic {
 
 impl Topic {
     /// The current settings.
-    pub fn settings(&self) -> TopicSettings {
+    pub fn settings(&self) -> TopicConfig {
         *self.settings.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -149,17 +150,20 @@ impl TopicRegistry {
         Ok(id)
     }
 
-    /// Creates a topic durably, then makes it visible.
-    pub async fn create(&self, name: &str, partitions: u32, settings: TopicSettings) -> Result<Arc<Topic>> {
+    /// Creates a topic durably, then makes it visible. The name is typed:
+    /// whoever creates a topic has checked its name.
+    pub async fn create(&self, name: &TopicName, partitions: u32, settings: TopicConfig) -> Result<Arc<Topic>> {
+        let name = name.as_str();
         let mut next_id = self.next_id.lock().await;
         if self.read_map().contains_key(name) {
             return Err(Error::TopicExists(name.to_owned()));
         }
         let now = now_ms();
-        let meta = TopicMeta { id: *next_id, name: name.to_owned(), partitions, settings, created_ms: now };
+        let meta = TopicMeta { id: TopicId(*next_id), name: name.to_owned(), partitions, settings, created_ms: now };
         self.ctx.writer.write(Store::create_topic(&meta)?).await?;
         *next_id += 1;
-        let logs = (0..partitions).map(|p| PartitionLog::new(&self.ctx.store, meta.id, p, now)).collect();
+        let logs =
+            (0..partitions).map(|p| PartitionLog::new(&self.ctx.store, PartitionId::new(meta.id, p), now)).collect();
         let topic = self.start(meta, logs);
         self.write_map().insert(name.to_owned(), topic.clone());
         tracing::info!(topic = name, partitions, ?settings, "topic created");
@@ -167,7 +171,7 @@ impl TopicRegistry {
     }
 
     /// Changes a topic's settings durably; partition actors see them on their next append.
-    pub async fn update(&self, name: &str, change: impl FnOnce(&mut TopicSettings)) -> Result<Arc<Topic>> {
+    pub async fn update(&self, name: &str, change: impl FnOnce(&mut TopicConfig)) -> Result<Arc<Topic>> {
         let _guard = self.next_id.lock().await;
         let topic = self.get(name)?;
         let mut meta = topic.meta();

@@ -9,7 +9,7 @@ use rocksdb::{
 
 use super::wal_reaper::WalReaper;
 use super::{Cf, Engine, Mutation, ScanFrom, StorageStats, Visit};
-use crate::{Error, Result, StoreOptions};
+use crate::{Error, Result, StoreConfig};
 
 const CF_RECORDS: &str = "records";
 const CF_META: &str = "meta";
@@ -23,7 +23,7 @@ const MIN_BLOB_BYTES: u64 = 0;
 /// in case the reaper thread fell behind or failed.
 const WAL_ARCHIVE_TTL_SECONDS: u64 = 60;
 
-fn records_cf_options(o: &StoreOptions) -> Options {
+fn records_cf_options(o: &StoreConfig) -> Options {
     let mut cf = Options::default();
     cf.set_write_buffer_size(o.write_buffer_bytes);
     cf.set_max_write_buffer_number(4);
@@ -56,7 +56,7 @@ pub(crate) struct RocksEngine {
 
 impl RocksEngine {
     /// Opens (creating if needed) the database in `path`.
-    pub(crate) fn open(path: &Path, options: &StoreOptions) -> Result<Self> {
+    pub(crate) fn open(path: &Path, options: &StoreConfig) -> Result<Self> {
         std::fs::create_dir_all(path).map_err(|source| Error::DataDir { path: path.to_owned(), source })?;
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
