@@ -28,6 +28,7 @@ pub mod log;
 pub mod metric_names;
 mod offset;
 pub mod producer;
+pub mod raft;
 pub mod record;
 pub mod segment;
 pub mod store;

@@ -313,6 +313,22 @@ impl Store {
         self.unsynced.load(Ordering::Acquire)
     }
 
+    pub(crate) fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
+    }
+
+    /// The value of `key` in `cf`, if any.
+    pub(crate) fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut found = None;
+        self.engine.scan(cf, key, None, ScanFrom::AtOrAfter(key), &mut |k, v| {
+            if k == key {
+                found = Some(v.to_vec());
+            }
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+
     /// Flushes memtables to files so a restart replays no WAL (clean shutdown).
     pub fn flush(&self) -> Result<()> {
         self.engine.flush()

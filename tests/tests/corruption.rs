@@ -25,10 +25,10 @@ async fn flipped_byte_on_disk_is_data_loss_not_data() -> anyhow::Result<()> {
     producer
         .send_to("fragile", 1, pb::Message { key: None, value: Bytes::from_static(b"healthy"), headers: vec![] })
         .await?;
-    // A batch this large is kept in a blob file rather than the table.
     let big = Bytes::from(MARKER.repeat(400));
     producer.send_to("fragile", 2, pb::Message { key: None, value: big, headers: vec![] }).await?;
-    // A clean stop flushes memtables, so the records are in table and blob files.
+    // A clean stop flushes memtables, so every batch is in a blob file (the table holds
+    // only keys and blob references; RocksDB's block checksums guard those).
     assert_eq!(broker.terminate(Duration::from_secs(20)).await?, Some(0));
 
     let mut flipped = Vec::new();
@@ -36,15 +36,20 @@ async fn flipped_byte_on_disk_is_data_loss_not_data() -> anyhow::Result<()> {
         let path = entry?.path();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()).filter(|e| *e == "sst" || *e == "blob") {
             let mut bytes = std::fs::read(&path)?;
-            if let Some(at) = bytes.windows(MARKER.len()).position(|w| w == MARKER) {
-                bytes[at + 3] ^= 0x20;
-                std::fs::write(&path, &bytes)?;
+            // A flipped byte in every marker: partitions 0 and 2 may share a blob file.
+            let mut at = 0;
+            while let Some(found) = bytes[at..].windows(MARKER.len()).position(|w| w == MARKER) {
+                bytes[at + found + 3] ^= 0x20;
                 flipped.push(ext.to_owned());
+                at += found + MARKER.len();
+                if at >= bytes.len() {
+                    break;
+                }
             }
+            std::fs::write(&path, &bytes)?;
         }
     }
-    flipped.sort();
-    assert_eq!(flipped, ["blob", "sst"], "the marker was found in a table file and a blob file");
+    assert!(flipped.iter().any(|e| e == "blob"), "no marked batch found in a blob file: {flipped:?}");
 
     broker.start_again().await?;
     let mut consumer = ConsumerClient::new(broker.channel());

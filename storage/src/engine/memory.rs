@@ -17,7 +17,7 @@ type Family = BTreeMap<Vec<u8>, Vec<u8>>;
 /// The contents of an in-memory store; clone it to open the same data again.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDisk {
-    families: Arc<Mutex<[Family; 3]>>,
+    families: Arc<Mutex<[Family; 4]>>,
 }
 
 impl MemoryDisk {
@@ -26,7 +26,7 @@ impl MemoryDisk {
         MemoryDisk::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, [Family; 3]> {
+    fn lock(&self) -> MutexGuard<'_, [Family; 4]> {
         self.families.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

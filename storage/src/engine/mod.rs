@@ -36,17 +36,20 @@ pub(crate) enum Cf {
     Meta,
     /// Consumer-group cursors, message states and the redelivery time index.
     Groups,
+    /// Replication groups' logs, hard state and state-machine records (`raft`).
+    Raft,
 }
 
 impl Cf {
     /// Every family, in a fixed order (the memory engine's array index).
-    pub(crate) const ALL: [Cf; 3] = [Cf::Records, Cf::Meta, Cf::Groups];
+    pub(crate) const ALL: [Cf; 4] = [Cf::Records, Cf::Meta, Cf::Groups, Cf::Raft];
 
     pub(crate) fn index(self) -> usize {
         match self {
             Cf::Records => 0,
             Cf::Meta => 1,
             Cf::Groups => 2,
+            Cf::Raft => 3,
         }
     }
 }

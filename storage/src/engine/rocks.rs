@@ -14,6 +14,7 @@ use crate::{Error, Result, StoreConfig};
 const CF_RECORDS: &str = "records";
 const CF_META: &str = "meta";
 const CF_GROUPS: &str = "groups";
+const CF_RAFT: &str = "raft";
 
 /// Batches at least this large are stored in blob files; smaller ones stay in
 /// the LSM tree, where compaction rewriting them costs little.
@@ -73,6 +74,7 @@ impl RocksEngine {
             ColumnFamilyDescriptor::new(CF_RECORDS, records_cf_options(options)),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
             ColumnFamilyDescriptor::new(CF_GROUPS, Options::default()),
+            ColumnFamilyDescriptor::new(CF_RAFT, Options::default()),
         ];
         let db = DB::open_cf_descriptors(&db_opts, path, cfs)?;
         let reaper = WalReaper::start(path).map_err(|source| Error::DataDir { path: path.to_owned(), source })?;
@@ -84,6 +86,7 @@ impl RocksEngine {
             Cf::Records => CF_RECORDS,
             Cf::Meta => CF_META,
             Cf::Groups => CF_GROUPS,
+            Cf::Raft => CF_RAFT,
         };
         // Every family is created by `open`; its absence would be a bug here.
         self.db.cf_handle(name).expect("column families are created at open")

@@ -1,0 +1,352 @@
+//! The metadata group: every broker is a voter, and its state machine is the
+//! cluster catalog (brokers' endpoints, topics with their ids and settings).
+//! Ids are allocated by applying entries, never locally, so every broker
+//! agrees on them. Its log is small between snapshots and its snapshot is the
+//! whole catalog.
+//!
+//! # Correctness
+//! `apply` is deterministic: everything an entry needs (names, settings,
+//! creation time) is in the command, decided by the proposer. The records an
+//! apply changes and the last-applied log id (with the membership) are written
+//! in one atomic write, so after a crash the catalog on disk is exactly the
+//! state after the last-applied entry, and openraft re-applies what follows.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
+use sluice_storage::raft::{self as keys, GroupId, HardState};
+use sluice_storage::{AtomicWrite, Store, TopicConfig, TopicId, WriterHandle};
+
+use crate::codec::{decode, encode, io_error};
+
+openraft::declare_raft_types!(
+    /// The metadata group's types: Sluice's commands and responses, broker ids as node ids.
+    pub(crate) MetaTypes:
+        D = MetaCommand,
+        R = MetaResponse,
+        NodeId = u64,
+        Node = openraft::impls::BasicNode,
+        AsyncRuntime = openraft_rt_tokio::TokioRuntime,
+);
+
+/// The metadata group is group 0 of a broker's store.
+pub const META_GROUP: GroupId = GroupId(0);
+
+/// A change to the catalog, proposed by a broker and applied by all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "op")]
+pub enum MetaCommand {
+    /// Create topic `name` unless it exists; it gets the next topic id.
+    CreateTopic {
+        /// The topic's name (already checked by the proposer).
+        name: String,
+        /// Its partitions.
+        partitions: u32,
+        /// How many brokers hold each partition.
+        replication_factor: u32,
+        /// Its settings (already checked by the proposer).
+        config: TopicConfig,
+        /// When it was created, by the proposer's clock.
+        created_ms: i64,
+    },
+    /// Delete topic `name` if it exists.
+    DeleteTopic {
+        /// The topic's name.
+        name: String,
+    },
+    /// Record where broker `broker` serves clients.
+    SetBrokerEndpoint {
+        /// The broker's id.
+        broker: u64,
+        /// Its client endpoint, `host:port`.
+        endpoint: String,
+    },
+}
+
+impl fmt::Display for MetaCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetaCommand::CreateTopic { name, partitions, .. } => {
+                write!(f, "create topic {name} ({partitions} partitions)")
+            }
+            MetaCommand::DeleteTopic { name } => write!(f, "delete topic {name}"),
+            MetaCommand::SetBrokerEndpoint { broker, endpoint } => write!(f, "broker {broker} at {endpoint}"),
+        }
+    }
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "result")]
+pub enum MetaResponse {
+    /// The topic was created with this id.
+    TopicCreated {
+        /// Its id.
+        id: TopicId,
+    },
+    /// A topic of that name already existed (with this id); nothing changed.
+    TopicExists {
+        /// The existing topic's id.
+        id: TopicId,
+    },
+    /// The topic was deleted.
+    TopicDeleted,
+    /// No topic of that name; nothing changed.
+    TopicNotFound,
+    /// Done (for commands that cannot fail).
+    Done,
+}
+
+/// A topic as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CatalogTopic {
+    /// Its id, allocated by the metadata group.
+    pub id: TopicId,
+    /// Its partitions.
+    pub partitions: u32,
+    /// How many brokers hold each partition.
+    pub replication_factor: u32,
+    /// Its settings.
+    pub config: TopicConfig,
+    /// When it was created.
+    pub created_ms: i64,
+}
+
+/// What the metadata group agrees on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Catalog {
+    /// The id the next topic gets; ids are never reused.
+    pub next_topic_id: u64,
+    /// Topics by name.
+    pub topics: BTreeMap<String, CatalogTopic>,
+    /// Client endpoints by broker id.
+    pub brokers: BTreeMap<u64, String>,
+}
+
+const NEXT_TOPIC_ID: &[u8] = b"next-topic-id";
+const TOPIC: &str = "topic/";
+const BROKER: &str = "broker/";
+
+impl Catalog {
+    /// Applies `command`, adding the records it changes to `write`.
+    fn apply(&mut self, command: &MetaCommand, group: GroupId, write: &mut AtomicWrite) -> io::Result<MetaResponse> {
+        Ok(match command {
+            MetaCommand::CreateTopic { name, partitions, replication_factor, config, created_ms } => {
+                if let Some(t) = self.topics.get(name) {
+                    return Ok(MetaResponse::TopicExists { id: t.id });
+                }
+                let topic = CatalogTopic {
+                    id: TopicId(self.next_topic_id),
+                    partitions: *partitions,
+                    replication_factor: *replication_factor,
+                    config: *config,
+                    created_ms: *created_ms,
+                };
+                self.next_topic_id += 1;
+                keys::put_record(write, group, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
+                keys::put_record(write, group, format!("{TOPIC}{name}").as_bytes(), encode(&topic)?);
+                let id = topic.id;
+                self.topics.insert(name.clone(), topic);
+                MetaResponse::TopicCreated { id }
+            }
+            MetaCommand::DeleteTopic { name } => {
+                if self.topics.remove(name).is_none() {
+                    return Ok(MetaResponse::TopicNotFound);
+                }
+                keys::delete_record(write, group, format!("{TOPIC}{name}").as_bytes());
+                MetaResponse::TopicDeleted
+            }
+            MetaCommand::SetBrokerEndpoint { broker, endpoint } => {
+                self.brokers.insert(*broker, endpoint.clone());
+                keys::put_record(write, group, format!("{BROKER}{broker}").as_bytes(), encode(endpoint)?);
+                MetaResponse::Done
+            }
+        })
+    }
+
+    /// Every record of the catalog, for a snapshot install.
+    fn put_all(&self, group: GroupId, write: &mut AtomicWrite) -> io::Result<()> {
+        keys::put_record(write, group, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
+        for (name, topic) in &self.topics {
+            keys::put_record(write, group, format!("{TOPIC}{name}").as_bytes(), encode(topic)?);
+        }
+        for (broker, endpoint) in &self.brokers {
+            keys::put_record(write, group, format!("{BROKER}{broker}").as_bytes(), encode(endpoint)?);
+        }
+        Ok(())
+    }
+
+    /// The catalog from its stored records.
+    fn load(records: Vec<(Vec<u8>, Vec<u8>)>) -> io::Result<Self> {
+        let mut catalog = Catalog::default();
+        for (key, value) in records {
+            let key = String::from_utf8_lossy(&key);
+            if key.as_bytes() == NEXT_TOPIC_ID {
+                catalog.next_topic_id = decode(&value, "topic id counter")?;
+            } else if let Some(name) = key.strip_prefix(TOPIC) {
+                catalog.topics.insert(name.to_owned(), decode(&value, "catalog topic")?);
+            } else if let Some(id) = key.strip_prefix(BROKER) {
+                let id = id.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad broker key"))?;
+                catalog.brokers.insert(id, decode(&value, "broker endpoint")?);
+            } else {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unknown catalog record {key}")));
+            }
+        }
+        Ok(catalog)
+    }
+}
+
+/// The last-applied entry and the membership it left, stored with the catalog.
+type Applied = (Option<LogIdOf<MetaTypes>>, StoredMembershipOf<MetaTypes>);
+
+/// A built snapshot: its metadata and the encoded catalog.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMetaOf<MetaTypes>,
+    data: Vec<u8>,
+}
+
+struct State {
+    catalog: Catalog,
+    applied: Applied,
+    snapshot: Option<(SnapshotMetaOf<MetaTypes>, Vec<u8>)>,
+}
+
+/// The metadata group's state machine over the broker's store; cheap to clone.
+#[derive(Clone)]
+pub struct MetaStateMachine {
+    writer: WriterHandle,
+    state: Arc<Mutex<State>>,
+}
+
+impl MetaStateMachine {
+    /// Opens the catalog as stored (empty on a new broker).
+    pub fn open(store: Arc<Store>, writer: WriterHandle) -> io::Result<Self> {
+        let catalog = Catalog::load(store.raft_records(META_GROUP).map_err(io_error)?)?;
+        let applied = match store.raft_hard_state(META_GROUP, HardState::Applied).map_err(io_error)? {
+            Some(b) => decode(&b, "applied state")?,
+            None => (None, StoredMembershipOf::<MetaTypes>::default()),
+        };
+        let snapshot = match store.raft_hard_state(META_GROUP, HardState::Snapshot).map_err(io_error)? {
+            Some(b) => {
+                let s: StoredSnapshot = decode(&b, "snapshot")?;
+                Some((s.meta, s.data))
+            }
+            None => None,
+        };
+        let state = State { catalog, applied, snapshot };
+        Ok(MetaStateMachine { writer, state: Arc::new(Mutex::new(state)) })
+    }
+
+    /// The catalog as of the last applied entry.
+    pub fn catalog(&self) -> Catalog {
+        self.state().catalog.clone()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change to the state is made whole under the lock; a panic elsewhere leaves it consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Builds a snapshot from the catalog as it was when the builder was made.
+pub struct MetaSnapshotBuilder {
+    catalog: Catalog,
+    applied: Applied,
+    machine: MetaStateMachine,
+}
+
+impl RaftSnapshotBuilder<MetaTypes> for MetaSnapshotBuilder {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<MetaTypes, Vec<u8>>, io::Error> {
+        let meta = SnapshotMetaOf::<MetaTypes> { last_log_id: self.applied.0, last_membership: self.applied.1.clone() };
+        let data = encode(&self.catalog)?;
+        let mut write = AtomicWrite::new();
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        keys::put_hard_state(&mut write, META_GROUP, HardState::Snapshot, encode(&stored)?);
+        self.machine.writer.write(write).await.map_err(io_error)?;
+        self.machine.state().snapshot = Some((meta.clone(), data.clone()));
+        Ok(SnapshotOf::<MetaTypes, Vec<u8>> { meta, snapshot: data })
+    }
+}
+
+impl RaftStateMachine<MetaTypes> for MetaStateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = MetaSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<Applied, io::Error> {
+        Ok(self.state().applied.clone())
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<MetaTypes>, io::Error>> + Unpin + OptionalSend,
+    {
+        // The catalog in memory moves ahead of the disk until the write below
+        // commits; a failed write poisons the store and the broker restarts
+        // from what is on disk, so nothing acts on the difference.
+        let mut write = AtomicWrite::new();
+        let mut replies = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let log_id = entry.log_id();
+            let mut s = self.state();
+            let response = match &entry.payload {
+                EntryPayload::Normal(command) => s.catalog.apply(command, META_GROUP, &mut write)?,
+                EntryPayload::Blank | EntryPayload::Membership(_) => MetaResponse::Done,
+            };
+            if let Some(membership) = entry.get_membership() {
+                s.applied.1 = StoredMembershipOf::<MetaTypes>::new(Some(log_id), membership);
+            }
+            s.applied.0 = Some(log_id);
+            drop(s);
+            if let Some(r) = responder {
+                replies.push((r, response));
+            }
+        }
+        let applied = self.state().applied.clone();
+        keys::put_hard_state(&mut write, META_GROUP, HardState::Applied, encode(&applied)?);
+        self.writer.write(write).await.map_err(io_error)?;
+        for (responder, response) in replies {
+            responder.send(response);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let s = self.state();
+        MetaSnapshotBuilder { catalog: s.catalog.clone(), applied: s.applied.clone(), machine: self.clone() }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<MetaTypes>, snapshot: Vec<u8>) -> Result<(), io::Error> {
+        let catalog: Catalog = decode(&snapshot, "snapshot catalog")?;
+        let applied: Applied = (meta.last_log_id, meta.last_membership.clone());
+        let mut write = AtomicWrite::new();
+        keys::delete_all_records(&mut write, META_GROUP);
+        catalog.put_all(META_GROUP, &mut write)?;
+        keys::put_hard_state(&mut write, META_GROUP, HardState::Applied, encode(&applied)?);
+        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.clone() };
+        keys::put_hard_state(&mut write, META_GROUP, HardState::Snapshot, encode(&stored)?);
+        self.writer.write(write).await.map_err(io_error)?;
+        let mut s = self.state();
+        s.catalog = catalog;
+        s.applied = applied;
+        s.snapshot = Some((meta.clone(), snapshot));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<MetaTypes, Vec<u8>>>, io::Error> {
+        Ok(self.state().snapshot.clone().map(|(meta, snapshot)| SnapshotOf::<MetaTypes, Vec<u8>> { meta, snapshot }))
+    }
+}
