@@ -18,8 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         .file_descriptor_set_path(out.join("sluice_descriptor.bin"))
         .compile_protos(&protos, &["."])?;
+    // Broker-to-broker traffic: compiled apart, so reflection never lists it.
+    let internal = ["sluice/internal/v1/raft.proto"];
+    tonic_prost_build::configure().bytes(".").compile_protos(&internal, &["."])?;
     println!("cargo:rerun-if-changed=build.rs");
-    for p in protos {
+    for p in protos.iter().chain(internal.iter()) {
         println!("cargo:rerun-if-changed={p}");
     }
     Ok(())

@@ -14,6 +14,15 @@ pub mod externalscaler {
     tonic::include_proto!("externalscaler");
 }
 
+/// Broker-to-broker messages (`proto/sluice/internal/v1`): not part of the
+/// client API, absent from reflection, free to change between versions.
+pub mod internal {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("sluice.internal.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every Sluice `.proto`, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sluice_descriptor");
 

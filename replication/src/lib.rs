@@ -10,7 +10,10 @@
 //! - [`log_store`]: a Raft log over the store's `raft` column family, for any
 //!   group whose entries are small (the metadata group);
 //! - [`meta`]: the metadata group's commands and state machine (the cluster
-//!   catalog: brokers and topics, ids allocated by applying entries).
+//!   catalog: brokers and topics, ids allocated by applying entries);
+//! - [`network`]: the internal gRPC service carrying Raft RPCs between
+//!   brokers, and its client side;
+//! - [`node`]: [`MetaNode`], a broker's peer in the metadata group.
 //!
 //! Both pass openraft's own storage test suite over RocksDB and the
 //! in-memory engine (`suite_test.rs`).
@@ -18,8 +21,12 @@
 mod codec;
 pub mod log_store;
 pub mod meta;
+pub mod network;
+pub mod node;
 #[cfg(test)]
 mod suite_test;
 
 pub use log_store::LogStore;
 pub use meta::{Catalog, CatalogTopic, MetaCommand, MetaResponse, MetaStateMachine};
+pub use network::{Peers, RaftService};
+pub use node::{ClusterConfig, MetaNode, ProposeError};

@@ -1,0 +1,221 @@
+//! Raft traffic between brokers: one internal gRPC service
+//! (`sluice.internal.v1.Raft`, on the cluster listener) that carries every
+//! group's RPCs as encoded openraft messages tagged with the group id, and the
+//! client side openraft calls through. One tonic channel per peer address is
+//! shared by every group that talks to that peer.
+//!
+//! A peer that cannot be reached (connection refused, timeout, a broker that
+//! does not run the group) is reported to openraft as `Unreachable`, which
+//! makes it back off before retrying; nothing here retries on its own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::{BasicNode, OptionalSend, Raft, RaftNetworkFactory, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sluice_proto::internal::v1 as pb;
+use sluice_proto::internal::v1::raft_client::RaftClient;
+use sluice_storage::raft::GroupId;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::codec::{decode, encode};
+use crate::meta::{MetaStateMachine, MetaTypes};
+
+/// Connections to peers, by address; cloning shares them.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    /// The channel to `addr` (`host:port`), made lazily: connecting happens on
+    /// first use, and a failed connection is retried by the next call.
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("peer address {addr}: {e}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10));
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// What openraft's metadata group uses to make a client per peer.
+#[derive(Clone)]
+pub struct MetaNetwork {
+    peers: Peers,
+    group: GroupId,
+}
+
+impl MetaNetwork {
+    /// Clients for `group` over `peers`' connections.
+    pub fn new(peers: Peers, group: GroupId) -> Self {
+        MetaNetwork { peers, group }
+    }
+}
+
+/// One peer of one group.
+pub struct PeerClient {
+    addr: String,
+    channel: Result<Channel, String>,
+    group: GroupId,
+}
+
+impl RaftNetworkFactory<MetaTypes> for MetaNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> PeerClient {
+        PeerClient { addr: node.addr.clone(), channel: self.peers.channel(&node.addr), group: self.group }
+    }
+}
+
+impl PeerClient {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        rpc: pb::RaftRpc,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, String> {
+        let channel = self.channel.clone()?;
+        let payload = encode(request).map_err(|e| e.to_string())?;
+        let mut req =
+            tonic::Request::new(pb::RaftRequest { group: self.group.0, rpc: rpc as i32, payload: payload.into() });
+        req.set_timeout(timeout);
+        let reply = RaftClient::new(channel)
+            .call(req)
+            .await
+            .map_err(|s| format!("{} from {}: {}", s.code(), self.addr, s.message()))?
+            .into_inner();
+        if !reply.error.is_empty() {
+            tracing::debug!(?rpc, peer = %self.addr, error = %reply.error, "raft rpc refused");
+            return Err(format!("{} answered: {}", self.addr, reply.error));
+        }
+        decode(&reply.payload, "raft reply").map_err(|e| e.to_string())
+    }
+}
+
+fn unreachable(e: String) -> RPCError<MetaTypes> {
+    RPCError::Unreachable(Unreachable::from_string(e))
+}
+
+/// A snapshot on the wire: the vote it is sent under, its metadata and data.
+#[derive(Serialize, serde::Deserialize)]
+struct SnapshotMessage {
+    vote: VoteOf<MetaTypes>,
+    meta: openraft::alias::SnapshotMetaOf<MetaTypes>,
+    data: Vec<u8>,
+}
+
+impl RaftNetworkV2<MetaTypes> for PeerClient {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<MetaTypes>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<MetaTypes>, RPCError<MetaTypes>> {
+        self.call(pb::RaftRpc::AppendEntries, &rpc, option.hard_ttl()).await.map_err(unreachable)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<MetaTypes>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<MetaTypes>, RPCError<MetaTypes>> {
+        self.call(pb::RaftRpc::Vote, &rpc, option.hard_ttl()).await.map_err(unreachable)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<MetaTypes>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<MetaTypes>, RPCError<MetaTypes>> {
+        self.call(pb::RaftRpc::PreVote, &rpc, option.hard_ttl()).await.map_err(unreachable)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<MetaTypes>,
+        snapshot: SnapshotOf<MetaTypes, Vec<u8>>,
+        _cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<MetaTypes>, StreamingError<MetaTypes>> {
+        let message = SnapshotMessage { vote, meta: snapshot.meta, data: snapshot.snapshot };
+        self.call(pb::RaftRpc::FullSnapshot, &message, option.hard_ttl())
+            .await
+            .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))
+    }
+}
+
+/// The receiving side: hands each RPC to the local Raft of its group.
+#[derive(Clone)]
+pub struct RaftService {
+    meta: Raft<MetaTypes, MetaStateMachine>,
+}
+
+impl RaftService {
+    /// Serves the metadata group's peer `meta`.
+    pub(crate) fn new(meta: Raft<MetaTypes, MetaStateMachine>) -> Self {
+        RaftService { meta }
+    }
+
+    /// The tonic service to add to the cluster listener.
+    pub fn into_server(self) -> pb::raft_server::RaftServer<Self> {
+        pb::raft_server::RaftServer::new(self)
+    }
+
+    async fn dispatch(&self, request: pb::RaftRequest) -> Result<Vec<u8>, String> {
+        if request.group != crate::meta::META_GROUP.0 {
+            return Err(format!("this broker runs no replication group {}", request.group));
+        }
+        let raft = &self.meta;
+        let payload = &request.payload[..];
+        let reply = match pb::RaftRpc::try_from(request.rpc) {
+            Ok(pb::RaftRpc::AppendEntries) => {
+                let rpc = decode(payload, "append-entries request").map_err(|e| e.to_string())?;
+                encode(&raft.append_entries(rpc).await.map_err(|e| e.to_string())?)
+            }
+            Ok(pb::RaftRpc::Vote) => {
+                let rpc = decode(payload, "vote request").map_err(|e| e.to_string())?;
+                encode(&raft.vote(rpc).await.map_err(|e| e.to_string())?)
+            }
+            Ok(pb::RaftRpc::PreVote) => {
+                let rpc = decode(payload, "pre-vote request").map_err(|e| e.to_string())?;
+                encode(&raft.pre_vote(rpc).await.map_err(|e| e.to_string())?)
+            }
+            Ok(pb::RaftRpc::FullSnapshot) => {
+                let m: SnapshotMessage = decode(payload, "snapshot").map_err(|e| e.to_string())?;
+                let snapshot = SnapshotOf::<MetaTypes, Vec<u8>> { meta: m.meta, snapshot: m.data };
+                encode(&raft.install_full_snapshot(m.vote, snapshot).await.map_err(|e| e.to_string())?)
+            }
+            Ok(pb::RaftRpc::Unspecified) | Err(_) => return Err(format!("unknown raft rpc {}", request.rpc)),
+        };
+        reply.map_err(|e| e.to_string())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftService {
+    async fn call(
+        &self,
+        request: tonic::Request<pb::RaftRequest>,
+    ) -> Result<tonic::Response<pb::RaftReply>, tonic::Status> {
+        let reply = match self.dispatch(request.into_inner()).await {
+            Ok(payload) => pb::RaftReply { payload: payload.into(), error: String::new() },
+            Err(error) => pb::RaftReply { payload: Default::default(), error },
+        };
+        Ok(tonic::Response::new(reply))
+    }
+}

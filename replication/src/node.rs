@@ -1,0 +1,177 @@
+//! A broker's peer in the metadata group: starts openraft over the broker's
+//! store, serves its peers' RPCs, and lets the broker propose catalog changes
+//! and read the catalog. The broker sees only Sluice types.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Raft};
+use sluice_storage::{Store, WriterHandle};
+
+use crate::log_store::LogStore;
+use crate::meta::{Catalog, MetaCommand, MetaResponse, MetaStateMachine, MetaTypes, META_GROUP};
+use crate::network::{MetaNetwork, Peers, RaftService};
+
+/// How a broker takes part in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This broker's id, unique in the cluster and never reused.
+    pub node_id: u64,
+    /// Every broker's cluster (broker-to-broker) address by id, this one included.
+    pub peers: BTreeMap<u64, String>,
+    /// How often a leader heartbeats its followers.
+    pub heartbeat: Duration,
+    /// A follower that hears no leader for a random time in this range stands for election.
+    pub election_timeout: (Duration, Duration),
+}
+
+impl ClusterConfig {
+    /// `node_id` among `peers`, with timings for a failover well under a second on a LAN.
+    pub fn new(node_id: u64, peers: BTreeMap<u64, String>) -> Self {
+        ClusterConfig {
+            node_id,
+            peers,
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+        }
+    }
+
+    fn raft_config(&self) -> io::Result<openraft::Config> {
+        let ms = |d: Duration| d.as_millis() as u64;
+        openraft::Config {
+            cluster_name: "sluice-metadata".into(),
+            heartbeat_interval: ms(self.heartbeat),
+            election_timeout_min: ms(self.election_timeout.0),
+            election_timeout_max: ms(self.election_timeout.1),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("cluster timing: {e}")))
+    }
+}
+
+/// Why a proposal was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This broker is not the metadata leader; propose at the leader (when known).
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<u64>,
+        /// The leader's cluster address, if known.
+        leader_addr: Option<String>,
+    },
+    /// The group cannot take writes now (no quorum, shutting down, storage failure).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProposeError::NotLeader { leader: Some(id), .. } => write!(f, "not the metadata leader (broker {id} is)"),
+            ProposeError::NotLeader { leader: None, .. } => {
+                write!(f, "not the metadata leader, and no leader is known yet")
+            }
+            ProposeError::Unavailable(why) => write!(f, "metadata group unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ProposeError {}
+
+/// This broker's peer in the metadata group.
+pub struct MetaNode {
+    id: u64,
+    raft: Raft<MetaTypes, MetaStateMachine>,
+    machine: MetaStateMachine,
+    peers: BTreeMap<u64, String>,
+}
+
+impl MetaNode {
+    /// Starts the peer over `store` (recovering its log and catalog) and its
+    /// writer; it talks to the others through `connections`.
+    pub async fn start(
+        config: &ClusterConfig,
+        store: Arc<Store>,
+        writer: WriterHandle,
+        connections: Peers,
+    ) -> io::Result<MetaNode> {
+        let raft_config = Arc::new(config.raft_config()?);
+        let log = LogStore::open(store.clone(), writer.clone(), META_GROUP)?;
+        let machine = MetaStateMachine::open(store, writer)?;
+        let network = MetaNetwork::new(connections, META_GROUP);
+        let raft = Raft::new(config.node_id, raft_config, network, log, machine.clone())
+            .await
+            .map_err(|e| io::Error::other(format!("starting the metadata group: {e}")))?;
+        Ok(MetaNode { id: config.node_id, raft, machine, peers: config.peers.clone() })
+    }
+
+    /// The service answering the other brokers' Raft RPCs for this peer.
+    pub fn service(&self) -> RaftService {
+        RaftService::new(self.raft.clone())
+    }
+
+    /// Makes every configured broker a voter, if the group has never been
+    /// set up; a no-op on a group that has (so every broker may call it at
+    /// every start).
+    pub async fn initialize(&self) -> io::Result<()> {
+        let members: BTreeMap<u64, BasicNode> =
+            self.peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
+        match self.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(io::Error::other(format!("initializing the metadata group: {e}"))),
+        }
+    }
+
+    /// Proposes `command` and waits until it is applied here (committed on a
+    /// majority first).
+    pub async fn propose(&self, command: MetaCommand) -> Result<MetaResponse, ProposeError> {
+        match self.raft.client_write(command).await {
+            Ok(reply) => Ok(reply.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
+            }
+            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The catalog as of the last entry applied on this broker.
+    pub fn catalog(&self) -> Catalog {
+        self.machine.catalog()
+    }
+
+    /// The leader this broker knows of.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// A one-line summary of this peer's Raft state, for logs and status output.
+    pub fn status(&self) -> String {
+        let m = self.raft.metrics().borrow_watched().clone();
+        format!(
+            "broker {} {:?} term {} leader {:?} last log {:?} applied {:?} replication {:?}",
+            self.id,
+            m.state,
+            m.current_term,
+            m.current_leader,
+            m.last_log_index,
+            m.last_applied.map(|l| l.index),
+            m.replication.map(|r| r.into_iter().map(|(id, l)| (id, l.map(|l| l.index))).collect::<Vec<_>>()),
+        )
+    }
+
+    /// This broker's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Stops the peer (its log and catalog stay on disk).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "metadata group did not stop cleanly");
+        }
+    }
+}
