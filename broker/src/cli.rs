@@ -104,6 +104,15 @@ pub struct SettingArgs {
     /// How often backlog and size gauges are recomputed, ms [default: 5000]
     #[arg(long, env = "SLUICE_METRICS_REFRESH_MS")]
     pub metrics_refresh_ms: Option<u64>,
+    /// This broker's id in a cluster (ignored without --peers)
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Cluster members' broker-to-broker addresses, `id=host:port,...` (this broker included); unset runs one broker
+    #[arg(long, env = "SLUICE_PEERS")]
+    pub peers: Option<String>,
+    /// Where this broker serves the other brokers (required with --peers)
+    #[arg(long, env = "SLUICE_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<String>,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -157,6 +166,9 @@ impl SettingArgs {
             retention_check_ms,
             shutdown_grace_ms,
             metrics_refresh_ms,
+            node_id,
+            peers,
+            cluster_listen,
         );
         cfg.validate()?;
         Ok(cfg)

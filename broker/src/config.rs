@@ -2,11 +2,13 @@
 //! then flags, each overriding the one before. Validated once at start-up;
 //! it does not change while the broker runs.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_replication::ClusterConfig;
 use sluice_storage::{Durability, TopicConfig};
 
 /// Every broker setting. Sizes are bytes, durations milliseconds (as written
@@ -61,6 +63,13 @@ pub struct BrokerConfig {
     pub shutdown_grace_ms: u64,
     /// How often state gauges (backlog, sizes) are recomputed. Default 5000.
     pub metrics_refresh_ms: u64,
+    /// This broker's id in a cluster (unique, never reused). Ignored without `peers`. Default 0.
+    pub node_id: u64,
+    /// Every cluster member's broker-to-broker address, `id=host:port,...`, this broker
+    /// included; empty runs a single broker (no Raft anywhere). Default empty.
+    pub peers: String,
+    /// Where this broker serves the other brokers (Raft traffic); required with `peers`.
+    pub cluster_listen: String,
 }
 
 impl Default for BrokerConfig {
@@ -88,6 +97,9 @@ impl Default for BrokerConfig {
             retention_check_ms: 5000,
             shutdown_grace_ms: 10_000,
             metrics_refresh_ms: 5000,
+            node_id: 0,
+            peers: String::new(),
+            cluster_listen: String::new(),
         }
     }
 }
@@ -149,10 +161,44 @@ impl BrokerConfig {
         check(self.shutdown_grace_ms <= 600_000, "shutdown-grace-ms", "must be at most 600000")?;
         check((100..=600_000).contains(&self.metrics_refresh_ms), "metrics-refresh-ms", "must be 100..=600000")?;
         check(matches!(self.log_format.as_str(), "text" | "json"), "log-format", "must be `text` or `json`")?;
+        self.cluster()?;
         if !self.metrics_listen.is_empty() {
             check(self.metrics_listen.parse::<SocketAddr>().is_ok(), "metrics-listen", "must be host:port or empty")?;
         }
         Ok(())
+    }
+
+    /// This broker's place in a cluster: `None` for a single broker (no `peers`).
+    pub fn cluster(&self) -> Result<Option<(ClusterConfig, SocketAddr)>, ConfigError> {
+        if self.peers.trim().is_empty() {
+            return Ok(None);
+        }
+        let mut peers = BTreeMap::new();
+        for part in self.peers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (id, addr) = part.split_once('=').ok_or_else(|| ConfigError {
+                field: "peers",
+                reason: format!("`{part}` is not `id=host:port`; write e.g. `1=broker-1:50061,2=broker-2:50061`"),
+            })?;
+            let id: u64 = id.trim().parse().map_err(|_| ConfigError {
+                field: "peers",
+                reason: format!("`{id}` in `{part}` is not a broker id (a positive integer)"),
+            })?;
+            check(id > 0, "peers", "broker ids start at 1")?;
+            check(!addr.trim().is_empty(), "peers", "every broker needs an address")?;
+            if peers.insert(id, addr.trim().to_owned()).is_some() {
+                return Err(ConfigError { field: "peers", reason: format!("broker {id} is listed twice") });
+            }
+        }
+        check(
+            peers.contains_key(&self.node_id),
+            "node-id",
+            "must be one of the ids in `peers` (this broker's own entry)",
+        )?;
+        let listen = self.cluster_listen.parse::<SocketAddr>().map_err(|_| ConfigError {
+            field: "cluster-listen",
+            reason: "must be host:port (where this broker serves the others) when `peers` is set".into(),
+        })?;
+        Ok(Some((ClusterConfig::new(self.node_id, peers), listen)))
     }
 
     /// WAL fsync period for `interval` topics.

@@ -3,6 +3,7 @@
 //! binary only parses flags, sets up logging and signals, and calls it.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod group;

@@ -66,6 +66,10 @@ pub const DISK_FREE: &str = "sluice_storage_disk_free_bytes";
 pub const DISK_ALARM: &str = "sluice_storage_disk_alarm";
 /// 1 once a failed write or fsync poisoned the store (restart needed).
 pub const STORAGE_POISONED: &str = "sluice_storage_poisoned";
+/// The metadata group's leader as this broker knows it (0: none known; absent on a single broker).
+pub const CLUSTER_METADATA_LEADER: &str = "sluice_cluster_metadata_leader";
+/// Brokers that have registered their endpoint in the cluster catalog, as this broker has applied it.
+pub const CLUSTER_BROKERS: &str = "sluice_cluster_brokers";
 pub use sluice_storage::metric_names::{CORRUPTION, GROUP_COMMIT_REQUESTS, POISONINGS, WRITE_SECONDS, WRITTEN_BYTES};
 
 /// Installs the global recorder and returns the handle that renders it.
@@ -94,6 +98,8 @@ fn describe() {
     counter!(FETCH_MESSAGES, "Messages returned by Fetch, by topic");
     counter!(FETCH_BYTES, Unit::Bytes, "Key and value bytes returned by Fetch, by topic");
     counter!(REJECTED, "Requests (or ack ids) answered with an error, by sluice-reason");
+    gauge!(CLUSTER_METADATA_LEADER, "Id of the metadata group's leader as this broker knows it; 0 when none is known");
+    gauge!(CLUSTER_BROKERS, "Brokers registered in the cluster catalog, as applied on this broker");
     counter!(CONNECTIONS, "TCP connections accepted on the gRPC port");
     gauge!(OPEN_STREAMS, "ProduceStream and Subscribe streams open now");
     gauge!(GROUP_BACKLOG, "Messages of the group's topic not yet acked by the group, by group and partition");

@@ -68,6 +68,9 @@ pub enum ServeError {
     /// The metrics endpoint could not start.
     #[error("metrics endpoint: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    /// A setting is invalid (checked at start; reached only by callers that skipped `validate`).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Runs a broker until `shutdown` fires, then stops it cleanly.
@@ -93,6 +96,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let writer_config = WriterConfig { queue_depth: config.writer_queue_depth, ..WriterConfig::default() };
     let (writer, writer_thread) = spawn_writer(store.clone(), writer_config)
         .map_err(|source| ServeError::Io { what: "starting the writer thread".into(), source })?;
+    let cluster_writer = writer.clone();
     let tracker = TaskTracker::new();
     let actors_stop = CancellationToken::new();
     let ctx = PartitionContext {
@@ -128,6 +132,22 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         .map_err(|source| ServeError::Io { what: format!("binding {}", config.listen), source })?;
     let local =
         listener.local_addr().map_err(|source| ServeError::Io { what: "reading the bound address".into(), source })?;
+    let cluster = match config.cluster()? {
+        Some((cluster_config, cluster_listen)) => Some(
+            crate::cluster::Cluster::start(
+                &cluster_config,
+                cluster_listen,
+                local.to_string(),
+                store.clone(),
+                cluster_writer,
+            )
+            .await?,
+        ),
+        None => {
+            drop(cluster_writer);
+            None
+        }
+    };
 
     let rpc_stop = CancellationToken::new();
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -236,6 +256,9 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         }
     }
     drop(server);
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
+    }
     rpc_stop.cancel();
     let _ = interval_sync.await;
     actors_stop.cancel();

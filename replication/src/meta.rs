@@ -227,6 +227,8 @@ struct State {
 pub struct MetaStateMachine {
     writer: WriterHandle,
     state: Arc<Mutex<State>>,
+    /// Bumped after every apply or snapshot install that may change the catalog.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl MetaStateMachine {
@@ -245,7 +247,21 @@ impl MetaStateMachine {
             None => None,
         };
         let state = State { catalog, applied, snapshot };
-        Ok(MetaStateMachine { writer, state: Arc::new(Mutex::new(state)) })
+        Ok(MetaStateMachine {
+            writer,
+            state: Arc::new(Mutex::new(state)),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        })
+    }
+
+    /// Changes (to a counter) after every apply or snapshot install, so a
+    /// broker can follow the catalog without polling.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// The catalog as of the last applied entry.
@@ -318,6 +334,7 @@ impl RaftStateMachine<MetaTypes> for MetaStateMachine {
         let applied = self.state().applied.clone();
         keys::put_hard_state(&mut write, META_GROUP, HardState::Applied, encode(&applied)?);
         self.writer.write(write).await.map_err(io_error)?;
+        self.changed();
         for (responder, response) in replies {
             responder.send(response);
         }
@@ -339,10 +356,13 @@ impl RaftStateMachine<MetaTypes> for MetaStateMachine {
         let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.clone() };
         keys::put_hard_state(&mut write, META_GROUP, HardState::Snapshot, encode(&stored)?);
         self.writer.write(write).await.map_err(io_error)?;
-        let mut s = self.state();
-        s.catalog = catalog;
-        s.applied = applied;
-        s.snapshot = Some((meta.clone(), snapshot));
+        {
+            let mut s = self.state();
+            s.catalog = catalog;
+            s.applied = applied;
+            s.snapshot = Some((meta.clone(), snapshot));
+        }
+        self.changed();
         Ok(())
     }
 

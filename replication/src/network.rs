@@ -36,7 +36,7 @@ pub struct Peers {
 impl Peers {
     /// The channel to `addr` (`host:port`), made lazily: connecting happens on
     /// first use, and a failed connection is retried by the next call.
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
@@ -206,8 +206,33 @@ impl RaftService {
     }
 }
 
+impl RaftService {
+    async fn propose(&self, request: pb::ProposeRequest) -> pb::ProposeReply {
+        let refused = |error: String, leader: u64| pb::ProposeReply { response: Default::default(), error, leader };
+        let command = match decode(&request.command, "proposed command") {
+            Ok(c) => c,
+            Err(e) => return refused(e.to_string(), 0),
+        };
+        match crate::node::propose_at(&self.meta, command).await {
+            Ok(response) => match encode(&response) {
+                Ok(bytes) => pb::ProposeReply { response: bytes.into(), error: String::new(), leader: 0 },
+                Err(e) => refused(e.to_string(), 0),
+            },
+            Err(e @ crate::ProposeError::NotLeader { leader, .. }) => refused(e.to_string(), leader.unwrap_or(0)),
+            Err(e) => refused(e.to_string(), 0),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftService {
+    async fn propose(
+        &self,
+        request: tonic::Request<pb::ProposeRequest>,
+    ) -> Result<tonic::Response<pb::ProposeReply>, tonic::Status> {
+        Ok(tonic::Response::new(RaftService::propose(self, request.into_inner()).await))
+    }
+
     async fn call(
         &self,
         request: tonic::Request<pb::RaftRequest>,

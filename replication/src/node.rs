@@ -12,6 +12,10 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Raft};
 use sluice_storage::{Store, WriterHandle};
 
+use sluice_proto::internal::v1 as pb;
+use sluice_proto::internal::v1::raft_client::RaftClient;
+
+use crate::codec::{decode, encode};
 use crate::log_store::LogStore;
 use crate::meta::{Catalog, MetaCommand, MetaResponse, MetaStateMachine, MetaTypes, META_GROUP};
 use crate::network::{MetaNetwork, Peers, RaftService};
@@ -82,12 +86,27 @@ impl std::fmt::Display for ProposeError {
 
 impl std::error::Error for ProposeError {}
 
+/// Proposes `command` to `raft` (this broker's peer) without forwarding.
+pub(crate) async fn propose_at(
+    raft: &Raft<MetaTypes, MetaStateMachine>,
+    command: MetaCommand,
+) -> Result<MetaResponse, ProposeError> {
+    match raft.client_write(command).await {
+        Ok(reply) => Ok(reply.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
+        }
+        Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+    }
+}
+
 /// This broker's peer in the metadata group.
 pub struct MetaNode {
     id: u64,
     raft: Raft<MetaTypes, MetaStateMachine>,
     machine: MetaStateMachine,
     peers: BTreeMap<u64, String>,
+    connections: Peers,
 }
 
 impl MetaNode {
@@ -102,11 +121,11 @@ impl MetaNode {
         let raft_config = Arc::new(config.raft_config()?);
         let log = LogStore::open(store.clone(), writer.clone(), META_GROUP)?;
         let machine = MetaStateMachine::open(store, writer)?;
-        let network = MetaNetwork::new(connections, META_GROUP);
+        let network = MetaNetwork::new(connections.clone(), META_GROUP);
         let raft = Raft::new(config.node_id, raft_config, network, log, machine.clone())
             .await
             .map_err(|e| io::Error::other(format!("starting the metadata group: {e}")))?;
-        Ok(MetaNode { id: config.node_id, raft, machine, peers: config.peers.clone() })
+        Ok(MetaNode { id: config.node_id, raft, machine, peers: config.peers.clone(), connections })
     }
 
     /// The service answering the other brokers' Raft RPCs for this peer.
@@ -126,16 +145,49 @@ impl MetaNode {
         }
     }
 
-    /// Proposes `command` and waits until it is applied here (committed on a
-    /// majority first).
+    /// Proposes `command` at the metadata leader, wherever it is (forwarded
+    /// over the cluster link when this broker is a follower), and waits until
+    /// the leader has applied it (committed on a majority first). This
+    /// broker's own catalog may apply it a moment later: see `subscribe`.
     pub async fn propose(&self, command: MetaCommand) -> Result<MetaResponse, ProposeError> {
-        match self.raft.client_write(command).await {
-            Ok(reply) => Ok(reply.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
+        match propose_at(&self.raft, command.clone()).await {
+            Err(ProposeError::NotLeader { leader: Some(leader), leader_addr: Some(addr) }) if leader != self.id => {
+                self.forward(leader, &addr, command).await
             }
-            Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+            other => other,
         }
+    }
+
+    /// Proposes `command` here only: `NotLeader` when this broker is not the leader.
+    pub async fn propose_local(&self, command: MetaCommand) -> Result<MetaResponse, ProposeError> {
+        propose_at(&self.raft, command).await
+    }
+
+    async fn forward(&self, leader: u64, addr: &str, command: MetaCommand) -> Result<MetaResponse, ProposeError> {
+        let unavailable =
+            |e: String| ProposeError::Unavailable(format!("forwarding to the leader (broker {leader}): {e}"));
+        let channel = self.connections.channel(addr).map_err(unavailable)?;
+        let payload = encode(&command).map_err(|e| unavailable(e.to_string()))?;
+        let mut request = tonic::Request::new(pb::ProposeRequest { command: payload.into() });
+        request.set_timeout(Duration::from_secs(10));
+        let reply = RaftClient::new(channel)
+            .propose(request)
+            .await
+            .map_err(|s| unavailable(format!("{}: {}", s.code(), s.message())))?
+            .into_inner();
+        if reply.error.is_empty() {
+            return decode(&reply.response, "proposal response").map_err(|e| unavailable(e.to_string()));
+        }
+        if reply.leader != 0 {
+            let leader = Some(reply.leader);
+            return Err(ProposeError::NotLeader { leader, leader_addr: self.peers.get(&reply.leader).cloned() });
+        }
+        Err(unavailable(reply.error))
+    }
+
+    /// Changes after every catalog change applied on this broker.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.machine.subscribe()
     }
 
     /// The catalog as of the last entry applied on this broker.

@@ -118,14 +118,15 @@ async fn three_peers_replicate_the_catalog_across_a_leader_stop() {
 
     let leader = agreed_leader(&peers).await;
     let follower = *peers.keys().find(|id| **id != leader).expect("a follower");
-    let redirected = peers[&follower].node.propose(create("orders")).await;
+    let redirected = peers[&follower].node.propose_local(create("orders")).await;
     assert_eq!(
         redirected,
         Err(ProposeError::NotLeader { leader: Some(leader), leader_addr: Some(addrs[&leader].clone()) }),
         "a proposal at a follower names the leader"
     );
 
-    let created = peers[&leader].node.propose(create("orders")).await.expect("create at the leader");
+    // `propose` at a follower is forwarded to the leader.
+    let created = peers[&follower].node.propose(create("orders")).await.expect("create through a follower");
     assert_eq!(created, MetaResponse::TopicCreated { id: TopicId(0) });
     wait_for(Duration::from_secs(5), "every peer's catalog has `orders`", || {
         peers.values().all(|p| p.node.catalog().topics.get("orders").map(|t| t.id) == Some(TopicId(0)))

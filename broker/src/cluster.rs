@@ -1,0 +1,116 @@
+//! A broker's part in a cluster. Step 1 of `docs/REPLICATION.md`: the broker
+//! runs its peer of the metadata group (over its own store and writer, so the
+//! metadata shares the broker's group commit), serves the other brokers on
+//! the cluster listener, and registers its client endpoint in the catalog.
+//! Topics and partitions are not replicated yet: a clustered broker still
+//! stores what it is sent, like a single broker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_replication::meta::MetaCommand;
+use sluice_replication::{ClusterConfig, MetaNode, Peers};
+use sluice_storage::{Store, WriterHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{CLUSTER_BROKERS, CLUSTER_METADATA_LEADER};
+use crate::server::ServeError;
+
+/// The running cluster side of a broker.
+pub struct Cluster {
+    node: Arc<MetaNode>,
+    stop: CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Cluster {
+    /// Starts this broker's metadata peer, its listener for the other
+    /// brokers, the endpoint registration and the cluster gauges.
+    pub async fn start(
+        config: &ClusterConfig,
+        listen: SocketAddr,
+        client_endpoint: String,
+        store: Arc<Store>,
+        writer: WriterHandle,
+    ) -> Result<Cluster, ServeError> {
+        let io = |what: &str, source: std::io::Error| ServeError::Io { what: what.to_owned(), source };
+        let listener =
+            TcpListener::bind(listen).await.map_err(|e| io(&format!("binding cluster-listen {listen}"), e))?;
+        let node = Arc::new(
+            MetaNode::start(config, store, writer, Peers::default())
+                .await
+                .map_err(|e| io("starting the metadata group", e))?,
+        );
+        let stop = CancellationToken::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let service = node.service().into_server();
+        let server_stop = stop.clone();
+        tasks.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let result = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned())
+                .await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "cluster listener failed");
+            }
+        });
+        node.initialize().await.map_err(|e| io("initializing the metadata group", e))?;
+        tasks.spawn(register(node.clone(), client_endpoint, stop.clone()));
+        tasks.spawn(gauges(node.clone(), stop.clone()));
+        tasks.close();
+        tracing::info!(node_id = config.node_id, %listen, peers = ?config.peers, "cluster member started (metadata group)");
+        Ok(Cluster { node, stop, tasks })
+    }
+
+    /// Stops the peer and its listener; afterwards nothing of the cluster side
+    /// holds the writer, so the broker's ordered shutdown can finish.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.wait().await;
+        self.node.shutdown().await;
+    }
+}
+
+/// Records this broker's client endpoint in the catalog, retrying until a
+/// leader takes it (at start there may be none yet).
+async fn register(node: Arc<MetaNode>, endpoint: String, stop: CancellationToken) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let command = MetaCommand::SetBrokerEndpoint { broker: node.id(), endpoint: endpoint.clone() };
+        match node.propose(command).await {
+            Ok(_) => {
+                tracing::info!(%endpoint, "registered in the cluster catalog");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "registering in the cluster catalog; will retry"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Keeps the leader and broker-count gauges current.
+async fn gauges(node: Arc<MetaNode>, stop: CancellationToken) {
+    let mut changes = node.subscribe();
+    let mut last_leader = None;
+    loop {
+        let leader = node.leader();
+        if leader != last_leader {
+            tracing::info!(leader = ?leader, "metadata leader");
+            last_leader = leader;
+        }
+        metrics::gauge!(CLUSTER_METADATA_LEADER).set(leader.unwrap_or(0) as f64);
+        metrics::gauge!(CLUSTER_BROKERS).set(node.catalog().brokers.len() as f64);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
