@@ -2,7 +2,7 @@
 //! docs/REPLICATION.md): they agree on a leader, every broker registers its
 //! endpoint in the replicated catalog, and after the leader is killed with
 //! SIGKILL the other two elect a new one and the killed broker rejoins from its
-//! own disk. Topics are not replicated yet; this checks the group inside real
+//! own disk (once in `make test`, SLUICE_CLUSTER_ROUNDS times in `make soak`). Topics are not replicated yet; this checks the group inside real
 //! brokers, with the flags an operator uses.
 
 use std::time::Duration;
@@ -55,19 +55,23 @@ async fn three_brokers_form_the_metadata_group_and_survive_a_leader_kill() -> an
     })
     .await?;
 
-    // SIGKILL the leader: the two others elect one of themselves.
-    let killed = (leader - 1) as usize;
-    brokers[killed].kill9().await?;
-    let survivors: Vec<&TestBroker> =
-        brokers.iter().enumerate().filter(|(i, _)| *i != killed).map(|(_, b)| b).collect();
-    let second = agreed_leader(&survivors, Some(leader)).await?;
-    assert_ne!(second, leader, "a killed broker cannot stay leader");
-
-    // It comes back on its own data and follows the new leader.
-    brokers[killed].start_again().await?;
-    let all: Vec<&TestBroker> = brokers.iter().collect();
-    let after = agreed_leader(&all, None).await?;
-    assert!(after != 0);
-    assert_eq!(brokers[killed].metric(BROKERS, &[]).await? as u64, 3, "the rejoined broker kept the catalog");
+    // SIGKILL the leader: the two others elect one of themselves; the killed broker
+    // restarts on its data and rejoins. SLUICE_CLUSTER_ROUNDS repeats it (make soak: 20).
+    let rounds: u64 = std::env::var("SLUICE_CLUSTER_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let mut leader = leader;
+    for round in 1..=rounds {
+        let killed = (leader - 1) as usize;
+        brokers[killed].kill9().await?;
+        let survivors: Vec<&TestBroker> =
+            brokers.iter().enumerate().filter(|(i, _)| *i != killed).map(|(_, b)| b).collect();
+        let second = agreed_leader(&survivors, Some(leader)).await?;
+        assert_ne!(second, leader, "round {round}: a killed broker cannot stay leader");
+        brokers[killed].start_again().await?;
+        let all: Vec<&TestBroker> = brokers.iter().collect();
+        leader = agreed_leader(&all, None).await?;
+        let kept = brokers[killed].metric(BROKERS, &[]).await? as u64;
+        assert_eq!(kept, 3, "round {round}: the rejoined broker kept the catalog");
+    }
+    println!("cluster: {rounds} leader SIGKILLs, a new leader elected and the killed broker rejoined each time");
     Ok(())
 }
