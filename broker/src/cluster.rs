@@ -95,10 +95,12 @@ async fn register(node: Arc<MetaNode>, endpoint: String, stop: CancellationToken
     }
 }
 
-/// Keeps the leader and broker-count gauges current.
+/// Keeps the leader and broker-count gauges current: the leader is polled
+/// (openraft's metrics), the catalog read only when it changed.
 async fn gauges(node: Arc<MetaNode>, stop: CancellationToken) {
     let mut changes = node.subscribe();
     let mut last_leader = None;
+    let mut catalog_changed = true;
     loop {
         let leader = node.leader();
         if leader != last_leader {
@@ -106,11 +108,20 @@ async fn gauges(node: Arc<MetaNode>, stop: CancellationToken) {
             last_leader = leader;
         }
         metrics::gauge!(CLUSTER_METADATA_LEADER).set(leader.unwrap_or(0) as f64);
-        metrics::gauge!(CLUSTER_BROKERS).set(node.catalog().brokers.len() as f64);
+        if catalog_changed {
+            metrics::gauge!(CLUSTER_BROKERS).set(node.catalog().brokers.len() as f64);
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            r = changes.changed() => {
+                if r.is_err() {
+                    // The state machine is gone: the broker is stopping.
+                    stop.cancelled().await;
+                    return;
+                }
+                catalog_changed = true;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => catalog_changed = false,
         }
     }
 }

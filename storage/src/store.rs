@@ -460,15 +460,7 @@ impl Store {
     /// Reads the raw bytes of a batch: lets tests damage a batch.
     #[doc(hidden)]
     pub fn raw_record_for_test(&self, partition: PartitionId, offset: u64) -> Result<Option<Vec<u8>>> {
-        let key = record_key(partition, offset);
-        let mut found = None;
-        self.engine.scan(Cf::Records, &key, None, ScanFrom::AtOrAfter(&key), &mut |k, v| {
-            if k == key {
-                found = Some(v.to_vec());
-            }
-            Ok(false)
-        })?;
-        Ok(found)
+        self.get(Cf::Records, &record_key(partition, offset))
     }
 }
 
