@@ -86,6 +86,10 @@ impl std::fmt::Display for ProposeError {
 
 impl std::error::Error for ProposeError {}
 
+/// How long `propose` waits for a leader that can take writes: a failover
+/// (election timeout plus the new leader's first quorum round) fits well inside.
+pub const LEADER_WAIT: Duration = Duration::from_secs(3);
+
 /// Proposes `command` to `raft` (this broker's peer) without forwarding.
 pub(crate) async fn propose_at(
     raft: &Raft<MetaTypes, MetaStateMachine>,
@@ -149,12 +153,24 @@ impl MetaNode {
     /// over the cluster link when this broker is a follower), and waits until
     /// the leader has applied it (committed on a majority first). This
     /// broker's own catalog may apply it a moment later: see `subscribe`.
+    ///
+    /// While no leader is known, or a newly elected leader has not yet had its
+    /// lease confirmed by a quorum (openraft then refuses writes without naming
+    /// a leader), it retries for up to [`LEADER_WAIT`].
     pub async fn propose(&self, command: MetaCommand) -> Result<MetaResponse, ProposeError> {
-        match propose_at(&self.raft, command.clone()).await {
-            Err(ProposeError::NotLeader { leader: Some(leader), leader_addr: Some(addr) }) if leader != self.id => {
-                self.forward(leader, &addr, command).await
+        let deadline = std::time::Instant::now() + LEADER_WAIT;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match propose_at(&self.raft, command.clone()).await {
+                Err(ProposeError::NotLeader { leader: Some(leader), leader_addr: Some(addr) }) if leader != self.id => {
+                    return self.forward(leader, &addr, command).await;
+                }
+                Err(ProposeError::NotLeader { leader: None, .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 
