@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sluice/v1/admin.proto",
         "sluice/v1/producer.proto",
         "sluice/v1/consumer.proto",
+        "sluice/v1/cluster.proto",
         "externalscaler/externalscaler.proto",
     ];
     tonic_prost_build::configure()

@@ -47,6 +47,10 @@ pub enum Error {
         /// Next offset to be written.
         latest: u64,
     },
+    /// The metadata group cannot take or has not yet applied a change (no
+    /// quorum, an election in progress): retry with backoff.
+    #[error("the cluster cannot complete this now: {0}; retry with backoff")]
+    ClusterUnavailable(String),
     /// A queue is full: back off and retry.
     #[error("{0} is full; retry with backoff")]
     Overloaded(&'static str),

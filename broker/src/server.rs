@@ -71,6 +71,9 @@ pub enum ServeError {
     /// A setting is invalid (checked at start; reached only by callers that skipped `validate`).
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// The data dir cannot serve in the configured cluster.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Runs a broker until `shutdown` fires, then stops it cleanly.
@@ -138,8 +141,8 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
                 &cluster_config,
                 cluster_listen,
                 local.to_string(),
-                store.clone(),
-                cluster_writer,
+                (store.clone(), cluster_writer),
+                (registry.clone(), groups.clone()),
             )
             .await?,
         ),
@@ -180,6 +183,9 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         .max_encoding_message_size(usize::MAX);
     let scaler = sluice_proto::externalscaler::external_scaler_server::ExternalScalerServer::new(
         crate::grpc::scaler::ScalerService::new(groups.clone(), rpc_stop.clone()),
+    );
+    let cluster_service = sluice_proto::v1::cluster_server::ClusterServer::new(
+        crate::grpc::cluster::ClusterService::new(cluster.as_ref().map(|c| c.view()), local.to_string()),
     );
     let interval_sync = tokio::spawn(sync_wal_periodically(store.clone(), config.sync_interval(), rpc_stop.clone()));
 
@@ -245,6 +251,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         .add_service(producer)
         .add_service(consumer)
         .add_service(scaler)
+        .add_service(cluster_service)
         .serve_with_incoming_shutdown(incoming, draining);
     let grace = config.shutdown_grace();
     // Boxed so it can be dropped early: its services hold the registry and, through it, the writer.

@@ -32,6 +32,15 @@ impl Error {
         }
     }
 
+    /// The broker's stable reason code (`sluice-reason`), when it gave one:
+    /// finer than the gRPC code, e.g. `out_of_order_sequence` or `not_leader`.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Error::Status(s) => s.metadata().get("sluice-reason").and_then(|v| v.to_str().ok()),
+            _ => None,
+        }
+    }
+
     /// The gRPC code, when the broker answered.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {

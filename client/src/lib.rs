@@ -7,6 +7,7 @@
 //! `client/examples/` holds runnable programs (`cargo run --example produce`).
 
 pub mod admin;
+pub mod cluster;
 pub mod connect;
 pub mod consumer;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod reader;
 pub mod retry;
 
 pub use admin::Admin;
+pub use cluster::ClusterInfo;
 pub use connect::channel;
 pub use consumer::{Consumer, ConsumerConfig, HandlerError, Received};
 pub use error::{Error, Result};

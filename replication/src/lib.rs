@@ -29,4 +29,4 @@ mod suite_test;
 pub use log_store::LogStore;
 pub use meta::{Catalog, CatalogTopic, MetaCommand, MetaResponse, MetaStateMachine};
 pub use network::{Peers, RaftService};
-pub use node::{ClusterConfig, MetaNode, ProposeError};
+pub use node::{ClusterConfig, GroupReport, MetaNode, ProposeError};

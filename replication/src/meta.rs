@@ -57,6 +57,13 @@ pub enum MetaCommand {
         /// When it was created, by the proposer's clock.
         created_ms: i64,
     },
+    /// Replace the settings of topic `name` if it exists.
+    UpdateTopic {
+        /// The topic's name.
+        name: String,
+        /// Its new settings (already checked by the proposer).
+        config: TopicConfig,
+    },
     /// Delete topic `name` if it exists.
     DeleteTopic {
         /// The topic's name.
@@ -77,6 +84,7 @@ impl fmt::Display for MetaCommand {
             MetaCommand::CreateTopic { name, partitions, .. } => {
                 write!(f, "create topic {name} ({partitions} partitions)")
             }
+            MetaCommand::UpdateTopic { name, .. } => write!(f, "update topic {name}"),
             MetaCommand::DeleteTopic { name } => write!(f, "delete topic {name}"),
             MetaCommand::SetBrokerEndpoint { broker, endpoint } => write!(f, "broker {broker} at {endpoint}"),
         }
@@ -97,6 +105,8 @@ pub enum MetaResponse {
         /// The existing topic's id.
         id: TopicId,
     },
+    /// The topic's settings were replaced.
+    TopicUpdated,
     /// The topic was deleted.
     TopicDeleted,
     /// No topic of that name; nothing changed.
@@ -158,6 +168,12 @@ impl Catalog {
                 let id = topic.id;
                 self.topics.insert(name.clone(), topic);
                 MetaResponse::TopicCreated { id }
+            }
+            MetaCommand::UpdateTopic { name, config } => {
+                let Some(topic) = self.topics.get_mut(name) else { return Ok(MetaResponse::TopicNotFound) };
+                topic.config = *config;
+                keys::put_record(write, group, format!("{TOPIC}{name}").as_bytes(), encode(&*topic)?);
+                MetaResponse::TopicUpdated
             }
             MetaCommand::DeleteTopic { name } => {
                 if self.topics.remove(name).is_none() {

@@ -8,7 +8,7 @@
 //! does not run the group) is reported to openraft as `Unreachable`, which
 //! makes it back off before retrying; nothing here retries on its own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,12 +57,17 @@ impl Peers {
 pub struct MetaNetwork {
     peers: Peers,
     group: GroupId,
+    /// Where this broker reaches each peer (its `--peers`). Addresses are
+    /// configuration, not replicated state: each broker may reach a peer
+    /// differently (a test's fault proxy per link, a NAT), so the address in
+    /// the membership is only the fallback for an id not configured here.
+    addresses: Arc<BTreeMap<u64, String>>,
 }
 
 impl MetaNetwork {
-    /// Clients for `group` over `peers`' connections.
-    pub fn new(peers: Peers, group: GroupId) -> Self {
-        MetaNetwork { peers, group }
+    /// Clients for `group` over `peers`' connections, to the peers at `addresses`.
+    pub fn new(peers: Peers, group: GroupId, addresses: BTreeMap<u64, String>) -> Self {
+        MetaNetwork { peers, group, addresses: Arc::new(addresses) }
     }
 }
 
@@ -76,8 +81,9 @@ pub struct PeerClient {
 impl RaftNetworkFactory<MetaTypes> for MetaNetwork {
     type Network = PeerClient;
 
-    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient { addr: node.addr.clone(), channel: self.peers.channel(&node.addr), group: self.group }
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+        let addr = self.addresses.get(&target).cloned().unwrap_or_else(|| node.addr.clone());
+        PeerClient { channel: self.peers.channel(&addr), addr, group: self.group }
     }
 }
 

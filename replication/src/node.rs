@@ -58,6 +58,26 @@ impl ClusterConfig {
     }
 }
 
+/// A Raft group as one peer sees it, in plain numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupReport {
+    /// The leader's broker id, if known.
+    pub leader: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// This peer's role: leader, follower, candidate, learner or shutdown.
+    pub role: &'static str,
+    /// The last entry in this peer's log (0: none).
+    pub last_log_index: u64,
+    /// The last entry this peer knows to be committed.
+    pub committed_index: u64,
+    /// The last entry this peer applied.
+    pub applied_index: u64,
+    /// At the leader only: each voter's highest entry known to match (None:
+    /// not heard from yet).
+    pub replicas: Option<BTreeMap<u64, Option<u64>>>,
+}
+
 /// Why a proposal was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProposeError {
@@ -90,12 +110,26 @@ impl std::error::Error for ProposeError {}
 /// (election timeout plus the new leader's first quorum round) fits well inside.
 pub const LEADER_WAIT: Duration = Duration::from_secs(3);
 
+/// How long a leader waits for a proposal to commit. A leader cut off from
+/// its quorum does not know it until an election elsewhere reaches it, and
+/// openraft's `client_write` waits for as long as that takes; the caller gets
+/// an answer instead. Shorter than the forwarding deadline, so a forwarded
+/// proposal reports this rather than a transport timeout.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(5);
+
 /// Proposes `command` to `raft` (this broker's peer) without forwarding.
 pub(crate) async fn propose_at(
     raft: &Raft<MetaTypes, MetaStateMachine>,
     command: MetaCommand,
 ) -> Result<MetaResponse, ProposeError> {
-    match raft.client_write(command).await {
+    let Ok(result) = tokio::time::timeout(COMMIT_WAIT, raft.client_write(command)).await else {
+        return Err(ProposeError::Unavailable(format!(
+            "not committed within {} s: no quorum answers this leader (a partition?); the change is applied \
+             only if this leader's quorum returns before another leader is elected",
+            COMMIT_WAIT.as_secs()
+        )));
+    };
+    match result {
         Ok(reply) => Ok(reply.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
             Err(ProposeError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
@@ -125,7 +159,7 @@ impl MetaNode {
         let raft_config = Arc::new(config.raft_config()?);
         let log = LogStore::open(store.clone(), writer.clone(), META_GROUP)?;
         let machine = MetaStateMachine::open(store, writer)?;
-        let network = MetaNetwork::new(connections.clone(), META_GROUP);
+        let network = MetaNetwork::new(connections.clone(), META_GROUP, config.peers.clone());
         let raft = Raft::new(config.node_id, raft_config, network, log, machine.clone())
             .await
             .map_err(|e| io::Error::other(format!("starting the metadata group: {e}")))?;
@@ -162,7 +196,11 @@ impl MetaNode {
         let mut pause = Duration::from_millis(10);
         loop {
             match propose_at(&self.raft, command.clone()).await {
-                Err(ProposeError::NotLeader { leader: Some(leader), leader_addr: Some(addr) }) if leader != self.id => {
+                Err(ProposeError::NotLeader { leader: Some(leader), leader_addr }) if leader != self.id => {
+                    // Reached the way this broker's configuration says (see `MetaNetwork`).
+                    let Some(addr) = self.peers.get(&leader).cloned().or(leader_addr) else {
+                        return Err(ProposeError::Unavailable(format!("no address for the leader, broker {leader}")));
+                    };
                     return self.forward(leader, &addr, command).await;
                 }
                 Err(ProposeError::NotLeader { leader: None, .. }) if std::time::Instant::now() < deadline => {
@@ -229,6 +267,27 @@ impl MetaNode {
             m.last_applied.map(|l| l.index),
             m.replication.map(|r| r.into_iter().map(|(id, l)| (id, l.map(|l| l.index))).collect::<Vec<_>>()),
         )
+    }
+
+    /// The metadata group as this peer sees it, for `Cluster.Metadata`.
+    pub fn report(&self) -> GroupReport {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let role = match m.state {
+            openraft::ServerState::Leader => "leader",
+            openraft::ServerState::Follower => "follower",
+            openraft::ServerState::Candidate => "candidate",
+            openraft::ServerState::Learner => "learner",
+            openraft::ServerState::Shutdown => "shutdown",
+        };
+        GroupReport {
+            leader: m.current_leader,
+            term: m.current_term,
+            role,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: m.local_committed.map_or(0, |l| l.index),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            replicas: m.replication.map(|r| r.into_iter().map(|(id, l)| (id, l.map(|l| l.index))).collect()),
+        }
     }
 
     /// This broker's id.

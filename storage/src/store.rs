@@ -195,11 +195,13 @@ impl Store {
         Ok(rec)
     }
 
-    /// The write that creates a topic and advances the id counter.
-    pub fn create_topic(meta: &TopicMeta) -> Result<AtomicWrite> {
+    /// The write that creates a topic and sets the id counter to `next_id`
+    /// (past `meta.id`; in a cluster the catalog allocates topic ids, and the
+    /// counter, which groups still draw from, must never go back).
+    pub fn create_topic(meta: &TopicMeta, next_id: u64) -> Result<AtomicWrite> {
         let json =
             serde_json::to_vec(meta).map_err(|source| Error::EncodeTopic { topic: meta.name.clone(), source })?;
-        let mut w = Self::next_id(meta.id.0 + 1);
+        let mut w = Self::next_id(next_id.max(meta.id.0 + 1));
         w.push(Mutation::Put(Cf::Meta, keys::topic_key(&meta.name), json));
         Ok(w)
     }

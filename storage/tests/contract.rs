@@ -98,7 +98,7 @@ fn append(store: &Store, log: &mut PartitionLog, values: &[u64], producer: Optio
 /// A fresh store holding topic `TOPIC` with one partition.
 fn create(backend: &Backend) -> (Arc<Store>, PartitionLog) {
     let (store, _) = backend.open();
-    commit(&store, Store::create_topic(&meta()).expect("meta"));
+    commit(&store, Store::create_topic(&meta(), 0).expect("meta"));
     let log = PartitionLog::new(&store, PARTITION, 1);
     (store, log)
 }

@@ -2,9 +2,13 @@
 //! with a temporary data directory, and can SIGKILL, SIGTERM and restart it.
 //! Tests talk to it only through gRPC and the public client.
 
+pub mod cluster;
 pub mod payload;
+pub mod proxy;
 pub mod raw;
 
+pub use cluster::TestCluster;
+pub use proxy::{Fault, FaultProxy};
 pub use raw::send_raw;
 
 use std::path::{Path, PathBuf};
@@ -261,6 +265,11 @@ impl TestBroker {
         let status = tokio::time::timeout(within, child.wait()).await.context("broker did not exit")??;
         self.child = None;
         Ok(status.code())
+    }
+
+    /// Replaces the extra flags of the next start.
+    pub fn set_args(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
     }
 
     /// Replaces the environment variables of the next start.

@@ -1,52 +1,29 @@
-//! Three real broker processes on loopback form the metadata group (step 1 of
-//! docs/REPLICATION.md): they agree on a leader, every broker registers its
-//! endpoint in the replicated catalog, and after the leader is killed with
-//! SIGKILL the other two elect a new one and the killed broker rejoins from its
-//! own disk (once in `make test`, SLUICE_CLUSTER_ROUNDS times in `make soak`). Topics are not replicated yet; this checks the group inside real
-//! brokers, with the flags an operator uses.
+//! Three real broker processes on loopback form a cluster (steps 1–2 of
+//! docs/REPLICATION.md), with the flags an operator uses:
+//! - the metadata group: they agree on a leader, every broker registers its
+//!   endpoint in the replicated catalog, and after the leader is killed with
+//!   SIGKILL the other two elect a new one and the killed broker rejoins from
+//!   its own disk (once in `make test`, SLUICE_CLUSTER_ROUNDS times in `make soak`);
+//! - topics: created, changed and deleted through any broker, served by all,
+//!   also by a broker that was down while it happened.
+//!
+//! Records are not replicated yet: a produce is stored by the broker it is sent to.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use sluice_tests::{eventually, TestBroker};
+use sluice_client::proto as pb;
+use sluice_client::{Admin, ClusterInfo};
+use sluice_tests::{binary, create_group, eventually, group_config, produce_values, Fault, TestBroker, TestCluster};
 
-const LEADER: &str = "sluice_cluster_metadata_leader";
 const BROKERS: &str = "sluice_cluster_brokers";
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The leader every running broker reports, once they all agree on one
-/// that is not `not` (a killed broker stays "leader" until followers time out).
-async fn agreed_leader(brokers: &[&TestBroker], not: Option<u64>) -> anyhow::Result<u64> {
-    eventually(Duration::from_secs(20), "the brokers agree on a metadata leader", || async {
-        let mut seen = Vec::new();
-        for b in brokers {
-            seen.push(b.metric(LEADER, &[]).await? as u64);
-        }
-        let agreed = seen[0] != 0 && Some(seen[0]) != not && seen.iter().all(|l| *l == seen[0]);
-        Ok(agreed.then_some(seen[0]))
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_brokers_form_the_metadata_group_and_survive_a_leader_kill() -> anyhow::Result<()> {
-    let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
-    let peers = cluster_ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect::<Vec<_>>();
-    let peers = peers.join(",");
-    let mut brokers = Vec::new();
-    for (i, port) in cluster_ports.iter().enumerate() {
-        let (id, listen) = ((i + 1).to_string(), format!("127.0.0.1:{port}"));
-        let args =
-            ["--node-id", &id, "--peers", &peers, "--cluster-listen", &listen, "--metrics-listen", "127.0.0.1:0"];
-        brokers.push(TestBroker::start_with(&args).await?);
-    }
-    let all: Vec<&TestBroker> = brokers.iter().collect();
-    let leader = agreed_leader(&all, None).await?;
+    let mut cluster = TestCluster::start(3).await?;
+    let leader = cluster.agreed_leader(&cluster.ids(), None).await?;
     assert!((1..=3).contains(&leader), "leader {leader}");
     eventually(Duration::from_secs(10), "every broker has applied three registrations", || async {
-        for b in &brokers {
+        for b in &cluster.brokers {
             if b.metric(BROKERS, &[]).await? as u64 != 3 {
                 return Ok(None);
             }
@@ -55,23 +32,185 @@ async fn three_brokers_form_the_metadata_group_and_survive_a_leader_kill() -> an
     })
     .await?;
 
+    // Cluster.Metadata at a follower: every broker with its client endpoint, the
+    // leader, and (asked of the leader) each replica caught up.
+    let follower = if leader == 1 { 2 } else { 1 };
+    let info = ClusterInfo::new(cluster.broker(follower).channel());
+    let m = eventually(Duration::from_secs(10), "every replica reported caught up", || async {
+        let m = info.metadata_with_progress().await?;
+        let replicas = m.metadata.as_ref().map_or(&[][..], |s| &s.replicas[..]);
+        let caught_up = replicas.len() == 3 && replicas.iter().all(|r| r.lag == 0 && r.matched_index.is_some());
+        Ok(caught_up.then_some(m))
+    })
+    .await?;
+    assert!(m.clustered);
+    assert_eq!(m.broker_id, follower);
+    assert_eq!(m.metadata.as_ref().map(|s| (s.leader, s.role.as_str())), Some((leader, "follower")));
+    let endpoints: Vec<(u64, String)> = m.brokers.iter().map(|b| (b.id, b.endpoint.clone())).collect();
+    let expected: Vec<(u64, String)> = cluster.brokers.iter().zip(1..).map(|(b, id)| (id, b.addr.clone())).collect();
+    assert_eq!(endpoints, expected, "each broker registered where it serves clients");
+    let cli = tokio::process::Command::new(binary("sluice"))
+        .args(["--addr", &cluster.broker(follower).url(), "cluster", "status"])
+        .output()
+        .await?;
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success() && text.contains(&format!("metadata leader {leader},")), "{text}");
+    assert_eq!(text.lines().filter(|l| l.ends_with("\t0")).count(), 3, "three replicas with lag 0:\n{text}");
+
     // SIGKILL the leader: the two others elect one of themselves; the killed broker
     // restarts on its data and rejoins. SLUICE_CLUSTER_ROUNDS repeats it (make soak: 20).
     let rounds: u64 = std::env::var("SLUICE_CLUSTER_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let mut leader = leader;
     for round in 1..=rounds {
-        let killed = (leader - 1) as usize;
-        brokers[killed].kill9().await?;
-        let survivors: Vec<&TestBroker> =
-            brokers.iter().enumerate().filter(|(i, _)| *i != killed).map(|(_, b)| b).collect();
-        let second = agreed_leader(&survivors, Some(leader)).await?;
+        let killed = leader;
+        cluster.broker_mut(killed).kill9().await?;
+        let survivors: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != killed).collect();
+        let second = cluster.agreed_leader(&survivors, Some(leader)).await?;
         assert_ne!(second, leader, "round {round}: a killed broker cannot stay leader");
-        brokers[killed].start_again().await?;
-        let all: Vec<&TestBroker> = brokers.iter().collect();
-        leader = agreed_leader(&all, None).await?;
-        let kept = brokers[killed].metric(BROKERS, &[]).await? as u64;
+        cluster.broker_mut(killed).start_again().await?;
+        leader = cluster.agreed_leader(&cluster.ids(), None).await?;
+        let kept = cluster.broker(killed).metric(BROKERS, &[]).await? as u64;
         assert_eq!(kept, 3, "round {round}: the rejoined broker kept the catalog");
     }
     println!("cluster: {rounds} leader SIGKILLs, a new leader elected and the killed broker rejoined each time");
+    Ok(())
+}
+
+/// The topics broker `id` serves: name → (partitions, retention_ms).
+async fn topics_at(cluster: &TestCluster, id: u64) -> anyhow::Result<Vec<(String, u32, u64)>> {
+    let admin = Admin::new(cluster.broker(id).channel());
+    Ok(admin
+        .list_topics()
+        .await?
+        .into_iter()
+        .map(|t| (t.name, t.partitions, t.config.map_or(0, |c| c.retention_ms)))
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_changed_through_any_broker_are_served_by_all() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(3).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    // Channels reconnect by address, which a broker keeps across restarts.
+    let channels: Vec<_> = cluster.brokers.iter().map(TestBroker::channel).collect();
+    let admin = |id: u64| Admin::new(channels[(id - 1) as usize].clone());
+
+    // Created through broker 1: broker 1 serves it when the call returns, the others within a second.
+    let created = Instant::now();
+    admin(1).create_topic("orders", 3, pb::TopicConfig::default()).await?;
+    let served = admin(1).describe_topic("orders").await?.partitions.len();
+    assert_eq!(served, 3, "the creating broker serves the topic when CreateTopic returns");
+    for id in [2, 3] {
+        eventually(Duration::from_secs(5), "the topic reaches every broker", || async {
+            Ok(topics_at(&cluster, id).await?.iter().any(|t| t.0 == "orders" && t.1 == 3).then_some(()))
+        })
+        .await?;
+    }
+    println!("cluster: a created topic was served by all three brokers after {:?}", created.elapsed());
+    let again = admin(3).create_topic("orders", 1, pb::TopicConfig::default()).await;
+    assert_eq!(again.err().and_then(|e| e.code()), Some(tonic::Code::AlreadyExists), "one name, one topic");
+
+    // Every broker can take records for it (each stores its own until records are replicated).
+    for id in 1..=3u64 {
+        produce_values(channels[(id - 1) as usize].clone(), "orders", ["a".to_owned(), "b".to_owned()]).await?;
+        let stored: u64 = admin(id).describe_topic("orders").await?.partitions.iter().map(|p| p.latest_offset).sum();
+        assert_eq!(stored, 2, "broker {id} stores records of the cluster's topic");
+    }
+
+    // Settings changed through broker 2 reach broker 1.
+    admin(2).update_topic("orders", pb::TopicConfig { retention_ms: 3_600_000, ..Default::default() }).await?;
+    eventually(Duration::from_secs(5), "the new retention reaches broker 1", || async {
+        Ok(topics_at(&cluster, 1).await?.iter().any(|t| t.0 == "orders" && t.2 == 3_600_000).then_some(()))
+    })
+    .await?;
+
+    // Broker 3 is down while one topic is created and another deleted; back, it follows.
+    // Its group on the deleted topic goes with it (groups are per broker until step 4).
+    create_group(channels[2].clone(), "audit", group_config("orders", 10_000)).await?;
+    cluster.broker_mut(3).kill9().await?;
+    admin(1).create_topic("late", 2, pb::TopicConfig::default()).await?;
+    admin(2).delete_topic("orders").await?;
+    assert!(topics_at(&cluster, 2).await?.iter().all(|t| t.0 != "orders"), "deleted where the delete returned");
+    cluster.broker_mut(3).start_again().await?;
+    eventually(Duration::from_secs(10), "the restarted broker follows the catalog", || async {
+        let names: Vec<String> = topics_at(&cluster, 3).await?.into_iter().map(|t| t.0).collect();
+        Ok((names == ["late"]).then_some(()))
+    })
+    .await?;
+    assert!(admin(3).list_groups("").await?.is_empty(), "the group reading the deleted topic is gone");
+    let gone = admin(3).delete_topic("orders").await;
+    assert_eq!(gone.err().and_then(|e| e.code()), Some(tonic::Code::NotFound));
+
+    // A name deleted and created again is a new topic: no records of the old one.
+    admin(3).create_topic("orders", 1, pb::TopicConfig::default()).await?;
+    for id in 1..=3u64 {
+        eventually(Duration::from_secs(5), "the new `orders` reaches every broker", || async {
+            Ok(topics_at(&cluster, id).await?.iter().any(|t| t.0 == "orders" && t.1 == 1).then_some(()))
+        })
+        .await?;
+        let d = admin(id).describe_topic("orders").await?;
+        assert_eq!(d.partitions[0].latest_offset, 0, "broker {id}: the re-created topic starts empty");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_brokers_data_dir_does_not_join_a_cluster() -> anyhow::Result<()> {
+    let mut broker = TestBroker::start().await?;
+    let alone = ClusterInfo::new(broker.channel()).metadata().await?;
+    assert!(!alone.clustered && alone.metadata.is_none(), "a single broker says so: {alone:?}");
+    assert_eq!(alone.brokers.iter().map(|b| b.endpoint.clone()).collect::<Vec<_>>(), [broker.addr.clone()]);
+    Admin::new(broker.channel()).create_topic("mine", 1, pb::TopicConfig::default()).await?;
+    produce_values(broker.channel(), "mine", ["kept".to_owned()]).await?;
+    broker.terminate(Duration::from_secs(10)).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let listen = format!("127.0.0.1:{port}");
+    let peers = format!("1={listen},2=127.0.0.1:1,3=127.0.0.1:2");
+    broker.set_args(&["--node-id", "1", "--peers", &peers, "--cluster-listen", &listen]);
+    let refused = broker.start_again().await;
+    let why = format!("{:#}", refused.err().ok_or_else(|| anyhow::anyhow!("a single broker's data dir joined"))?);
+    assert!(why.contains("holds 1 topic(s) made by a single broker"), "{why}");
+    broker.set_args(&[]);
+    broker.start_again().await?;
+    let records = sluice_tests::read_all(broker.channel(), "mine", 0).await?;
+    assert_eq!(records.len(), 1, "the refused start changed nothing");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leader_cannot_change_the_catalog_and_follows_after_healing() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(3).await?;
+    let old = cluster.agreed_leader(&cluster.ids(), None).await?;
+    let majority: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != old).collect();
+
+    // Black-hole every link of the leader, both ways: the other two elect one of themselves.
+    cluster.isolate(old, Fault::Blackhole);
+    let new = cluster.agreed_leader(&majority, Some(old)).await?;
+    Admin::new(cluster.broker(majority[0]).channel()).create_topic("during", 1, pb::TopicConfig::default()).await?;
+
+    // The cut-off broker cannot commit: its change fails in bounded time and is never applied.
+    let asked = Instant::now();
+    let refused =
+        Admin::new(cluster.broker(old).channel()).create_topic("minority", 1, pb::TopicConfig::default()).await;
+    let waited = asked.elapsed();
+    assert_eq!(refused.as_ref().err().and_then(|e| e.code()), Some(tonic::Code::Unavailable), "{refused:?}");
+    assert_eq!(refused.as_ref().err().and_then(|e| e.reason()), Some("cluster_unavailable"));
+    assert!(waited < Duration::from_secs(15), "the cut-off broker answered after {waited:?}");
+    assert!(topics_at(&cluster, old).await?.iter().all(|t| t.0 != "during"), "a cut-off broker learns nothing");
+
+    // Healed: one leader for all, the cut-off broker has the majority's topic and nobody the minority's.
+    cluster.heal();
+    let leader = cluster.agreed_leader(&cluster.ids(), None).await?;
+    for id in cluster.ids() {
+        eventually(Duration::from_secs(10), "every broker holds the majority's catalog", || async {
+            let names: Vec<String> = topics_at(&cluster, id).await?.into_iter().map(|t| t.0).collect();
+            Ok((names == ["during"]).then_some(()))
+        })
+        .await?;
+    }
+    println!(
+        "cluster: leader {old} cut off, {new} elected by the majority; the cut-off create failed after {waited:?}; \
+         healed under leader {leader}"
+    );
     Ok(())
 }

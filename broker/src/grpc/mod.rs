@@ -2,6 +2,7 @@
 //! converts the answer back. No business logic lives here.
 
 pub mod admin;
+pub mod cluster;
 pub mod consume;
 pub mod deliver;
 pub mod groups;

@@ -24,6 +24,7 @@ fn code_and_reason(e: &Error) -> (Code, &'static str) {
         Error::OffsetOutOfRange { .. } => (Code::OutOfRange, "offset_out_of_range"),
         Error::Overloaded(_) | Error::ProduceBudgetExhausted { .. } => (Code::ResourceExhausted, "overloaded"),
         Error::ShuttingDown => (Code::Unavailable, "shutting_down"),
+        Error::ClusterUnavailable(_) => (Code::Unavailable, "cluster_unavailable"),
         Error::Deleted(_) => (Code::NotFound, "deleted"),
         Error::MalformedAckId(_) => (Code::InvalidArgument, "malformed_ack_id"),
         Error::AckIdNotFound { .. } => (Code::NotFound, "ack_id_not_found"),

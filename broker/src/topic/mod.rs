@@ -2,6 +2,7 @@
 //! handles. Admin changes are serialized by one async lock and are durable
 //! before they are visible. `produce` is the produce path every front door uses.
 
+mod cluster;
 pub mod produce;
 
 use std::collections::HashMap;
@@ -66,13 +67,25 @@ impl Topic {
     }
 }
 
-/// Every topic of the broker.
-#[derive(Debug)]
+/// Every topic of the broker. In a cluster, admin changes are proposed to the
+/// metadata group and this registry follows the catalog (`crate::cluster`);
+/// alone, it is the source of truth.
 pub struct TopicRegistry {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     next_id: tokio::sync::Mutex<u64>,
     ctx: PartitionContext,
     root: CancellationToken,
+    /// Set once when the broker joins a cluster.
+    cluster: std::sync::OnceLock<cluster::Attached>,
+    /// Bumped whenever a topic appears, changes or goes, so a proposer can
+    /// wait for the catalog follower to apply its change here.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for TopicRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicRegistry").field("topics", &self.counts()).finish_non_exhaustive()
+    }
 }
 
 impl TopicRegistry {
@@ -83,6 +96,8 @@ impl TopicRegistry {
             next_id: tokio::sync::Mutex::new(recovered.next_topic_id),
             ctx,
             root,
+            cluster: std::sync::OnceLock::new(),
+            changed: tokio::sync::watch::Sender::new(0),
         };
         for (meta, logs) in recovered.topics {
             let topic = registry.start(meta, logs);
@@ -151,43 +166,85 @@ impl TopicRegistry {
     }
 
     /// Creates a topic durably, then makes it visible. The name is typed:
-    /// whoever creates a topic has checked its name.
+    /// whoever creates a topic has checked its name. In a cluster the
+    /// metadata group allocates its id, and this returns once this broker
+    /// serves it.
     pub async fn create(&self, name: &TopicName, partitions: u32, settings: TopicConfig) -> Result<Arc<Topic>> {
-        let name = name.as_str();
-        let mut next_id = self.next_id.lock().await;
-        if self.read_map().contains_key(name) {
-            return Err(Error::TopicExists(name.to_owned()));
+        if let Some(cluster) = self.cluster.get() {
+            return self.create_in_cluster(cluster, name, partitions, settings).await;
         }
-        let now = now_ms();
-        let meta = TopicMeta { id: TopicId(*next_id), name: name.to_owned(), partitions, settings, created_ms: now };
-        self.ctx.writer.write(Store::create_topic(&meta)?).await?;
-        *next_id += 1;
+        let mut next_id = self.next_id.lock().await;
+        if self.read_map().contains_key(name.as_str()) {
+            return Err(Error::TopicExists(name.as_str().to_owned()));
+        }
+        let meta = TopicMeta {
+            id: TopicId(*next_id),
+            name: name.as_str().to_owned(),
+            partitions,
+            settings,
+            created_ms: now_ms(),
+        };
+        self.create_local(&mut next_id, meta).await
+    }
+
+    /// Stores and starts a topic whose id is decided (by the counter, or by
+    /// the cluster catalog), under the admin lock.
+    async fn create_local(&self, next_id: &mut u64, meta: TopicMeta) -> Result<Arc<Topic>> {
+        let next = (*next_id).max(meta.id.0 + 1);
+        self.ctx.writer.write(Store::create_topic(&meta, next)?).await?;
+        *next_id = next;
+        let (name, partitions, settings, now) = (meta.name.clone(), meta.partitions, meta.settings, meta.created_ms);
         let logs =
             (0..partitions).map(|p| PartitionLog::new(&self.ctx.store, PartitionId::new(meta.id, p), now)).collect();
         let topic = self.start(meta, logs);
-        self.write_map().insert(name.to_owned(), topic.clone());
+        self.write_map().insert(name.clone(), topic.clone());
+        self.changed.send_modify(|v| *v += 1);
         tracing::info!(topic = name, partitions, ?settings, "topic created");
         Ok(topic)
     }
 
-    /// Changes a topic's settings durably; partition actors see them on their next append.
+    /// Changes a topic's settings durably; partition actors see them on
+    /// their next append. In a cluster the change goes through the catalog.
     pub async fn update(&self, name: &str, change: impl FnOnce(&mut TopicConfig)) -> Result<Arc<Topic>> {
+        if let Some(cluster) = self.cluster.get() {
+            let mut settings = self.get(name)?.settings();
+            change(&mut settings);
+            return self.update_in_cluster(cluster, name, settings).await;
+        }
         let _guard = self.next_id.lock().await;
+        let mut settings = self.get(name)?.settings();
+        change(&mut settings);
+        self.update_local(name, settings).await
+    }
+
+    /// Stores and applies new settings of a topic, under the admin lock.
+    async fn update_local(&self, name: &str, settings: TopicConfig) -> Result<Arc<Topic>> {
         let topic = self.get(name)?;
         let mut meta = topic.meta();
-        change(&mut meta.settings);
+        meta.settings = settings;
         self.ctx.writer.write(Store::update_topic(&meta)?).await?;
         *topic.settings.write().unwrap_or_else(|e| e.into_inner()) = meta.settings;
+        self.changed.send_modify(|v| *v += 1);
         tracing::info!(topic = name, settings = ?meta.settings, "topic updated");
         Ok(topic)
     }
 
-    /// Deletes a topic and all its data. Its actors stop first, so nothing
-    /// they queued can land after the delete.
+    /// Deletes a topic and all its data (in a cluster: on every broker,
+    /// through the catalog).
     pub async fn delete(&self, name: &str) -> Result<()> {
+        if let Some(cluster) = self.cluster.get() {
+            return self.delete_in_cluster(cluster, name).await;
+        }
         let _guard = self.next_id.lock().await;
+        self.delete_local(name).await
+    }
+
+    /// Deletes a topic here, under the admin lock. Its actors stop first, so
+    /// nothing they queued can land after the delete.
+    async fn delete_local(&self, name: &str) -> Result<()> {
         let topic = self.get(name)?;
         self.write_map().remove(name);
+        self.changed.send_modify(|v| *v += 1);
         for p in &topic.partitions {
             p.mark_deleted();
         }

@@ -21,6 +21,8 @@ macro_rules! outln {
 
 #[path = "sluice/bench.rs"]
 mod bench;
+#[path = "sluice/cluster.rs"]
+mod cluster;
 #[path = "sluice/group.rs"]
 mod group;
 #[path = "sluice/output.rs"]
@@ -60,6 +62,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Broker version and uptime, topics, and groups with backlog and oldest unacked age.
     Status,
+    /// The cluster: brokers, leaders, replica lag.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Round trip: create the topic if absent, produce, read back. Exits non-zero on any failure.
     Smoke {
         #[arg(long, default_value = "smoke")]
@@ -208,6 +213,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Topic(t) => topic(Admin::new(ch), t, cli.output).await,
         Command::Status => status(Admin::new(ch), cli.output).await,
+        Command::Cluster(c) => cluster::run(sluice_client::ClusterInfo::new(ch), c, cli.output).await,
         Command::Bench(b) => bench::run(&cli.addr, b, cli.output).await,
         Command::Produce(p) => produce(ch, p).await,
         Command::Consume(c) => match &c.group {

@@ -1,22 +1,31 @@
-//! A broker's part in a cluster. Step 1 of `docs/REPLICATION.md`: the broker
-//! runs its peer of the metadata group (over its own store and writer, so the
-//! metadata shares the broker's group commit), serves the other brokers on
-//! the cluster listener, and registers its client endpoint in the catalog.
-//! Topics and partitions are not replicated yet: a clustered broker still
-//! stores what it is sent, like a single broker.
+//! A broker's part in a cluster (steps 1–2 of `docs/REPLICATION.md`): the
+//! broker runs its peer of the metadata group (over its own store and writer,
+//! so the metadata shares the broker's group commit), serves the other brokers
+//! on the cluster listener, registers its client endpoint in the catalog, and
+//! makes its topic registry follow the catalog (`follow`). Records are not
+//! replicated yet: a clustered broker stores what it is sent, like a single
+//! broker.
+
+mod follow;
+mod view;
+
+pub use view::{ClusterReport, ClusterView};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_replication::meta::MetaCommand;
+use sluice_replication::meta::{MetaCommand, META_GROUP};
 use sluice_replication::{ClusterConfig, MetaNode, Peers};
+use sluice_storage::raft::HardState;
 use sluice_storage::{Store, WriterHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::group::GroupRegistry;
 use crate::metrics::{CLUSTER_BROKERS, CLUSTER_METADATA_LEADER};
 use crate::server::ServeError;
+use crate::topic::TopicRegistry;
 
 /// The running cluster side of a broker.
 pub struct Cluster {
@@ -27,15 +36,29 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts this broker's metadata peer, its listener for the other
-    /// brokers, the endpoint registration and the cluster gauges.
+    /// brokers, the endpoint registration, the catalog follower and the
+    /// cluster gauges. A data dir whose topics a single broker created cannot
+    /// join: the catalog would not know them.
     pub async fn start(
         config: &ClusterConfig,
         listen: SocketAddr,
         client_endpoint: String,
-        store: Arc<Store>,
-        writer: WriterHandle,
+        (store, writer): (Arc<Store>, WriterHandle),
+        (topics, groups): (Arc<TopicRegistry>, Arc<GroupRegistry>),
     ) -> Result<Cluster, ServeError> {
         let io = |what: &str, source: std::io::Error| ServeError::Io { what: what.to_owned(), source };
+        let joined_before = store
+            .raft_hard_state(META_GROUP, HardState::Vote)
+            .map_err(|e| io("reading the metadata group's vote", std::io::Error::other(e)))?
+            .is_some();
+        let (local_topics, _) = topics.counts();
+        if !joined_before && local_topics > 0 {
+            return Err(ServeError::Cluster(format!(
+                "this data dir holds {local_topics} topic(s) made by a single broker, and a broker joins a cluster with \
+                 an empty data dir (moving a single broker's topics into a cluster is not supported yet): start \
+                 it without --peers, or give it a new --data-dir"
+            )));
+        }
         let listener =
             TcpListener::bind(listen).await.map_err(|e| io(&format!("binding cluster-listen {listen}"), e))?;
         let node = Arc::new(
@@ -58,11 +81,18 @@ impl Cluster {
             }
         });
         node.initialize().await.map_err(|e| io("initializing the metadata group", e))?;
+        topics.attach_cluster(node.clone(), config.peers.len());
+        tasks.spawn(follow::follow(node.clone(), topics, groups, stop.clone()));
         tasks.spawn(register(node.clone(), client_endpoint, stop.clone()));
         tasks.spawn(gauges(node.clone(), stop.clone()));
         tasks.close();
         tracing::info!(node_id = config.node_id, %listen, peers = ?config.peers, "cluster member started (metadata group)");
         Ok(Cluster { node, stop, tasks })
+    }
+
+    /// A read-only view for the front doors.
+    pub fn view(&self) -> ClusterView {
+        ClusterView::new(self.node.clone())
     }
 
     /// Stops the peer and its listener; afterwards nothing of the cluster side

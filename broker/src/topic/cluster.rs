@@ -1,0 +1,161 @@
+//! The topic registry in a cluster: admin changes are proposed to the
+//! metadata group (which allocates ids and orders changes), and every broker's
+//! registry follows the committed catalog. A proposer answers once its own
+//! registry shows the change, so a client can use the topic on the broker it
+//! created it on at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_replication::meta::{Catalog, MetaCommand, MetaResponse};
+use sluice_replication::{MetaNode, ProposeError};
+use sluice_storage::{now_ms, TopicConfig, TopicMeta};
+
+use super::{Topic, TopicRegistry};
+use crate::error::{Error, Result};
+use crate::name::TopicName;
+
+/// How long a proposer waits for its own broker to apply a committed change
+/// (normally one heartbeat, 100 ms).
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// What the registry needs of the cluster.
+pub(super) struct Attached {
+    node: Arc<MetaNode>,
+    /// Replicas per partition of a new topic: min(3, brokers).
+    replication_factor: u32,
+}
+
+impl From<ProposeError> for Error {
+    fn from(e: ProposeError) -> Self {
+        Error::ClusterUnavailable(e.to_string())
+    }
+}
+
+fn unexpected(command: &str, answer: &MetaResponse) -> Error {
+    Error::ClusterUnavailable(format!("the metadata group answered {command} with {answer:?}"))
+}
+
+impl TopicRegistry {
+    /// Hands admin changes to the metadata group from now on. Called once, at
+    /// start, before clients are served.
+    pub fn attach_cluster(&self, node: Arc<MetaNode>, brokers: usize) {
+        let replication_factor = brokers.clamp(1, 3) as u32;
+        if self.cluster.set(Attached { node, replication_factor }).is_err() {
+            tracing::warn!("the topic registry was attached to a cluster twice; keeping the first");
+        }
+    }
+
+    /// Makes this broker's topics what `catalog` says: topics it no longer
+    /// has (or has under another id: deleted and created again) are deleted
+    /// here, missing ones created with the catalog's id, and settings applied.
+    /// The caller has removed groups that read a topic about to go.
+    pub async fn follow(&self, catalog: &Catalog) -> Result<()> {
+        let mut next_id = self.next_id.lock().await;
+        for name in self.stale(catalog) {
+            self.delete_local(&name).await?;
+        }
+        for (name, entry) in &catalog.topics {
+            let local = self.read_map().get(name).cloned();
+            match local {
+                None => {
+                    let meta = TopicMeta {
+                        id: entry.id,
+                        name: name.clone(),
+                        partitions: entry.partitions,
+                        settings: entry.config,
+                        created_ms: entry.created_ms,
+                    };
+                    self.create_local(&mut next_id, meta).await?;
+                }
+                Some(topic) if topic.settings() != entry.config => {
+                    self.update_local(name, entry.config).await?;
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Topics here that `catalog` does not hold under the same id.
+    pub fn stale(&self, catalog: &Catalog) -> Vec<String> {
+        self.read_map()
+            .values()
+            .filter(|t| catalog.topics.get(&t.name).map(|c| c.id) != Some(t.id))
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
+    pub(super) async fn create_in_cluster(
+        &self,
+        cluster: &Attached,
+        name: &TopicName,
+        partitions: u32,
+        settings: TopicConfig,
+    ) -> Result<Arc<Topic>> {
+        let command = MetaCommand::CreateTopic {
+            name: name.as_str().to_owned(),
+            partitions,
+            replication_factor: cluster.replication_factor,
+            config: settings,
+            created_ms: now_ms(),
+        };
+        match cluster.node.propose(command).await? {
+            MetaResponse::TopicCreated { id } => {
+                self.await_local(name.as_str(), |r| r.get(name.as_str()).ok().filter(|t| t.id == id)).await
+            }
+            MetaResponse::TopicExists { .. } => Err(Error::TopicExists(name.as_str().to_owned())),
+            other => Err(unexpected("create topic", &other)),
+        }
+    }
+
+    pub(super) async fn update_in_cluster(
+        &self,
+        cluster: &Attached,
+        name: &str,
+        settings: TopicConfig,
+    ) -> Result<Arc<Topic>> {
+        let command = MetaCommand::UpdateTopic { name: name.to_owned(), config: settings };
+        match cluster.node.propose(command).await? {
+            MetaResponse::TopicUpdated => {
+                self.await_local(name, |r| r.get(name).ok().filter(|t| t.settings() == settings)).await
+            }
+            MetaResponse::TopicNotFound => Err(Error::TopicNotFound(name.to_owned())),
+            other => Err(unexpected("update topic", &other)),
+        }
+    }
+
+    pub(super) async fn delete_in_cluster(&self, cluster: &Attached, name: &str) -> Result<()> {
+        let before = self.get(name).ok().map(|t| t.id);
+        match cluster.node.propose(MetaCommand::DeleteTopic { name: name.to_owned() }).await? {
+            MetaResponse::TopicDeleted => {
+                self.await_local(name, |r| (r.get(name).ok().map(|t| t.id) != before || before.is_none()).then_some(()))
+                    .await
+            }
+            MetaResponse::TopicNotFound => Err(Error::TopicNotFound(name.to_owned())),
+            other => Err(unexpected("delete topic", &other)),
+        }
+    }
+
+    /// Waits until `check` finds what a committed change made of this
+    /// broker's registry (the catalog follower applies it).
+    async fn await_local<T>(&self, topic: &str, mut check: impl FnMut(&Self) -> Option<T>) -> Result<T> {
+        let mut changes = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        loop {
+            if let Some(found) = check(self) {
+                return Ok(found);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(Error::ClusterUnavailable(format!(
+                        "the change to topic `{topic}` is committed, but this broker has not applied it within {} s; \
+                         it will: retry the read",
+                        APPLY_WAIT.as_secs()
+                    )))
+                }
+            }
+        }
+    }
+}

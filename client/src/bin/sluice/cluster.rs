@@ -1,0 +1,92 @@
+//! `sluice cluster status`: the brokers, the metadata leader and how far
+//! each replica of the metadata group is behind it.
+
+use clap::Subcommand;
+use serde_json::json;
+use sluice_client::proto as pb;
+use sluice_client::ClusterInfo;
+
+use crate::output::{self, Format};
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Brokers with their endpoints and roles, the metadata leader and term,
+    /// and each replica's lag (asked of the leader).
+    Status,
+}
+
+pub async fn run(info: ClusterInfo, command: ClusterCommand, format: Format) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Status => status(info, format).await,
+    }
+}
+
+/// One broker's line of the status.
+struct Row {
+    id: u64,
+    endpoint: String,
+    role: &'static str,
+    matched: Option<u64>,
+    lag: Option<u64>,
+}
+
+/// Each broker's role and progress as the answer shows them.
+fn rows(m: &pb::MetadataResponse) -> Vec<Row> {
+    let status = m.metadata.clone().unwrap_or_default();
+    m.brokers
+        .iter()
+        .map(|b| {
+            let role = if !m.clustered {
+                "single"
+            } else if b.id == status.leader {
+                "leader"
+            } else {
+                "follower"
+            };
+            let progress = status.replicas.iter().find(|r| r.broker_id == b.id);
+            Row {
+                id: b.id,
+                endpoint: b.endpoint.clone(),
+                role,
+                matched: progress.and_then(|p| p.matched_index),
+                lag: progress.map(|p| p.lag),
+            }
+        })
+        .collect()
+}
+
+async fn status(info: ClusterInfo, format: Format) -> anyhow::Result<()> {
+    let m = info.metadata_with_progress().await?;
+    let status = m.metadata.clone().unwrap_or_default();
+    let rows = rows(&m);
+    if format == Format::Json {
+        let brokers: Vec<_> = rows
+            .iter()
+            .map(|r| json!({ "id": r.id, "endpoint": r.endpoint, "role": r.role, "matched_index": r.matched, "lag": r.lag }))
+            .collect();
+        output::print(json!({
+            "clustered": m.clustered, "answered_by": m.broker_id, "metadata_leader": status.leader,
+            "term": status.term, "committed_index": status.committed_index, "brokers": brokers,
+        }))?;
+        return Ok(());
+    }
+    if !m.clustered {
+        let endpoint = m.brokers.first().map_or("?", |b| b.endpoint.as_str());
+        outln!("single broker at {endpoint} (started without --peers)")?;
+        return Ok(());
+    }
+    let leader = if status.leader == 0 { "none (election in progress)".to_owned() } else { status.leader.to_string() };
+    outln!(
+        "cluster: {} brokers, metadata leader {leader}, term {}, committed {} (answered by broker {})",
+        rows.len(),
+        status.term,
+        status.committed_index,
+        m.broker_id
+    )?;
+    outln!("broker\tendpoint\trole\tmatched\tlag")?;
+    let show = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    for r in rows {
+        outln!("{}\t{}\t{}\t{}\t{}", r.id, r.endpoint, r.role, show(r.matched), show(r.lag))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `ClusterInfo`: what a broker knows of its cluster (brokers, the metadata
+//! leader, each replica's progress), and the view a person wants: progress
+//! asked of the leader, whichever broker was asked first.
+
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::cluster_client::ClusterClient;
+use tonic::transport::Channel;
+
+use crate::connect::channel;
+use crate::error::Result;
+
+/// Reads cluster metadata.
+#[derive(Debug, Clone)]
+pub struct ClusterInfo {
+    client: ClusterClient<Channel>,
+}
+
+impl ClusterInfo {
+    /// A cluster client on `channel`.
+    pub fn new(channel: Channel) -> Self {
+        ClusterInfo { client: ClusterClient::new(channel) }
+    }
+
+    /// What the broker on this channel knows.
+    pub async fn metadata(&self) -> Result<pb::MetadataResponse> {
+        Ok(self.client.clone().metadata(pb::MetadataRequest {}).await?.into_inner())
+    }
+
+    /// The broker's answer, with replica progress from the metadata leader
+    /// when the broker asked is not the leader (and the leader answers; if it
+    /// does not, progress stays empty).
+    pub async fn metadata_with_progress(&self) -> Result<pb::MetadataResponse> {
+        let mut answer = self.metadata().await?;
+        let Some(status) = answer.metadata.as_ref() else { return Ok(answer) };
+        if status.leader == 0 || status.leader == answer.broker_id {
+            return Ok(answer);
+        }
+        let Some(leader) = answer.brokers.iter().find(|b| b.id == status.leader) else { return Ok(answer) };
+        let from_leader = match channel(&leader.endpoint) {
+            Ok(ch) => ClusterInfo::new(ch).metadata().await.ok(),
+            Err(_) => None,
+        };
+        if let (Some(mine), Some(theirs)) = (answer.metadata.as_mut(), from_leader.and_then(|l| l.metadata)) {
+            if theirs.term >= mine.term {
+                mine.replicas = theirs.replicas;
+            }
+        }
+        Ok(answer)
+    }
+}

@@ -1,0 +1,115 @@
+//! `TestCluster`: three (or n) real broker processes on loopback that form a
+//! cluster with the flags an operator uses (`--node-id`, `--peers`,
+//! `--cluster-listen`), each one killable with SIGKILL and restartable on its
+//! own data directory. Every broker reaches every other through its own
+//! `FaultProxy` (one per direction of each link), so a test can delay,
+//! black-hole or cut any link, one way or both.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::proxy::{Fault, FaultProxy};
+use crate::{eventually, TestBroker};
+
+/// The gauge each broker exports with the metadata leader's id (0: none).
+pub const METADATA_LEADER: &str = "sluice_cluster_metadata_leader";
+
+/// Brokers with ids 1..=n; `brokers[i]` has id `i + 1`.
+pub struct TestCluster {
+    /// The brokers, by id - 1.
+    pub brokers: Vec<TestBroker>,
+    /// The proxy broker `from` dials broker `to` through, by `(from, to)`.
+    links: BTreeMap<(u64, u64), FaultProxy>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl TestCluster {
+    /// Starts `n` brokers that know each other as peers and waits until each
+    /// is healthy (a leader is elected by then or soon after).
+    pub async fn start(n: usize) -> anyhow::Result<Self> {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
+        let mut links = BTreeMap::new();
+        for from in 1..=n as u64 {
+            for to in (1..=n as u64).filter(|to| *to != from) {
+                let target = format!("127.0.0.1:{}", ports[(to - 1) as usize]);
+                links.insert((from, to), FaultProxy::start(target).await?);
+            }
+        }
+        let mut brokers = Vec::with_capacity(n);
+        for (i, port) in ports.iter().enumerate() {
+            let me = i as u64 + 1;
+            let listen = format!("127.0.0.1:{port}");
+            // Broker `me` knows itself by its listener and every other broker by its proxy.
+            let peers: Vec<String> = (1..=n as u64)
+                .map(|to| match links.get(&(me, to)) {
+                    Some(proxy) => format!("{to}={}", proxy.addr),
+                    None => format!("{to}={listen}"),
+                })
+                .collect();
+            let (id, peers) = (me.to_string(), peers.join(","));
+            let args =
+                ["--node-id", &id, "--peers", &peers, "--cluster-listen", &listen, "--metrics-listen", "127.0.0.1:0"];
+            brokers.push(TestBroker::start_with(&args).await?);
+        }
+        Ok(TestCluster { brokers, links })
+    }
+
+    /// Broker `id` (1-based).
+    pub fn broker(&self, id: u64) -> &TestBroker {
+        &self.brokers[(id - 1) as usize]
+    }
+
+    /// Broker `id` (1-based), to kill or restart.
+    pub fn broker_mut(&mut self, id: u64) -> &mut TestBroker {
+        &mut self.brokers[(id - 1) as usize]
+    }
+
+    /// The metadata leader every running broker of `ids` reports, once they
+    /// all agree on one that is not `not` (a killed broker stays "leader" in
+    /// the others' view until they time out).
+    pub async fn agreed_leader(&self, ids: &[u64], not: Option<u64>) -> anyhow::Result<u64> {
+        let agreed = eventually(Duration::from_secs(20), "the brokers agree on a metadata leader", || async {
+            let mut seen = Vec::new();
+            for id in ids {
+                seen.push(self.broker(*id).metric(METADATA_LEADER, &[]).await? as u64);
+            }
+            let agreed = seen[0] != 0 && Some(seen[0]) != not && seen.iter().all(|l| *l == seen[0]);
+            Ok(agreed.then_some(seen[0]))
+        })
+        .await;
+        agreed.map_err(|e| {
+            let logs: Vec<String> =
+                ids.iter().map(|id| format!("broker {id}:\n{}", self.broker(*id).log_tail())).collect();
+            e.context(logs.join("\n"))
+        })
+    }
+
+    /// The proxy of the link on which broker `from` reaches broker `to`.
+    pub fn link(&self, from: u64, to: u64) -> &FaultProxy {
+        &self.links[&(from, to)]
+    }
+
+    /// Sets `fault` on both directions of every link of broker `id`.
+    pub fn isolate(&self, id: u64, fault: Fault) {
+        for ((from, to), proxy) in &self.links {
+            if *from == id || *to == id {
+                proxy.set(fault);
+            }
+        }
+    }
+
+    /// Every link healthy again.
+    pub fn heal(&self) {
+        for proxy in self.links.values() {
+            proxy.set(Fault::HEALTHY);
+        }
+    }
+
+    /// Ids of every broker.
+    pub fn ids(&self) -> Vec<u64> {
+        (1..=self.brokers.len() as u64).collect()
+    }
+}
