@@ -69,6 +69,34 @@ pub enum MetaCommand {
         /// The topic's name.
         name: String,
     },
+    /// Create group `name` unless it exists; it gets the next id. Refused
+    /// while its topic or dead-letter topic is not in the catalog.
+    CreateGroup {
+        /// The group's name (already checked by the proposer).
+        name: String,
+        /// The topic it reads.
+        topic: String,
+        /// Where it dead-letters; empty: nowhere.
+        dead_letter_topic: String,
+        /// Its settings, as the broker encodes them (this crate does not read them).
+        settings: serde_json::Value,
+        /// When it was created, by the proposer's clock.
+        created_ms: i64,
+    },
+    /// Replace the settings of group `name` if it exists.
+    UpdateGroup {
+        /// The group's name.
+        name: String,
+        /// Where it dead-letters now; empty: nowhere.
+        dead_letter_topic: String,
+        /// Its new settings, as the broker encodes them.
+        settings: serde_json::Value,
+    },
+    /// Delete group `name` if it exists.
+    DeleteGroup {
+        /// The group's name.
+        name: String,
+    },
     /// Record where broker `broker` serves clients.
     SetBrokerEndpoint {
         /// The broker's id.
@@ -86,6 +114,9 @@ impl fmt::Display for MetaCommand {
             }
             MetaCommand::UpdateTopic { name, .. } => write!(f, "update topic {name}"),
             MetaCommand::DeleteTopic { name } => write!(f, "delete topic {name}"),
+            MetaCommand::CreateGroup { name, topic, .. } => write!(f, "create group {name} on {topic}"),
+            MetaCommand::UpdateGroup { name, .. } => write!(f, "update group {name}"),
+            MetaCommand::DeleteGroup { name } => write!(f, "delete group {name}"),
             MetaCommand::SetBrokerEndpoint { broker, endpoint } => write!(f, "broker {broker} at {endpoint}"),
         }
     }
@@ -111,6 +142,29 @@ pub enum MetaResponse {
     TopicDeleted,
     /// No topic of that name; nothing changed.
     TopicNotFound,
+    /// Groups read the topic or dead-letter into it; nothing changed.
+    TopicInUse {
+        /// Those groups, by name.
+        groups: Vec<String>,
+    },
+    /// The group was created with this id.
+    GroupCreated {
+        /// Its id.
+        id: u64,
+    },
+    /// A group of that name already existed; nothing changed.
+    GroupExists,
+    /// The group's settings were replaced.
+    GroupUpdated,
+    /// The group was deleted.
+    GroupDeleted,
+    /// No group of that name; nothing changed.
+    GroupNotFound,
+    /// A topic the group needs is not in the catalog; nothing changed.
+    GroupTopicNotFound {
+        /// That topic.
+        topic: String,
+    },
     /// Done (for commands that cannot fail).
     Done,
 }
@@ -131,14 +185,33 @@ pub struct CatalogTopic {
     pub created_ms: i64,
 }
 
+/// A consumer group as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CatalogGroup {
+    /// Its id, allocated by the metadata group (from the topics' counter).
+    pub id: u64,
+    /// The topic it reads.
+    pub topic: String,
+    /// Where it dead-letters; empty: nowhere.
+    pub dead_letter_topic: String,
+    /// Its settings, as the broker encodes them.
+    pub settings: serde_json::Value,
+    /// When it was created.
+    pub created_ms: i64,
+}
+
 /// What the metadata group agrees on.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Catalog {
-    /// The id the next topic gets; ids are never reused.
+    /// The id the next topic or group gets; ids are never reused.
     pub next_topic_id: u64,
     /// Topics by name.
     pub topics: BTreeMap<String, CatalogTopic>,
+    /// Consumer groups by name.
+    #[serde(default)]
+    pub groups: BTreeMap<String, CatalogGroup>,
     /// Client endpoints by broker id.
     pub brokers: BTreeMap<u64, String>,
 }
@@ -146,10 +219,11 @@ pub struct Catalog {
 const NEXT_TOPIC_ID: &[u8] = b"next-topic-id";
 const TOPIC: &str = "topic/";
 const BROKER: &str = "broker/";
+const GROUP: &str = "group/";
 
 impl Catalog {
     /// Applies `command`, adding the records it changes to `write`.
-    fn apply(&mut self, command: &MetaCommand, group: GroupId, write: &mut AtomicWrite) -> io::Result<MetaResponse> {
+    fn apply(&mut self, command: &MetaCommand, group_id: GroupId, write: &mut AtomicWrite) -> io::Result<MetaResponse> {
         Ok(match command {
             MetaCommand::CreateTopic { name, partitions, replication_factor, config, created_ms } => {
                 if let Some(t) = self.topics.get(name) {
@@ -163,8 +237,8 @@ impl Catalog {
                     created_ms: *created_ms,
                 };
                 self.next_topic_id += 1;
-                keys::put_record(write, group, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
-                keys::put_record(write, group, format!("{TOPIC}{name}").as_bytes(), encode(&topic)?);
+                keys::put_record(write, group_id, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
+                keys::put_record(write, group_id, format!("{TOPIC}{name}").as_bytes(), encode(&topic)?);
                 let id = topic.id;
                 self.topics.insert(name.clone(), topic);
                 MetaResponse::TopicCreated { id }
@@ -172,32 +246,95 @@ impl Catalog {
             MetaCommand::UpdateTopic { name, config } => {
                 let Some(topic) = self.topics.get_mut(name) else { return Ok(MetaResponse::TopicNotFound) };
                 topic.config = *config;
-                keys::put_record(write, group, format!("{TOPIC}{name}").as_bytes(), encode(&*topic)?);
+                keys::put_record(write, group_id, format!("{TOPIC}{name}").as_bytes(), encode(&*topic)?);
                 MetaResponse::TopicUpdated
             }
             MetaCommand::DeleteTopic { name } => {
-                if self.topics.remove(name).is_none() {
+                if !self.topics.contains_key(name) {
                     return Ok(MetaResponse::TopicNotFound);
                 }
-                keys::delete_record(write, group, format!("{TOPIC}{name}").as_bytes());
+                let users: Vec<String> = self
+                    .groups
+                    .iter()
+                    .filter(|(_, g)| g.topic == *name || g.dead_letter_topic == *name)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                if !users.is_empty() {
+                    return Ok(MetaResponse::TopicInUse { groups: users });
+                }
+                self.topics.remove(name);
+                keys::delete_record(write, group_id, format!("{TOPIC}{name}").as_bytes());
                 MetaResponse::TopicDeleted
+            }
+            MetaCommand::CreateGroup { name, topic, dead_letter_topic, settings, created_ms } => {
+                if self.groups.contains_key(name) {
+                    return Ok(MetaResponse::GroupExists);
+                }
+                if let Some(missing) = self.missing_topic(topic, dead_letter_topic) {
+                    return Ok(MetaResponse::GroupTopicNotFound { topic: missing });
+                }
+                let group = CatalogGroup {
+                    id: self.next_topic_id,
+                    topic: topic.clone(),
+                    dead_letter_topic: dead_letter_topic.clone(),
+                    settings: settings.clone(),
+                    created_ms: *created_ms,
+                };
+                self.next_topic_id += 1;
+                keys::put_record(write, group_id, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
+                keys::put_record(write, group_id, format!("{GROUP}{name}").as_bytes(), encode(&group)?);
+                let id = group.id;
+                self.groups.insert(name.clone(), group);
+                MetaResponse::GroupCreated { id }
+            }
+            MetaCommand::UpdateGroup { name, dead_letter_topic, settings } => {
+                let Some(topic) = self.groups.get(name).map(|g| g.topic.clone()) else {
+                    return Ok(MetaResponse::GroupNotFound);
+                };
+                if let Some(missing) = self.missing_topic(&topic, dead_letter_topic) {
+                    return Ok(MetaResponse::GroupTopicNotFound { topic: missing });
+                }
+                let Some(group) = self.groups.get_mut(name) else { return Ok(MetaResponse::GroupNotFound) };
+                group.dead_letter_topic = dead_letter_topic.clone();
+                group.settings = settings.clone();
+                keys::put_record(write, group_id, format!("{GROUP}{name}").as_bytes(), encode(&*group)?);
+                MetaResponse::GroupUpdated
+            }
+            MetaCommand::DeleteGroup { name } => {
+                if self.groups.remove(name).is_none() {
+                    return Ok(MetaResponse::GroupNotFound);
+                }
+                keys::delete_record(write, group_id, format!("{GROUP}{name}").as_bytes());
+                MetaResponse::GroupDeleted
             }
             MetaCommand::SetBrokerEndpoint { broker, endpoint } => {
                 self.brokers.insert(*broker, endpoint.clone());
-                keys::put_record(write, group, format!("{BROKER}{broker}").as_bytes(), encode(endpoint)?);
+                keys::put_record(write, group_id, format!("{BROKER}{broker}").as_bytes(), encode(endpoint)?);
                 MetaResponse::Done
             }
         })
     }
 
+    /// The first of `topic` and `dead_letter_topic` (if set) not in the catalog.
+    fn missing_topic(&self, topic: &str, dead_letter_topic: &str) -> Option<String> {
+        if !self.topics.contains_key(topic) {
+            return Some(topic.to_owned());
+        }
+        (!dead_letter_topic.is_empty() && !self.topics.contains_key(dead_letter_topic))
+            .then(|| dead_letter_topic.to_owned())
+    }
+
     /// Every record of the catalog, for a snapshot install.
-    fn put_all(&self, group: GroupId, write: &mut AtomicWrite) -> io::Result<()> {
-        keys::put_record(write, group, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
+    fn put_all(&self, group_id: GroupId, write: &mut AtomicWrite) -> io::Result<()> {
+        keys::put_record(write, group_id, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
         for (name, topic) in &self.topics {
-            keys::put_record(write, group, format!("{TOPIC}{name}").as_bytes(), encode(topic)?);
+            keys::put_record(write, group_id, format!("{TOPIC}{name}").as_bytes(), encode(topic)?);
         }
         for (broker, endpoint) in &self.brokers {
-            keys::put_record(write, group, format!("{BROKER}{broker}").as_bytes(), encode(endpoint)?);
+            keys::put_record(write, group_id, format!("{BROKER}{broker}").as_bytes(), encode(endpoint)?);
+        }
+        for (name, group) in &self.groups {
+            keys::put_record(write, group_id, format!("{GROUP}{name}").as_bytes(), encode(group)?);
         }
         Ok(())
     }
@@ -211,6 +348,8 @@ impl Catalog {
                 catalog.next_topic_id = decode(&value, "topic id counter")?;
             } else if let Some(name) = key.strip_prefix(TOPIC) {
                 catalog.topics.insert(name.to_owned(), decode(&value, "catalog topic")?);
+            } else if let Some(name) = key.strip_prefix(GROUP) {
+                catalog.groups.insert(name.to_owned(), decode(&value, "catalog group")?);
             } else if let Some(id) = key.strip_prefix(BROKER) {
                 let id = id.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad broker key"))?;
                 catalog.brokers.insert(id, decode(&value, "broker endpoint")?);
@@ -384,5 +523,72 @@ impl RaftStateMachine<MetaTypes> for MetaStateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<MetaTypes, Vec<u8>>>, io::Error> {
         Ok(self.state().snapshot.clone().map(|(meta, snapshot)| SnapshotOf::<MetaTypes, Vec<u8>> { meta, snapshot }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(catalog: &mut Catalog, command: MetaCommand) -> MetaResponse {
+        catalog.apply(&command, META_GROUP, &mut AtomicWrite::new()).expect("apply")
+    }
+
+    fn create_topic(name: &str) -> MetaCommand {
+        MetaCommand::CreateTopic {
+            name: name.into(),
+            partitions: 1,
+            replication_factor: 3,
+            config: TopicConfig {
+                retention_ms: 0,
+                retention_bytes: 0,
+                segment_bytes: 1 << 20,
+                segment_ms: 60_000,
+                max_message_bytes: 1 << 20,
+                durability: sluice_storage::Durability::Always,
+            },
+            created_ms: 1,
+        }
+    }
+
+    fn create_group(name: &str, topic: &str, dead_letter_topic: &str) -> MetaCommand {
+        MetaCommand::CreateGroup {
+            name: name.into(),
+            topic: topic.into(),
+            dead_letter_topic: dead_letter_topic.into(),
+            settings: serde_json::json!({ "opaque": true }),
+            created_ms: 2,
+        }
+    }
+
+    #[test]
+    fn groups_need_their_topics_and_keep_them_from_being_deleted() {
+        let mut c = Catalog::default();
+        assert_eq!(apply(&mut c, create_group("g", "t", "")), MetaResponse::GroupTopicNotFound { topic: "t".into() });
+        assert_eq!(apply(&mut c, create_topic("t")), MetaResponse::TopicCreated { id: TopicId(0) });
+        assert_eq!(
+            apply(&mut c, create_group("g", "t", "dlq")),
+            MetaResponse::GroupTopicNotFound { topic: "dlq".into() }
+        );
+        assert_eq!(apply(&mut c, create_topic("dlq")), MetaResponse::TopicCreated { id: TopicId(1) });
+        assert_eq!(apply(&mut c, create_group("g", "t", "dlq")), MetaResponse::GroupCreated { id: 2 }, "one counter");
+        assert_eq!(apply(&mut c, create_group("g", "t", "")), MetaResponse::GroupExists);
+        for topic in ["t", "dlq"] {
+            assert_eq!(
+                apply(&mut c, MetaCommand::DeleteTopic { name: topic.into() }),
+                MetaResponse::TopicInUse { groups: vec!["g".into()] }
+            );
+        }
+        let update = MetaCommand::UpdateGroup {
+            name: "g".into(),
+            dead_letter_topic: String::new(),
+            settings: serde_json::json!({ "changed": true }),
+        };
+        assert_eq!(apply(&mut c, update), MetaResponse::GroupUpdated);
+        assert_eq!(apply(&mut c, MetaCommand::DeleteTopic { name: "dlq".into() }), MetaResponse::TopicDeleted);
+        assert_eq!(apply(&mut c, MetaCommand::DeleteGroup { name: "g".into() }), MetaResponse::GroupDeleted);
+        assert_eq!(apply(&mut c, MetaCommand::DeleteGroup { name: "g".into() }), MetaResponse::GroupNotFound);
+        assert_eq!(apply(&mut c, MetaCommand::DeleteTopic { name: "t".into() }), MetaResponse::TopicDeleted);
+        assert_eq!(apply(&mut c, create_topic("t")), MetaResponse::TopicCreated { id: TopicId(3) }, "ids never reused");
     }
 }

@@ -4,8 +4,11 @@
 //!   endpoint in the replicated catalog, and after the leader is killed with
 //!   SIGKILL the other two elect a new one and the killed broker rejoins from
 //!   its own disk (once in `make test`, SLUICE_CLUSTER_ROUNDS times in `make soak`);
-//! - topics: created, changed and deleted through any broker, served by all,
-//!   also by a broker that was down while it happened.
+//! - topics and groups: created, changed and deleted through any broker,
+//!   served by all, also by a broker that was down while it happened; a topic
+//!   a group uses cannot be deleted through any broker;
+//! - a leader cut off by a black hole cannot change the catalog, and follows
+//!   the majority once healed.
 //!
 //! Records are not replicated yet: a produce is stored by the broker it is sent to.
 
@@ -87,8 +90,14 @@ async fn topics_at(cluster: &TestCluster, id: u64) -> anyhow::Result<Vec<(String
         .collect())
 }
 
+/// The groups broker `id` serves, by name.
+async fn groups_at(cluster: &TestCluster, id: u64) -> anyhow::Result<Vec<String>> {
+    let groups = Admin::new(cluster.broker(id).channel()).list_groups("").await?;
+    Ok(groups.into_iter().map(|g| g.name).collect())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn topics_changed_through_any_broker_are_served_by_all() -> anyhow::Result<()> {
+async fn topics_and_groups_changed_through_any_broker_are_served_by_all() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start(3).await?;
     cluster.agreed_leader(&cluster.ids(), None).await?;
     // Channels reconnect by address, which a broker keeps across restarts.
@@ -124,20 +133,38 @@ async fn topics_changed_through_any_broker_are_served_by_all() -> anyhow::Result
     })
     .await?;
 
-    // Broker 3 is down while one topic is created and another deleted; back, it follows.
-    // Its group on the deleted topic goes with it (groups are per broker until step 4).
+    // Groups live in the catalog too: created through broker 3, served by all, and the
+    // topic a group reads cannot be deleted through any broker.
     create_group(channels[2].clone(), "audit", group_config("orders", 10_000)).await?;
+    for id in [1, 2] {
+        eventually(Duration::from_secs(5), "the group reaches every broker", || async {
+            Ok(groups_at(&cluster, id).await?.contains(&"audit".to_owned()).then_some(()))
+        })
+        .await?;
+    }
+    admin(2).update_group("audit", pb::GroupConfig { ack_deadline_ms: 20_000, ..Default::default() }).await?;
+    eventually(Duration::from_secs(5), "the group's new settings reach broker 3", || async {
+        let deadline = admin(3).describe_group("audit").await?.config.map_or(0, |c| c.ack_deadline_ms);
+        Ok((deadline == 20_000).then_some(()))
+    })
+    .await?;
+    let in_use = admin(2).delete_topic("orders").await;
+    assert_eq!(in_use.err().and_then(|e| e.code()), Some(tonic::Code::FailedPrecondition), "checked cluster-wide");
+    admin(1).delete_group("audit").await?;
+
+    // Broker 3 is down while a topic and a group are created and another topic deleted;
+    // back, it follows.
     cluster.broker_mut(3).kill9().await?;
     admin(1).create_topic("late", 2, pb::TopicConfig::default()).await?;
+    create_group(channels[1].clone(), "late-readers", group_config("late", 10_000)).await?;
     admin(2).delete_topic("orders").await?;
     assert!(topics_at(&cluster, 2).await?.iter().all(|t| t.0 != "orders"), "deleted where the delete returned");
     cluster.broker_mut(3).start_again().await?;
     eventually(Duration::from_secs(10), "the restarted broker follows the catalog", || async {
         let names: Vec<String> = topics_at(&cluster, 3).await?.into_iter().map(|t| t.0).collect();
-        Ok((names == ["late"]).then_some(()))
+        Ok((names == ["late"] && groups_at(&cluster, 3).await? == ["late-readers"]).then_some(()))
     })
     .await?;
-    assert!(admin(3).list_groups("").await?.is_empty(), "the group reading the deleted topic is gone");
     let gone = admin(3).delete_topic("orders").await;
     assert_eq!(gone.err().and_then(|e| e.code()), Some(tonic::Code::NotFound));
 

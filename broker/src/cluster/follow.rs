@@ -1,12 +1,8 @@
 //! The catalog follower: after every catalog change applied on this broker
 //! (and once at start, from the catalog on disk), makes the broker's topic
-//! registry what the catalog says. The proposer of a change waits for this
-//! (see `topic::cluster`), so "created" means "served here".
-//!
-//! Groups are still per broker (step 4 of `docs/REPLICATION.md` moves them
-//! into the catalog). A topic deleted through another broker may be read by a
-//! group here; the catalog wins, so such groups are deleted with the topic,
-//! and the log says so.
+//! and group registries what the catalog says. The proposer of a change waits
+//! for this (see `topic::cluster`, `group::cluster`), so "created" means
+//! "served here".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,21 +27,13 @@ pub(super) async fn follow(
     loop {
         changes.borrow_and_update();
         let catalog = node.catalog();
-        let mut result = Ok(());
-        for name in topics.stale(&catalog) {
-            for group in groups.referencing(&name) {
-                tracing::warn!(
-                    topic = name,
-                    group,
-                    "the topic was deleted in the cluster; deleting this broker's group that uses it"
-                );
-                if let Err(e) = groups.delete(&group).await {
-                    result = Err(e);
-                }
-            }
-        }
+        // Groups go before their topics, and come after them.
+        let mut result = groups.follow_removals(&catalog).await;
         if result.is_ok() {
             result = topics.follow(&catalog).await;
+        }
+        if result.is_ok() {
+            result = groups.follow_additions(&catalog).await;
         }
         let pause = match result {
             Ok(()) => None,

@@ -82,6 +82,7 @@ impl Cluster {
         });
         node.initialize().await.map_err(|e| io("initializing the metadata group", e))?;
         topics.attach_cluster(node.clone(), config.peers.len());
+        groups.attach_cluster(node.clone());
         tasks.spawn(follow::follow(node.clone(), topics, groups, stop.clone()));
         tasks.spawn(register(node.clone(), client_endpoint, stop.clone()));
         tasks.spawn(gauges(node.clone(), stop.clone()));

@@ -3,6 +3,7 @@
 //! ordered delivery. One actor per group owns its `GroupState`.
 
 mod actor;
+mod cluster;
 pub mod config;
 mod dead_letter;
 pub mod dead_letter_tools;

@@ -31,7 +31,8 @@ pub struct GroupContext {
 }
 
 /// Where a new group starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum StartAt {
     /// The first stored offset of each partition.
     Earliest,
@@ -41,13 +42,23 @@ pub enum StartAt {
     Timestamp(i64),
 }
 
-/// Every group of the broker.
-#[derive(Debug)]
+/// Every group of the broker. In a cluster, admin changes are proposed to
+/// the metadata group and this registry follows the catalog (`cluster`).
 pub struct GroupRegistry {
     groups: RwLock<HashMap<String, Arc<GroupHandle>>>,
-    admin: tokio::sync::Mutex<()>,
-    ctx: GroupContext,
+    pub(super) admin: tokio::sync::Mutex<()>,
+    pub(super) ctx: GroupContext,
     stop: CancellationToken,
+    /// Set once when the broker joins a cluster.
+    pub(super) cluster: std::sync::OnceLock<Arc<sluice_replication::MetaNode>>,
+    /// Bumped whenever a group appears, changes or goes here.
+    pub(super) changed: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for GroupRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupRegistry").field("groups", &self.read_map().len()).finish_non_exhaustive()
+    }
 }
 
 impl GroupRegistry {
@@ -58,7 +69,14 @@ impl GroupRegistry {
         ctx: GroupContext,
         stop: CancellationToken,
     ) -> Self {
-        let registry = GroupRegistry { groups: RwLock::default(), admin: tokio::sync::Mutex::new(()), ctx, stop };
+        let registry = GroupRegistry {
+            groups: RwLock::default(),
+            admin: tokio::sync::Mutex::new(()),
+            ctx,
+            stop,
+            cluster: std::sync::OnceLock::new(),
+            changed: watch::Sender::new(0),
+        };
         let now = now_ms();
         for (name, bytes) in recovered {
             let settings: GroupConfig = match serde_json::from_slice(&bytes) {
@@ -84,11 +102,11 @@ impl GroupRegistry {
         registry
     }
 
-    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<GroupHandle>>> {
+    pub(super) fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<GroupHandle>>> {
         self.groups.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<GroupHandle>>> {
+    pub(super) fn read_map(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<GroupHandle>>> {
         self.groups.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -159,6 +177,9 @@ impl GroupRegistry {
         start: StartAt,
         dlq_defaults: TopicConfig,
     ) -> Result<Arc<GroupHandle>> {
+        if self.cluster.get().is_some() {
+            return self.create_in_cluster(name, settings, start, dlq_defaults).await;
+        }
         let name = name.as_str();
         let _guard = self.admin.lock().await;
         if self.read_map().contains_key(name) {
@@ -166,10 +187,41 @@ impl GroupRegistry {
         }
         settings.validate()?;
         let topic = self.ctx.topics.get(&settings.topic)?;
-        if !settings.dead_letter_topic.is_empty() && self.ctx.topics.get(&settings.dead_letter_topic).is_err() {
-            let dead_letter_topic = TopicName::parse("dead_letter_topic", settings.dead_letter_topic.clone())?;
-            self.ctx.topics.create(&dead_letter_topic, topic.partitions.len() as u32, dlq_defaults).await?;
+        self.ensure_dead_letter_topic(&settings, &topic, dlq_defaults).await?;
+        settings.id = self.ctx.topics.allocate_id().await?;
+        settings.name = name.to_owned();
+        settings.created_ms = now_ms();
+        self.create_local(settings, start, topic).await
+    }
+
+    /// Creates the group's dead-letter topic if it names one that is absent
+    /// (with the source topic's partition count).
+    pub(super) async fn ensure_dead_letter_topic(
+        &self,
+        settings: &GroupConfig,
+        topic: &Topic,
+        dlq_defaults: TopicConfig,
+    ) -> Result<()> {
+        if settings.dead_letter_topic.is_empty() || self.ctx.topics.get(&settings.dead_letter_topic).is_ok() {
+            return Ok(());
         }
+        let dead_letter_topic = TopicName::parse("dead_letter_topic", settings.dead_letter_topic.clone())?;
+        match self.ctx.topics.create(&dead_letter_topic, topic.partitions.len() as u32, dlq_defaults).await {
+            // Created meanwhile (in a cluster, through another broker): as good.
+            Ok(_) | Err(Error::TopicExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stores and starts a group whose id, name and creation time are set,
+    /// reading from `start` of each partition here (under the admin lock).
+    pub(super) async fn create_local(
+        &self,
+        settings: GroupConfig,
+        start: StartAt,
+        topic: Arc<Topic>,
+    ) -> Result<Arc<GroupHandle>> {
+        let name = settings.name.clone();
         let mut starts = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             starts.push(match start {
@@ -178,16 +230,14 @@ impl GroupRegistry {
                 StartAt::Timestamp(ts) => p.offset_for_timestamp(ts).await?,
             });
         }
-        settings.id = self.ctx.topics.allocate_id().await?;
-        settings.name = name.to_owned();
-        settings.created_ms = now_ms();
         let mut state = GroupState::new(settings.id, &starts);
-        let mut write = put_group(name, encode(&settings));
+        let mut write = put_group(&name, encode(&settings));
         state.flush_cursors(&mut write);
         self.ctx.writer.write(write).await?;
         tracing::info!(group = name, topic = %settings.topic, mode = ?settings.mode, "group created");
-        let handle = self.start(name.to_owned(), topic, settings, state);
-        self.write_map().insert(name.to_owned(), handle.clone());
+        let handle = self.start(name.clone(), topic, settings, state);
+        self.write_map().insert(name, handle.clone());
+        self.changed.send_modify(|v| *v += 1);
         Ok(handle)
     }
 
@@ -195,6 +245,10 @@ impl GroupRegistry {
     /// Holds the group admin lock, so no group can be created on the topic
     /// between the check and the delete.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        if self.cluster.get().is_some() {
+            // The catalog refuses deleting a topic its groups use, cluster-wide.
+            return self.ctx.topics.delete(name).await;
+        }
         let _guard = self.admin.lock().await;
         let users = self.referencing(name);
         if !users.is_empty() {
@@ -207,7 +261,7 @@ impl GroupRegistry {
 
     /// Changes settings durably; the actor sees them at once.
     pub async fn update(&self, name: &str, change: impl FnOnce(&mut GroupConfig)) -> Result<Arc<GroupHandle>> {
-        let _guard = self.admin.lock().await;
+        let guard = self.admin.lock().await;
         let group = self.get(name)?;
         let mut settings = group.settings();
         change(&mut settings);
@@ -215,17 +269,37 @@ impl GroupRegistry {
         if !settings.dead_letter_topic.is_empty() {
             self.ctx.topics.get(&settings.dead_letter_topic)?;
         }
-        self.ctx.writer.write(put_group(name, encode(&settings))).await?;
-        *group.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
-        tracing::info!(group = name, "group updated");
+        if self.cluster.get().is_some() {
+            drop(guard);
+            return self.update_in_cluster(name, settings).await;
+        }
+        self.update_local(&group, settings).await?;
         Ok(group)
+    }
+
+    /// Stores and applies new settings of a group (under the admin lock).
+    pub(super) async fn update_local(&self, group: &GroupHandle, settings: GroupConfig) -> Result<()> {
+        self.ctx.writer.write(put_group(&group.name, encode(&settings))).await?;
+        *group.settings.write().unwrap_or_else(|e| e.into_inner()) = settings;
+        self.changed.send_modify(|v| *v += 1);
+        tracing::info!(group = %group.name, "group updated");
+        Ok(())
     }
 
     /// Deletes a group and all its state (not its dead-letter topic).
     pub async fn delete(&self, name: &str) -> Result<()> {
+        if self.cluster.get().is_some() {
+            return self.delete_in_cluster(name).await;
+        }
         let _guard = self.admin.lock().await;
+        self.delete_local(name).await
+    }
+
+    /// Stops a group here and deletes its state (under the admin lock).
+    pub(super) async fn delete_local(&self, name: &str) -> Result<()> {
         let group = self.get(name)?;
         self.write_map().remove(name);
+        self.changed.send_modify(|v| *v += 1);
         group.deleted.store(true, std::sync::atomic::Ordering::Release);
         group.stop.cancel();
         let join = group.join.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -49,7 +49,8 @@ impl TopicRegistry {
     /// Makes this broker's topics what `catalog` says: topics it no longer
     /// has (or has under another id: deleted and created again) are deleted
     /// here, missing ones created with the catalog's id, and settings applied.
-    /// The caller has removed groups that read a topic about to go.
+    /// The caller has removed the groups the catalog no longer holds, so no
+    /// group here reads a topic about to go.
     pub async fn follow(&self, catalog: &Catalog) -> Result<()> {
         let mut next_id = self.next_id.lock().await;
         for name in self.stale(catalog) {
@@ -133,6 +134,9 @@ impl TopicRegistry {
                     .await
             }
             MetaResponse::TopicNotFound => Err(Error::TopicNotFound(name.to_owned())),
+            MetaResponse::TopicInUse { groups } => Err(Error::FailedPrecondition(format!(
+                "topic `{name}` is used by groups {groups:?}; delete them first"
+            ))),
             other => Err(unexpected("delete topic", &other)),
         }
     }

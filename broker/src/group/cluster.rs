@@ -1,0 +1,200 @@
+//! The group registry in a cluster: group configurations live in the
+//! metadata catalog (ids allocated there; a topic a group uses cannot be
+//! deleted anywhere), and every broker's registry follows it. A group's
+//! state (cursors, leases, attempts) is still this broker's own, over this
+//! broker's records, until groups move into the shard logs (step 4 of
+//! `docs/REPLICATION.md`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sluice_replication::meta::{Catalog, CatalogGroup, MetaCommand, MetaResponse};
+use sluice_replication::MetaNode;
+use sluice_storage::{now_ms, TopicConfig};
+
+use super::actor::GroupHandle;
+use super::config::GroupConfig;
+use super::registry::{GroupRegistry, StartAt};
+use crate::error::{Error, Result};
+use crate::name::GroupName;
+
+/// How long a proposer waits for its own broker to apply a committed change.
+const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// What the catalog holds of a group: the broker's settings and where it starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct CatalogSettings {
+    settings: GroupConfig,
+    start: StartAt,
+}
+
+fn encode(settings: &GroupConfig, start: StartAt) -> Result<serde_json::Value> {
+    serde_json::to_value(CatalogSettings { settings: settings.clone(), start })
+        .map_err(|e| Error::ClusterUnavailable(format!("encoding group settings: {e}")))
+}
+
+/// The settings a catalog entry gives the group `name` here.
+fn decode(name: &str, entry: &CatalogGroup) -> Option<(GroupConfig, StartAt)> {
+    match serde_json::from_value::<CatalogSettings>(entry.settings.clone()) {
+        Ok(mut c) => {
+            c.settings.id = entry.id;
+            c.settings.name = name.to_owned();
+            c.settings.created_ms = entry.created_ms;
+            Some((c.settings, c.start))
+        }
+        Err(e) => {
+            tracing::error!(group = name, error = %e, "unreadable group settings in the cluster catalog; skipped");
+            None
+        }
+    }
+}
+
+fn unexpected(command: &str, answer: &MetaResponse) -> Error {
+    Error::ClusterUnavailable(format!("the metadata group answered {command} with {answer:?}"))
+}
+
+impl GroupRegistry {
+    /// Hands admin changes to the metadata group from now on. Called once, at
+    /// start, before clients are served.
+    pub fn attach_cluster(&self, node: Arc<MetaNode>) {
+        if self.cluster.set(node).is_err() {
+            tracing::warn!("the group registry was attached to a cluster twice; keeping the first");
+        }
+    }
+
+    /// Deletes the groups here that `catalog` no longer holds (or holds under
+    /// another id). Runs before the topic registry follows, so no group
+    /// outlives its topic.
+    pub async fn follow_removals(&self, catalog: &Catalog) -> Result<()> {
+        let _guard = self.admin.lock().await;
+        let stale: Vec<String> = self
+            .read_map()
+            .values()
+            .filter(|g| catalog.groups.get(&g.name).map(|c| c.id) != Some(g.settings().id))
+            .map(|g| g.name.clone())
+            .collect();
+        for name in stale {
+            self.delete_local(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the groups of `catalog` missing here and applies changed
+    /// settings. Runs after the topic registry follows, so their topics exist.
+    pub async fn follow_additions(&self, catalog: &Catalog) -> Result<()> {
+        let _guard = self.admin.lock().await;
+        for (name, entry) in &catalog.groups {
+            let Some((settings, start)) = decode(name, entry) else { continue };
+            let local = self.read_map().get(name).cloned();
+            match local {
+                None => {
+                    let topic = self.ctx.topics.get(&settings.topic)?;
+                    self.create_local(settings, start, topic).await?;
+                }
+                Some(group) if group.settings() != settings => self.update_local(&group, settings).await?,
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn create_in_cluster(
+        &self,
+        name: &GroupName,
+        mut settings: GroupConfig,
+        start: StartAt,
+        dlq_defaults: TopicConfig,
+    ) -> Result<Arc<GroupHandle>> {
+        let node = self.node()?;
+        let name = name.as_str();
+        if self.read_map().contains_key(name) {
+            return Err(Error::GroupExists(name.to_owned()));
+        }
+        settings.validate()?;
+        let topic = self.ctx.topics.get(&settings.topic)?;
+        self.ensure_dead_letter_topic(&settings, &topic, dlq_defaults).await?;
+        settings.name = name.to_owned();
+        let command = MetaCommand::CreateGroup {
+            name: name.to_owned(),
+            topic: settings.topic.clone(),
+            dead_letter_topic: settings.dead_letter_topic.clone(),
+            settings: encode(&settings, start)?,
+            created_ms: now_ms(),
+        };
+        match node.propose(command).await? {
+            MetaResponse::GroupCreated { id } => {
+                self.await_local(name, |r| r.get(name).ok().filter(|g| g.settings().id == id)).await
+            }
+            MetaResponse::GroupExists => Err(Error::GroupExists(name.to_owned())),
+            MetaResponse::GroupTopicNotFound { topic } => Err(Error::TopicNotFound(topic)),
+            other => Err(unexpected("create group", &other)),
+        }
+    }
+
+    pub(super) async fn update_in_cluster(&self, name: &str, settings: GroupConfig) -> Result<Arc<GroupHandle>> {
+        let node = self.node()?;
+        // Where it starts matters only at creation; the catalog keeps what it was.
+        let start = node
+            .catalog()
+            .groups
+            .get(name)
+            .and_then(|entry| decode(name, entry))
+            .map_or(StartAt::Earliest, |(_, start)| start);
+        let command = MetaCommand::UpdateGroup {
+            name: name.to_owned(),
+            dead_letter_topic: settings.dead_letter_topic.clone(),
+            settings: encode(&settings, start)?,
+        };
+        match node.propose(command).await? {
+            MetaResponse::GroupUpdated => {
+                self.await_local(name, |r| r.get(name).ok().filter(|g| g.settings() == settings)).await
+            }
+            MetaResponse::GroupNotFound => Err(Error::GroupNotFound(name.to_owned())),
+            MetaResponse::GroupTopicNotFound { topic } => Err(Error::TopicNotFound(topic)),
+            other => Err(unexpected("update group", &other)),
+        }
+    }
+
+    pub(super) async fn delete_in_cluster(&self, name: &str) -> Result<()> {
+        let node = self.node()?;
+        let before = self.get(name).ok().map(|g| g.settings().id);
+        match node.propose(MetaCommand::DeleteGroup { name: name.to_owned() }).await? {
+            MetaResponse::GroupDeleted => {
+                self.await_local(name, |r| {
+                    (before.is_none() || r.get(name).ok().map(|g| g.settings().id) != before).then_some(())
+                })
+                .await
+            }
+            MetaResponse::GroupNotFound => Err(Error::GroupNotFound(name.to_owned())),
+            other => Err(unexpected("delete group", &other)),
+        }
+    }
+
+    fn node(&self) -> Result<Arc<MetaNode>> {
+        self.cluster.get().cloned().ok_or_else(|| Error::ClusterUnavailable("this broker is not in a cluster".into()))
+    }
+
+    /// Waits until `check` finds what a committed change made of this
+    /// broker's registry (the catalog follower applies it).
+    async fn await_local<T>(&self, group: &str, mut check: impl FnMut(&Self) -> Option<T>) -> Result<T> {
+        let mut changes = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        loop {
+            if let Some(found) = check(self) {
+                return Ok(found);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(Error::ClusterUnavailable(format!(
+                        "the change to group `{group}` is committed, but this broker has not applied it within {} s; \
+                         it will: retry the read",
+                        APPLY_WAIT.as_secs()
+                    )))
+                }
+            }
+        }
+    }
+}
