@@ -87,6 +87,12 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let config = Arc::new(config);
     tracing::info!(?config, version = env!("CARGO_PKG_VERSION"), "starting sluice-broker");
     let started = Instant::now();
+    // Installed before anything records (recovery, the cluster's first gauges), or what is
+    // recorded earlier is lost: a gauge set once at start would never appear.
+    let metrics_handle = match config.metrics_listen.parse::<std::net::SocketAddr>() {
+        Ok(_) => Some(crate::metrics::install()?),
+        Err(_) => None,
+    };
     let options = StoreConfig {
         write_buffer_bytes: config.write_buffer_bytes,
         min_free_bytes: config.min_free_disk_bytes,
@@ -189,8 +195,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     );
     let interval_sync = tokio::spawn(sync_wal_periodically(store.clone(), config.sync_interval(), rpc_stop.clone()));
 
-    if let Ok(addr) = config.metrics_listen.parse::<std::net::SocketAddr>() {
-        let handle = crate::metrics::install()?;
+    if let (Ok(addr), Some(handle)) = (config.metrics_listen.parse::<std::net::SocketAddr>(), metrics_handle) {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Io { what: format!("binding metrics on {addr}"), source })?;

@@ -223,7 +223,8 @@ impl MetaNode {
         let channel = self.connections.channel(addr).map_err(unavailable)?;
         let payload = encode(&command).map_err(|e| unavailable(e.to_string()))?;
         let mut request = tonic::Request::new(pb::ProposeRequest { command: payload.into() });
-        request.set_timeout(Duration::from_secs(10));
+        // Long enough for the leader to report COMMIT_WAIT itself, short enough for a caller.
+        request.set_timeout(COMMIT_WAIT + Duration::from_secs(2));
         let reply = RaftClient::new(channel)
             .propose(request)
             .await

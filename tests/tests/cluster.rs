@@ -204,40 +204,98 @@ async fn a_single_brokers_data_dir_does_not_join_a_cluster() -> anyhow::Result<(
     Ok(())
 }
 
+/// How a round cuts a broker off.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// Every byte to and from it lost; connections stay open.
+    BlackholeBothWays,
+    /// Every connection to and from it closed, new ones refused.
+    RefuseBothWays,
+    /// What it sends is lost; what others send it arrives.
+    BlackholeOutbound,
+}
+
+/// Rounds of: cut a broker off (in `make test`: the leader, both ways, then the leader's
+/// outbound links only; in `make soak`: SLUICE_CLUSTER_ROUNDS rounds of a seeded choice of
+/// broker and cut), change the catalog through the majority and through the cut-off
+/// broker, heal, and check every broker holds exactly the majority's changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_off_leader_cannot_change_the_catalog_and_follows_after_healing() -> anyhow::Result<()> {
+async fn cut_off_brokers_cannot_change_the_catalog_and_follow_after_healing() -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let soak_rounds: Option<u64> = std::env::var("SLUICE_CLUSTER_ROUNDS").ok().and_then(|v| v.parse().ok());
+    let seed: u64 = std::env::var("SLUICE_CLUSTER_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
+    println!("cluster partition rounds: seed {seed} (replay with SLUICE_CLUSTER_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let cluster = TestCluster::start(3).await?;
-    let old = cluster.agreed_leader(&cluster.ids(), None).await?;
-    let majority: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != old).collect();
+    let mut leader = cluster.agreed_leader(&cluster.ids(), None).await?;
+    let mut expected: Vec<String> = Vec::new();
+    let rounds = soak_rounds.unwrap_or(2);
+    for round in 1..=rounds {
+        let (target, cut) = match soak_rounds {
+            None if round == 1 => (leader, Cut::BlackholeBothWays),
+            None => (leader, Cut::BlackholeOutbound),
+            Some(_) => {
+                let cut = [Cut::BlackholeBothWays, Cut::RefuseBothWays, Cut::BlackholeOutbound][rng.random_range(0..3)];
+                (rng.random_range(1..=3u64), cut)
+            }
+        };
+        let majority: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != target).collect();
+        match cut {
+            Cut::BlackholeBothWays => cluster.isolate(target, Fault::Blackhole),
+            Cut::RefuseBothWays => cluster.isolate(target, Fault::Refuse),
+            Cut::BlackholeOutbound => majority.iter().for_each(|to| cluster.link(target, *to).set(Fault::Blackhole)),
+        }
+        let new = cluster.agreed_leader(&majority, Some(target)).await?;
 
-    // Black-hole every link of the leader, both ways: the other two elect one of themselves.
-    cluster.isolate(old, Fault::Blackhole);
-    let new = cluster.agreed_leader(&majority, Some(old)).await?;
-    Admin::new(cluster.broker(majority[0]).channel()).create_topic("during", 1, pb::TopicConfig::default()).await?;
+        // The majority changes the catalog.
+        let kept = format!("kept-{round}");
+        Admin::new(cluster.broker(majority[0]).channel()).create_topic(&kept, 1, pb::TopicConfig::default()).await?;
+        expected.push(kept.clone());
+        expected.sort(); // ListTopics answers by name
 
-    // The cut-off broker cannot commit: its change fails in bounded time and is never applied.
-    let asked = Instant::now();
-    let refused =
-        Admin::new(cluster.broker(old).channel()).create_topic("minority", 1, pb::TopicConfig::default()).await;
-    let waited = asked.elapsed();
-    assert_eq!(refused.as_ref().err().and_then(|e| e.code()), Some(tonic::Code::Unavailable), "{refused:?}");
-    assert_eq!(refused.as_ref().err().and_then(|e| e.reason()), Some("cluster_unavailable"));
-    assert!(waited < Duration::from_secs(15), "the cut-off broker answered after {waited:?}");
-    assert!(topics_at(&cluster, old).await?.iter().all(|t| t.0 != "during"), "a cut-off broker learns nothing");
+        // The cut-off broker cannot: its change fails in bounded time and is never applied.
+        let asked = Instant::now();
+        let cut_off = Admin::new(cluster.broker(target).channel());
+        let refused = cut_off.create_topic(&format!("lost-{round}"), 1, pb::TopicConfig::default()).await;
+        let waited = asked.elapsed();
+        assert_eq!(refused.as_ref().err().and_then(|e| e.code()), Some(tonic::Code::Unavailable), "{refused:?}");
+        assert_eq!(refused.as_ref().err().and_then(|e| e.reason()), Some("cluster_unavailable"));
+        assert!(waited < Duration::from_secs(15), "round {round}: the cut-off broker answered after {waited:?}");
+        match cut {
+            // It still hears the majority, so it follows the catalog while cut off.
+            Cut::BlackholeOutbound => {
+                eventually(Duration::from_secs(10), "a broker that only receives follows the catalog", || async {
+                    Ok(topics_at(&cluster, target).await?.iter().any(|t| t.0 == kept).then_some(()))
+                })
+                .await?;
+            }
+            _ => assert!(
+                topics_at(&cluster, target).await?.iter().all(|t| t.0 != kept),
+                "round {round}: a broker cut off both ways learns nothing"
+            ),
+        }
 
-    // Healed: one leader for all, the cut-off broker has the majority's topic and nobody the minority's.
-    cluster.heal();
-    let leader = cluster.agreed_leader(&cluster.ids(), None).await?;
-    for id in cluster.ids() {
-        eventually(Duration::from_secs(10), "every broker holds the majority's catalog", || async {
-            let names: Vec<String> = topics_at(&cluster, id).await?.into_iter().map(|t| t.0).collect();
-            Ok((names == ["during"]).then_some(()))
-        })
-        .await?;
+        // Healed: one leader for all, and every broker holds exactly the majority's topics.
+        cluster.heal();
+        leader = cluster.agreed_leader(&cluster.ids(), None).await?;
+        for id in cluster.ids() {
+            let held = eventually(Duration::from_secs(10), "every broker holds the majority's catalog", || async {
+                let names: Vec<String> = topics_at(&cluster, id).await?.into_iter().map(|t| t.0).collect();
+                Ok((names == expected).then_some(()))
+            })
+            .await;
+            if let Err(e) = held {
+                let names: Vec<String> = topics_at(&cluster, id).await?.into_iter().map(|t| t.0).collect();
+                anyhow::bail!(
+                    "round {round}: broker {id} holds {names:?}, the majority made {expected:?}: {e}\nits log:\n{}",
+                    cluster.broker(id).log_tail()
+                );
+            }
+        }
+        println!(
+            "cluster round {round}: broker {target} cut off ({cut:?}), {new} led the majority; the cut-off create \
+             failed after {waited:?}; healed under leader {leader}"
+        );
     }
-    println!(
-        "cluster: leader {old} cut off, {new} elected by the majority; the cut-off create failed after {waited:?}; \
-         healed under leader {leader}"
-    );
     Ok(())
 }
