@@ -52,7 +52,7 @@ run "decoder fuzz" \
   timeout 900 "${test_cmd[@]}" --lib -- decode_fuzz record::tests keys::tests
 run "hostile input ($((2000000 * scale)) inputs)" \
   SLUICE_FUZZ_INPUTS=$((2000000 * scale)) timeout 900 "${test_cmd[@]}" --test hostile_input -- --nocapture
-run "metadata group: $((20 * scale)) leader SIGKILLs across three brokers" \
+run "metadata group: $((20 * scale)) leader SIGKILLs and $((20 * scale)) partition rounds across three brokers" \
   SLUICE_CLUSTER_ROUNDS=$((20 * scale)) timeout 600 "${test_cmd[@]}" --test cluster -- --nocapture
 run "overload, disk faults, corruption, client ride-through" \
   timeout 900 "${test_cmd[@]}" --test overload --test disk_full --test corruption --test client_resilience \
