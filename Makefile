@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # (linked instead of compiling its C++ for 25 minutes), and a C/C++ toolchain.
 APT_PACKAGES := libclang-dev librocksdb-dev clang pkg-config nghttp2-client python3-venv
 
-.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop go-stubs image up down loadtest loadtest-smoke bench bench-smoke soak clean
+.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop go-stubs image up down cluster cluster-down loadtest loadtest-smoke bench bench-smoke soak clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -54,8 +54,16 @@ up: image
 down:
 	cd deploy && { docker compose version >/dev/null 2>&1 && docker compose down || docker-compose down; }
 
+# Three brokers in one cluster (deploy/cluster.yml; client ports 50051-50053 on 127.0.0.1).
+cluster: image
+	cd deploy && { docker compose version >/dev/null 2>&1 && docker compose -f cluster.yml up -d || docker-compose -f cluster.yml up -d; }
+
+cluster-down:
+	cd deploy && { docker compose version >/dev/null 2>&1 && docker compose -f cluster.yml down || docker-compose -f cluster.yml down; }
+
 container-test: build
 	bash deploy/test-compose.sh
+	bash deploy/test-cluster-compose.sh
 
 # Load test a running broker (make run in another terminal): h2load + a grpcio loop.
 loadtest: build

@@ -113,6 +113,9 @@ pub struct SettingArgs {
     /// Where this broker serves the other brokers (required with --peers)
     #[arg(long, env = "SLUICE_CLUSTER_LISTEN")]
     pub cluster_listen: Option<String>,
+    /// host:port clients use to reach this broker, registered in the cluster catalog [default: the bound listen address]
+    #[arg(long, env = "SLUICE_ADVERTISE")]
+    pub advertise: Option<String>,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -169,6 +172,7 @@ impl SettingArgs {
             node_id,
             peers,
             cluster_listen,
+            advertise,
         );
         cfg.validate()?;
         Ok(cfg)

@@ -70,6 +70,10 @@ pub struct BrokerConfig {
     pub peers: String,
     /// Where this broker serves the other brokers (Raft traffic); required with `peers`.
     pub cluster_listen: String,
+    /// The `host:port` clients should use to reach this broker, registered in the
+    /// cluster catalog (and shown by `sluice cluster status`); empty: the bound
+    /// client address. Set it when that is `0.0.0.0` or behind NAT. Default empty.
+    pub advertise: String,
 }
 
 impl Default for BrokerConfig {
@@ -100,6 +104,7 @@ impl Default for BrokerConfig {
             node_id: 0,
             peers: String::new(),
             cluster_listen: String::new(),
+            advertise: String::new(),
         }
     }
 }
@@ -136,6 +141,12 @@ impl BrokerConfig {
             reason: e.rule.to_owned(),
         })?;
         check((1..=60_000).contains(&self.sync_interval_ms), "sync-interval-ms", "must be 1..=60000")?;
+        let port = self.advertise.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
+        check(
+            self.advertise.is_empty() || port.is_some_and(|p| p.parse::<u16>().is_ok()),
+            "advertise",
+            "must be host:port (a name or address clients can reach), or empty",
+        )?;
         check((1..=100_000).contains(&self.max_partitions), "max-partitions", "must be 1..=100000")?;
         check((1..=1_000_000).contains(&self.max_batch_messages), "max-batch-messages", "must be 1..=1000000")?;
         check((1024..=1 << 30).contains(&self.max_request_bytes), "max-request-bytes", "must be 1024..=1073741824")?;
@@ -253,5 +264,17 @@ mod tests {
         let cfg = BrokerConfig { max_message_bytes: 0, ..BrokerConfig::default() };
         assert_eq!(cfg.validate().map_err(|e| e.field), Err("max-message-bytes"));
         assert!(toml::from_str::<BrokerConfig>("no-such-setting = 1").is_err());
+    }
+
+    #[test]
+    fn advertise_is_host_and_port_or_empty() {
+        for ok in ["", "broker1:50051", "10.0.0.7:50051", "[::1]:50051"] {
+            let cfg = BrokerConfig { advertise: ok.into(), ..BrokerConfig::default() };
+            assert_eq!(cfg.validate(), Ok(()), "{ok}");
+        }
+        for bad in ["broker1", ":50051", "broker1:port", "broker1:70000"] {
+            let cfg = BrokerConfig { advertise: bad.into(), ..BrokerConfig::default() };
+            assert_eq!(cfg.validate().map_err(|e| e.field), Err("advertise"), "{bad}");
+        }
     }
 }

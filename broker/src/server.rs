@@ -146,7 +146,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
             crate::cluster::Cluster::start(
                 &cluster_config,
                 cluster_listen,
-                local.to_string(),
+                if config.advertise.is_empty() { local.to_string() } else { config.advertise.clone() },
                 (store.clone(), cluster_writer),
                 (registry.clone(), groups.clone()),
             )
