@@ -35,11 +35,11 @@ pub(super) async fn follow(
         if result.is_ok() {
             result = groups.follow_additions(&catalog).await;
         }
-        let pause = match result {
-            Ok(()) => None,
+        let failed = match result {
+            Ok(()) => false,
             Err(e) => {
                 tracing::error!(error = %e, "applying the cluster catalog to this broker failed; retrying");
-                Some(RETRY)
+                true
             }
         };
         tokio::select! {
@@ -51,7 +51,7 @@ pub(super) async fn follow(
                     return;
                 }
             }
-            _ = tokio::time::sleep(pause.unwrap_or(Duration::MAX)), if pause.is_some() => {}
+            _ = tokio::time::sleep(RETRY), if failed => {}
         }
     }
 }

@@ -6,21 +6,17 @@
 //! `docs/REPLICATION.md`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sluice_replication::meta::{Catalog, CatalogGroup, MetaCommand, MetaResponse};
 use sluice_replication::MetaNode;
-use sluice_storage::{now_ms, TopicConfig};
+use sluice_storage::now_ms;
 
 use super::actor::GroupHandle;
 use super::config::GroupConfig;
 use super::registry::{GroupRegistry, StartAt};
 use crate::error::{Error, Result};
-use crate::name::GroupName;
-
-/// How long a proposer waits for its own broker to apply a committed change.
-const APPLY_WAIT: Duration = Duration::from_secs(5);
+use crate::topic::cluster::{await_applied, unexpected};
 
 /// What the catalog holds of a group: the broker's settings and where it starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,10 +45,6 @@ fn decode(name: &str, entry: &CatalogGroup) -> Option<(GroupConfig, StartAt)> {
             None
         }
     }
-}
-
-fn unexpected(command: &str, answer: &MetaResponse) -> Error {
-    Error::ClusterUnavailable(format!("the metadata group answered {command} with {answer:?}"))
 }
 
 impl GroupRegistry {
@@ -100,22 +92,11 @@ impl GroupRegistry {
         Ok(())
     }
 
-    pub(super) async fn create_in_cluster(
-        &self,
-        name: &GroupName,
-        mut settings: GroupConfig,
-        start: StartAt,
-        dlq_defaults: TopicConfig,
-    ) -> Result<Arc<GroupHandle>> {
+    /// Proposes a checked, named group (its dead-letter topic made) and
+    /// returns once this broker serves it.
+    pub(super) async fn create_in_cluster(&self, settings: GroupConfig, start: StartAt) -> Result<Arc<GroupHandle>> {
         let node = self.node()?;
-        let name = name.as_str();
-        if self.read_map().contains_key(name) {
-            return Err(Error::GroupExists(name.to_owned()));
-        }
-        settings.validate()?;
-        let topic = self.ctx.topics.get(&settings.topic)?;
-        self.ensure_dead_letter_topic(&settings, &topic, dlq_defaults).await?;
-        settings.name = name.to_owned();
+        let name = settings.name.as_str();
         let command = MetaCommand::CreateGroup {
             name: name.to_owned(),
             topic: settings.topic.clone(),
@@ -179,22 +160,6 @@ impl GroupRegistry {
     /// Waits until `check` finds what a committed change made of this
     /// broker's registry (the catalog follower applies it).
     async fn await_local<T>(&self, group: &str, mut check: impl FnMut(&Self) -> Option<T>) -> Result<T> {
-        let mut changes = self.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-        loop {
-            if let Some(found) = check(self) {
-                return Ok(found);
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    return Err(Error::ClusterUnavailable(format!(
-                        "the change to group `{group}` is committed, but this broker has not applied it within {} s; \
-                         it will: retry the read",
-                        APPLY_WAIT.as_secs()
-                    )))
-                }
-            }
-        }
+        await_applied(&self.changed, &format!("group `{group}`"), || check(self)).await
     }
 }

@@ -177,19 +177,22 @@ impl GroupRegistry {
         start: StartAt,
         dlq_defaults: TopicConfig,
     ) -> Result<Arc<GroupHandle>> {
-        if self.cluster.get().is_some() {
-            return self.create_in_cluster(name, settings, start, dlq_defaults).await;
-        }
         let name = name.as_str();
-        let _guard = self.admin.lock().await;
+        let guard = self.admin.lock().await;
         if self.read_map().contains_key(name) {
             return Err(Error::GroupExists(name.to_owned()));
         }
         settings.validate()?;
         let topic = self.ctx.topics.get(&settings.topic)?;
+        settings.name = name.to_owned();
+        if self.cluster.get().is_some() {
+            // Not under the lock: the catalog follower takes it to apply what is proposed.
+            drop(guard);
+            self.ensure_dead_letter_topic(&settings, &topic, dlq_defaults).await?;
+            return self.create_in_cluster(settings, start).await;
+        }
         self.ensure_dead_letter_topic(&settings, &topic, dlq_defaults).await?;
         settings.id = self.ctx.topics.allocate_id().await?;
-        settings.name = name.to_owned();
         settings.created_ms = now_ms();
         self.create_local(settings, start, topic).await
     }

@@ -32,7 +32,8 @@ impl From<ProposeError> for Error {
     }
 }
 
-fn unexpected(command: &str, answer: &MetaResponse) -> Error {
+/// A metadata answer that does not fit the command (a bug, or brokers of different versions).
+pub(crate) fn unexpected(command: &str, answer: &MetaResponse) -> Error {
     Error::ClusterUnavailable(format!("the metadata group answered {command} with {answer:?}"))
 }
 
@@ -140,26 +141,34 @@ impl TopicRegistry {
             other => Err(unexpected("delete topic", &other)),
         }
     }
-
     /// Waits until `check` finds what a committed change made of this
     /// broker's registry (the catalog follower applies it).
     async fn await_local<T>(&self, topic: &str, mut check: impl FnMut(&Self) -> Option<T>) -> Result<T> {
-        let mut changes = self.changed.subscribe();
-        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-        loop {
-            if let Some(found) = check(self) {
-                return Ok(found);
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    return Err(Error::ClusterUnavailable(format!(
-                        "the change to topic `{topic}` is committed, but this broker has not applied it within {} s; \
-                         it will: retry the read",
-                        APPLY_WAIT.as_secs()
-                    )))
-                }
-            }
+        await_applied(&self.changed, &format!("topic `{topic}`"), || check(self)).await
+    }
+}
+
+/// Waits until `check` finds a committed change applied on this broker: it
+/// is checked now and after every change `changed` announces, for at most
+/// [`APPLY_WAIT`]. `what` names the changed thing in the error.
+pub(crate) async fn await_applied<T>(
+    changed: &tokio::sync::watch::Sender<u64>,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    // Subscribed before the first check, so no change between the two is missed.
+    let mut changes = changed.subscribe();
+    let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+    loop {
+        if let Some(found) = check() {
+            return Ok(found);
+        }
+        if !matches!(tokio::time::timeout_at(deadline, changes.changed()).await, Ok(Ok(()))) {
+            return Err(Error::ClusterUnavailable(format!(
+                "the change to {what} is committed, but this broker has not applied it within {} s; it will: \
+                 retry the read",
+                APPLY_WAIT.as_secs()
+            )));
         }
     }
 }

@@ -2,7 +2,7 @@
 //! handles. Admin changes are serialized by one async lock and are durable
 //! before they are visible. `produce` is the produce path every front door uses.
 
-mod cluster;
+pub(crate) mod cluster;
 pub mod produce;
 
 use std::collections::HashMap;
