@@ -23,6 +23,7 @@ pub mod log_store;
 pub mod meta;
 pub mod network;
 pub mod node;
+pub mod shard;
 #[cfg(test)]
 mod suite_test;
 
@@ -30,3 +31,4 @@ pub use log_store::LogStore;
 pub use meta::{Catalog, CatalogTopic, MetaCommand, MetaResponse, MetaStateMachine};
 pub use network::{Peers, RaftService};
 pub use node::{ClusterConfig, GroupReport, MetaNode, ProposeError};
+pub use shard::{BatchCommand, ShardCommand, ShardHost, ShardNode, ShardProposeError, ShardResponse, ShardStart};

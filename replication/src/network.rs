@@ -16,7 +16,8 @@ use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use openraft::{BasicNode, OptionalSend, Raft, RaftNetworkFactory, RaftNetworkV2};
+use openraft::storage::RaftStateMachine;
+use openraft::{BasicNode, OptionalSend, Raft, RaftNetworkFactory, RaftNetworkV2, RaftTypeConfig};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sluice_proto::internal::v1 as pb;
@@ -24,8 +25,15 @@ use sluice_proto::internal::v1::raft_client::RaftClient;
 use sluice_storage::raft::GroupId;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::codec::{decode, encode};
+use crate::codec::{decode, encode, Format, GroupWire};
 use crate::meta::{MetaStateMachine, MetaTypes};
+use crate::shard::{ShardMachine, ShardTypes};
+
+/// What every group type of this crate has in common on the network: broker
+/// ids as node ids, plain addresses as nodes, and its own wire format.
+pub(crate) trait NetTypes: GroupWire + RaftTypeConfig<NodeId = u64, Node = BasicNode> {}
+
+impl<C: GroupWire + RaftTypeConfig<NodeId = u64, Node = BasicNode>> NetTypes for C {}
 
 /// Connections to peers, by address; cloning shares them.
 #[derive(Clone, Default)]
@@ -52,9 +60,8 @@ impl Peers {
     }
 }
 
-/// What openraft's metadata group uses to make a client per peer.
-#[derive(Clone)]
-pub struct MetaNetwork {
+/// What openraft uses to make a client per peer, for one group.
+pub(crate) struct GroupNetwork<C> {
     peers: Peers,
     group: GroupId,
     /// Where this broker reaches each peer (its `--peers`). Addresses are
@@ -62,32 +69,45 @@ pub struct MetaNetwork {
     /// differently (a test's fault proxy per link, a NAT), so the address in
     /// the membership is only the fallback for an id not configured here.
     addresses: Arc<BTreeMap<u64, String>>,
+    types: std::marker::PhantomData<fn() -> C>,
 }
 
-impl MetaNetwork {
+impl<C> Clone for GroupNetwork<C> {
+    fn clone(&self) -> Self {
+        GroupNetwork {
+            peers: self.peers.clone(),
+            group: self.group,
+            addresses: self.addresses.clone(),
+            types: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<C> GroupNetwork<C> {
     /// Clients for `group` over `peers`' connections, to the peers at `addresses`.
-    pub fn new(peers: Peers, group: GroupId, addresses: BTreeMap<u64, String>) -> Self {
-        MetaNetwork { peers, group, addresses: Arc::new(addresses) }
+    pub(crate) fn new(peers: Peers, group: GroupId, addresses: BTreeMap<u64, String>) -> Self {
+        GroupNetwork { peers, group, addresses: Arc::new(addresses), types: std::marker::PhantomData }
     }
 }
 
 /// One peer of one group.
-pub struct PeerClient {
+pub(crate) struct PeerClient<C> {
     addr: String,
     channel: Result<Channel, String>,
     group: GroupId,
+    types: std::marker::PhantomData<fn() -> C>,
 }
 
-impl RaftNetworkFactory<MetaTypes> for MetaNetwork {
-    type Network = PeerClient;
+impl<C: NetTypes> RaftNetworkFactory<C> for GroupNetwork<C> {
+    type Network = PeerClient<C>;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient<C> {
         let addr = self.addresses.get(&target).cloned().unwrap_or_else(|| node.addr.clone());
-        PeerClient { channel: self.peers.channel(&addr), addr, group: self.group }
+        PeerClient { channel: self.peers.channel(&addr), addr, group: self.group, types: std::marker::PhantomData }
     }
 }
 
-impl PeerClient {
+impl<C: NetTypes> PeerClient<C> {
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         rpc: pb::RaftRpc,
@@ -95,7 +115,7 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Resp, String> {
         let channel = self.channel.clone()?;
-        let payload = encode(request).map_err(|e| e.to_string())?;
+        let payload = C::Format::encode(request).map_err(|e| e.to_string())?;
         let mut req =
             tonic::Request::new(pb::RaftRequest { group: self.group.0, rpc: rpc as i32, payload: payload.into() });
         req.set_timeout(timeout);
@@ -108,73 +128,79 @@ impl PeerClient {
             tracing::debug!(?rpc, peer = %self.addr, error = %reply.error, "raft rpc refused");
             return Err(format!("{} answered: {}", self.addr, reply.error));
         }
-        decode(&reply.payload, "raft reply").map_err(|e| e.to_string())
+        C::Format::decode(&reply.payload, "raft reply").map_err(|e| e.to_string())
     }
 }
 
-fn unreachable(e: String) -> RPCError<MetaTypes> {
+fn unreachable<C: RaftTypeConfig>(e: String) -> RPCError<C> {
     RPCError::Unreachable(Unreachable::from_string(e))
 }
 
 /// A snapshot on the wire: the vote it is sent under, its metadata and data.
 #[derive(Serialize, serde::Deserialize)]
-struct SnapshotMessage {
-    vote: VoteOf<MetaTypes>,
-    meta: openraft::alias::SnapshotMetaOf<MetaTypes>,
+#[serde(bound = "")]
+struct SnapshotMessage<C: RaftTypeConfig> {
+    vote: VoteOf<C>,
+    meta: openraft::alias::SnapshotMetaOf<C>,
     data: Vec<u8>,
 }
 
-impl RaftNetworkV2<MetaTypes> for PeerClient {
+impl<C: NetTypes> RaftNetworkV2<C> for PeerClient<C> {
     type SnapshotData = Vec<u8>;
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<MetaTypes>,
+        rpc: AppendEntriesRequest<C>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<MetaTypes>, RPCError<MetaTypes>> {
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
         self.call(pb::RaftRpc::AppendEntries, &rpc, option.hard_ttl()).await.map_err(unreachable)
     }
 
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<MetaTypes>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<MetaTypes>, RPCError<MetaTypes>> {
+    async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         self.call(pb::RaftRpc::Vote, &rpc, option.hard_ttl()).await.map_err(unreachable)
     }
 
-    async fn pre_vote(
-        &mut self,
-        rpc: VoteRequest<MetaTypes>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<MetaTypes>, RPCError<MetaTypes>> {
+    async fn pre_vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
         self.call(pb::RaftRpc::PreVote, &rpc, option.hard_ttl()).await.map_err(unreachable)
     }
 
     async fn full_snapshot(
         &mut self,
-        vote: VoteOf<MetaTypes>,
-        snapshot: SnapshotOf<MetaTypes, Vec<u8>>,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, Vec<u8>>,
         _cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
-    ) -> Result<SnapshotResponse<MetaTypes>, StreamingError<MetaTypes>> {
-        let message = SnapshotMessage { vote, meta: snapshot.meta, data: snapshot.snapshot };
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let message = SnapshotMessage::<C> { vote, meta: snapshot.meta, data: snapshot.snapshot };
         self.call(pb::RaftRpc::FullSnapshot, &message, option.hard_ttl())
             .await
             .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))
     }
 }
 
-/// The receiving side: hands each RPC to the local Raft of its group.
+/// The receiving side: hands each RPC to the local Raft of its group (the
+/// metadata group, or a shard this broker holds a replica of). Clones share
+/// the set of shards.
 #[derive(Clone)]
 pub struct RaftService {
     meta: Raft<MetaTypes, MetaStateMachine>,
+    shards: Arc<std::sync::RwLock<HashMap<u64, Raft<ShardTypes, ShardMachine>>>>,
 }
 
 impl RaftService {
     /// Serves the metadata group's peer `meta`.
     pub(crate) fn new(meta: Raft<MetaTypes, MetaStateMachine>) -> Self {
-        RaftService { meta }
+        RaftService { meta, shards: Default::default() }
+    }
+
+    /// Serves `raft`, this broker's peer of shard `group`, from now on.
+    pub(crate) fn add_shard(&self, group: GroupId, raft: Raft<ShardTypes, ShardMachine>) {
+        self.shards.write().unwrap_or_else(|e| e.into_inner()).insert(group.0, raft);
+    }
+
+    /// Stops serving shard `group`.
+    pub(crate) fn remove_shard(&self, group: GroupId) {
+        self.shards.write().unwrap_or_else(|e| e.into_inner()).remove(&group.0);
     }
 
     /// The tonic service to add to the cluster listener.
@@ -183,33 +209,44 @@ impl RaftService {
     }
 
     async fn dispatch(&self, request: pb::RaftRequest) -> Result<Vec<u8>, String> {
-        if request.group != crate::meta::META_GROUP.0 {
-            return Err(format!("this broker runs no replication group {}", request.group));
+        if request.group == crate::meta::META_GROUP.0 {
+            return serve(&self.meta, request.rpc, &request.payload).await;
         }
-        let raft = &self.meta;
-        let payload = &request.payload[..];
-        let reply = match pb::RaftRpc::try_from(request.rpc) {
-            Ok(pb::RaftRpc::AppendEntries) => {
-                let rpc = decode(payload, "append-entries request").map_err(|e| e.to_string())?;
-                encode(&raft.append_entries(rpc).await.map_err(|e| e.to_string())?)
-            }
-            Ok(pb::RaftRpc::Vote) => {
-                let rpc = decode(payload, "vote request").map_err(|e| e.to_string())?;
-                encode(&raft.vote(rpc).await.map_err(|e| e.to_string())?)
-            }
-            Ok(pb::RaftRpc::PreVote) => {
-                let rpc = decode(payload, "pre-vote request").map_err(|e| e.to_string())?;
-                encode(&raft.pre_vote(rpc).await.map_err(|e| e.to_string())?)
-            }
-            Ok(pb::RaftRpc::FullSnapshot) => {
-                let m: SnapshotMessage = decode(payload, "snapshot").map_err(|e| e.to_string())?;
-                let snapshot = SnapshotOf::<MetaTypes, Vec<u8>> { meta: m.meta, snapshot: m.data };
-                encode(&raft.install_full_snapshot(m.vote, snapshot).await.map_err(|e| e.to_string())?)
-            }
-            Ok(pb::RaftRpc::Unspecified) | Err(_) => return Err(format!("unknown raft rpc {}", request.rpc)),
-        };
-        reply.map_err(|e| e.to_string())
+        let shard = self.shards.read().unwrap_or_else(|e| e.into_inner()).get(&request.group).cloned();
+        match shard {
+            Some(raft) => serve(&raft, request.rpc, &request.payload).await,
+            None => Err(format!("this broker runs no replication group {}", request.group)),
+        }
     }
+}
+
+/// Decodes one RPC for `raft`, runs it, and encodes the answer.
+async fn serve<C, SM>(raft: &Raft<C, SM>, rpc: i32, payload: &[u8]) -> Result<Vec<u8>, String>
+where
+    C: NetTypes,
+    SM: RaftStateMachine<C, SnapshotData = Vec<u8>>,
+{
+    let reply = match pb::RaftRpc::try_from(rpc) {
+        Ok(pb::RaftRpc::AppendEntries) => {
+            let rpc = C::Format::decode(payload, "append-entries request").map_err(|e| e.to_string())?;
+            C::Format::encode(&raft.append_entries(rpc).await.map_err(|e| e.to_string())?)
+        }
+        Ok(pb::RaftRpc::Vote) => {
+            let rpc = C::Format::decode(payload, "vote request").map_err(|e| e.to_string())?;
+            C::Format::encode(&raft.vote(rpc).await.map_err(|e| e.to_string())?)
+        }
+        Ok(pb::RaftRpc::PreVote) => {
+            let rpc = C::Format::decode(payload, "pre-vote request").map_err(|e| e.to_string())?;
+            C::Format::encode(&raft.pre_vote(rpc).await.map_err(|e| e.to_string())?)
+        }
+        Ok(pb::RaftRpc::FullSnapshot) => {
+            let m: SnapshotMessage<C> = C::Format::decode(payload, "snapshot").map_err(|e| e.to_string())?;
+            let snapshot = SnapshotOf::<C, Vec<u8>> { meta: m.meta, snapshot: m.data };
+            C::Format::encode(&raft.install_full_snapshot(m.vote, snapshot).await.map_err(|e| e.to_string())?)
+        }
+        Ok(pb::RaftRpc::Unspecified) | Err(_) => return Err(format!("unknown raft rpc {rpc}")),
+    };
+    reply.map_err(|e| e.to_string())
 }
 
 impl RaftService {

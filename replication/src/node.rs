@@ -18,7 +18,7 @@ use sluice_proto::internal::v1::raft_client::RaftClient;
 use crate::codec::{decode, encode};
 use crate::log_store::LogStore;
 use crate::meta::{Catalog, MetaCommand, MetaResponse, MetaStateMachine, MetaTypes, META_GROUP};
-use crate::network::{MetaNetwork, Peers, RaftService};
+use crate::network::{GroupNetwork, Peers, RaftService};
 
 /// How a broker takes part in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,17 +44,21 @@ impl ClusterConfig {
         }
     }
 
-    fn raft_config(&self) -> io::Result<openraft::Config> {
+    /// openraft's settings for the group `name`; `snapshots: false` never
+    /// builds one (and so never purges the log).
+    pub(crate) fn raft_config(&self, name: &str, snapshots: bool) -> io::Result<openraft::Config> {
         let ms = |d: Duration| d.as_millis() as u64;
-        openraft::Config {
-            cluster_name: "sluice-metadata".into(),
+        let mut config = openraft::Config {
+            cluster_name: name.into(),
             heartbeat_interval: ms(self.heartbeat),
             election_timeout_min: ms(self.election_timeout.0),
             election_timeout_max: ms(self.election_timeout.1),
             ..Default::default()
+        };
+        if !snapshots {
+            config.snapshot_policy = openraft::SnapshotPolicy::Never;
         }
-        .validate()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("cluster timing: {e}")))
+        config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("cluster timing: {e}")))
     }
 }
 
@@ -145,6 +149,7 @@ pub struct MetaNode {
     machine: MetaStateMachine,
     peers: BTreeMap<u64, String>,
     connections: Peers,
+    service: RaftService,
 }
 
 impl MetaNode {
@@ -156,19 +161,26 @@ impl MetaNode {
         writer: WriterHandle,
         connections: Peers,
     ) -> io::Result<MetaNode> {
-        let raft_config = Arc::new(config.raft_config()?);
+        let raft_config = Arc::new(config.raft_config("sluice-metadata", true)?);
         let log = LogStore::open(store.clone(), writer.clone(), META_GROUP)?;
         let machine = MetaStateMachine::open(store, writer)?;
-        let network = MetaNetwork::new(connections.clone(), META_GROUP, config.peers.clone());
+        let network = GroupNetwork::<MetaTypes>::new(connections.clone(), META_GROUP, config.peers.clone());
         let raft = Raft::new(config.node_id, raft_config, network, log, machine.clone())
             .await
             .map_err(|e| io::Error::other(format!("starting the metadata group: {e}")))?;
-        Ok(MetaNode { id: config.node_id, raft, machine, peers: config.peers.clone(), connections })
+        let service = RaftService::new(raft.clone());
+        Ok(MetaNode { id: config.node_id, raft, machine, peers: config.peers.clone(), connections, service })
     }
 
-    /// The service answering the other brokers' Raft RPCs for this peer.
+    /// The service answering the other brokers' Raft RPCs for this peer and
+    /// for every shard started with it.
     pub fn service(&self) -> RaftService {
-        RaftService::new(self.raft.clone())
+        self.service.clone()
+    }
+
+    /// The connections to peers, shared with the shards.
+    pub fn connections(&self) -> Peers {
+        self.connections.clone()
     }
 
     /// Makes every configured broker a voter, if the group has never been
@@ -272,23 +284,7 @@ impl MetaNode {
 
     /// The metadata group as this peer sees it, for `Cluster.Metadata`.
     pub fn report(&self) -> GroupReport {
-        let m = self.raft.metrics().borrow_watched().clone();
-        let role = match m.state {
-            openraft::ServerState::Leader => "leader",
-            openraft::ServerState::Follower => "follower",
-            openraft::ServerState::Candidate => "candidate",
-            openraft::ServerState::Learner => "learner",
-            openraft::ServerState::Shutdown => "shutdown",
-        };
-        GroupReport {
-            leader: m.current_leader,
-            term: m.current_term,
-            role,
-            last_log_index: m.last_log_index.unwrap_or(0),
-            committed_index: m.local_committed.map_or(0, |l| l.index),
-            applied_index: m.last_applied.map_or(0, |l| l.index),
-            replicas: m.replication.map(|r| r.into_iter().map(|(id, l)| (id, l.map(|l| l.index))).collect()),
-        }
+        report_of(&self.raft.metrics().borrow_watched().clone())
     }
 
     /// This broker's id.
@@ -301,5 +297,27 @@ impl MetaNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "metadata group did not stop cleanly");
         }
+    }
+}
+
+/// A group's Raft metrics in plain numbers.
+pub(crate) fn report_of<C: openraft::RaftTypeConfig<NodeId = u64, Term = u64>>(
+    m: &openraft::RaftMetrics<C>,
+) -> GroupReport {
+    let role = match m.state {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Follower => "follower",
+        openraft::ServerState::Candidate => "candidate",
+        openraft::ServerState::Learner => "learner",
+        openraft::ServerState::Shutdown => "shutdown",
+    };
+    GroupReport {
+        leader: m.current_leader,
+        term: m.current_term,
+        role,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        committed_index: m.local_committed.as_ref().map_or(0, |l| l.index),
+        applied_index: m.last_applied.as_ref().map_or(0, |l| l.index),
+        replicas: m.replication.as_ref().map(|r| r.iter().map(|(id, l)| (*id, l.as_ref().map(|l| l.index))).collect()),
     }
 }

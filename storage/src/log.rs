@@ -34,7 +34,7 @@ use std::sync::Arc;
 use crate::engine::{AtomicWrite, Cf, Mutation};
 use crate::keys::{partition_meta_key, record_key, TAG_PRODUCER, TAG_SEGMENT};
 use crate::producer::{ProducerState, SequenceCheck, WrittenBatch};
-use crate::record::{body_len, encode_batch, BatchHeader, RecordRef, StoredRecord, HEADER_LEN};
+use crate::record::{batch_from_body, body_len, encode_batch, BatchHeader, RecordRef, StoredRecord, HEADER_LEN};
 use crate::segment::SegmentMeta;
 use crate::store::{Reclaim, Store};
 use crate::topic::TopicConfig;
@@ -197,6 +197,37 @@ impl PartitionLog {
         now_ms: i64,
         settings: &TopicConfig,
     ) -> Result<Append> {
+        let body_bytes = body_len(records);
+        let count = records.len() as u32;
+        self.append_with(count, body_bytes, producer, now_ms, settings, |header| encode_batch(header, records))
+    }
+
+    /// Prepares appending a batch whose records are already encoded (`body`
+    /// from `record::encode_body`, holding `count` records): how a replicated
+    /// batch is stored on every replica. Same contract as [`append`](Self::append);
+    /// with the same `now_ms` and settings, every replica that appends the
+    /// same batches in the same order assigns the same offsets, timestamps and
+    /// segment boundaries.
+    pub fn append_encoded(
+        &mut self,
+        body: &[u8],
+        count: u32,
+        producer: Option<ProducerSeq>,
+        now_ms: i64,
+        settings: &TopicConfig,
+    ) -> Result<Append> {
+        self.append_with(count, body.len(), producer, now_ms, settings, |header| batch_from_body(header, body))
+    }
+
+    fn append_with(
+        &mut self,
+        count: u32,
+        body_bytes: usize,
+        producer: Option<ProducerSeq>,
+        now_ms: i64,
+        settings: &TopicConfig,
+        encode: impl FnOnce(&BatchHeader) -> Vec<u8>,
+    ) -> Result<Append> {
         if let Some(p) = producer {
             match self.producers.get(&p.producer_id).map(|s| s.check(p.sequence)) {
                 Some(SequenceCheck::Duplicate(b)) => {
@@ -209,7 +240,7 @@ impl PartitionLog {
             }
         }
         let mut mutations = AtomicWrite { mutations: Vec::with_capacity(4) };
-        let batch_len = (HEADER_LEN + body_len(records)) as u64;
+        let batch_len = (HEADER_LEN + body_bytes) as u64;
         let active = *self.active();
         let too_big = active.bytes > 0 && active.bytes + batch_len > settings.segment_bytes;
         let too_old = !active.is_empty() && now_ms.saturating_sub(active.created_ms) >= settings.segment_ms as i64;
@@ -218,7 +249,6 @@ impl PartitionLog {
         }
         let base_offset = self.next_offset();
         let timestamp_ms = now_ms.max(self.active().last_timestamp_ms);
-        let count = records.len() as u32;
         let header = BatchHeader {
             base_offset,
             count,
@@ -226,11 +256,7 @@ impl PartitionLog {
             producer_id: producer.map_or(0, |p| p.producer_id),
             sequence: producer.map_or(0, |p| p.sequence),
         };
-        mutations.push(Mutation::Put(
-            Cf::Records,
-            record_key(self.id, base_offset).to_vec(),
-            encode_batch(&header, records),
-        ));
+        mutations.push(Mutation::Put(Cf::Records, record_key(self.id, base_offset).to_vec(), encode(&header)));
         let seg = self.active_mut();
         if seg.is_empty() {
             seg.first_timestamp_ms = timestamp_ms;
@@ -385,6 +411,12 @@ pub struct PartitionReader {
 }
 
 impl PartitionReader {
+    /// Reads `id` from `store`, whoever owns its log (a replicated log reads
+    /// its entries back through this).
+    pub fn new(store: Arc<Store>, id: PartitionId) -> Self {
+        PartitionReader { store, id }
+    }
+
     /// Records with offsets in `range`, at most `max_messages` and about
     /// `max_bytes` (at least one if any exists), CRC-checked. Blocking.
     ///
@@ -414,6 +446,14 @@ impl PartitionReader {
         tokio::task::spawn_blocking(move || reader.store.offset_for_timestamp(reader.id, range, timestamp_ms))
             .await
             .map_err(Error::ReadTask)?
+    }
+
+    /// The stored bytes of the batch at `base_offset` (header and body, as
+    /// written), if there is one: how a replicated log reads a batch back to
+    /// send it to a peer. Blocking; the caller checks it with
+    /// `record::split_batch`.
+    pub fn raw_batch(&self, base_offset: u64) -> Result<Option<Vec<u8>>> {
+        self.store.raw_batch(self.id, base_offset)
     }
 
     /// The store (for its free-space alarm and poisoning).
@@ -474,6 +514,35 @@ mod tests {
             assert_eq!(w[0].end_offset, w[1].base_offset);
             assert!(w[0].sealed);
         }
+    }
+
+    #[test]
+    fn an_encoded_batch_is_stored_exactly_as_the_same_records_appended() {
+        use crate::record::{count_body, encode_body, split_batch};
+        let (direct, replica) = (mem(), mem());
+        let id = PartitionId::new(TopicId(1), 0);
+        let mut a = PartitionLog::new(&direct, id, 0);
+        let mut b = PartitionLog::new(&replica, id, 0);
+        let p = Some(ProducerSeq { producer_id: 4, sequence: 0 });
+        let records = recs(3, 50);
+        let body = encode_body(&records);
+        assert_eq!(count_body(&body), Ok(3));
+        assert!(count_body(&body[..body.len() - 1]).is_err(), "a cut body is refused");
+        let (Append::Write { base_offset: x, write: wa }, Append::Write { base_offset: y, write: wb }) = (
+            a.append(&records, p, 77, &settings()).expect("append"),
+            b.append_encoded(&body, 3, p, 77, &settings()).expect("append encoded"),
+        ) else {
+            panic!("both are new batches")
+        };
+        assert_eq!(x, y);
+        direct.apply(std::iter::once(&wa), true).expect("write");
+        replica.apply(std::iter::once(&wb), true).expect("write");
+        let (ra, rb) = (a.reader().raw_batch(0).expect("read"), b.reader().raw_batch(0).expect("read"));
+        assert_eq!(ra, rb, "same bytes on both");
+        let raw = ra.expect("stored");
+        let (header, stored_body) = split_batch(&raw).expect("valid batch");
+        assert_eq!((header.count, header.timestamp_ms, header.producer_id, stored_body), (3, 77, 4, &body[..]));
+        assert!(matches!(b.append_encoded(&body, 3, p, 78, &settings()), Ok(Append::Duplicate { base_offset: 0, .. })));
     }
 
     #[test]

@@ -144,6 +144,72 @@ fn record_len<R: RecordRef>(r: &R) -> usize {
 pub fn encode_batch<R: RecordRef>(header: &BatchHeader, records: &[R]) -> Vec<u8> {
     let body = body_len(records);
     let mut out = Vec::with_capacity(HEADER_LEN + body);
+    put_header(header, body, &mut out);
+    encode_body_into(records, &mut out);
+    seal(out)
+}
+
+/// The body `records` encode to (what follows the header in a batch): what a
+/// replicated batch carries between brokers, before offsets are assigned.
+pub fn encode_body<R: RecordRef>(records: &[R]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body_len(records));
+    encode_body_into(records, &mut out);
+    out
+}
+
+/// A batch made of `header` and an already encoded `body` (from
+/// [`encode_body`] or [`split_batch`]).
+pub fn batch_from_body(header: &BatchHeader, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    put_header(header, body.len(), &mut out);
+    out.put_slice(body);
+    seal(out)
+}
+
+/// A stored batch's header (CRC and length checked) and its encoded body.
+pub fn split_batch(batch: &[u8]) -> Result<(BatchHeader, &[u8]), DecodeError> {
+    let header = decode_header(batch)?;
+    Ok((header, &batch[HEADER_LEN..]))
+}
+
+/// Counts the records in an encoded body, checking that it parses to the end:
+/// a body received from a peer is checked before it is stored.
+pub fn count_body(body: &[u8]) -> Result<u32, DecodeError> {
+    let mut rest = Bytes::copy_from_slice(body);
+    let mut count = 0u32;
+    while rest.has_remaining() {
+        skip_record(&mut rest)?;
+        count = count.checked_add(1).ok_or(DecodeError::Body("too many records"))?;
+    }
+    Ok(count)
+}
+
+fn skip_record(body: &mut Bytes) -> Result<(), DecodeError> {
+    let skip = |body: &mut Bytes, len: u64| -> Result<(), DecodeError> {
+        let len = usize::try_from(len).map_err(|_| DecodeError::Body("length overflow"))?;
+        if body.remaining() < len {
+            return Err(DecodeError::Body("field past the end of the body"));
+        }
+        body.advance(len);
+        Ok(())
+    };
+    let varint = |body: &mut Bytes| decode_varint(body).map_err(|_| DecodeError::Body("bad varint"));
+    let key = varint(body)?;
+    if key > 0 {
+        skip(body, key - 1)?;
+    }
+    let value = varint(body)?;
+    skip(body, value)?;
+    for _ in 0..varint(body)? {
+        let k = varint(body)?;
+        skip(body, k)?;
+        let v = varint(body)?;
+        skip(body, v)?;
+    }
+    Ok(())
+}
+
+fn put_header(header: &BatchHeader, body: usize, out: &mut Vec<u8>) {
     out.put_u8(FORMAT_VERSION);
     out.put_u8(0);
     out.put_u64(header.base_offset);
@@ -153,22 +219,29 @@ pub fn encode_batch<R: RecordRef>(header: &BatchHeader, records: &[R]) -> Vec<u8
     out.put_u64(header.sequence);
     out.put_u32(body as u32);
     out.put_u32(0);
+}
+
+fn encode_body_into<R: RecordRef>(records: &[R], out: &mut Vec<u8>) {
     for r in records {
-        encode_varint(r.key().map_or(0, |k| k.len() as u64 + 1), &mut out);
+        encode_varint(r.key().map_or(0, |k| k.len() as u64 + 1), out);
         if let Some(k) = r.key() {
             out.put_slice(k);
         }
-        encode_varint(r.value().len() as u64, &mut out);
+        encode_varint(r.value().len() as u64, out);
         out.put_slice(r.value());
-        encode_varint(r.header_count() as u64, &mut out);
+        encode_varint(r.header_count() as u64, out);
         for i in 0..r.header_count() {
             let (k, v) = r.header(i);
-            encode_varint(k.len() as u64, &mut out);
+            encode_varint(k.len() as u64, out);
             out.put_slice(k.as_bytes());
-            encode_varint(v.len() as u64, &mut out);
+            encode_varint(v.len() as u64, out);
             out.put_slice(v);
         }
     }
+}
+
+/// Writes the CRC of a batch whose header and body are in place.
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
     let crc = checksum(&out);
     out[CRC_AT..HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
     out

@@ -63,6 +63,10 @@ pub struct Recovered {
     pub groups: Vec<(String, Vec<u8>)>,
     /// Stored group state by group id.
     pub group_states: HashMap<u64, crate::group::RecoveredGroupState>,
+    /// Partitions stored without a topic entry: in a cluster, a replica
+    /// appends a shard's batch before its catalog has created the topic, and
+    /// the shard takes these back at start. A single broker has none.
+    pub untracked: Vec<PartitionLog>,
     /// Metadata entries read.
     pub entries: usize,
     /// How long recovery took.
@@ -191,6 +195,14 @@ impl Store {
                 })
                 .collect();
             rec.topics.push((meta, parts));
+        }
+        let mut untracked: Vec<PartitionId> = segments.keys().chain(producers.keys()).copied().collect();
+        untracked.sort();
+        untracked.dedup();
+        for p in untracked {
+            let segs = segments.remove(&p).unwrap_or_default();
+            let prods = producers.remove(&p).unwrap_or_default();
+            rec.untracked.push(PartitionLog::recovered(self, p, segs, prods, now));
         }
         Ok(rec)
     }
@@ -450,6 +462,11 @@ impl Store {
     /// The data directory (`None` in memory).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// The bytes stored for the batch of `partition` at `base_offset`, unchecked.
+    pub(crate) fn raw_batch(&self, partition: PartitionId, base_offset: u64) -> Result<Option<Vec<u8>>> {
+        self.get(Cf::Records, &record_key(partition, base_offset))
     }
 
     /// Writes raw bytes under a record key, bypassing encoding: lets tests damage a batch.

@@ -1,0 +1,458 @@
+//! A shard's Raft log over its partitions' logs: each byte written once.
+//!
+//! An entry that carries a batch is appended to its partition
+//! (`PartitionLog::append_encoded`: the batch under the partition's record
+//! key, its segment entry and producer state) and indexed by a small slot in
+//! the `raft` column family (`group · index → Slot::Batch`), all in one
+//! `AtomicWrite`. Every other entry (election blanks, membership, a batch
+//! that was a duplicate or out of sequence) is kept whole in its slot. Reading
+//! the log back rebuilds a batch entry from its stored batch.
+//!
+//! # Correctness (openraft's `RaftLogStorage` contract, and the partitions')
+//! - **Same offsets on every replica.** Offsets, timestamps and segment rolls
+//!   are computed at append from the partition's tail and the proposer's
+//!   timestamp; Raft's log matching gives every replica the same entries in
+//!   the same order after the same truncations, so they agree. The
+//!   idempotent-producer check also runs here, against replicated state, so a
+//!   duplicate is a duplicate on every replica.
+//! - **Durable before `IOFlushed`.** `append` returns once the entries are in
+//!   memory (slots) and their write is queued on the broker's writer; the
+//!   callback fires from the writer's commit (shared group commit and fsync).
+//!   Appends whose partitions are all under `interval` durability are written
+//!   without an fsync, as a single broker does; anything else is fsynced.
+//! - **Truncation rewinds partitions.** `truncate_after` waits for every
+//!   queued write, then rewinds each partition to the first batch it takes
+//!   back and deletes the slots, in one atomic write; readers never saw those
+//!   records (the committed watermark only moves on apply).
+//! - **Purge removes slots only.** Records stay for consumers until retention
+//!   removes them.
+//! - A batch whose partition was deleted (topic deleted) reads back as
+//!   `ShardCommand::Dropped`, which changes nothing where it is appended.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::alias::{EntryOf, LogIdOf, VoteOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{EntryPayload, LogState, OptionalSend, RaftLogReader};
+use serde::{Deserialize, Serialize};
+use sluice_storage::raft::{self as keys, GroupId, HardState};
+use sluice_storage::record::split_batch;
+use sluice_storage::{
+    now_ms, Append, AtomicWrite, Durability, Error as StorageError, PartitionId, PartitionLog, PartitionReader, Store,
+    WriteRequest, WriterHandle,
+};
+use tokio::sync::watch;
+
+use super::{BatchCommand, ShardCommand, ShardHost, ShardResponse, ShardTypes};
+use crate::codec::{io_error, Format, Postcard};
+
+/// What the `raft` family holds for one log index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Slot {
+    /// A batch stored in its partition at `base_offset`.
+    Batch {
+        /// The entry's id.
+        log_id: LogIdOf<ShardTypes>,
+        /// Topic id and partition index.
+        partition: (u64, u32),
+        /// Where the batch starts.
+        base_offset: u64,
+        /// Records in it.
+        count: u32,
+        /// The proposer's timestamp (the stored batch may carry a later one).
+        proposed_ms: i64,
+    },
+    /// Any other entry, whole, with what appending it decided (for a batch
+    /// that was a duplicate or refused).
+    Kept {
+        /// The entry, encoded.
+        #[serde(with = "serde_bytes")]
+        entry: Vec<u8>,
+        /// The answer decided at append, if it was a batch.
+        outcome: Option<ShardResponse>,
+    },
+}
+
+impl Slot {
+    fn log_id(&self) -> io::Result<LogIdOf<ShardTypes>> {
+        match self {
+            Slot::Batch { log_id, .. } => Ok(*log_id),
+            Slot::Kept { entry, .. } => Ok(Postcard::decode::<EntryOf<ShardTypes>>(entry, "shard log entry")?.log_id()),
+        }
+    }
+
+    /// The answer a committed entry gives, and the watermark it raises.
+    pub(crate) fn outcome(&self) -> (ShardResponse, Option<(PartitionId, u64)>) {
+        match self {
+            Slot::Batch { partition, base_offset, count, .. } => (
+                ShardResponse::Appended { base_offset: *base_offset, count: *count, duplicate: false },
+                Some((partition_id(*partition), base_offset + u64::from(*count))),
+            ),
+            Slot::Kept { outcome, .. } => (outcome.clone().unwrap_or(ShardResponse::Done), None),
+        }
+    }
+}
+
+fn partition_id((topic, index): (u64, u32)) -> PartitionId {
+    PartitionId::new(sluice_storage::TopicId(topic), index)
+}
+
+/// The partitions of a shard and the index of its log, shared by the log,
+/// its readers and the state machine.
+pub(crate) struct Inner {
+    pub(crate) partitions: HashMap<PartitionId, PartitionLog>,
+    /// Partitions of deleted topics: a late batch for one is not stored.
+    deleted: HashSet<PartitionId>,
+    pub(crate) slots: BTreeMap<u64, Slot>,
+    /// Batch entries whose write has not committed yet, whole: until then
+    /// their records cannot be read back from the partition, and openraft
+    /// may already be sending them to peers.
+    in_flight: HashMap<u64, EntryOf<ShardTypes>>,
+    last_purged: Option<LogIdOf<ShardTypes>>,
+    vote: Option<VoteOf<ShardTypes>>,
+    committed: Option<LogIdOf<ShardTypes>>,
+}
+
+/// One shard's Raft log; cheap to clone (clones share it).
+#[derive(Clone)]
+pub struct ShardLog {
+    group: GroupId,
+    store: Arc<Store>,
+    writer: WriterHandle,
+    host: Arc<dyn ShardHost>,
+    inner: Arc<Mutex<Inner>>,
+    /// The highest index whose append has been written (the state machine
+    /// never applies an entry before its records are readable here).
+    written: Arc<watch::Sender<u64>>,
+}
+
+impl ShardLog {
+    /// Opens `group`'s log as stored, over `partitions` (the shard's
+    /// partitions as recovered from the store; more arrive by `adopt`).
+    pub fn open(
+        store: Arc<Store>,
+        writer: WriterHandle,
+        group: GroupId,
+        host: Arc<dyn ShardHost>,
+        partitions: Vec<PartitionLog>,
+    ) -> io::Result<Self> {
+        let hard = |slot| store.raft_hard_state(group, slot).map_err(io_error);
+        let vote = hard(HardState::Vote)?.map(|b| Postcard::decode(&b, "vote")).transpose()?;
+        let committed = hard(HardState::Committed)?.map(|b| Postcard::decode(&b, "committed log id")).transpose()?;
+        let last_purged = hard(HardState::Purged)?.map(|b| Postcard::decode(&b, "purged log id")).transpose()?;
+        let mut slots = BTreeMap::new();
+        for (index, bytes) in store.raft_entries(group, 0..u64::MAX).map_err(io_error)? {
+            slots.insert(index, Postcard::decode::<Slot>(&bytes, "shard log slot")?);
+        }
+        let last = slots.keys().next_back().copied().unwrap_or(0);
+        let partitions = partitions.into_iter().map(|p| (p.id(), p)).collect();
+        let inner = Inner {
+            partitions,
+            deleted: HashSet::new(),
+            slots,
+            in_flight: HashMap::new(),
+            last_purged,
+            vote,
+            committed,
+        };
+        Ok(ShardLog {
+            group,
+            store,
+            writer,
+            host,
+            inner: Arc::new(Mutex::new(inner)),
+            written: Arc::new(watch::Sender::new(last)),
+        })
+    }
+
+    pub(crate) fn inner(&self) -> MutexGuard<'_, Inner> {
+        // Every change under the lock is made whole before it is released.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every entry up to `index` has been written locally.
+    pub(crate) async fn written(&self, index: u64) {
+        let mut rx = self.written.subscribe();
+        // The sender lives as long as this log: `wait_for` ends only by the condition.
+        let _ = rx.wait_for(|w| *w >= index).await;
+    }
+
+    /// Takes `partition`'s log into the shard (a topic created after start).
+    /// A partition already held (created by an early batch) is kept as is.
+    pub fn adopt(&self, log: PartitionLog) {
+        let mut inner = self.inner();
+        inner.deleted.remove(&log.id());
+        inner.partitions.entry(log.id()).or_insert(log);
+    }
+
+    /// Drops `partition` (its topic was deleted); later batches for it are not stored.
+    pub fn forget(&self, partition: PartitionId) {
+        let mut inner = self.inner();
+        inner.partitions.remove(&partition);
+        inner.deleted.insert(partition);
+    }
+
+    /// Runs `f` over `partition`'s log, if the shard holds it.
+    pub fn with_partition<T>(&self, partition: PartitionId, f: impl FnOnce(&PartitionLog) -> T) -> Option<T> {
+        self.inner().partitions.get(&partition).map(f)
+    }
+
+    /// Appends `batch` to its partition within `write`; the slot says where.
+    fn append_batch(
+        &self,
+        inner: &mut Inner,
+        log_id: LogIdOf<ShardTypes>,
+        batch: &BatchCommand,
+        entry: &EntryOf<ShardTypes>,
+        write: &mut AtomicWrite,
+    ) -> io::Result<(Slot, bool)> {
+        let id = batch.partition_id();
+        let kept = |outcome| -> io::Result<Slot> { Ok(Slot::Kept { entry: Postcard::encode(entry)?, outcome }) };
+        if inner.deleted.contains(&id) {
+            return Ok((kept(Some(ShardResponse::Done))?, false));
+        }
+        if let Err(e) = sluice_storage::record::count_body(&batch.body).map_err(|e| e.to_string()).and_then(|n| {
+            if n == batch.count {
+                Ok(())
+            } else {
+                Err(format!("{n} records, {} announced", batch.count))
+            }
+        }) {
+            return Ok((kept(Some(ShardResponse::Refused(format!("malformed batch: {e}"))))?, false));
+        }
+        let settings = self.host.settings(id);
+        let log = inner.partitions.entry(id).or_insert_with(|| PartitionLog::new(&self.store, id, batch.timestamp_ms));
+        let appended =
+            log.append_encoded(&batch.body, batch.count, batch.producer_seq(), batch.timestamp_ms, &settings);
+        let sync = settings.durability == Durability::Always;
+        let slot = match appended {
+            Ok(Append::Write { base_offset, write: w }) => {
+                write.extend(w);
+                let partition = (batch.topic, batch.partition);
+                Slot::Batch { log_id, partition, base_offset, count: batch.count, proposed_ms: batch.timestamp_ms }
+            }
+            Ok(Append::Duplicate { base_offset, count }) => {
+                kept(Some(ShardResponse::Appended { base_offset, count, duplicate: true }))?
+            }
+            Err(StorageError::OutOfOrderSequence { producer_id, got, expected }) => {
+                kept(Some(ShardResponse::OutOfOrder { producer_id, got, expected }))?
+            }
+            Err(e) => return Err(io_error(e)),
+        };
+        Ok((slot, sync))
+    }
+
+    /// The entry at `index` as it was appended.
+    fn entry_of(&self, index: u64, slot: &Slot) -> io::Result<EntryOf<ShardTypes>> {
+        match slot {
+            Slot::Kept { entry, .. } => Postcard::decode(entry, "shard log entry"),
+            Slot::Batch { log_id, partition, base_offset, proposed_ms, .. } => {
+                let id = partition_id(*partition);
+                let raw = self.store_reader(id).raw_batch(*base_offset).map_err(io_error)?;
+                let command = match raw {
+                    Some(raw) => {
+                        let (header, body) = split_batch(&raw).map_err(|e| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("shard log entry {index}: stored batch of {id:?} at {base_offset}: {e}"),
+                            )
+                        })?;
+                        ShardCommand::Batch(BatchCommand {
+                            topic: partition.0,
+                            partition: partition.1,
+                            timestamp_ms: *proposed_ms,
+                            producer: (header.producer_id != 0).then_some((header.producer_id, header.sequence)),
+                            count: header.count,
+                            body: body.to_vec(),
+                        })
+                    }
+                    // Its topic was deleted (records and all) since it was appended.
+                    None => ShardCommand::Dropped { topic: partition.0, partition: partition.1 },
+                };
+                Ok(EntryOf::<ShardTypes>::new_normal(*log_id, command))
+            }
+        }
+    }
+
+    fn store_reader(&self, id: PartitionId) -> PartitionReader {
+        PartitionReader::new(self.store.clone(), id)
+    }
+
+    async fn write_durably(&self, write: AtomicWrite) -> io::Result<()> {
+        self.writer.write(write).await.map_err(io_error)
+    }
+
+    fn put_hard(&self, write: &mut AtomicWrite, slot: HardState, value: &impl Serialize) -> io::Result<()> {
+        keys::put_hard_state(write, self.group, slot, Postcard::encode(value)?);
+        Ok(())
+    }
+}
+
+impl RaftLogReader<ShardTypes> for ShardLog {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<EntryOf<ShardTypes>>, io::Error> {
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        let mut entries = Vec::new();
+        let mut stored = Vec::new();
+        {
+            let inner = self.inner();
+            for (index, slot) in inner.slots.range(bounds) {
+                match inner.in_flight.get(index) {
+                    Some(entry) => entries.push((*index, Some(entry.clone()))),
+                    None => {
+                        entries.push((*index, None));
+                        stored.push(slot.clone());
+                    }
+                }
+            }
+        }
+        let mut stored = stored.into_iter();
+        entries
+            .into_iter()
+            .map(|(index, entry)| match entry {
+                Some(entry) => Ok(entry),
+                None => {
+                    let slot = stored.next().ok_or_else(|| io::Error::other("shard log read out of step"))?;
+                    self.entry_of(index, &slot)
+                }
+            })
+            .collect()
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<ShardTypes>>, io::Error> {
+        Ok(self.inner().vote)
+    }
+}
+
+impl RaftLogStorage<ShardTypes> for ShardLog {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<openraft::LogState<ShardTypes>, io::Error> {
+        let inner = self.inner();
+        let last = match inner.slots.values().next_back() {
+            Some(slot) => Some(slot.log_id()?),
+            None => inner.last_purged,
+        };
+        Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<ShardTypes>) -> Result<(), io::Error> {
+        let mut write = AtomicWrite::new();
+        self.put_hard(&mut write, HardState::Vote, vote)?;
+        self.write_durably(write).await?;
+        self.inner().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogIdOf<ShardTypes>>) -> Result<(), io::Error> {
+        let mut write = AtomicWrite::new();
+        self.put_hard(&mut write, HardState::Committed, &committed)?;
+        // Queued behind every earlier write; not waited for (openraft treats it as a hint).
+        let request = WriteRequest { write, sync: false, on_commit: Box::new(|_| {}) };
+        self.writer.submit(request).await.map_err(io_error)?;
+        self.inner().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<ShardTypes>>, io::Error> {
+        Ok(self.inner().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<ShardTypes>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = EntryOf<ShardTypes>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut write = AtomicWrite::new();
+        let mut sync = false;
+        let mut last = 0;
+        let mut in_flight = Vec::new();
+        {
+            let mut inner = self.inner();
+            for entry in entries {
+                let log_id = entry.log_id();
+                let (slot, must_sync) = match &entry.payload {
+                    EntryPayload::Normal(ShardCommand::Batch(batch)) => {
+                        self.append_batch(&mut inner, log_id, batch, &entry, &mut write)?
+                    }
+                    _ => (Slot::Kept { entry: Postcard::encode(&entry)?, outcome: None }, true),
+                };
+                sync |= must_sync;
+                keys::put_entry(&mut write, self.group, log_id.index, Postcard::encode(&slot)?);
+                if matches!(slot, Slot::Batch { .. }) {
+                    inner.in_flight.insert(log_id.index, entry);
+                    in_flight.push(log_id.index);
+                }
+                inner.slots.insert(log_id.index, slot);
+                last = log_id.index;
+            }
+        }
+        let written = self.written.clone();
+        let inner = self.inner.clone();
+        let on_commit = Box::new(move |result: sluice_storage::Result<()>| {
+            {
+                let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+                for index in in_flight {
+                    inner.in_flight.remove(&index);
+                }
+            }
+            if result.is_ok() {
+                written.send_modify(|w| *w = (*w).max(last));
+            }
+            callback.io_completed(result.map_err(io_error));
+        });
+        self.writer.submit(WriteRequest { write, sync, on_commit }).await.map_err(io_error)
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<ShardTypes>>) -> Result<(), io::Error> {
+        let from = last_log_id.as_ref().map_or(0, |id| id.index + 1);
+        // Rewinding reads the partitions' stored tails: every queued append must be in.
+        self.write_durably(AtomicWrite::new()).await?;
+        let mut write = AtomicWrite::new();
+        {
+            let mut inner = self.inner();
+            let removed = inner.slots.split_off(&from);
+            let mut rewind_to: HashMap<PartitionId, u64> = HashMap::new();
+            for slot in removed.values() {
+                if let Slot::Batch { partition, base_offset, .. } = slot {
+                    let to = rewind_to.entry(partition_id(*partition)).or_insert(*base_offset);
+                    *to = (*to).min(*base_offset);
+                }
+            }
+            for (id, to) in rewind_to {
+                if let Some(log) = inner.partitions.get_mut(&id) {
+                    if let Some(w) = log.rewind(to, now_ms()).map_err(io_error)? {
+                        write.extend(w);
+                    }
+                }
+            }
+            keys::delete_entries_from(&mut write, self.group, from);
+        }
+        self.written.send_modify(|w| *w = (*w).min(from.saturating_sub(1)));
+        self.write_durably(write).await
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<ShardTypes>) -> Result<(), io::Error> {
+        let through = log_id.index;
+        let mut write = AtomicWrite::new();
+        self.put_hard(&mut write, HardState::Purged, &log_id)?;
+        keys::delete_entries_through(&mut write, self.group, through);
+        {
+            let mut inner = self.inner();
+            inner.slots = inner.slots.split_off(&through.saturating_add(1));
+            inner.last_purged = Some(log_id);
+        }
+        self.write_durably(write).await
+    }
+}

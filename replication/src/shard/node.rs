@@ -1,0 +1,192 @@
+//! One broker's peer in one shard: starts openraft over the shard's log and
+//! state machine, registers it with the broker-to-broker service, and lets
+//! the broker propose batches where it leads. It never forwards: a broker
+//! that is not the shard's leader answers its client with the leader to go
+//! to (the broker turns that into `not_leader` with the leader's endpoint
+//! and epoch).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Raft};
+use sluice_storage::raft::GroupId;
+use sluice_storage::{PartitionId, PartitionLog, Store, WriterHandle};
+
+use super::{ShardCommand, ShardHost, ShardLog, ShardMachine, ShardResponse, ShardTypes};
+use crate::network::{GroupNetwork, Peers, RaftService};
+use crate::node::{report_of, ClusterConfig, GroupReport, COMMIT_WAIT, LEADER_WAIT};
+
+/// Why a batch was not appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardProposeError {
+    /// Another broker leads this shard (or none is known yet): propose there.
+    NotLeader {
+        /// The leader's broker id, if known.
+        leader: Option<u64>,
+        /// The term this broker knows: a newer leader has a higher one.
+        term: u64,
+    },
+    /// The shard cannot take writes now (no quorum, shutting down, storage failure).
+    Unavailable(String),
+}
+
+impl std::fmt::Display for ShardProposeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardProposeError::NotLeader { leader: Some(id), term } => {
+                write!(f, "not the shard leader (broker {id} is, term {term})")
+            }
+            ShardProposeError::NotLeader { leader: None, .. } => write!(f, "the shard has no leader yet"),
+            ShardProposeError::Unavailable(why) => write!(f, "shard unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ShardProposeError {}
+
+/// This broker's peer in one shard.
+pub struct ShardNode {
+    id: u64,
+    group: GroupId,
+    raft: Raft<ShardTypes, ShardMachine>,
+    log: ShardLog,
+    machine: ShardMachine,
+    service: RaftService,
+}
+
+/// Everything a shard peer is started with.
+pub struct ShardStart {
+    /// The shard's group id (shards count from 1).
+    pub group: GroupId,
+    /// The broker's store.
+    pub store: Arc<Store>,
+    /// The broker's writer.
+    pub writer: WriterHandle,
+    /// Connections to the other brokers.
+    pub connections: Peers,
+    /// The service the other brokers reach this broker's groups through.
+    pub service: RaftService,
+    /// The broker's side of the shard.
+    pub host: Arc<dyn ShardHost>,
+    /// The shard's partitions as recovered from the store.
+    pub partitions: Vec<PartitionLog>,
+}
+
+impl ShardNode {
+    /// Starts the peer (recovering its log) and serves its RPCs.
+    pub async fn start(config: &ClusterConfig, start: ShardStart) -> io::Result<ShardNode> {
+        let ShardStart { group, store, writer, connections, service, host, partitions } = start;
+        let raft_config = Arc::new(config.raft_config(&format!("sluice-shard-{}", group.0), false)?);
+        let log = ShardLog::open(store.clone(), writer.clone(), group, host.clone(), partitions)?;
+        let machine = ShardMachine::open(&store, writer, group, log.clone(), host)?;
+        let network = GroupNetwork::<ShardTypes>::new(connections, group, config.peers.clone());
+        let raft = Raft::new(config.node_id, raft_config, network, log.clone(), machine.clone())
+            .await
+            .map_err(|e| io::Error::other(format!("starting shard {}: {e}", group.0)))?;
+        service.add_shard(group, raft.clone());
+        Ok(ShardNode { id: config.node_id, group, raft, log, machine, service })
+    }
+
+    /// Makes `replicas` (broker id → cluster address) the shard's voters if
+    /// it has never been set up; a no-op otherwise.
+    pub async fn initialize(&self, replicas: &BTreeMap<u64, String>) -> io::Result<()> {
+        let members: BTreeMap<u64, BasicNode> =
+            replicas.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
+        match self.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(io::Error::other(format!("initializing shard {}: {e}", self.group.0))),
+        }
+    }
+
+    /// Appends `command` if this broker leads the shard, answering once it is
+    /// committed on a majority and applied here. While no leader is known
+    /// (an election), waits up to [`LEADER_WAIT`] for one; a known leader
+    /// elsewhere is `NotLeader` at once.
+    pub async fn propose(&self, command: ShardCommand) -> Result<ShardResponse, ShardProposeError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let written = tokio::time::timeout(COMMIT_WAIT, self.raft.client_write(command.clone())).await;
+            let Ok(result) = written else {
+                return Err(ShardProposeError::Unavailable(format!(
+                    "not committed within {} s: no quorum answers this leader",
+                    COMMIT_WAIT.as_secs()
+                )));
+            };
+            match result {
+                Ok(reply) => return Ok(reply.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    let term = self.report().term;
+                    match f.leader_id {
+                        Some(leader) if leader != self.id => {
+                            return Err(ShardProposeError::NotLeader { leader: Some(leader), term })
+                        }
+                        _ if Instant::now() < deadline => {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_millis(100));
+                        }
+                        _ => return Err(ShardProposeError::NotLeader { leader: None, term }),
+                    }
+                }
+                Err(e) => return Err(ShardProposeError::Unavailable(e.to_string())),
+            }
+        }
+    }
+
+    /// Takes a partition created after start into the shard.
+    pub fn adopt(&self, log: PartitionLog) {
+        self.log.adopt(log);
+    }
+
+    /// Drops a partition whose topic was deleted.
+    pub fn forget(&self, partition: PartitionId) {
+        self.log.forget(partition);
+    }
+
+    /// Runs `f` over `partition`'s log, if this shard holds it.
+    pub fn with_partition<T>(&self, partition: PartitionId, f: impl FnOnce(&PartitionLog) -> T) -> Option<T> {
+        self.log.with_partition(partition, f)
+    }
+
+    /// Each partition's committed watermark as of the last applied entry
+    /// (what readers may see right after a restart).
+    pub fn watermarks(&self) -> Vec<(PartitionId, u64)> {
+        self.machine.watermarks()
+    }
+
+    /// The shard as this peer sees it.
+    pub fn report(&self) -> GroupReport {
+        report_of(&self.raft.metrics().borrow_watched().clone())
+    }
+
+    /// The shard's group id.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Waits until this peer knows a leader, up to `wait`; the leader, if any.
+    pub async fn wait_for_leader(&self, wait: Duration) -> Option<u64> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(leader) = metrics.borrow_watched().current_leader {
+                return Some(leader);
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Stops the peer (its log stays on disk) and its RPC service.
+    pub async fn shutdown(&self) {
+        self.service.remove_shard(self.group);
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(shard = self.group.0, error = %e, "shard did not stop cleanly");
+        }
+    }
+}
