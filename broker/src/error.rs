@@ -104,6 +104,19 @@ pub enum Error {
     /// The topic or group was deleted while the request was in flight.
     #[error("{0} was deleted while this request was in flight; recreate it before using it again")]
     Deleted(String),
+    /// In a cluster: another broker leads this partition's shard. The client
+    /// sends the request there (the endpoint is in the `sluice-leader`
+    /// trailer, the epoch in `sluice-leader-epoch`).
+    #[error("{}", not_leader_message(*partition, leader.as_deref(), *epoch))]
+    NotLeader {
+        /// The partition asked for.
+        partition: u32,
+        /// The leader's client endpoint, when this broker knows it.
+        leader: Option<String>,
+        /// The leader's term as this broker knows it: a client holding a
+        /// newer one keeps its own.
+        epoch: u64,
+    },
     /// The broker is stopping.
     #[error("broker is shutting down; retry against another broker or after restart")]
     ShuttingDown,
@@ -119,5 +132,18 @@ impl Error {
     /// Shorthand for an invalid field.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidArgument { field, reason: reason.into() }
+    }
+}
+
+fn not_leader_message(partition: u32, leader: Option<&str>, epoch: u64) -> String {
+    match leader {
+        Some(endpoint) => format!(
+            "partition {partition} is led by the broker at {endpoint} (epoch {epoch}); send it there \
+             (trailers sluice-leader and sluice-leader-epoch)"
+        ),
+        None => format!(
+            "this broker does not lead partition {partition} and knows no leader yet (epoch {epoch}); \
+             retry shortly, or ask Cluster.Metadata"
+        ),
     }
 }

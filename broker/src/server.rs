@@ -108,12 +108,26 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let cluster_writer = writer.clone();
     let tracker = TaskTracker::new();
     let actors_stop = CancellationToken::new();
+    let cluster_config = config.cluster()?;
+    let core = match &cluster_config {
+        Some((cluster_config, _)) => Some(
+            crate::cluster::Cluster::open(
+                cluster_config,
+                (store.clone(), cluster_writer.clone()),
+                &mut recovered,
+                config.topic_defaults(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let ctx = PartitionContext {
         store: store.clone(),
         writer,
         queue_depth: config.partition_queue_depth,
         retention_check: config.retention_check(),
         tracker: tracker.clone(),
+        replicated: core.as_ref().map(|c| c.replicated()),
     };
     let (recovered_groups, group_states) =
         (std::mem::take(&mut recovered.groups), std::mem::take(&mut recovered.group_states));
@@ -141,21 +155,19 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         .map_err(|source| ServeError::Io { what: format!("binding {}", config.listen), source })?;
     let local =
         listener.local_addr().map_err(|source| ServeError::Io { what: "reading the bound address".into(), source })?;
-    let cluster = match config.cluster()? {
-        Some((cluster_config, cluster_listen)) => Some(
+    drop(cluster_writer);
+    let cluster = match (core, cluster_config) {
+        (Some(core), Some((cluster_config, cluster_listen))) => Some(
             crate::cluster::Cluster::start(
+                core,
                 &cluster_config,
                 cluster_listen,
                 if config.advertise.is_empty() { local.to_string() } else { config.advertise.clone() },
-                (store.clone(), cluster_writer),
                 (registry.clone(), groups.clone()),
             )
             .await?,
         ),
-        None => {
-            drop(cluster_writer);
-            None
-        }
+        _ => None,
     };
 
     let rpc_stop = CancellationToken::new();

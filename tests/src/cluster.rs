@@ -113,3 +113,55 @@ impl TestCluster {
         (1..=self.brokers.len() as u64).collect()
     }
 }
+
+/// Where a produce to one partition was stored: the offset of its first
+/// message and the endpoint of the broker that took it (the partition's leader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Offset of the first message.
+    pub offset: u64,
+    /// `host:port` of the broker that answered OK.
+    pub leader: String,
+}
+
+/// Produces `values` as one batch to `partition` of `topic`, starting at the
+/// broker at `first` and following `not_leader` answers (the `sluice-leader`
+/// trailer) to the leader; retries `UNAVAILABLE` without a hint (an election)
+/// for up to 20 s. Raw gRPC, so a test sees exactly what the broker answered.
+pub async fn produce_to_leader(first: &str, topic: &str, partition: u32, values: &[String]) -> anyhow::Result<Stored> {
+    use sluice_proto::v1 as pb;
+    let request = pb::ProduceRequest {
+        topic: topic.to_owned(),
+        partition: Some(partition),
+        messages: values.iter().map(|v| crate::message(v.clone())).collect(),
+        ..Default::default()
+    };
+    let mut at = first.to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{at}"))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+        let answer = pb::producer_client::ProducerClient::new(channel).produce(request.clone()).await;
+        let status = match answer {
+            Ok(r) => {
+                let offset = r.into_inner().offsets.first().copied().ok_or_else(|| anyhow::anyhow!("no offset"))?;
+                return Ok(Stored { offset, leader: at });
+            }
+            Err(status) => status,
+        };
+        let get = |k: &str| status.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        anyhow::ensure!(
+            status.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline,
+            "producing to {topic}/{partition} at {at}: {status:?}"
+        );
+        match (get("sluice-reason").as_deref(), get("sluice-leader")) {
+            (Some("not_leader"), Some(leader)) if leader != at => at = leader,
+            _ => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                at = first.to_owned();
+            }
+        }
+    }
+}

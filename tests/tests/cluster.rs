@@ -10,12 +10,13 @@
 //! - a leader cut off by a black hole cannot change the catalog, and follows
 //!   the majority once healed.
 //!
-//! Records are not replicated yet: a produce is stored by the broker it is sent to.
+//! Records and their replication have their own file: `cluster_records.rs`.
 
 use std::time::{Duration, Instant};
 
 use sluice_client::proto as pb;
 use sluice_client::{Admin, ClusterInfo};
+use sluice_tests::cluster::produce_to_leader;
 use sluice_tests::{binary, create_group, eventually, group_config, produce_values, Fault, TestBroker, TestCluster};
 
 const BROKERS: &str = "sluice_cluster_brokers";
@@ -119,11 +120,17 @@ async fn topics_and_groups_changed_through_any_broker_are_served_by_all() -> any
     let again = admin(3).create_topic("orders", 1, pb::TopicConfig::default()).await;
     assert_eq!(again.err().and_then(|e| e.code()), Some(tonic::Code::AlreadyExists), "one name, one topic");
 
-    // Every broker can take records for it (each stores its own until records are replicated).
+    // Records go to each partition's leader (found from any broker), and every broker serves them.
+    for p in 0..3 {
+        produce_to_leader(&cluster.broker(1).addr, "orders", p, &["a".to_owned(), "b".to_owned()]).await?;
+    }
     for id in 1..=3u64 {
-        produce_values(channels[(id - 1) as usize].clone(), "orders", ["a".to_owned(), "b".to_owned()]).await?;
-        let stored: u64 = admin(id).describe_topic("orders").await?.partitions.iter().map(|p| p.latest_offset).sum();
-        assert_eq!(stored, 2, "broker {id} stores records of the cluster's topic");
+        eventually(Duration::from_secs(5), "every broker serves the topic's records", || async {
+            let stored: u64 =
+                admin(id).describe_topic("orders").await?.partitions.iter().map(|p| p.latest_offset).sum();
+            Ok((stored == 6).then_some(()))
+        })
+        .await?;
     }
 
     // Settings changed through broker 2 reach broker 1.

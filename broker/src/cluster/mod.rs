@@ -1,10 +1,14 @@
-//! A broker's part in a cluster (steps 1–2 of `docs/REPLICATION.md`): the
-//! broker runs its peer of the metadata group (over its own store and writer,
-//! so the metadata shares the broker's group commit), serves the other brokers
-//! on the cluster listener, registers its client endpoint in the catalog, and
-//! makes its topic registry follow the catalog (`follow`). Records are not
-//! replicated yet: a clustered broker stores what it is sent, like a single
-//! broker.
+//! A broker's part in a cluster (steps 1–3 of `docs/REPLICATION.md`): the
+//! broker runs its peer of the metadata group and of every shard (over its
+//! own store and writer, so all of them share the broker's group commit),
+//! serves the other brokers on the cluster listener, registers its client
+//! endpoint in the catalog, and makes its topic registry follow the catalog
+//! (`follow`). Partitions belong to shards, which replicate their records
+//! (`crate::partition::replicated`).
+//!
+//! Starting is two steps: [`Cluster::open`] before the registries exist
+//! (the shards must own the recovered partition logs before their Raft
+//! groups run), and [`Cluster::start`] once they do.
 
 mod follow;
 mod view;
@@ -15,43 +19,61 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use sluice_replication::meta::{MetaCommand, META_GROUP};
-use sluice_replication::{ClusterConfig, MetaNode, Peers};
-use sluice_storage::raft::HardState;
-use sluice_storage::{Store, WriterHandle};
+use sluice_replication::{ClusterConfig, MetaNode, Peers, ShardHost, ShardNode, ShardStart};
+use sluice_storage::raft::{GroupId, HardState};
+use sluice_storage::{PartitionLog, Recovered, Store, TopicConfig, WriterHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::group::GroupRegistry;
 use crate::metrics::{CLUSTER_BROKERS, CLUSTER_METADATA_LEADER};
+use crate::partition::replicated::{shard_of, SHARDS_PER_BROKER};
+use crate::partition::{ReplicatedPartitions, Watermarks};
 use crate::server::ServeError;
 use crate::topic::TopicRegistry;
+
+/// The cluster side of a broker, opened but not yet serving.
+pub struct ClusterCore {
+    node: Arc<MetaNode>,
+    shards: Vec<Arc<ShardNode>>,
+    replicated: Arc<ReplicatedPartitions>,
+}
+
+impl ClusterCore {
+    /// What the topic registry appends through.
+    pub fn replicated(&self) -> Arc<ReplicatedPartitions> {
+        self.replicated.clone()
+    }
+}
 
 /// The running cluster side of a broker.
 pub struct Cluster {
     node: Arc<MetaNode>,
+    shards: Vec<Arc<ShardNode>>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
 
 impl Cluster {
-    /// Starts this broker's metadata peer, its listener for the other
-    /// brokers, the endpoint registration, the catalog follower and the
-    /// cluster gauges. A data dir whose topics a single broker created cannot
-    /// join: the catalog would not know them.
-    pub async fn start(
+    /// Starts this broker's metadata peer and its shards, handing every
+    /// recovered partition log to its shard (`recovered` keeps the topics,
+    /// without their logs). A data dir whose topics a single broker created
+    /// cannot join: the catalog would not know them.
+    pub async fn open(
         config: &ClusterConfig,
-        listen: SocketAddr,
-        client_endpoint: String,
         (store, writer): (Arc<Store>, WriterHandle),
-        (topics, groups): (Arc<TopicRegistry>, Arc<GroupRegistry>),
-    ) -> Result<Cluster, ServeError> {
+        recovered: &mut Recovered,
+        defaults: TopicConfig,
+    ) -> Result<ClusterCore, ServeError> {
         let io = |what: &str, source: std::io::Error| ServeError::Io { what: what.to_owned(), source };
         let joined_before = store
             .raft_hard_state(META_GROUP, HardState::Vote)
             .map_err(|e| io("reading the metadata group's vote", std::io::Error::other(e)))?
             .is_some();
-        let (local_topics, _) = topics.counts();
+        let local_topics = recovered.topics.len();
         if !joined_before && local_topics > 0 {
             return Err(ServeError::Cluster(format!(
                 "this data dir holds {local_topics} topic(s) made by a single broker, and a broker joins a cluster with \
@@ -59,13 +81,54 @@ impl Cluster {
                  it without --peers, or give it a new --data-dir"
             )));
         }
-        let listener =
-            TcpListener::bind(listen).await.map_err(|e| io(&format!("binding cluster-listen {listen}"), e))?;
         let node = Arc::new(
-            MetaNode::start(config, store, writer, Peers::default())
+            MetaNode::start(config, store.clone(), writer.clone(), Peers::default())
                 .await
                 .map_err(|e| io("starting the metadata group", e))?,
         );
+        let shard_count = SHARDS_PER_BROKER * config.peers.len() as u64;
+        let mut logs: BTreeMap<u64, Vec<PartitionLog>> = BTreeMap::new();
+        let recovered_logs = recovered.topics.iter_mut().flat_map(|(_, logs)| std::mem::take(logs));
+        for log in recovered_logs.chain(std::mem::take(&mut recovered.untracked)) {
+            logs.entry(shard_of(log.id(), shard_count)).or_default().push(log);
+        }
+        let watermarks = Arc::new(Watermarks::new(defaults));
+        let mut shards = BTreeMap::new();
+        for number in 1..=shard_count {
+            let start = ShardStart {
+                group: GroupId(number),
+                store: store.clone(),
+                writer: writer.clone(),
+                connections: node.connections(),
+                service: node.service(),
+                host: watermarks.clone(),
+                partitions: logs.remove(&number).unwrap_or_default(),
+            };
+            let shard =
+                ShardNode::start(config, start).await.map_err(|e| io(&format!("starting shard {number}"), e))?;
+            for (partition, mark) in shard.watermarks() {
+                watermarks.committed(partition, mark);
+            }
+            shards.insert(number, Arc::new(shard));
+        }
+        let replicated = Arc::new(ReplicatedPartitions::new(store, shards.clone(), watermarks, node.clone()));
+        Ok(ClusterCore { node, shards: shards.into_values().collect(), replicated })
+    }
+
+    /// Serves the other brokers, sets the groups up (once, cluster-wide),
+    /// registers the client endpoint, and makes the registries follow the
+    /// catalog.
+    pub async fn start(
+        core: ClusterCore,
+        config: &ClusterConfig,
+        listen: SocketAddr,
+        client_endpoint: String,
+        (topics, groups): (Arc<TopicRegistry>, Arc<GroupRegistry>),
+    ) -> Result<Cluster, ServeError> {
+        let io = |what: &str, source: std::io::Error| ServeError::Io { what: what.to_owned(), source };
+        let ClusterCore { node, shards, .. } = core;
+        let listener =
+            TcpListener::bind(listen).await.map_err(|e| io(&format!("binding cluster-listen {listen}"), e))?;
         let stop = CancellationToken::new();
         let tasks = tokio_util::task::TaskTracker::new();
         let service = node.service().into_server();
@@ -81,14 +144,23 @@ impl Cluster {
             }
         });
         node.initialize().await.map_err(|e| io("initializing the metadata group", e))?;
+        for shard in &shards {
+            shard.initialize(&config.peers).await.map_err(|e| io("initializing a shard", e))?;
+        }
         topics.attach_cluster(node.clone(), config.peers.len());
         groups.attach_cluster(node.clone());
         tasks.spawn(follow::follow(node.clone(), topics, groups, stop.clone()));
         tasks.spawn(register(node.clone(), client_endpoint, stop.clone()));
         tasks.spawn(gauges(node.clone(), stop.clone()));
         tasks.close();
-        tracing::info!(node_id = config.node_id, %listen, peers = ?config.peers, "cluster member started (metadata group)");
-        Ok(Cluster { node, stop, tasks })
+        tracing::info!(
+            node_id = config.node_id,
+            %listen,
+            peers = ?config.peers,
+            shards = shards.len(),
+            "cluster member started (metadata group and shards)"
+        );
+        Ok(Cluster { node, shards, stop, tasks })
     }
 
     /// A read-only view for the front doors.
@@ -101,6 +173,9 @@ impl Cluster {
     pub async fn stop(self) {
         self.stop.cancel();
         self.tasks.wait().await;
+        for shard in &self.shards {
+            shard.shutdown().await;
+        }
         self.node.shutdown().await;
     }
 }

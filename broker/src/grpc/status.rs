@@ -10,6 +10,10 @@ use crate::error::Error;
 
 /// Metadata key holding the stable reason code.
 pub const REASON_KEY: &str = "sluice-reason";
+/// With `not_leader`: the leader's client endpoint (`host:port`).
+pub const LEADER_KEY: &str = "sluice-leader";
+/// With `not_leader`: the leader's epoch (its shard's Raft term).
+pub const LEADER_EPOCH_KEY: &str = "sluice-leader-epoch";
 
 fn code_and_reason(e: &Error) -> (Code, &'static str) {
     use sluice_storage::Error as S;
@@ -25,6 +29,7 @@ fn code_and_reason(e: &Error) -> (Code, &'static str) {
         Error::Overloaded(_) | Error::ProduceBudgetExhausted { .. } => (Code::ResourceExhausted, "overloaded"),
         Error::ShuttingDown => (Code::Unavailable, "shutting_down"),
         Error::ClusterUnavailable(_) => (Code::Unavailable, "cluster_unavailable"),
+        Error::NotLeader { .. } => (Code::Unavailable, "not_leader"),
         Error::Deleted(_) => (Code::NotFound, "deleted"),
         Error::MalformedAckId(_) => (Code::InvalidArgument, "malformed_ack_id"),
         Error::AckIdNotFound { .. } => (Code::NotFound, "ack_id_not_found"),
@@ -77,6 +82,14 @@ impl From<Error> for Status {
         if let Ok(v) = reason.parse() {
             status.metadata_mut().insert(REASON_KEY, v);
         }
+        if let Error::NotLeader { leader, epoch, .. } = &e {
+            if let Some(Ok(v)) = leader.as_deref().map(str::parse) {
+                status.metadata_mut().insert(LEADER_KEY, v);
+            }
+            if let Ok(v) = epoch.to_string().parse() {
+                status.metadata_mut().insert(LEADER_EPOCH_KEY, v);
+            }
+        }
         status
     }
 }
@@ -97,6 +110,18 @@ mod tests {
         let s = Status::from(Error::TopicNotFound("t".into()));
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(s.metadata().get(REASON_KEY).and_then(|v| v.to_str().ok()), Some("topic_not_found"));
+    }
+
+    #[test]
+    fn not_leader_names_the_leader_and_its_epoch() {
+        let s = Status::from(Error::NotLeader { partition: 2, leader: Some("10.0.0.2:50051".into()), epoch: 7 });
+        assert_eq!(s.code(), Code::Unavailable);
+        let get = |k| s.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        assert_eq!(get(REASON_KEY).as_deref(), Some("not_leader"));
+        assert_eq!(get(LEADER_KEY).as_deref(), Some("10.0.0.2:50051"));
+        assert_eq!(get(LEADER_EPOCH_KEY).as_deref(), Some("7"));
+        let unknown = Status::from(Error::NotLeader { partition: 2, leader: None, epoch: 3 });
+        assert!(unknown.metadata().get(LEADER_KEY).is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! the committed watermark and answers the producer, in order. It also runs
 //! retention for its partition on a timer.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::handle::{AppendResult, Command, PartitionHandle, PartitionSnapshot, Shared};
+use super::handle::{AppendResult, Command, PartitionHandle, PartitionSnapshot, Route, Shared};
 use crate::error::{Error, Result};
 
 /// What every partition actor of a broker shares.
@@ -33,11 +33,13 @@ pub struct PartitionContext {
     pub retention_check: Duration,
     /// Tracks actors so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// In a cluster: the shards that own partitions instead of actors.
+    pub replicated: Option<Arc<super::ReplicatedPartitions>>,
 }
 
 /// A proto message seen as a storage record, so it is encoded without a copy.
 #[repr(transparent)]
-struct MessageRecord(Message);
+pub(super) struct MessageRecord(pub(super) Message);
 
 impl RecordRef for MessageRecord {
     fn key(&self) -> Option<&[u8]> {
@@ -72,14 +74,8 @@ pub fn spawn_partition(
     stop: CancellationToken,
 ) -> (PartitionHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(ctx.queue_depth);
-    let shared = Arc::new(Shared {
-        id: log.id(),
-        committed: watch::Sender::new(log.next_offset()),
-        log_start: AtomicU64::new(log.log_start()),
-        appended,
-        deleted: AtomicBool::new(false),
-    });
-    let handle = PartitionHandle { tx, shared: shared.clone(), reader: log.reader() };
+    let shared = Arc::new(Shared::new(log.id(), log.log_start(), log.next_offset(), appended));
+    let handle = PartitionHandle { route: Route::Actor(tx), shared: shared.clone(), reader: log.reader() };
     let actor = PartitionActor { log, settings, shared, ctx: ctx.clone() };
     let join = ctx.tracker.spawn(actor.run(rx, stop));
     (handle, join)

@@ -37,9 +37,9 @@ pub(super) enum Command {
     Truncate { reply: oneshot::Sender<Result<u64>> },
 }
 
-/// State the actor publishes for readers.
+/// State the actor (or the shard) publishes for readers.
 #[derive(Debug)]
-pub(super) struct Shared {
+pub(crate) struct Shared {
     pub id: PartitionId,
     /// Offsets below this are durable and readable (the high watermark).
     pub committed: watch::Sender<u64>,
@@ -51,10 +51,51 @@ pub(super) struct Shared {
     pub deleted: AtomicBool,
 }
 
+impl Shared {
+    /// A fresh state for partition `id`, readable below `committed`.
+    pub(super) fn new(id: PartitionId, log_start: u64, committed: u64, appended: Arc<watch::Sender<u64>>) -> Self {
+        Shared {
+            id,
+            committed: watch::Sender::new(committed),
+            log_start: AtomicU64::new(log_start),
+            appended,
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    /// Records below `end` are committed (never lowers the watermark); wakes
+    /// the topic's waiting readers.
+    pub(super) fn raise_committed(&self, end: u64) {
+        if self.committed.send_if_modified(|c| {
+            let raised = end > *c;
+            *c = (*c).max(end);
+            raised
+        }) {
+            self.appended.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+}
+
+/// Where appends go: the partition's actor, or its shard.
+#[derive(Clone)]
+pub(super) enum Route {
+    Actor(mpsc::Sender<Command>),
+    Replicated(Arc<super::ReplicatedPartitions>),
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Route::Actor(_) => "Actor",
+            Route::Replicated(_) => "Replicated",
+        })
+    }
+}
+
 /// Cloneable access to one partition.
 #[derive(Debug, Clone)]
 pub struct PartitionHandle {
-    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) route: Route,
     pub(super) shared: Arc<Shared>,
     pub(super) reader: PartitionReader,
 }
@@ -68,8 +109,17 @@ impl PartitionHandle {
     /// A full partition queue is `Overloaded` at once (back-pressure).
     pub async fn append(&self, messages: Vec<Message>, producer: Option<ProducerSeq>) -> Result<AppendResult> {
         self.reader.store().disk().check()?;
+        let tx = match &self.route {
+            Route::Actor(tx) => tx,
+            Route::Replicated(shards) => {
+                if self.shared.deleted.load(Ordering::Acquire) {
+                    return Err(self.stopped());
+                }
+                return shards.append(self.shared.id, &messages, producer).await;
+            }
+        };
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Command::Append { messages, producer, reply }).map_err(|e| match e {
+        tx.try_send(Command::Append { messages, producer, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => Error::Overloaded("partition append queue"),
             mpsc::error::TrySendError::Closed(_) => self.stopped(),
         })?;
@@ -85,22 +135,50 @@ impl PartitionHandle {
         }
     }
 
-    /// Marks the partition as deleted (before its actor is stopped).
+    /// Marks the partition as deleted (before its actor is stopped); a
+    /// replicated partition also leaves its shard.
     pub(crate) fn mark_deleted(&self) {
         self.shared.deleted.store(true, Ordering::Release);
+        if let Route::Replicated(shards) = &self.route {
+            shards.unbind(self.shared.id);
+        }
+    }
+
+    /// The handle of partition `id` in a cluster: appends go to its shard,
+    /// which owns its log and raises its watermark.
+    pub fn replicated(
+        id: PartitionId,
+        shards: &Arc<super::ReplicatedPartitions>,
+        settings: &Arc<std::sync::RwLock<sluice_storage::TopicConfig>>,
+        appended: Arc<watch::Sender<u64>>,
+    ) -> Result<Self> {
+        let shared = Arc::new(Shared::new(id, 0, 0, appended));
+        let (log_start, _) = shards.bind(id, &shared, settings)?;
+        shared.log_start.store(log_start, Ordering::Release);
+        let reader = PartitionReader::new(shards.store().clone(), id);
+        Ok(PartitionHandle { route: Route::Replicated(shards.clone()), shared, reader })
     }
 
     /// The partition's segment index and offsets.
     pub async fn snapshot(&self) -> Result<PartitionSnapshot> {
+        let tx = match &self.route {
+            Route::Actor(tx) => tx,
+            Route::Replicated(shards) => return shards.snapshot(self.shared.id),
+        };
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Snapshot { reply }).await.map_err(|_| self.stopped())?;
+        tx.send(Command::Snapshot { reply }).await.map_err(|_| self.stopped())?;
         rx.await.map_err(|_| self.stopped())
     }
 
     /// Removes every stored record (dead-letter purge). Returns how many were removed.
     pub async fn truncate(&self) -> Result<u64> {
+        let Route::Actor(tx) = &self.route else {
+            return Err(Error::FailedPrecondition(
+                "purging a replicated partition is not supported yet (docs/REPLICATION.md, step 4)".into(),
+            ));
+        };
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Truncate { reply }).await.map_err(|_| self.stopped())?;
+        tx.send(Command::Truncate { reply }).await.map_err(|_| self.stopped())?;
         rx.await.map_err(|_| self.stopped())?
     }
 

@@ -1,9 +1,12 @@
-//! Partitions: one actor task per partition owns its tail (`PartitionLog`) and
-//! assigns offsets; `PartitionHandle` is the cloneable way to reach it and to
-//! read what it has committed.
+//! Partitions: on a single broker one actor task per partition owns its tail
+//! (`PartitionLog`) and assigns offsets; in a cluster the partition's shard
+//! does (`replicated`). `PartitionHandle` is the cloneable way to append to
+//! either and to read what is committed.
 
 mod actor;
 mod handle;
+pub mod replicated;
 
 pub use actor::{spawn_partition, PartitionContext};
 pub use handle::{AppendResult, PartitionHandle, PartitionSnapshot};
+pub use replicated::{ReplicatedPartitions, Watermarks};

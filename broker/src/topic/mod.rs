@@ -100,8 +100,13 @@ impl TopicRegistry {
             changed: tokio::sync::watch::Sender::new(0),
         };
         for (meta, logs) in recovered.topics {
-            let topic = registry.start(meta, logs);
-            registry.write_map().insert(topic.name.clone(), topic);
+            let name = meta.name.clone();
+            match registry.start(meta, logs) {
+                Ok(topic) => {
+                    registry.write_map().insert(topic.name.clone(), topic);
+                }
+                Err(e) => tracing::error!(topic = name, error = %e, "a recovered topic cannot be served"),
+            }
         }
         registry
     }
@@ -114,18 +119,27 @@ impl TopicRegistry {
         self.topics.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn start(&self, meta: TopicMeta, logs: Vec<PartitionLog>) -> Arc<Topic> {
+    /// Starts a topic's partitions: an actor per partition log, or (in a
+    /// cluster, where the shards own the logs) a handle bound to its shard.
+    fn start(&self, meta: TopicMeta, logs: Vec<PartitionLog>) -> Result<Arc<Topic>> {
         let settings = Arc::new(RwLock::new(meta.settings));
         let stop = self.root.child_token();
         let appended = Arc::new(tokio::sync::watch::Sender::new(0u64));
-        let mut partitions = Vec::with_capacity(logs.len());
+        let mut partitions = Vec::with_capacity(meta.partitions as usize);
         let mut actors = Vec::with_capacity(logs.len());
-        for log in logs {
-            let (handle, join) = spawn_partition(log, settings.clone(), appended.clone(), &self.ctx, stop.clone());
-            partitions.push(handle);
-            actors.push(join);
+        if let Some(shards) = &self.ctx.replicated {
+            for index in 0..meta.partitions {
+                let id = PartitionId::new(meta.id, index);
+                partitions.push(PartitionHandle::replicated(id, shards, &settings, appended.clone())?);
+            }
+        } else {
+            for log in logs {
+                let (handle, join) = spawn_partition(log, settings.clone(), appended.clone(), &self.ctx, stop.clone());
+                partitions.push(handle);
+                actors.push(join);
+            }
         }
-        Arc::new(Topic {
+        Ok(Arc::new(Topic {
             id: meta.id,
             name: meta.name,
             created_ms: meta.created_ms,
@@ -135,7 +149,7 @@ impl TopicRegistry {
             round_robin: AtomicU32::new(0),
             stop,
             actors: std::sync::Mutex::new(actors),
-        })
+        }))
     }
 
     /// The topic named `name`, or `TopicNotFound`.
@@ -194,9 +208,13 @@ impl TopicRegistry {
         self.ctx.writer.write(Store::create_topic(&meta, next)?).await?;
         *next_id = next;
         let (name, partitions, settings, now) = (meta.name.clone(), meta.partitions, meta.settings, meta.created_ms);
-        let logs =
-            (0..partitions).map(|p| PartitionLog::new(&self.ctx.store, PartitionId::new(meta.id, p), now)).collect();
-        let topic = self.start(meta, logs);
+        let logs = match self.ctx.replicated {
+            Some(_) => Vec::new(),
+            None => {
+                (0..partitions).map(|p| PartitionLog::new(&self.ctx.store, PartitionId::new(meta.id, p), now)).collect()
+            }
+        };
+        let topic = self.start(meta, logs)?;
         self.write_map().insert(name.clone(), topic.clone());
         self.changed.send_modify(|v| *v += 1);
         tracing::info!(topic = name, partitions, ?settings, "topic created");

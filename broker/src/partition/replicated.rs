@@ -1,0 +1,217 @@
+//! Partitions in a cluster: each belongs to a shard (a Raft group, see
+//! `docs/REPLICATION.md`), which owns its `PartitionLog`, assigns offsets on
+//! every replica alike, and raises its committed watermark as entries commit.
+//! There is no partition actor: an append is a proposal to the shard, made
+//! where the shard's leader is; elsewhere it is refused with the leader's
+//! client endpoint and epoch, for the client to go there.
+//!
+//! Which shard a partition belongs to is a function of its ids and the
+//! cluster's shard count ([`shard_of`]): every broker computes the same, and
+//! a batch can reach a replica before its catalog has created the topic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use sluice_proto::v1::Message;
+use sluice_replication::{
+    BatchCommand, MetaNode, ShardCommand, ShardHost, ShardNode, ShardProposeError, ShardResponse,
+};
+use sluice_storage::record::encode_body;
+use sluice_storage::{now_ms, PartitionId, PartitionLog, ProducerSeq, Store, TopicConfig, TopicId};
+
+use super::handle::{AppendResult, PartitionSnapshot, Shared};
+use crate::error::{Error, Result};
+
+/// Shards per broker of the cluster: enough that leaders spread over every
+/// broker, few enough that their heartbeats cost nothing (CLUSTER.md).
+pub const SHARDS_PER_BROKER: u64 = 2;
+
+/// The shard (numbered from 1) that holds `partition` in a cluster of `shards` shards.
+pub fn shard_of(partition: PartitionId, shards: u64) -> u64 {
+    1 + (partition.topic.0.wrapping_add(u64::from(partition.index))) % shards.max(1)
+}
+
+/// The broker's side of its shards: settings to append with, and the
+/// watermarks that applying entries raises. A watermark may arrive before
+/// the partition's handle exists (the catalog lags the shard); it is kept
+/// and given to the handle when it is made.
+pub struct Watermarks {
+    state: Mutex<WatermarkState>,
+    /// For batches of topics not created here yet: the broker's topic defaults.
+    defaults: TopicConfig,
+}
+
+#[derive(Default)]
+struct WatermarkState {
+    marks: HashMap<PartitionId, u64>,
+    handles: HashMap<PartitionId, Arc<Shared>>,
+    settings: HashMap<TopicId, Arc<RwLock<TopicConfig>>>,
+}
+
+impl Watermarks {
+    /// Watermarks of no partition yet; `defaults` for topics not created here yet.
+    pub fn new(defaults: TopicConfig) -> Self {
+        Watermarks { state: Mutex::default(), defaults }
+    }
+
+    fn state(&self) -> MutexGuard<'_, WatermarkState> {
+        // Every change is a single map operation.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register(&self, id: PartitionId, shared: &Arc<Shared>, settings: &Arc<RwLock<TopicConfig>>) {
+        let mut state = self.state();
+        if let Some(mark) = state.marks.get(&id) {
+            shared.raise_committed(*mark);
+        }
+        state.handles.insert(id, shared.clone());
+        state.settings.insert(id.topic, settings.clone());
+    }
+
+    fn unregister(&self, id: PartitionId) {
+        let mut state = self.state();
+        state.handles.remove(&id);
+        state.marks.remove(&id);
+        state.settings.remove(&id.topic);
+    }
+}
+
+impl ShardHost for Watermarks {
+    fn settings(&self, partition: PartitionId) -> TopicConfig {
+        if let Some(s) = self.state().settings.get(&partition.topic) {
+            return *s.read().unwrap_or_else(|e| e.into_inner());
+        }
+        self.defaults
+    }
+
+    fn committed(&self, partition: PartitionId, end: u64) {
+        let mut state = self.state();
+        let mark = state.marks.entry(partition).or_default();
+        *mark = (*mark).max(end);
+        if let Some(shared) = state.handles.get(&partition) {
+            shared.raise_committed(end);
+        }
+    }
+}
+
+/// This broker's shards, and how appends reach them.
+pub struct ReplicatedPartitions {
+    store: Arc<Store>,
+    shards: BTreeMap<u64, Arc<ShardNode>>,
+    shard_count: u64,
+    watermarks: Arc<Watermarks>,
+    meta: Arc<MetaNode>,
+}
+
+impl std::fmt::Debug for ReplicatedPartitions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedPartitions").field("shards", &self.shard_count).finish_non_exhaustive()
+    }
+}
+
+impl ReplicatedPartitions {
+    /// The shard side of a broker: `shards` (by number, all of the cluster's)
+    /// over `store`, reporting to `watermarks`; `meta` names leaders' endpoints.
+    pub fn new(
+        store: Arc<Store>,
+        shards: BTreeMap<u64, Arc<ShardNode>>,
+        watermarks: Arc<Watermarks>,
+        meta: Arc<MetaNode>,
+    ) -> Self {
+        let shard_count = shards.len() as u64;
+        ReplicatedPartitions { store, shards, shard_count, watermarks, meta }
+    }
+
+    fn shard(&self, id: PartitionId) -> Result<&Arc<ShardNode>> {
+        let number = shard_of(id, self.shard_count);
+        self.shards.get(&number).ok_or_else(|| {
+            Error::ClusterUnavailable(format!("this broker runs no shard {number} (a configuration mismatch?)"))
+        })
+    }
+
+    /// Binds partition `id` to its shard: the shard takes a new log if it
+    /// holds none yet, and the handle's watermark follows the shard's.
+    pub(super) fn bind(
+        &self,
+        id: PartitionId,
+        shared: &Arc<Shared>,
+        settings: &Arc<RwLock<TopicConfig>>,
+    ) -> Result<(u64, u64)> {
+        let shard = self.shard(id)?;
+        if shard.with_partition(id, |_| ()).is_none() {
+            shard.adopt(PartitionLog::new(&self.store, id, now_ms()));
+        }
+        self.watermarks.register(id, shared, settings);
+        let start = shard.with_partition(id, |log| log.log_start()).unwrap_or(0);
+        Ok((start, *shared.committed.borrow()))
+    }
+
+    /// The broker's store.
+    pub(super) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Forgets partition `id` (its topic is deleted).
+    pub(super) fn unbind(&self, id: PartitionId) {
+        self.watermarks.unregister(id);
+        if let Ok(shard) = self.shard(id) {
+            shard.forget(id);
+        }
+    }
+
+    /// Appends `messages` to partition `id` through its shard's leader.
+    pub(super) async fn append(
+        &self,
+        id: PartitionId,
+        messages: &[Message],
+        producer: Option<ProducerSeq>,
+    ) -> Result<AppendResult> {
+        let shard = self.shard(id)?;
+        let records: Vec<super::actor::MessageRecord> =
+            messages.iter().cloned().map(super::actor::MessageRecord).collect();
+        let command = ShardCommand::Batch(BatchCommand {
+            topic: id.topic.0,
+            partition: id.index,
+            timestamp_ms: now_ms(),
+            producer: producer.map(|p| (p.producer_id, p.sequence)),
+            count: messages.len() as u32,
+            body: encode_body(&records),
+        });
+        match shard.propose(command).await {
+            Ok(ShardResponse::Appended { base_offset, duplicate, .. }) => Ok(AppendResult { base_offset, duplicate }),
+            Ok(ShardResponse::OutOfOrder { producer_id, got, expected }) => {
+                Err(sluice_storage::Error::OutOfOrderSequence { producer_id, got, expected }.into())
+            }
+            Ok(ShardResponse::Refused(why)) => Err(Error::InvalidArgument { field: "messages", reason: why }),
+            Ok(ShardResponse::Done) => Err(Error::ClusterUnavailable("the shard answered a batch with nothing".into())),
+            Err(ShardProposeError::NotLeader { leader, term }) => Err(Error::NotLeader {
+                partition: id.index,
+                leader: leader.and_then(|l| self.meta.catalog().brokers.get(&l).cloned()),
+                epoch: term,
+            }),
+            Err(ShardProposeError::Unavailable(why)) => Err(Error::ClusterUnavailable(why)),
+        }
+    }
+
+    /// The partition's index and offsets, as its shard holds them.
+    pub(super) fn snapshot(&self, id: PartitionId) -> Result<PartitionSnapshot> {
+        self.shard(id)?
+            .with_partition(id, |log| PartitionSnapshot {
+                log_start: log.log_start(),
+                next_offset: log.next_offset(),
+                segments: log.segments().to_vec(),
+            })
+            .ok_or_else(|| Error::Deleted(format!("partition {} of its topic", id.index)))
+    }
+
+    /// Each shard: its number and the broker that leads it, as this broker knows.
+    pub fn leaders(&self) -> Vec<(u64, Option<u64>, u64)> {
+        self.shards
+            .iter()
+            .map(|(number, node)| {
+                let r = node.report();
+                (*number, r.leader, r.term)
+            })
+            .collect()
+    }
+}

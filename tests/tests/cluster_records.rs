@@ -1,0 +1,120 @@
+//! Records in a cluster (step 3 of docs/REPLICATION.md), with three real
+//! broker processes on loopback:
+//! - a produce at a broker that does not lead the partition's shard gets
+//!   `UNAVAILABLE`, reason `not_leader`, with the leader's endpoint and epoch;
+//!   at the leader it is answered once a majority has it;
+//! - every broker serves the same records at the same offsets (`Fetch` from a
+//!   follower reads its own replica, up to what is committed);
+//! - the leader of a partition is killed with SIGKILL: another broker takes
+//!   over, offsets continue where the acknowledged ones ended, and the killed
+//!   broker restarts on its disk and catches up: nothing acknowledged is lost
+//!   or duplicated on any replica.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sluice_client::proto as pb;
+use sluice_client::Admin;
+use sluice_tests::cluster::produce_to_leader;
+use sluice_tests::{eventually, read_all, TestCluster};
+
+const PARTITIONS: u32 = 3;
+const BATCHES: usize = 20;
+const PER_BATCH: usize = 10;
+
+fn values(partition: u32, batch: usize) -> Vec<String> {
+    (0..PER_BATCH).map(|i| format!("p{partition}-b{batch}-m{i}")).collect()
+}
+
+/// Every record value of every partition, as broker `id` serves them.
+async fn replica(cluster: &TestCluster, id: u64) -> anyhow::Result<BTreeMap<u32, Vec<String>>> {
+    let mut out = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let records = read_all(cluster.broker(id).channel(), "events", p).await?;
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        anyhow::ensure!(offsets.iter().copied().eq(0..records.len() as u64), "dense offsets at broker {id}");
+        out.insert(p, records.into_iter().map(|r| String::from_utf8_lossy(&r.value).into_owned()).collect());
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_replicated_and_survive_killing_a_partitions_leader() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(3).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    Admin::new(cluster.broker(1).channel()).create_topic("events", PARTITIONS, pb::TopicConfig::default()).await?;
+    let addrs: Vec<String> = cluster.brokers.iter().map(|b| b.addr.clone()).collect();
+
+    // The topic reaches every broker, then each partition's leader takes its batches.
+    for id in 1..=3u64 {
+        eventually(Duration::from_secs(5), "the topic reaches every broker", || async {
+            Ok(Admin::new(cluster.broker(id).channel()).describe_topic("events").await.ok().map(|_| ()))
+        })
+        .await?;
+    }
+    let mut acked: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut leaders = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        for b in 0..BATCHES {
+            let batch = values(p, b);
+            let stored = produce_to_leader(&addrs[0], "events", p, &batch).await?;
+            assert_eq!(stored.offset, (b * PER_BATCH) as u64, "dense offsets on partition {p}");
+            leaders.insert(p, stored.leader);
+            acked.entry(p).or_default().extend(batch);
+        }
+    }
+
+    // A broker that does not lead partition 0 says who does.
+    let leader0 = leaders[&0].clone();
+    let follower = addrs.iter().find(|a| **a != leader0).cloned().ok_or_else(|| anyhow::anyhow!("no follower"))?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{follower}"))?.connect_lazy();
+    let request = pb::ProduceRequest {
+        topic: "events".into(),
+        partition: Some(0),
+        messages: vec![sluice_tests::message("refused")],
+        ..Default::default()
+    };
+    let refused = pb::producer_client::ProducerClient::new(channel)
+        .produce(request)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a broker that does not lead partition 0 took a produce for it"))?;
+    let get = |k: &str| refused.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_eq!(get("sluice-reason").as_deref(), Some("not_leader"));
+    assert_eq!(get("sluice-leader"), Some(leader0.clone()), "names the leader's client endpoint");
+    assert!(get("sluice-leader-epoch").and_then(|e| e.parse::<u64>().ok()).is_some_and(|e| e > 0), "{refused:?}");
+
+    // Every broker serves the same records, read from its own replica.
+    for id in 1..=3u64 {
+        let seen = eventually(Duration::from_secs(10), "every replica serves what was acknowledged", || async {
+            let seen = replica(&cluster, id).await?;
+            Ok((seen == acked).then_some(seen))
+        })
+        .await?;
+        assert_eq!(seen.values().map(Vec::len).sum::<usize>(), PARTITIONS as usize * BATCHES * PER_BATCH);
+    }
+
+    // Partition 0's leader dies; another broker leads it and offsets continue.
+    let killed = (1..=3u64).find(|id| addrs[(*id - 1) as usize] == leader0).ok_or_else(|| anyhow::anyhow!("leader"))?;
+    cluster.broker_mut(killed).kill9().await?;
+    let alive = addrs.iter().find(|a| **a != leader0).cloned().ok_or_else(|| anyhow::anyhow!("a survivor"))?;
+    for b in BATCHES..BATCHES + 5 {
+        let batch = values(0, b);
+        let stored = produce_to_leader(&alive, "events", 0, &batch).await?;
+        assert_ne!(stored.leader, leader0, "the killed broker cannot lead");
+        assert_eq!(stored.offset, (b * PER_BATCH) as u64, "offsets continue after the failover");
+        acked.entry(0).or_default().extend(batch);
+    }
+
+    // The killed broker comes back on its own disk and catches up.
+    cluster.broker_mut(killed).restart().await?;
+    for id in 1..=3u64 {
+        eventually(Duration::from_secs(15), "every replica, the restarted one too, has everything", || async {
+            Ok((replica(&cluster, id).await.ok().as_ref() == Some(&acked)).then_some(()))
+        })
+        .await
+        .map_err(|e| e.context(format!("broker {id}:\n{}", cluster.broker(id).log_tail())))?;
+    }
+    Ok(())
+}
