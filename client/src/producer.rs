@@ -26,6 +26,7 @@ use tonic::transport::Channel;
 
 use crate::admin::Admin;
 use crate::error::{Error, Result};
+use crate::leaders::{Brokers, LeaderTracker};
 use crate::retry::RetryConfig;
 
 /// Producer tuning.
@@ -102,6 +103,7 @@ struct TopicQueues {
 #[derive(Clone)]
 pub struct Producer {
     channel: Channel,
+    brokers: Brokers,
     config: Arc<ProducerConfig>,
     topics: Arc<Mutex<HashMap<String, Arc<TopicQueues>>>>,
 }
@@ -119,7 +121,7 @@ fn new_producer_id() -> u64 {
 impl Producer {
     /// A producer on `channel`.
     pub fn new(channel: Channel, config: ProducerConfig) -> Self {
-        Producer { channel, config: Arc::new(config), topics: Arc::default() }
+        Producer { brokers: Brokers::new(channel.clone()), channel, config: Arc::new(config), topics: Arc::default() }
     }
 
     async fn queues(&self, topic: &str) -> Result<Arc<TopicQueues>> {
@@ -139,7 +141,7 @@ impl Producer {
                 .map(|p| {
                     let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
                     let batcher = Batcher {
-                        client: ProducerClient::new(self.channel.clone()).max_decoding_message_size(usize::MAX),
+                        leader: LeaderTracker::new(self.brokers.clone()),
                         config: self.config.clone(),
                         topic: topic.to_owned(),
                         partition: p,
@@ -195,8 +197,13 @@ impl Producer {
     }
 }
 
+/// How long one batch follows leaders (redirects, a leader that stopped
+/// answering) before its last error is returned.
+const REDIRECT_PATIENCE: Duration = Duration::from_secs(30);
+
 struct Batcher {
-    client: ProducerClient<Channel>,
+    /// Where this partition's batches go: in a cluster, its leader.
+    leader: LeaderTracker,
     config: Arc<ProducerConfig>,
     topic: String,
     partition: u32,
@@ -240,13 +247,41 @@ impl Batcher {
             request_id: 0,
         };
         let timeout = self.config.request_timeout;
-        let attempt = || {
-            let mut client = self.client.clone();
-            let mut req = tonic::Request::new(request.clone());
-            req.set_timeout(timeout);
-            async move { client.produce(req).await.map(tonic::Response::into_inner).map_err(Error::from) }
+        // A redirect to a leader is followed at once and does not use up retries. A
+        // leader that stops answering sends the batch back to the seed broker, which
+        // names the new leader once one is elected.
+        let deadline = tokio::time::Instant::now() + REDIRECT_PATIENCE;
+        let mut pause = self.config.retry.initial;
+        let result = loop {
+            let channel = self.leader.channel();
+            let at_seed = self.leader.at_seed();
+            let attempt = || {
+                let mut client = ProducerClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
+                let mut req = tonic::Request::new(request.clone());
+                req.set_timeout(timeout);
+                async move { client.produce(req).await.map(tonic::Response::into_inner).map_err(Error::from) }
+            };
+            let result = attempt
+                .retry(self.config.retry.backoff())
+                .when(|e| at_seed && e.is_retryable() && e.leader_hint().is_none())
+                .await;
+            let Err(e) = &result else { break result };
+            if tokio::time::Instant::now() >= deadline || !e.is_retryable() {
+                break result;
+            }
+            let went = match e.leader_hint() {
+                Some(hint) => self.leader.follow(&hint),
+                None if !at_seed => {
+                    self.leader.reset();
+                    false
+                }
+                None => break result,
+            };
+            if !went {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(self.config.retry.max);
+            }
         };
-        let result = attempt.retry(self.config.retry.backoff()).when(Error::is_retryable).await;
         match result {
             Ok(resp) => {
                 self.sequence += 1;

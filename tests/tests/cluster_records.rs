@@ -118,3 +118,77 @@ async fn records_are_replicated_and_survive_killing_a_partitions_leader() -> any
     }
     Ok(())
 }
+
+/// The values of every partition of `topic` as broker `id` serves them, sorted.
+async fn all_values(cluster: &TestCluster, id: u64, topic: &str, partitions: u32) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let records = read_all(cluster.broker(id).channel(), topic, p).await?;
+        out.extend(records.into_iter().map(|r| String::from_utf8_lossy(&r.value).into_owned()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_producer_and_the_cli_follow_leaders_across_a_failover() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(3).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    let seed = 1u64;
+    Admin::new(cluster.broker(seed).channel()).create_topic("orders", PARTITIONS, pb::TopicConfig::default()).await?;
+
+    // One producer given broker 1 only: the partitions other brokers lead are followed there.
+    let producer = sluice_client::Producer::new(cluster.broker(seed).channel(), Default::default());
+    let mut expected = Vec::new();
+    let mut acks = Vec::new();
+    for i in 0..300 {
+        let v = format!("first-{i:03}");
+        acks.push(producer.enqueue("orders", None, sluice_tests::message(v.clone())).await?);
+        expected.push(v);
+    }
+    for a in acks {
+        a.await?;
+    }
+
+    // The CLI, also given broker 1, writes through the same redirects.
+    let cli = tokio::process::Command::new(sluice_tests::binary("sluice"))
+        .args(["--addr", &cluster.broker(seed).url(), "produce", "orders", "--count", "30", "--size", "8"])
+        .output()
+        .await?;
+    assert!(cli.status.success(), "sluice produce: {}", String::from_utf8_lossy(&cli.stderr));
+    expected.extend((0..30).map(|_| "x".repeat(8)));
+
+    // A broker other than the seed that leads some partition is killed mid-stream: the
+    // producer finds the new leaders through the seed, and its retries stay exactly-once.
+    let addrs: Vec<String> = cluster.brokers.iter().map(|b| b.addr.clone()).collect();
+    let mut victim = None;
+    for p in 0..PARTITIONS {
+        let leader = produce_to_leader(&addrs[0], "orders", p, &[format!("probe-{p}")]).await?.leader;
+        expected.push(format!("probe-{p}"));
+        if leader != addrs[0] {
+            victim = Some((1..=3u64).find(|id| addrs[(*id - 1) as usize] == leader).unwrap_or(2));
+        }
+    }
+    let leads = victim.is_some();
+    let victim = victim.unwrap_or(2);
+    println!("killing broker {victim} (leads a partition of orders: {leads})");
+    let mut acks = Vec::new();
+    for i in 0..300 {
+        if i == 100 {
+            cluster.broker_mut(victim).kill9().await?;
+        }
+        let v = format!("second-{i:03}");
+        acks.push(producer.enqueue("orders", None, sluice_tests::message(v.clone())).await?);
+        expected.push(v);
+    }
+    for a in acks {
+        a.await?;
+    }
+    expected.sort();
+    let survivor = if victim == seed { 2 } else { seed };
+    eventually(Duration::from_secs(10), "every acknowledged message exactly once", || async {
+        Ok((all_values(&cluster, survivor, "orders", PARTITIONS).await? == expected).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
