@@ -1,6 +1,7 @@
 //! `ClusterInfo`: what a broker knows of its cluster (brokers, the metadata
-//! leader, each replica's progress), and the view a person wants: progress
-//! asked of the leader, whichever broker was asked first.
+//! leader, each replica's progress, the shards and who leads each
+//! partition), and the view a person wants: progress asked of the leader,
+//! whichever broker was asked first.
 
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::cluster_client::ClusterClient;
@@ -23,7 +24,14 @@ impl ClusterInfo {
 
     /// What the broker on this channel knows.
     pub async fn metadata(&self) -> Result<pb::MetadataResponse> {
-        Ok(self.client.clone().metadata(pb::MetadataRequest {}).await?.into_inner())
+        Ok(self.client.clone().metadata(pb::MetadataRequest::default()).await?.into_inner())
+    }
+
+    /// Which broker leads each partition of `topics` (with its endpoint and
+    /// epoch), as the broker on this channel knows.
+    pub async fn partition_leaders(&self, topics: &[&str]) -> Result<Vec<pb::PartitionLeader>> {
+        let request = pb::MetadataRequest { topics: topics.iter().map(|t| (*t).to_owned()).collect() };
+        Ok(self.client.clone().metadata(request).await?.into_inner().partitions)
     }
 
     /// The broker's answer, with replica progress from the metadata leader

@@ -85,6 +85,15 @@ async fn records_are_replicated_and_survive_killing_a_partitions_leader() -> any
     assert_eq!(get("sluice-leader"), Some(leader0.clone()), "names the leader's client endpoint");
     assert!(get("sluice-leader-epoch").and_then(|e| e.parse::<u64>().ok()).is_some_and(|e| e > 0), "{refused:?}");
 
+    // Cluster.Metadata at a follower names the same leaders, and lists every shard.
+    let info = sluice_client::ClusterInfo::new(cluster.broker(2).channel());
+    let named: BTreeMap<u32, String> =
+        info.partition_leaders(&["events"]).await?.into_iter().map(|p| (p.partition, p.leader_endpoint)).collect();
+    assert_eq!(named, leaders, "Metadata names the brokers that took the produces");
+    let shards = info.metadata().await?.shards;
+    assert_eq!(shards.len(), 6, "two shards per broker: {shards:?}");
+    assert!(shards.iter().all(|s| s.status.as_ref().is_some_and(|st| st.leader != 0)), "{shards:?}");
+
     // Every broker serves the same records, read from its own replica.
     for id in 1..=3u64 {
         let seen = eventually(Duration::from_secs(10), "every replica serves what was acknowledged", || async {

@@ -13,7 +13,7 @@
 mod follow;
 mod view;
 
-pub use view::{ClusterReport, ClusterView};
+pub use view::{ClusterReport, ClusterView, PartitionLeader};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +53,7 @@ impl ClusterCore {
 pub struct Cluster {
     node: Arc<MetaNode>,
     shards: Vec<Arc<ShardNode>>,
+    replicated: Arc<ReplicatedPartitions>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -126,7 +127,7 @@ impl Cluster {
         (topics, groups): (Arc<TopicRegistry>, Arc<GroupRegistry>),
     ) -> Result<Cluster, ServeError> {
         let io = |what: &str, source: std::io::Error| ServeError::Io { what: what.to_owned(), source };
-        let ClusterCore { node, shards, .. } = core;
+        let ClusterCore { node, shards, replicated } = core;
         let listener =
             TcpListener::bind(listen).await.map_err(|e| io(&format!("binding cluster-listen {listen}"), e))?;
         let stop = CancellationToken::new();
@@ -160,12 +161,12 @@ impl Cluster {
             shards = shards.len(),
             "cluster member started (metadata group and shards)"
         );
-        Ok(Cluster { node, shards, stop, tasks })
+        Ok(Cluster { node, shards, replicated, stop, tasks })
     }
 
     /// A read-only view for the front doors.
     pub fn view(&self) -> ClusterView {
-        ClusterView::new(self.node.clone())
+        ClusterView::new(self.node.clone(), self.replicated.clone())
     }
 
     /// Stops the peer and its listener; afterwards nothing of the cluster side

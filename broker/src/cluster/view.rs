@@ -1,15 +1,20 @@
 //! What a broker knows of its cluster, for `Cluster.Metadata`, `sluice
-//! cluster status` and (later) clients looking for leaders: the brokers of the
-//! catalog and the metadata group's state, in plain numbers.
+//! cluster status` and clients looking for leaders: the brokers of the
+//! catalog, the metadata group's and every shard's state, and which broker
+//! leads each partition, in plain numbers.
 
 use std::sync::Arc;
 
 use sluice_replication::{GroupReport, MetaNode};
+use sluice_storage::PartitionId;
+
+use crate::partition::ReplicatedPartitions;
 
 /// A read-only handle on the cluster side of this broker. Absent on a single broker.
 #[derive(Clone)]
 pub struct ClusterView {
     node: Arc<MetaNode>,
+    replicated: Arc<ReplicatedPartitions>,
 }
 
 /// The cluster as this broker sees it now.
@@ -21,19 +26,55 @@ pub struct ClusterReport {
     pub brokers: Vec<(u64, String)>,
     /// The metadata group.
     pub metadata: GroupReport,
+    /// Every shard, by number.
+    pub shards: Vec<(u64, GroupReport)>,
+    /// The partitions of the topics asked for.
+    pub partitions: Vec<PartitionLeader>,
+}
+
+/// Where one partition is led.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLeader {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// Its shard.
+    pub shard: u64,
+    /// The leading broker, if known, with its client endpoint (if registered).
+    pub leader: Option<(u64, Option<String>)>,
+    /// The shard's term.
+    pub epoch: u64,
 }
 
 impl ClusterView {
-    pub(super) fn new(node: Arc<MetaNode>) -> Self {
-        ClusterView { node }
+    pub(super) fn new(node: Arc<MetaNode>, replicated: Arc<ReplicatedPartitions>) -> Self {
+        ClusterView { node, replicated }
     }
 
-    /// The report, read from this broker's catalog and Raft state (no network).
-    pub fn report(&self) -> ClusterReport {
+    /// The report, read from this broker's catalog and Raft state (no
+    /// network), with the leaders of `topics`' partitions (unknown names are
+    /// left out).
+    pub fn report(&self, topics: &[String]) -> ClusterReport {
+        let catalog = self.node.catalog();
+        let shards = self.replicated.reports();
+        let mut partitions = Vec::new();
+        for name in topics {
+            let Some(topic) = catalog.topics.get(name) else { continue };
+            for index in 0..topic.partitions {
+                let shard = self.replicated.shard_number(PartitionId::new(topic.id, index));
+                let report = shards.iter().find(|(n, _)| *n == shard).map(|(_, r)| r);
+                let leader = report.and_then(|r| r.leader).map(|id| (id, catalog.brokers.get(&id).cloned()));
+                let epoch = report.map_or(0, |r| r.term);
+                partitions.push(PartitionLeader { topic: name.clone(), partition: index, shard, leader, epoch });
+            }
+        }
         ClusterReport {
             broker_id: self.node.id(),
-            brokers: self.node.catalog().brokers.into_iter().collect(),
+            brokers: catalog.brokers.into_iter().collect(),
             metadata: self.node.report(),
+            shards,
+            partitions,
         }
     }
 }

@@ -4,7 +4,12 @@ use sluice_proto::v1 as pb;
 use sluice_proto::v1::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
 
+use sluice_replication::GroupReport;
+
 use crate::cluster::{ClusterReport, ClusterView};
+
+/// Most topics one Metadata request may ask partition leaders for.
+const MAX_TOPICS: usize = 1000;
 
 /// The Cluster service; `view` is absent on a single broker.
 #[derive(Clone)]
@@ -21,8 +26,7 @@ impl ClusterService {
     }
 }
 
-fn metadata(report: ClusterReport) -> pb::MetadataResponse {
-    let m = report.metadata;
+fn group_status(m: GroupReport) -> pb::RaftGroupStatus {
     let replicas = m
         .replicas
         .unwrap_or_default()
@@ -33,32 +37,61 @@ fn metadata(report: ClusterReport) -> pb::MetadataResponse {
             lag: m.last_log_index.saturating_sub(matched_index.unwrap_or(0)),
         })
         .collect();
+    pb::RaftGroupStatus {
+        leader: m.leader.unwrap_or(0),
+        term: m.term,
+        role: m.role.to_owned(),
+        last_log_index: m.last_log_index,
+        committed_index: m.committed_index,
+        applied_index: m.applied_index,
+        replicas,
+    }
+}
+
+fn metadata(report: ClusterReport) -> pb::MetadataResponse {
     pb::MetadataResponse {
         clustered: true,
         broker_id: report.broker_id,
         brokers: report.brokers.into_iter().map(|(id, endpoint)| pb::ClusterBroker { id, endpoint }).collect(),
-        metadata: Some(pb::RaftGroupStatus {
-            leader: m.leader.unwrap_or(0),
-            term: m.term,
-            role: m.role.to_owned(),
-            last_log_index: m.last_log_index,
-            committed_index: m.committed_index,
-            applied_index: m.applied_index,
-            replicas,
-        }),
+        metadata: Some(group_status(report.metadata)),
+        shards: report
+            .shards
+            .into_iter()
+            .map(|(id, status)| pb::ShardStatus { id, status: Some(group_status(status)) })
+            .collect(),
+        partitions: report
+            .partitions
+            .into_iter()
+            .map(|p| pb::PartitionLeader {
+                topic: p.topic,
+                partition: p.partition,
+                shard: p.shard,
+                leader: p.leader.as_ref().map_or(0, |l| l.0),
+                leader_endpoint: p.leader.and_then(|l| l.1).unwrap_or_default(),
+                epoch: p.epoch,
+            })
+            .collect(),
     }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn metadata(&self, _: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+    async fn metadata(&self, request: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+        let topics = request.into_inner().topics;
+        if topics.len() > MAX_TOPICS {
+            return Err(
+                crate::error::Error::invalid("topics", format!("at most {MAX_TOPICS} topics per request")).into()
+            );
+        }
         Ok(Response::new(match &self.view {
-            Some(view) => metadata(view.report()),
+            Some(view) => metadata(view.report(&topics)),
             None => pb::MetadataResponse {
                 clustered: false,
                 broker_id: 0,
                 brokers: vec![pb::ClusterBroker { id: 0, endpoint: self.endpoint.clone() }],
                 metadata: None,
+                shards: Vec::new(),
+                partitions: Vec::new(),
             },
         }))
     }

@@ -204,14 +204,13 @@ impl ReplicatedPartitions {
             .ok_or_else(|| Error::Deleted(format!("partition {} of its topic", id.index)))
     }
 
-    /// Each shard: its number and the broker that leads it, as this broker knows.
-    pub fn leaders(&self) -> Vec<(u64, Option<u64>, u64)> {
-        self.shards
-            .iter()
-            .map(|(number, node)| {
-                let r = node.report();
-                (*number, r.leader, r.term)
-            })
-            .collect()
+    /// Every shard's number and Raft state, as this broker sees it.
+    pub fn reports(&self) -> Vec<(u64, sluice_replication::GroupReport)> {
+        self.shards.iter().map(|(number, node)| (*number, node.report())).collect()
+    }
+
+    /// The number of the shard that holds `id`.
+    pub fn shard_number(&self, id: PartitionId) -> u64 {
+        shard_of(id, self.shard_count)
     }
 }

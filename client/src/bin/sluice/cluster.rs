@@ -1,5 +1,5 @@
 //! `sluice cluster status`: the brokers, the metadata leader and how far
-//! each replica of the metadata group is behind it.
+//! each replica of the metadata group is behind it, and each shard's leader.
 
 use clap::Subcommand;
 use serde_json::json;
@@ -11,7 +11,7 @@ use crate::output::{self, Format};
 #[derive(Subcommand)]
 pub enum ClusterCommand {
     /// Brokers with their endpoints and roles, the metadata leader and term,
-    /// and each replica's lag (asked of the leader).
+    /// each replica's lag (asked of the leader), and each shard's leader.
     Status,
 }
 
@@ -64,9 +64,17 @@ async fn status(info: ClusterInfo, format: Format) -> anyhow::Result<()> {
             .iter()
             .map(|r| json!({ "id": r.id, "endpoint": r.endpoint, "role": r.role, "matched_index": r.matched, "lag": r.lag }))
             .collect();
+        let shards: Vec<_> = m
+            .shards
+            .iter()
+            .map(|s| {
+                let st = s.status.clone().unwrap_or_default();
+                json!({ "id": s.id, "leader": st.leader, "term": st.term, "committed_index": st.committed_index })
+            })
+            .collect();
         output::print(json!({
             "clustered": m.clustered, "answered_by": m.broker_id, "metadata_leader": status.leader,
-            "term": status.term, "committed_index": status.committed_index, "brokers": brokers,
+            "term": status.term, "committed_index": status.committed_index, "brokers": brokers, "shards": shards,
         }))?;
         return Ok(());
     }
@@ -87,6 +95,12 @@ async fn status(info: ClusterInfo, format: Format) -> anyhow::Result<()> {
     let show = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     for r in rows {
         outln!("{}\t{}\t{}\t{}\t{}", r.id, r.endpoint, r.role, show(r.matched), show(r.lag))?;
+    }
+    outln!("shard\tleader\tterm\tcommitted")?;
+    for s in &m.shards {
+        let st = s.status.clone().unwrap_or_default();
+        let leader = if st.leader == 0 { "-".to_owned() } else { st.leader.to_string() };
+        outln!("{}\t{}\t{}\t{}", s.id, leader, st.term, st.committed_index)?;
     }
     Ok(())
 }
