@@ -201,3 +201,53 @@ async fn the_rust_producer_and_the_cli_follow_leaders_across_a_failover() -> any
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_partition_leader_acknowledges_nothing_and_is_rewound_on_healing() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(3).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    Admin::new(cluster.broker(1).channel()).create_topic("cut", 1, pb::TopicConfig::default()).await?;
+    let addrs: Vec<String> = cluster.brokers.iter().map(|b| b.addr.clone()).collect();
+    let before = produce_to_leader(&addrs[0], "cut", 0, &["before".to_owned()]).await?;
+    let isolated = (1..=3u64).find(|id| addrs[(*id - 1) as usize] == before.leader).unwrap_or(1);
+    cluster.isolate(isolated, sluice_tests::Fault::Blackhole);
+
+    // Produced at the cut-off leader: appended there, never acknowledged.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", before.leader))?.connect_lazy();
+    let lost = pb::ProduceRequest {
+        topic: "cut".into(),
+        partition: Some(0),
+        messages: vec![sluice_tests::message("never-acknowledged")],
+        ..Default::default()
+    };
+    let cut_off = tokio::spawn(async move { pb::producer_client::ProducerClient::new(channel).produce(lost).await });
+
+    // The other two elect a leader among themselves and take writes.
+    let majority = addrs.iter().find(|a| **a != before.leader).cloned().ok_or_else(|| anyhow::anyhow!("majority"))?;
+    let mut acked = vec!["before".to_owned()];
+    for i in 0..5 {
+        let v = format!("after-{i}");
+        let stored = produce_to_leader(&majority, "cut", 0, std::slice::from_ref(&v)).await?;
+        assert_ne!(stored.leader, before.leader, "the majority side leads");
+        assert_eq!(stored.offset, 1 + i as u64, "offsets continue from what was acknowledged");
+        acked.push(v);
+    }
+    let answer = cut_off.await?;
+    let status = answer.err().ok_or_else(|| anyhow::anyhow!("a leader without a quorum acknowledged a produce"))?;
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+
+    // Healed: the old leader's uncommitted record is rewound away, on every replica.
+    cluster.heal();
+    for id in 1..=3u64 {
+        eventually(Duration::from_secs(15), "every replica holds exactly what was acknowledged", || async {
+            let records = read_all(cluster.broker(id).channel(), "cut", 0).await?;
+            let values: Vec<String> = records.iter().map(|r| String::from_utf8_lossy(&r.value).into_owned()).collect();
+            Ok((values == acked).then_some(()))
+        })
+        .await
+        .map_err(|e| e.context(format!("broker {id}:\n{}", cluster.broker(id).log_tail())))?;
+    }
+    let log = cluster.broker(isolated).log()?;
+    assert!(log.contains("uncommitted records rewound"), "the cut-off leader had appended, then rewound");
+    Ok(())
+}

@@ -432,7 +432,16 @@ impl RaftLogStorage<ShardTypes> for ShardLog {
             }
             for (id, to) in rewind_to {
                 if let Some(log) = inner.partitions.get_mut(&id) {
+                    let end = log.next_offset();
                     if let Some(w) = log.rewind(to, now_ms()).map_err(io_error)? {
+                        tracing::warn!(
+                            shard = self.group.0,
+                            topic_id = id.topic.0,
+                            partition = id.index,
+                            from = to,
+                            to = end,
+                            "uncommitted records rewound (a newer leader's log replaces them)"
+                        );
                         write.extend(w);
                     }
                 }
