@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # (linked instead of compiling its C++ for 25 minutes), and a C/C++ toolchain.
 APT_PACKAGES := libclang-dev librocksdb-dev clang pkg-config nghttp2-client python3-venv
 
-.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop go-stubs image up down cluster cluster-down loadtest loadtest-smoke bench bench-smoke soak clean
+.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop go-stubs image up down cluster cluster-down loadtest loadtest-smoke bench bench-smoke bench-cluster soak clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -78,6 +78,11 @@ bench: build
 
 bench-smoke: build
 	bash deploy/bench.sh --smoke
+	bash deploy/bench-cluster.sh --smoke
+
+# The same produce workload against one broker and a three-broker cluster, in one run.
+bench-cluster: build
+	bash deploy/bench-cluster.sh
 
 # A Python client generated from proto/ (grpcio-tools from PyPI) against the real broker.
 interop: build

@@ -35,6 +35,13 @@ pub(crate) trait NetTypes: GroupWire + RaftTypeConfig<NodeId = u64, Node = Basic
 
 impl<C: GroupWire + RaftTypeConfig<NodeId = u64, Node = BasicNode>> NetTypes for C {}
 
+/// How long an append-entries call may take, at least.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest Raft message a broker accepts: a shard's append carries up to
+/// `max_payload_entries` record batches, each as large as a produce request.
+const MAX_MESSAGE_BYTES: usize = 512 << 20;
+
 /// Connections to peers, by address; cloning shares them.
 #[derive(Clone, Default)]
 pub struct Peers {
@@ -120,6 +127,7 @@ impl<C: NetTypes> PeerClient<C> {
             tonic::Request::new(pb::RaftRequest { group: self.group.0, rpc: rpc as i32, payload: payload.into() });
         req.set_timeout(timeout);
         let reply = RaftClient::new(channel)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
             .call(req)
             .await
             .map_err(|s| format!("{} from {}: {}", s.code(), self.addr, s.message()))?
@@ -153,7 +161,11 @@ impl<C: NetTypes> RaftNetworkV2<C> for PeerClient<C> {
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        self.call(pb::RaftRpc::AppendEntries, &rpc, option.hard_ttl()).await.map_err(unreachable)
+        // openraft's deadline is one heartbeat interval, which an append carrying megabytes
+        // of record batches to a busy follower can exceed; retrying it from scratch would
+        // never finish. A dead peer still costs only this long per attempt.
+        let timeout = option.hard_ttl().max(APPEND_TIMEOUT);
+        self.call(pb::RaftRpc::AppendEntries, &rpc, timeout).await.map_err(unreachable)
     }
 
     async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
@@ -205,7 +217,7 @@ impl RaftService {
 
     /// The tonic service to add to the cluster listener.
     pub fn into_server(self) -> pb::raft_server::RaftServer<Self> {
-        pb::raft_server::RaftServer::new(self)
+        pb::raft_server::RaftServer::new(self).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     async fn dispatch(&self, request: pb::RaftRequest) -> Result<Vec<u8>, String> {

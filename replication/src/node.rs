@@ -44,20 +44,16 @@ impl ClusterConfig {
         }
     }
 
-    /// openraft's settings for the group `name`; `snapshots: false` never
-    /// builds one (and so never purges the log).
-    pub(crate) fn raft_config(&self, name: &str, snapshots: bool) -> io::Result<openraft::Config> {
+    /// openraft's settings for the metadata group.
+    pub(crate) fn metadata_raft_config(&self) -> io::Result<openraft::Config> {
         let ms = |d: Duration| d.as_millis() as u64;
-        let mut config = openraft::Config {
-            cluster_name: name.into(),
+        let config = openraft::Config {
+            cluster_name: "sluice-metadata".into(),
             heartbeat_interval: ms(self.heartbeat),
             election_timeout_min: ms(self.election_timeout.0),
             election_timeout_max: ms(self.election_timeout.1),
             ..Default::default()
         };
-        if !snapshots {
-            config.snapshot_policy = openraft::SnapshotPolicy::Never;
-        }
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("cluster timing: {e}")))
     }
 }
@@ -161,7 +157,7 @@ impl MetaNode {
         writer: WriterHandle,
         connections: Peers,
     ) -> io::Result<MetaNode> {
-        let raft_config = Arc::new(config.raft_config("sluice-metadata", true)?);
+        let raft_config = Arc::new(config.metadata_raft_config()?);
         let log = LogStore::open(store.clone(), writer.clone(), META_GROUP)?;
         let machine = MetaStateMachine::open(store, writer)?;
         let network = GroupNetwork::<MetaTypes>::new(connections.clone(), META_GROUP, config.peers.clone());

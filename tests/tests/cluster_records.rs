@@ -92,7 +92,11 @@ async fn records_are_replicated_and_survive_killing_a_partitions_leader() -> any
     assert_eq!(named, leaders, "Metadata names the brokers that took the produces");
     let shards = info.metadata().await?.shards;
     assert_eq!(shards.len(), 6, "two shards per broker: {shards:?}");
-    assert!(shards.iter().all(|s| s.status.as_ref().is_some_and(|st| st.leader != 0)), "{shards:?}");
+    eventually(Duration::from_secs(10), "every shard, idle ones too, has elected a leader", || async {
+        let shards = info.metadata().await?.shards;
+        Ok(shards.iter().all(|s| s.status.as_ref().is_some_and(|st| st.leader != 0)).then_some(()))
+    })
+    .await?;
 
     // Every broker serves the same records, read from its own replica.
     for id in 1..=3u64 {

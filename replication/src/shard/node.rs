@@ -20,6 +20,37 @@ use super::{ShardCommand, ShardHost, ShardLog, ShardMachine, ShardResponse, Shar
 use crate::network::{GroupNetwork, Peers, RaftService};
 use crate::node::{report_of, ClusterConfig, GroupReport, COMMIT_WAIT, LEADER_WAIT};
 
+/// How often a shard leader heartbeats. Slower than the metadata group's: a
+/// shard's leader and followers are the busiest tasks of a loaded broker,
+/// and a heartbeat that waits behind record batches must not look like a
+/// dead leader.
+const SHARD_HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// A shard follower that hears no leader for a random time in this range
+/// stands for election: a failover takes about this long plus one round.
+const SHARD_ELECTION_TIMEOUT: (Duration, Duration) = (Duration::from_millis(1000), Duration::from_millis(2000));
+
+/// Most entries (record batches, up to a request's size each) in one
+/// append-entries message, so a lagging follower catches up in bounded
+/// messages rather than one huge one.
+const SHARD_MAX_PAYLOAD_ENTRIES: u64 = 16;
+
+fn shard_raft_config(group: GroupId) -> io::Result<openraft::Config> {
+    let ms = |d: Duration| d.as_millis() as u64;
+    openraft::Config {
+        cluster_name: format!("sluice-shard-{}", group.0),
+        heartbeat_interval: ms(SHARD_HEARTBEAT),
+        election_timeout_min: ms(SHARD_ELECTION_TIMEOUT.0),
+        election_timeout_max: ms(SHARD_ELECTION_TIMEOUT.1),
+        max_payload_entries: SHARD_MAX_PAYLOAD_ENTRIES,
+        // Not built yet (step 5): the log is never purged, so no follower needs one.
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("shard timing: {e}")))
+}
+
 /// Why a batch was not appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardProposeError {
@@ -80,7 +111,7 @@ impl ShardNode {
     /// Starts the peer (recovering its log) and serves its RPCs.
     pub async fn start(config: &ClusterConfig, start: ShardStart) -> io::Result<ShardNode> {
         let ShardStart { group, store, writer, connections, service, host, partitions } = start;
-        let raft_config = Arc::new(config.raft_config(&format!("sluice-shard-{}", group.0), false)?);
+        let raft_config = Arc::new(shard_raft_config(group)?);
         let log = ShardLog::open(store.clone(), writer.clone(), group, host.clone(), partitions)?;
         let machine = ShardMachine::open(&store, writer, group, log.clone(), host)?;
         let network = GroupNetwork::<ShardTypes>::new(connections, group, config.peers.clone());

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# make bench-cluster: the same produce workload against a single broker and against a
+# three-broker cluster (three processes on 127.0.0.1, each with its own fresh data dir),
+# in one run, so the cost of replication is read against a baseline measured minutes
+# apart on the same machine. On a 2-core machine the three brokers and the load
+# generator share the cores: read the cluster's figure per machine, not per broker.
+# --smoke: tiny counts (make test runs it so the script cannot rot).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
+DATA=target/bench-cluster
+rm -rf "$DATA" && mkdir -p "$DATA"
+BROKER=target/release/sluice-broker
+SLUICE=target/release/sluice
+M=${SLUICE_BENCH_MESSAGES:-300000}; [ $SMOKE = 1 ] && M=3000
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# start NAME ARGS...: starts a broker, waits until it prints its address, sets ADDR.
+start() {
+  local name=$1; shift
+  "$BROKER" --data-dir "$DATA/$name" --metrics-listen "" "$@" > "$DATA/$name.out" 2> "$DATA/$name.log" &
+  PIDS+=($!)
+  for _ in $(seq 1 200); do grep -q "listening on" "$DATA/$name.out" 2>/dev/null && break; sleep 0.05; done
+  ADDR="http://$(sed -n 's/^sluice-broker listening on //p' "$DATA/$name.out")"
+}
+
+bench() {
+  echo "\$ sluice bench $*" >&2
+  "$SLUICE" --addr "$ADDR" bench "$@"
+}
+WORKLOAD=(produce --topic p1k --messages "$M" --size 1024 --producers 4 --partitions 8 --in-flight 5000)
+
+start single --listen 127.0.0.1:0
+single=$(bench "${WORKLOAD[@]}")
+kill -9 "${PIDS[0]}"
+
+c1=$(free_port); c2=$(free_port); c3=$(free_port)
+PEERS="1=127.0.0.1:$c1,2=127.0.0.1:$c2,3=127.0.0.1:$c3"
+for id in 3 2 1; do
+  port_var="c$id"
+  start "broker$id" --listen 127.0.0.1:0 --node-id "$id" --peers "$PEERS" --cluster-listen "127.0.0.1:${!port_var}"
+done
+# Broker 1 is the seed; the client follows not_leader answers to each partition's leader.
+for _ in $(seq 1 100); do
+  "$SLUICE" --addr "$ADDR" cluster status 2>/dev/null | grep -q "^shard" && \
+    ! "$SLUICE" --addr "$ADDR" cluster status | awk '/^shard/ { s = 1; next } s && $2 == "-" { bad = 1 } END { exit !bad }' && break
+  sleep 0.1
+done
+cluster=$(bench "${WORKLOAD[@]}")
+echo "single broker: $single"
+echo "three-broker cluster (RF 3, same machine): $cluster"
