@@ -1,7 +1,11 @@
 """Python client generated from proto/ against the real broker: reflection,
 health, topics, produce, fetch, groups (pull, ack, nack with delay, per-id
-failures with reasons), errors with their `sluice-reason`."""
+failures with reasons), errors with their `sluice-reason`; then against a
+three-broker cluster: a produce follows `not_leader` answers (the
+`sluice-leader` trailer) to each partition's leader, Cluster.Metadata names
+the same leaders, and every broker serves the records."""
 
+import socket
 import subprocess
 import sys
 import tempfile
@@ -11,7 +15,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from sluice.v1 import admin_pb2, admin_pb2_grpc, common_pb2, consumer_pb2, consumer_pb2_grpc, producer_pb2, producer_pb2_grpc
+from sluice.v1 import (admin_pb2, admin_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2, consumer_pb2,
+                       consumer_pb2_grpc, producer_pb2, producer_pb2_grpc)
 
 passed = failed = 0
 
@@ -38,9 +43,9 @@ INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
 
 
-def start_broker(binary, data_dir):
+def start_broker(binary, data_dir, extra=()):
     proc = subprocess.Popen(
-        [binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--metrics-listen", ""],
+        [binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--metrics-listen", "", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()
     prefix = "sluice-broker listening on "
@@ -58,6 +63,7 @@ def main(binary):
         finally:
             proc.terminate()
             check("broker exits 0 on SIGTERM", proc.wait(timeout=30) == 0)
+    cluster(binary)
     print(f"python interop: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
@@ -135,6 +141,86 @@ def run(channel):
         check("ack for an unknown group is NOT_FOUND", False)
     except grpc.RpcError as e:
         check("ack for an unknown group is NOT_FOUND", e.code() == grpc.StatusCode.NOT_FOUND and reason(e) == "group_not_found", e.details())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def produce_following_leaders(first, request, deadline_s=20.0):
+    """Sends `request` to `first`, following not_leader answers to the broker named by
+    the sluice-leader trailer; returns (response, address that answered, redirects)."""
+    at, redirects, deadline = first, 0, time.monotonic() + deadline_s
+    while True:
+        try:
+            with grpc.insecure_channel(at) as ch:
+                return producer_pb2_grpc.ProducerStub(ch).Produce(request, timeout=10), at, redirects
+        except grpc.RpcError as e:
+            trailers = dict(e.trailing_metadata() or ())
+            if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            leader = trailers.get("sluice-leader")
+            if trailers.get("sluice-reason") == "not_leader" and leader and leader != at:
+                at, redirects = leader, redirects + 1
+            else:
+                time.sleep(0.05)
+                at = first
+
+
+def cluster(binary):
+    ports = [free_port() for _ in range(3)]
+    peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(ports))
+    with tempfile.TemporaryDirectory() as root:
+        brokers = []
+        try:
+            for i, port in enumerate(ports):
+                extra = ["--node-id", str(i + 1), "--peers", peers, "--cluster-listen", f"127.0.0.1:{port}"]
+                brokers.append(start_broker(binary, f"{root}/b{i + 1}", extra))
+            addrs = [addr for _, addr in brokers]
+            first = grpc.insecure_channel(addrs[0])
+            meta = cluster_pb2_grpc.ClusterStub(first)
+            deadline = time.monotonic() + 30
+            while True:
+                m = meta.Metadata(cluster_pb2.MetadataRequest())
+                if len(m.brokers) == 3 and m.shards and all(s.status.leader for s in m.shards):
+                    break
+                if time.monotonic() > deadline:
+                    check("cluster: three brokers register and every shard elects", False, m)
+                    return
+                time.sleep(0.1)
+            check("cluster: Metadata lists three brokers and the shards", m.clustered and len(m.shards) == 6, m)
+            admin_pb2_grpc.AdminStub(first).CreateTopic(admin_pb2.CreateTopicRequest(name="pyc", partitions=3))
+            leaders, total_redirects = {}, 0
+            for p in range(3):
+                msgs = [common_pb2.Message(value=f"p{p}-{i}".encode()) for i in range(4)]
+                resp, at, redirects = produce_following_leaders(
+                    addrs[0], producer_pb2.ProduceRequest(topic="pyc", partition=p, messages=msgs))
+                leaders[p] = at
+                total_redirects += redirects
+                check(f"cluster: partition {p} stored at its leader from offset 0", list(resp.offsets) == [0, 1, 2, 3], resp)
+            named = meta.Metadata(cluster_pb2.MetadataRequest(topics=["pyc"])).partitions
+            check("cluster: Metadata names the brokers that took the produces",
+                  {x.partition: x.leader_endpoint for x in named} == leaders, (named, leaders))
+            print(f"     (followed {total_redirects} not_leader redirects)")
+            for i, addr in enumerate(addrs):
+                with grpc.insecure_channel(addr) as ch:
+                    stub = consumer_pb2_grpc.ConsumerStub(ch)
+                    deadline, got = time.monotonic() + 10, []
+                    while time.monotonic() < deadline:
+                        got = [r.value for p in range(3) for r in stub.Fetch(consumer_pb2.FetchRequest(
+                            topic="pyc", partition=p, offset=0, max_messages=100)).records]
+                        if len(got) == 12:
+                            break
+                        time.sleep(0.05)
+                    check(f"cluster: broker {i + 1} serves every record from its replica", sorted(got) == sorted(
+                        f"p{p}-{j}".encode() for p in range(3) for j in range(4)), got)
+        finally:
+            for proc, _ in brokers:
+                proc.terminate()
+            for proc, _ in brokers:
+                check("cluster: broker exits 0 on SIGTERM", proc.wait(timeout=30) == 0)
 
 
 if __name__ == "__main__":
