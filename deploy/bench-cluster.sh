@@ -44,9 +44,10 @@ for id in 3 2 1; do
   start "broker$id" --listen 127.0.0.1:0 --node-id "$id" --peers "$PEERS" --cluster-listen "127.0.0.1:${!port_var}"
 done
 # Broker 1 is the seed; the client follows not_leader answers to each partition's leader.
+# Wait (bounded) until every shard has a leader: the status's shard table has no "-".
 for _ in $(seq 1 100); do
-  "$SLUICE" --addr "$ADDR" cluster status 2>/dev/null | grep -q "^shard" && \
-    ! "$SLUICE" --addr "$ADDR" cluster status | awk '/^shard/ { s = 1; next } s && $2 == "-" { bad = 1 } END { exit !bad }' && break
+  status=$("$SLUICE" --addr "$ADDR" cluster status 2>/dev/null || true)
+  echo "$status" | awk '/^shard/ { s = 1; n = 0; next } s { n++; if ($2 == "-") bad = 1 } END { exit !(s && n > 0 && !bad) }' && break
   sleep 0.1
 done
 cluster=$(bench "${WORKLOAD[@]}")

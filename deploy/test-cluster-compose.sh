@@ -2,9 +2,11 @@
 # Cluster container test: three brokers from deploy/cluster.yml on their own Compose
 # network and volumes. They elect a metadata leader and register their advertised
 # endpoints; a topic created through broker 1 is listed by broker 3; `sluice cluster
-# status` runs inside the network; the leader's container is SIGKILLed, the other two
-# elect a new leader and accept a change, and the killed broker, started again, catches
-# up. Removes everything it created.
+# status` runs inside the network; records produced inside the network through broker 1
+# reach each partition's leader (the CLI follows not_leader to the advertised endpoints);
+# the leader's container is SIGKILLed, the other two elect a new leader and accept a change
+# and more records, and the killed broker, started again, catches up on topics and records.
+# Removes everything it created.
 # Without Docker: a loud skip, except under CI=true where it is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,13 @@ PROJECT="sluice-cluster-test-$$"
 DC=("${COMPOSE[@]}" -p "$PROJECT" -f deploy/cluster.yml)
 port() { local v="SLUICE_GRPC_PORT_$1"; echo "${!v}"; }
 cli() { local id=$1; shift; target/release/sluice --addr "http://127.0.0.1:$(port "$id")" "$@"; }
+# The CLI inside the Compose network, given broker $1 (leaders are reached by their advertised names).
+inside() {
+  local id=$1; shift
+  "${DC[@]}" --profile tools run --rm --entrypoint /usr/local/bin/sluice status --addr "http://broker$id:50051" "$@"
+}
+# Records broker $1 serves for topic $2 (the sum of its partitions' committed ends).
+stored_at() { cli "$1" topic describe "$2" 2>/dev/null | awk 'p { s += $3 } /^partition/ { p = 1 } END { print s + 0 }'; }
 cleanup() { "${DC[@]}" --profile tools down -v --remove-orphans >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 fail() {
@@ -63,7 +72,7 @@ agreed_leader() {
 # Waits (at most 30 s) until broker $1 lists topic $2.
 lists_topic() {
   for _ in $(seq 1 60); do
-    cli "$1" topic list 2>/dev/null | cut -f1 | grep -qx "$2" && return 0
+    cli "$1" topic list 2>/dev/null | cut -f1 | grep -x "$2" >/dev/null && return 0
     sleep 0.5
   done
   return 1
@@ -75,16 +84,27 @@ echo "cluster formed: metadata leader broker$leader"
 
 cli 1 topic create compose-cluster --partitions 2 >/dev/null || fail "creating a topic through broker 1"
 lists_topic 3 compose-cluster || fail "broker 3 does not list the topic created through broker 1"
-"${DC[@]}" --profile tools run --rm status | tee /tmp/sluice-cluster-status.$$ | grep -q "metadata leader" \
+# Written to a file and then searched: `grep -q` at the end of a pipe exits at its first
+# match, and the writer (tee) then dies of SIGPIPE, failing the pipeline under pipefail.
+"${DC[@]}" --profile tools run --rm status > /tmp/sluice-cluster-status.$$ \
+  && grep -q "metadata leader" /tmp/sluice-cluster-status.$$ \
   || { cat /tmp/sluice-cluster-status.$$ >&2; fail "sluice cluster status inside the network"; }
+cat /tmp/sluice-cluster-status.$$
 rm -f /tmp/sluice-cluster-status.$$
+inside 1 produce compose-cluster --count 200 --size 16 >/dev/null 2>&1 \
+  || fail "producing through broker 1 inside the network (following leaders)"
 
 "${DC[@]}" kill -s SIGKILL "broker$leader" >/dev/null
 survivors=()
 for id in 1 2 3; do [ "$id" != "$leader" ] && survivors+=("$id"); done
 new=$(NOT=$leader agreed_leader "${survivors[@]}") || fail "the survivors did not elect a new leader"
 cli "${survivors[0]}" topic create after-failover >/dev/null || fail "creating a topic after the failover"
+inside "${survivors[0]}" produce compose-cluster --count 200 --size 16 >/dev/null 2>&1 \
+  || fail "producing after the failover"
 "${DC[@]}" start "broker$leader" >/dev/null
 lists_topic "$leader" after-failover || fail "the restarted broker$leader did not catch up"
 lists_topic "$leader" compose-cluster || fail "the restarted broker$leader lost a topic"
-echo "cluster container test passed: leader broker$leader SIGKILLed, broker$new elected, broker$leader caught up"
+for _ in $(seq 1 100); do [ "$(stored_at "$leader" compose-cluster)" = 400 ] && break; sleep 0.2; done
+[ "$(stored_at "$leader" compose-cluster)" = 400 ] \
+  || fail "the restarted broker$leader serves $(stored_at "$leader" compose-cluster) of 400 acknowledged records"
+echo "cluster container test passed: leader broker$leader SIGKILLed, broker$new elected, broker$leader caught up (400 records)"

@@ -424,6 +424,11 @@ impl MetaStateMachine {
         self.state().catalog.clone()
     }
 
+    /// Broker `id`'s registered client endpoint, without copying the catalog.
+    pub fn broker_endpoint(&self, id: u64) -> Option<String> {
+        self.state().catalog.brokers.get(&id).cloned()
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Every change to the state is made whole under the lock; a panic elsewhere leaves it consistent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())

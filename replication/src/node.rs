@@ -258,6 +258,12 @@ impl MetaNode {
         self.machine.catalog()
     }
 
+    /// Broker `id`'s registered client endpoint (cheap: no catalog copy), for
+    /// `not_leader` answers.
+    pub fn broker_endpoint(&self, id: u64) -> Option<String> {
+        self.machine.broker_endpoint(id)
+    }
+
     /// The leader this broker knows of.
     pub fn leader(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader

@@ -186,7 +186,7 @@ impl ReplicatedPartitions {
             Ok(ShardResponse::Done) => Err(Error::ClusterUnavailable("the shard answered a batch with nothing".into())),
             Err(ShardProposeError::NotLeader { leader, term }) => Err(Error::NotLeader {
                 partition: id.index,
-                leader: leader.and_then(|l| self.meta.catalog().brokers.get(&l).cloned()),
+                leader: leader.and_then(|l| self.meta.broker_endpoint(l)),
                 epoch: term,
             }),
             Err(ShardProposeError::Unavailable(why)) => Err(Error::ClusterUnavailable(why)),
