@@ -39,7 +39,7 @@ pub struct PartitionContext {
 
 /// A proto message seen as a storage record, so it is encoded without a copy.
 #[repr(transparent)]
-pub(super) struct MessageRecord(pub(super) Message);
+struct MessageRecord(Message);
 
 impl RecordRef for MessageRecord {
     fn key(&self) -> Option<&[u8]> {

@@ -153,7 +153,7 @@ impl PartitionHandle {
         appended: Arc<watch::Sender<u64>>,
     ) -> Result<Self> {
         let shared = Arc::new(Shared::new(id, 0, 0, appended));
-        let (log_start, _) = shards.bind(id, &shared, settings)?;
+        let log_start = shards.bind(id, &shared, settings)?;
         shared.log_start.store(log_start, Ordering::Release);
         let reader = PartitionReader::new(shards.store().clone(), id);
         Ok(PartitionHandle { route: Route::Replicated(shards.clone()), shared, reader })
@@ -174,7 +174,7 @@ impl PartitionHandle {
     pub async fn truncate(&self) -> Result<u64> {
         let Route::Actor(tx) = &self.route else {
             return Err(Error::FailedPrecondition(
-                "purging a replicated partition is not supported yet (docs/REPLICATION.md, step 4)".into(),
+                "purging a replicated partition is not supported yet (it comes with shard snapshots, docs/REPLICATION.md step 5); the dead letters stay readable with peek".into(),
             ));
         };
         let (reply, rx) = oneshot::channel();

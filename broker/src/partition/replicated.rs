@@ -17,7 +17,7 @@ use sluice_replication::{
     BatchCommand, MetaNode, ShardCommand, ShardHost, ShardNode, ShardProposeError, ShardResponse,
 };
 use sluice_storage::record::encode_body;
-use sluice_storage::{now_ms, PartitionId, PartitionLog, ProducerSeq, Store, TopicConfig, TopicId};
+use sluice_storage::{now_ms, PartitionId, PartitionLog, ProducerSeq, RecordRef, Store, TopicConfig, TopicId};
 
 use super::handle::{AppendResult, PartitionSnapshot, Shared};
 use crate::error::{Error, Result};
@@ -94,6 +94,26 @@ impl ShardHost for Watermarks {
     }
 }
 
+/// A proto message seen as a storage record by reference: a replicated batch
+/// is encoded once, straight from the request.
+struct MessageRef<'a>(&'a Message);
+
+impl RecordRef for MessageRef<'_> {
+    fn key(&self) -> Option<&[u8]> {
+        self.0.key.as_deref()
+    }
+    fn value(&self) -> &[u8] {
+        &self.0.value
+    }
+    fn header_count(&self) -> usize {
+        self.0.headers.len()
+    }
+    fn header(&self, i: usize) -> (&str, &[u8]) {
+        let h = &self.0.headers[i];
+        (&h.key, &h.value)
+    }
+}
+
 /// This broker's shards, and how appends reach them.
 pub struct ReplicatedPartitions {
     store: Arc<Store>,
@@ -131,19 +151,19 @@ impl ReplicatedPartitions {
 
     /// Binds partition `id` to its shard: the shard takes a new log if it
     /// holds none yet, and the handle's watermark follows the shard's.
+    /// Returns the partition's first stored offset.
     pub(super) fn bind(
         &self,
         id: PartitionId,
         shared: &Arc<Shared>,
         settings: &Arc<RwLock<TopicConfig>>,
-    ) -> Result<(u64, u64)> {
+    ) -> Result<u64> {
         let shard = self.shard(id)?;
         if shard.with_partition(id, |_| ()).is_none() {
             shard.adopt(PartitionLog::new(&self.store, id, now_ms()));
         }
         self.watermarks.register(id, shared, settings);
-        let start = shard.with_partition(id, |log| log.log_start()).unwrap_or(0);
-        Ok((start, *shared.committed.borrow()))
+        Ok(shard.with_partition(id, |log| log.log_start()).unwrap_or(0))
     }
 
     /// The broker's store.
@@ -167,8 +187,7 @@ impl ReplicatedPartitions {
         producer: Option<ProducerSeq>,
     ) -> Result<AppendResult> {
         let shard = self.shard(id)?;
-        let records: Vec<super::actor::MessageRecord> =
-            messages.iter().cloned().map(super::actor::MessageRecord).collect();
+        let records: Vec<MessageRef<'_>> = messages.iter().map(MessageRef).collect();
         let command = ShardCommand::Batch(BatchCommand {
             topic: id.topic.0,
             partition: id.index,

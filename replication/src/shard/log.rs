@@ -299,29 +299,20 @@ impl RaftLogReader<ShardTypes> for ShardLog {
         range: RB,
     ) -> Result<Vec<EntryOf<ShardTypes>>, io::Error> {
         let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
-        let mut entries = Vec::new();
-        let mut stored = Vec::new();
-        {
+        // Under the lock: entries still in flight whole, the rest as slots to read back after.
+        let found: Vec<(u64, Result<EntryOf<ShardTypes>, Slot>)> = {
             let inner = self.inner();
-            for (index, slot) in inner.slots.range(bounds) {
-                match inner.in_flight.get(index) {
-                    Some(entry) => entries.push((*index, Some(entry.clone()))),
-                    None => {
-                        entries.push((*index, None));
-                        stored.push(slot.clone());
-                    }
-                }
-            }
-        }
-        let mut stored = stored.into_iter();
-        entries
+            inner
+                .slots
+                .range(bounds)
+                .map(|(index, slot)| (*index, inner.in_flight.get(index).cloned().ok_or_else(|| slot.clone())))
+                .collect()
+        };
+        found
             .into_iter()
-            .map(|(index, entry)| match entry {
-                Some(entry) => Ok(entry),
-                None => {
-                    let slot = stored.next().ok_or_else(|| io::Error::other("shard log read out of step"))?;
-                    self.entry_of(index, &slot)
-                }
+            .map(|(index, found)| match found {
+                Ok(entry) => Ok(entry),
+                Err(slot) => self.entry_of(index, &slot),
             })
             .collect()
     }

@@ -30,7 +30,7 @@ use sluice_storage::raft::{self as keys, GroupId, HardState};
 use sluice_storage::{AtomicWrite, PartitionId, Store, WriteRequest, WriterHandle};
 
 use super::log::{ShardLog, Slot};
-use super::{ShardHost, ShardResponse, ShardTypes};
+use super::{ShardHost, ShardTypes};
 use crate::codec::{io_error, Format, Postcard};
 
 /// The last-applied entry and the membership it left.
@@ -158,12 +158,5 @@ impl RaftStateMachine<ShardTypes> for ShardMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<ShardTypes, Vec<u8>>>, io::Error> {
         Ok(None)
-    }
-}
-
-impl ShardResponse {
-    /// Whether the batch is stored (new or an earlier copy).
-    pub fn is_stored(&self) -> bool {
-        matches!(self, ShardResponse::Appended { .. })
     }
 }

@@ -194,25 +194,6 @@ impl ShardNode {
         report_of(&self.raft.metrics().borrow_watched().clone())
     }
 
-    /// The shard's group id.
-    pub fn group(&self) -> GroupId {
-        self.group
-    }
-
-    /// Waits until this peer knows a leader, up to `wait`; the leader, if any.
-    pub async fn wait_for_leader(&self, wait: Duration) -> Option<u64> {
-        let mut metrics = self.raft.metrics();
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(leader) = metrics.borrow_watched().current_leader {
-                return Some(leader);
-            }
-            if tokio::time::timeout_at(deadline, metrics.changed()).await.is_err() {
-                return None;
-            }
-        }
-    }
-
     /// Stops the peer (its log stays on disk) and its RPC service.
     pub async fn shutdown(&self) {
         self.service.remove_shard(self.group);
