@@ -32,9 +32,13 @@ bench() {
   "$SLUICE" --addr "$ADDR" bench "$@"
 }
 WORKLOAD=(produce --topic p1k --messages "$M" --size 1024 --producers 4 --partitions 8 --in-flight 5000)
+# Then a fresh group consumes and acks what was produced (Subscribe streams, at the broker
+# that serves the group in a cluster: the benchmark follows not_leader).
+CONSUME=(consume --topic p1k --messages "$M" --size 1024 --consumers 4)
 
 start single --listen 127.0.0.1:0
 single=$(bench "${WORKLOAD[@]}")
+single_consume=$(bench "${CONSUME[@]}")
 kill -9 "${PIDS[0]}"
 
 c1=$(free_port); c2=$(free_port); c3=$(free_port)
@@ -51,5 +55,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 cluster=$(bench "${WORKLOAD[@]}")
+cluster_consume=$(bench "${CONSUME[@]}")
 echo "single broker: $single"
 echo "three-broker cluster (RF 3, same machine): $cluster"
+echo "single broker, consume + ack: $single_consume"
+echo "three-broker cluster, consume + ack: $cluster_consume"

@@ -107,10 +107,10 @@ pub enum Error {
     /// In a cluster: another broker leads this partition's shard. The client
     /// sends the request there (the endpoint is in the `sluice-leader`
     /// trailer, the epoch in `sluice-leader-epoch`).
-    #[error("{}", not_leader_message(*partition, leader.as_deref(), *epoch))]
+    #[error("{}", not_leader_message(of, leader.as_deref(), *epoch))]
     NotLeader {
-        /// The partition asked for.
-        partition: u32,
+        /// What was asked for: "partition 3", "group `g`".
+        of: String,
         /// The leader's client endpoint, when this broker knows it.
         leader: Option<String>,
         /// The leader's term as this broker knows it: a client holding a
@@ -135,14 +135,14 @@ impl Error {
     }
 }
 
-fn not_leader_message(partition: u32, leader: Option<&str>, epoch: u64) -> String {
+fn not_leader_message(of: &str, leader: Option<&str>, epoch: u64) -> String {
     match leader {
         Some(endpoint) => format!(
-            "partition {partition} is led by the broker at {endpoint} (epoch {epoch}); send it there \
+            "{of} is led by the broker at {endpoint} (epoch {epoch}); send it there \
              (trailers sluice-leader and sluice-leader-epoch)"
         ),
         None => format!(
-            "this broker does not lead partition {partition} and knows no leader yet (epoch {epoch}); \
+            "this broker does not lead {of} and knows no leader yet (epoch {epoch}); \
              retry shortly, or ask Cluster.Metadata"
         ),
     }

@@ -137,6 +137,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         topics: registry.clone(),
         tracker: tracker.clone(),
         queue_depth: config.partition_queue_depth,
+        replicated: ctx.replicated.clone(),
     };
     drop(ctx);
     let groups = Arc::new(GroupRegistry::new(recovered_groups, group_states, group_ctx, actors_stop.clone()));

@@ -9,10 +9,14 @@
 //! again. Acks are batched for a few milliseconds and retried; an ack the
 //! broker refuses because the lease expired and the message went to another
 //! consumer is dropped (that other delivery now owns it).
+//!
+//! In a cluster a group is served by the broker that leads its shard; any
+//! other broker answers `not_leader` with the leader's endpoint, and the
+//! consumer follows it (as the producer does, see `leaders`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::Retryable;
@@ -23,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
+use crate::leaders::{Brokers, LeaderTracker};
 use crate::retry::RetryConfig;
 
 /// Consumer tuning.
@@ -84,12 +89,21 @@ impl Received {
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A group consumer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Consumer {
-    client: ConsumerClient<Channel>,
+    leader: Arc<Mutex<LeaderTracker>>,
     group: String,
     config: Arc<ConsumerConfig>,
 }
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").field("group", &self.group).finish_non_exhaustive()
+    }
+}
+
+/// Most `not_leader` redirects one call follows before it gives the answer to its caller.
+const MAX_REDIRECTS: usize = 4;
 
 /// Errors a long-running consumer cannot outwait: the request or the group is wrong.
 /// Anything else (a restarting broker, a cut connection) is retried.
@@ -115,9 +129,40 @@ impl Consumer {
     /// A consumer of `group` on `channel`.
     pub fn new(channel: Channel, group: &str, config: ConsumerConfig) -> Self {
         Consumer {
-            client: ConsumerClient::new(channel).max_decoding_message_size(usize::MAX),
+            leader: Arc::new(Mutex::new(LeaderTracker::new(Brokers::new(channel)))),
             group: group.to_owned(),
             config: Arc::new(config),
+        }
+    }
+
+    fn tracker(&self) -> std::sync::MutexGuard<'_, LeaderTracker> {
+        self.leader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `call` against the broker that serves the group: follows
+    /// `not_leader` answers, and goes back to the broker it was given when a
+    /// followed leader stops answering.
+    async fn at_leader<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(ConsumerClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut redirects = 0;
+        loop {
+            let channel = self.tracker().channel();
+            let result = call(ConsumerClient::new(channel).max_decoding_message_size(usize::MAX)).await;
+            let Err(e) = result else { return result };
+            match e.leader_hint() {
+                Some(hint) if redirects < MAX_REDIRECTS && self.tracker().follow(&hint) => redirects += 1,
+                Some(_) => return Err(e),
+                None => {
+                    if e.code() == Some(tonic::Code::Unavailable) && e.reason().is_none() {
+                        // The followed broker is gone: start over from the given one next time.
+                        self.tracker().reset();
+                    }
+                    return Err(e);
+                }
+            }
         }
     }
 
@@ -129,7 +174,12 @@ impl Consumer {
             max_messages: max,
             max_wait_ms: max_wait.as_millis().min(30_000) as u32,
         };
-        let resp = self.client.clone().pull(req).await?.into_inner();
+        let resp = self
+            .at_leader(|mut c| {
+                let req = req.clone();
+                async move { c.pull(req).await.map(|r| r.into_inner()).map_err(Error::from) }
+            })
+            .await?;
         Ok(resp
             .messages
             .into_iter()
@@ -145,9 +195,11 @@ impl Consumer {
     /// Acks, retrying while the broker is unreachable. Returns the per-id failures.
     pub async fn ack(&self, ack_ids: Vec<String>) -> Result<Vec<pb::AckFailure>> {
         let call = || {
-            let mut c = self.client.clone();
             let req = pb::AckRequest { group: self.group.clone(), ack_ids: ack_ids.clone() };
-            async move { c.ack(req).await.map(|r| r.into_inner().failures).map_err(Error::from) }
+            self.at_leader(move |mut c| {
+                let req = req.clone();
+                async move { c.ack(req).await.map(|r| r.into_inner().failures).map_err(Error::from) }
+            })
         };
         call.retry(self.config.retry.backoff()).when(Error::is_retryable).await
     }
@@ -155,7 +207,6 @@ impl Consumer {
     /// Nacks: redelivery after `delay` (or the group's backoff).
     pub async fn nack(&self, ack_ids: Vec<String>, delay: Option<Duration>, reason: &str) -> Result<()> {
         let call = || {
-            let mut c = self.client.clone();
             let req = pb::NackRequest {
                 group: self.group.clone(),
                 ack_ids: ack_ids.clone(),
@@ -163,7 +214,10 @@ impl Consumer {
                 reason: reason.to_owned(),
                 consumer_id: self.config.consumer_id.clone(),
             };
-            async move { c.nack(req).await.map(|_| ()).map_err(Error::from) }
+            self.at_leader(move |mut c| {
+                let req = req.clone();
+                async move { c.nack(req).await.map(|_| ()).map_err(Error::from) }
+            })
         };
         call.retry(self.config.retry.backoff()).when(Error::is_retryable).await
     }
@@ -175,8 +229,11 @@ impl Consumer {
             ack_ids,
             ack_deadline_ms: lease.as_millis().clamp(100, 600_000) as u32,
         };
-        self.client.clone().modify_ack_deadline(req).await?;
-        Ok(())
+        self.at_leader(|mut c| {
+            let req = req.clone();
+            async move { c.modify_ack_deadline(req).await.map(|_| ()).map_err(Error::from) }
+        })
+        .await
     }
 
     /// Runs `handler` over the group's messages until `stop` fires, then waits

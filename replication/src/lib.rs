@@ -31,4 +31,7 @@ pub use log_store::LogStore;
 pub use meta::{Catalog, CatalogTopic, MetaCommand, MetaResponse, MetaStateMachine};
 pub use network::{Peers, RaftService};
 pub use node::{ClusterConfig, GroupReport, MetaNode, ProposeError};
-pub use shard::{BatchCommand, ShardCommand, ShardHost, ShardNode, ShardProposeError, ShardResponse, ShardStart};
+pub use shard::{
+    BatchCommand, GroupChange, PendingWrite, ShardCommand, ShardHost, ShardLease, ShardNode, ShardProposeError,
+    ShardResponse, ShardStart,
+};

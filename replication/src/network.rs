@@ -15,7 +15,10 @@ use std::time::Duration;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft::storage::RaftStateMachine;
 use openraft::{BasicNode, OptionalSend, Raft, RaftNetworkFactory, RaftNetworkV2, RaftTypeConfig};
 use serde::de::DeserializeOwned;
@@ -188,6 +191,14 @@ impl<C: NetTypes> RaftNetworkV2<C> for PeerClient<C> {
             .await
             .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))
     }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        self.call(pb::RaftRpc::TransferLeader, &req, option.hard_ttl()).await.map_err(unreachable)
+    }
 }
 
 /// The receiving side: hands each RPC to the local Raft of its group (the
@@ -255,6 +266,10 @@ where
             let m: SnapshotMessage<C> = C::Format::decode(payload, "snapshot").map_err(|e| e.to_string())?;
             let snapshot = SnapshotOf::<C, Vec<u8>> { meta: m.meta, snapshot: m.data };
             C::Format::encode(&raft.install_full_snapshot(m.vote, snapshot).await.map_err(|e| e.to_string())?)
+        }
+        Ok(pb::RaftRpc::TransferLeader) => {
+            let req = C::Format::decode(payload, "transfer-leader request").map_err(|e| e.to_string())?;
+            C::Format::encode(&raft.handle_transfer_leader(req).await.map_err(|e| e.to_string())?)
         }
         Ok(pb::RaftRpc::Unspecified) | Err(_) => return Err(format!("unknown raft rpc {rpc}")),
     };

@@ -257,6 +257,126 @@ pub(crate) fn recover_entry(k: &[u8], v: &[u8], out: &mut HashMap<u64, Recovered
     true
 }
 
+/// Marks the portable form of group-state changes (`encode_changes`).
+const CHANGES_VERSION: u8 = 1;
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_DELETE_RANGE: u8 = 3;
+
+/// Whether `key` lies in the group-state key space (cursor, message or timer).
+fn is_group_state_key(key: &[u8]) -> bool {
+    matches!(key.first(), Some(&CURSOR) | Some(&MESSAGE) | Some(&TIMER)) && key.len() >= 9
+}
+
+/// A group's state changes (as the functions of this module build them) in
+/// a portable form: in a cluster the group's leader proposes these bytes to
+/// its shard and every replica applies them (`decode_changes`), so each
+/// holds the same group state. Only group-state mutations can be carried:
+/// anything else (a configuration, a record) is refused, so a replicated
+/// change can never touch more than group state.
+pub fn encode_changes(write: &AtomicWrite) -> std::result::Result<Vec<u8>, String> {
+    let mut v = Vec::with_capacity(1 + write.size() + 8 * write.len());
+    v.put_u8(CHANGES_VERSION);
+    for m in &write.mutations {
+        match m {
+            Mutation::Put(Cf::Groups, k, val) if is_group_state_key(k) => {
+                v.put_u8(OP_PUT);
+                v.put_u16(k.len() as u16);
+                v.put_slice(k);
+                v.put_u32(val.len() as u32);
+                v.put_slice(val);
+            }
+            Mutation::Delete(Cf::Groups, k) if is_group_state_key(k) => {
+                v.put_u8(OP_DELETE);
+                v.put_u16(k.len() as u16);
+                v.put_slice(k);
+            }
+            Mutation::DeleteRange(Cf::Groups, from, to) if is_group_state_key(from) && is_group_state_key(to) => {
+                v.put_u8(OP_DELETE_RANGE);
+                v.put_u16(from.len() as u16);
+                v.put_slice(from);
+                v.put_u16(to.len() as u16);
+                v.put_slice(to);
+            }
+            other => return Err(format!("not a group-state change: {other:?}")),
+        }
+    }
+    Ok(v)
+}
+
+/// The write `encode_changes` made bytes of; `None` for anything else
+/// (damaged, a newer format, or a change outside group state).
+pub fn decode_changes(mut v: &[u8]) -> Option<AtomicWrite> {
+    fn key(v: &mut &[u8]) -> Option<Vec<u8>> {
+        if v.remaining() < 2 {
+            return None;
+        }
+        let n = v.get_u16() as usize;
+        if v.remaining() < n {
+            return None;
+        }
+        let k = v[..n].to_vec();
+        v.advance(n);
+        is_group_state_key(&k).then_some(k)
+    }
+    if v.is_empty() || v.get_u8() != CHANGES_VERSION {
+        return None;
+    }
+    let mut out = Vec::new();
+    while v.has_remaining() {
+        let m = match v.get_u8() {
+            OP_PUT => {
+                let k = key(&mut v)?;
+                if v.remaining() < 4 {
+                    return None;
+                }
+                let n = v.get_u32() as usize;
+                if v.remaining() < n {
+                    return None;
+                }
+                let val = v[..n].to_vec();
+                v.advance(n);
+                Mutation::Put(Cf::Groups, k, val)
+            }
+            OP_DELETE => Mutation::Delete(Cf::Groups, key(&mut v)?),
+            OP_DELETE_RANGE => Mutation::DeleteRange(Cf::Groups, key(&mut v)?, key(&mut v)?),
+            _ => return None,
+        };
+        out.push(m);
+    }
+    Some(AtomicWrite::from(out))
+}
+
+impl crate::Store {
+    /// Group `group`'s stored state, read now: what a broker that takes over
+    /// the group (a shard leader after a failover) starts from.
+    pub fn group_state(&self, group: u64) -> crate::Result<RecoveredGroupState> {
+        let mut found = HashMap::new();
+        for tag in [CURSOR, MESSAGE, TIMER] {
+            let mut lower = vec![tag];
+            lower.put_u64(group);
+            let mut upper = vec![tag];
+            upper.put_u64(group.saturating_add(1));
+            self.engine().scan(
+                Cf::Groups,
+                &lower,
+                Some(&upper),
+                crate::engine::ScanFrom::AtOrAfter(&lower),
+                &mut |k, v| {
+                    if !recover_entry(k, v, &mut found) {
+                        return Err(crate::Error::MetaCorruption {
+                            key: k.to_vec(),
+                            reason: "group state entry".into(),
+                        });
+                    }
+                    Ok(true)
+                },
+            )?;
+        }
+        Ok(found.remove(&group).unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +410,40 @@ mod tests {
     #[test]
     fn timer_keys_sort_by_due_time() {
         assert!(timer_key(1, 5, 9, 9) < timer_key(1, 6, 0, 0));
+    }
+
+    #[test]
+    fn changes_round_trip_and_refuse_anything_else() {
+        let mut w = AtomicWrite::new();
+        put_cursor(&mut w, 7, 1, &GroupCursor { committed: 1, delivered: 4, dead_lettered: 0 });
+        put_message(&mut w, 7, 1, 2, &MessageState { attempts: 2, ..MessageState::default() });
+        delete_timer(&mut w, 7, 50, 1, 2);
+        delete_message(&mut w, 7, 1, 3);
+        let bytes = encode_changes(&w).expect("group-state changes encode");
+        assert_eq!(decode_changes(&bytes), Some(w.clone()));
+        assert_eq!(decode_changes(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_changes(&[]), None);
+        assert!(encode_changes(&put_group("g", b"{}".to_vec())).is_err());
+        let mut whole = delete_group("g", 7);
+        whole.mutations.remove(0);
+        assert_eq!(decode_changes(&encode_changes(&whole).expect("ranges encode")), Some(whole));
+        let mut forged = bytes.clone();
+        forged[4] = 0x09; // the first key's tag: not group state
+        assert_eq!(decode_changes(&forged), None);
+    }
+
+    #[test]
+    fn group_state_reads_one_group() {
+        let disk = crate::MemoryDisk::default();
+        let (store, _) = crate::Store::open_in_memory(&disk).expect("memory store");
+        let mut w = AtomicWrite::new();
+        put_cursor(&mut w, 7, 0, &GroupCursor { committed: 2, delivered: 5, dead_lettered: 0 });
+        put_cursor(&mut w, 8, 0, &GroupCursor { committed: 9, delivered: 9, dead_lettered: 0 });
+        put_timer(&mut w, 7, 100, 0, 3);
+        store.apply(std::iter::once(&w), false).expect("write");
+        let g = store.group_state(7).expect("read");
+        assert_eq!(g.cursors[&0].committed, 2);
+        assert_eq!(g.timers, vec![(100, 0, 3)]);
+        assert!(store.group_state(9).expect("read").cursors.is_empty());
     }
 }

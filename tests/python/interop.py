@@ -152,11 +152,18 @@ def free_port():
 def produce_following_leaders(first, request, deadline_s=20.0):
     """Sends `request` to `first`, following not_leader answers to the broker named by
     the sluice-leader trailer; returns (response, address that answered, redirects)."""
+    return call_following_leaders(first, lambda ch: producer_pb2_grpc.ProducerStub(ch).Produce(request, timeout=10),
+                                  deadline_s)
+
+
+def call_following_leaders(first, call, deadline_s=20.0):
+    """Runs `call` on a channel to `first`, following not_leader answers (partitions and
+    consumer groups alike); returns (response, address that answered, redirects)."""
     at, redirects, deadline = first, 0, time.monotonic() + deadline_s
     while True:
         try:
             with grpc.insecure_channel(at) as ch:
-                return producer_pb2_grpc.ProducerStub(ch).Produce(request, timeout=10), at, redirects
+                return call(ch), at, redirects
         except grpc.RpcError as e:
             trailers = dict(e.trailing_metadata() or ())
             if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
@@ -216,11 +223,47 @@ def cluster(binary):
                         time.sleep(0.05)
                     check(f"cluster: broker {i + 1} serves every record from its replica", sorted(got) == sorted(
                         f"p{p}-{j}".encode() for p in range(3) for j in range(4)), got)
+            cluster_group(addrs)
         finally:
             for proc, _ in brokers:
                 proc.terminate()
             for proc, _ in brokers:
                 check("cluster: broker exits 0 on SIGTERM", proc.wait(timeout=30) == 0)
+
+
+def cluster_group(addrs):
+    """A consumer group in the cluster: pulled and acked at the broker that serves it
+    (found by following not_leader from any broker); every broker's replica of the
+    group's state then shows all acknowledged."""
+    admin_pb2_grpc.AdminStub(grpc.insecure_channel(addrs[1])).CreateGroup(admin_pb2.CreateGroupRequest(
+        name="pyg", config=admin_pb2.GroupConfig(topic="pyc", ack_deadline_ms=30000)))
+    pulled, served_by, deadline = [], set(), time.monotonic() + 20
+    while len(pulled) < 12 and time.monotonic() < deadline:
+        pull = consumer_pb2.PullRequest(group="pyg", consumer_id="py", max_messages=100, max_wait_ms=200)
+        resp, at, _ = call_following_leaders(addrs[2], lambda ch: consumer_pb2_grpc.ConsumerStub(ch).Pull(pull, timeout=10))
+        served_by.add(at)
+        ids = [m.ack_id for m in resp.messages]
+        pulled += [m.record.value for m in resp.messages]
+        if ids:
+            ack = consumer_pb2.AckRequest(group="pyg", ack_ids=ids)
+            acked, at, _ = call_following_leaders(addrs[2], lambda ch: consumer_pb2_grpc.ConsumerStub(ch).Ack(ack, timeout=10))
+            check("cluster: acks at the group's broker all taken", not failures(acked), acked)
+            served_by.add(at)
+    check("cluster: one broker serves the group, found by following not_leader", len(served_by) == 1, served_by)
+    check("cluster: the group delivers every record once", sorted(pulled) == sorted(
+        f"p{p}-{j}".encode() for p in range(3) for j in range(4)), pulled)
+    for i, addr in enumerate(addrs):
+        with grpc.insecure_channel(addr) as ch:
+            deadline = time.monotonic() + 10
+            while True:
+                g = admin_pb2_grpc.AdminStub(ch).DescribeGroup(admin_pb2.DescribeGroupRequest(name="pyg"))
+                if g.backlog_messages == 0 and sum(p.committed_offset for p in g.partitions) == 12:
+                    break
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            check(f"cluster: broker {i + 1}'s replica of the group's state shows all acknowledged",
+                  g.backlog_messages == 0, g)
 
 
 if __name__ == "__main__":

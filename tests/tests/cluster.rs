@@ -165,6 +165,9 @@ async fn topics_and_groups_changed_through_any_broker_are_served_by_all() -> any
     // Broker 3 is down while a topic and a group are created and another topic deleted;
     // back, it follows.
     cluster.broker_mut(3).kill9().await?;
+    // If broker 3 led the metadata group, a change in flight to it is answered UNAVAILABLE
+    // ("retry with backoff"): the test, like a client, goes on once the others have a leader.
+    cluster.agreed_leader(&[1, 2], Some(3)).await?;
     admin(1).create_topic("late", 2, pb::TopicConfig::default()).await?;
     create_group(channels[1].clone(), "late-readers", group_config("late", 10_000)).await?;
     admin(2).delete_topic("orders").await?;

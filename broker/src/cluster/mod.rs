@@ -153,6 +153,8 @@ impl Cluster {
         tasks.spawn(follow::follow(node.clone(), topics, groups, stop.clone()));
         tasks.spawn(register(node.clone(), client_endpoint, stop.clone()));
         tasks.spawn(gauges(node.clone(), stop.clone()));
+        let brokers: Vec<u64> = config.peers.keys().copied().collect();
+        tasks.spawn(spread_leaders(shards.clone(), brokers, stop.clone()));
         tasks.close();
         tracing::info!(
             node_id = config.node_id,
@@ -178,6 +180,36 @@ impl Cluster {
             shard.shutdown().await;
         }
         self.node.shutdown().await;
+    }
+}
+
+/// How often a broker looks for shards it leads that another broker should.
+const SPREAD_EVERY: Duration = Duration::from_secs(2);
+
+/// The broker that should lead shard `number` (from 1) when it is up: the
+/// shards go round the brokers, so each leads its share of partitions and
+/// groups.
+fn preferred_leader(number: u64, brokers: &[u64]) -> Option<u64> {
+    brokers.get(((number.max(1) - 1) % brokers.len().max(1) as u64) as usize).copied()
+}
+
+/// Spreads shard leadership: a shard this broker leads whose preferred
+/// broker is up and holds every entry is handed over to it. Elections put
+/// every leader wherever a timer fired first (often one broker leads all);
+/// this moves them back, also after a broker that was down returns.
+async fn spread_leaders(shards: Vec<Arc<ShardNode>>, brokers: Vec<u64>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(SPREAD_EVERY) => {}
+        }
+        for (i, shard) in shards.iter().enumerate() {
+            let number = i as u64 + 1;
+            let Some(preferred) = preferred_leader(number, &brokers) else { continue };
+            if shard.hand_over(preferred).await {
+                tracing::info!(shard = number, to = preferred, "shard leadership handed to its preferred broker");
+            }
+        }
     }
 }
 

@@ -20,12 +20,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use sluice_storage::{now_ms, AtomicWrite, OffsetRange, StoredRecord, WriteRequest};
+use sluice_storage::{now_ms, AtomicWrite, OffsetRange, StoredRecord};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{GroupConfig, GroupMode};
 use super::dead_letter;
+use super::persistence::Persistence;
 use super::registry::GroupContext;
 use super::state::{AckError, FailOutcome, Failure, GroupState, PartitionStats};
 use crate::error::{Error, Result};
@@ -121,7 +122,8 @@ pub(super) enum Command {
     Leave {
         consumer: String,
     },
-    DeadLettered(dead_letter::BatchOutcome),
+    /// A dead-lettering task's outcome, with the generation of the actor that started it.
+    DeadLettered(u64, dead_letter::BatchOutcome),
 }
 
 /// Most exhausted messages handed to one dead-lettering task.
@@ -135,13 +137,16 @@ pub(super) struct DeadLetterQueue {
     in_flight: bool,
     /// The actor's own queue, for the task's report (weak: it must not keep the actor alive).
     actor: mpsc::WeakSender<Command>,
+    /// Which actor of the group this is (in a cluster: the shard term it
+    /// started in), so a report from an earlier one's task is told apart.
+    generation: u64,
 }
 
 impl DeadLetterQueue {
     /// A queue holding what recovery found half dead-lettered.
-    pub(super) fn new(actor: mpsc::WeakSender<Command>, recovered: Vec<(u32, u64)>) -> Self {
+    pub(super) fn new(actor: mpsc::WeakSender<Command>, recovered: Vec<(u32, u64)>, generation: u64) -> Self {
         let waiting = recovered.into_iter().map(|(p, off)| (p, off, true)).collect();
-        DeadLetterQueue { waiting, in_flight: false, actor }
+        DeadLetterQueue { waiting, in_flight: false, actor, generation }
     }
 }
 
@@ -239,6 +244,7 @@ pub(super) struct GroupActor {
     pub owners: Vec<Option<String>>,
     pub rotation: u32,
     pub dead_letters: DeadLetterQueue,
+    pub persistence: Persistence,
 }
 
 /// What a pull leased, what it must commit, and the read error that cut it short.
@@ -246,49 +252,6 @@ struct Pulled {
     deliveries: Vec<Delivered>,
     write: AtomicWrite,
     failure: Option<Error>,
-}
-
-/// Answers `reply` with `value` once `write` is durable (at once if there is nothing to write).
-async fn reply_after_commit<T: Send + 'static>(
-    ctx: &GroupContext,
-    write: AtomicWrite,
-    reply: oneshot::Sender<Result<T>>,
-    value: T,
-) {
-    if write.is_empty() {
-        let _ = reply.send(Ok(value));
-        return;
-    }
-    let request = WriteRequest {
-        write,
-        sync: true,
-        on_commit: Box::new(move |r| {
-            let _ = reply.send(r.map(|()| value).map_err(Error::from));
-        }),
-    };
-    if let Err(e) = ctx.writer.submit(request).await {
-        tracing::error!(error = %e, "writer stopped while committing group state");
-    }
-}
-
-/// Commits `write` without waiting: what the actor decides next is committed
-/// after it (the writer keeps order), and a failure poisons the store.
-async fn persist(ctx: &GroupContext, write: AtomicWrite) {
-    if write.is_empty() {
-        return;
-    }
-    let request = WriteRequest {
-        write,
-        sync: true,
-        on_commit: Box::new(|r| {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "persisting group state failed");
-            }
-        }),
-    };
-    if let Err(e) = ctx.writer.submit(request).await {
-        tracing::error!(error = %e, "writer stopped while persisting group state");
-    }
 }
 
 impl GroupActor {
@@ -300,7 +263,9 @@ impl GroupActor {
         self.ready.send_modify(|g| *g += 1);
     }
 
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>, stop: CancellationToken) {
+    /// Serves `rx` until `stop`, the queue closes, or (in a cluster) the
+    /// lease on the group's shard is lost; the queue stays with the caller.
+    pub(super) async fn run(mut self, rx: &mut mpsc::Receiver<Command>, stop: CancellationToken) {
         loop {
             let now = now_ms();
             let wait = self
@@ -310,6 +275,7 @@ impl GroupActor {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
+                _ = self.persistence.lost() => break,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd).await,
                     None => break,
@@ -334,10 +300,12 @@ impl GroupActor {
         match cmd {
             Command::Pull { consumer, max, reply } => match self.pull(&consumer, max, now).await {
                 Ok(Pulled { deliveries, write, failure: Some(e) }) if deliveries.is_empty() => {
-                    persist(&self.ctx, write).await;
+                    self.persistence.persist(write).await;
                     let _ = reply.send(Err(e));
                 }
-                Ok(Pulled { deliveries, write, .. }) => reply_after_commit(&self.ctx, write, reply, deliveries).await,
+                Ok(Pulled { deliveries, write, .. }) => {
+                    self.persistence.reply_after_commit(write, reply, deliveries).await
+                }
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
@@ -349,7 +317,7 @@ impl GroupActor {
                     .map(|id| (id, self.state.ack(id.partition, id.offset, id.attempt, &mut out).err()))
                     .collect();
                 self.state.flush_cursors(&mut out);
-                reply_after_commit(&self.ctx, out, reply, results).await;
+                self.persistence.reply_after_commit(out, reply, results).await;
             }
             Command::Nack { ids, delay_ms, reason, consumer, reply } => {
                 if !consumer.is_empty() {
@@ -363,7 +331,7 @@ impl GroupActor {
                 }
                 self.state.flush_cursors(&mut out);
                 self.bump_ready();
-                reply_after_commit(&self.ctx, out, reply, results).await;
+                self.persistence.reply_after_commit(out, reply, results).await;
             }
             Command::Extend { ids, deadline_ms, reply } => {
                 let mut out = AtomicWrite::new();
@@ -382,7 +350,7 @@ impl GroupActor {
                 if deadline_ms == 0 {
                     self.bump_ready();
                 }
-                reply_after_commit(&self.ctx, out, reply, results).await;
+                self.persistence.reply_after_commit(out, reply, results).await;
             }
             Command::Seek { targets, reply } => {
                 let mut out = AtomicWrite::new();
@@ -391,7 +359,7 @@ impl GroupActor {
                 }
                 self.state.flush_cursors(&mut out);
                 self.bump_ready();
-                reply_after_commit(&self.ctx, out, reply, ()).await;
+                self.persistence.reply_after_commit(out, reply, ()).await;
             }
             Command::Snapshot { reply } => {
                 let _ = reply.send(GroupSnapshot {
@@ -405,7 +373,12 @@ impl GroupActor {
                     self.rebalance(now, Some(&consumer));
                 }
             }
-            Command::DeadLettered(outcome) => self.dead_lettered(outcome, now).await,
+            Command::DeadLettered(generation, outcome) if generation == self.dead_letters.generation => {
+                self.dead_lettered(outcome, now).await
+            }
+            // Started by an earlier lease on the group: what it wrote is found
+            // again from the stored marks (never written twice).
+            Command::DeadLettered(..) => {}
         }
     }
 
@@ -432,14 +405,15 @@ impl GroupActor {
             items.push(dead_letter::Exhausted { partition, offset, state, search_from });
         }
         // Committed before the task's appends: the writer keeps submission order.
-        persist(&self.ctx, marks).await;
+        self.persistence.persist(marks).await;
         self.dead_letters.in_flight = true;
         let (ctx, topic, actor) = (self.ctx.clone(), self.topic.clone(), self.dead_letters.actor.clone());
+        let generation = self.dead_letters.generation;
         self.ctx.tracker.spawn(async move {
             let outcome = dead_letter::write_batch(&ctx, &topic, items, &settings, now).await;
             if let Some(actor) = actor.upgrade() {
                 // The group may be gone (deleted, shutting down): then so is the need to ack.
-                let _ = actor.send(Command::DeadLettered(outcome)).await;
+                let _ = actor.send(Command::DeadLettered(generation, outcome)).await;
             }
         });
     }
@@ -473,7 +447,7 @@ impl GroupActor {
             self.state.schedule(p, off, now + i64::from(settings.backoff.max_ms), &mut out);
         }
         self.state.flush_cursors(&mut out);
-        persist(&self.ctx, out).await;
+        self.persistence.persist(out).await;
     }
 
     /// Expires leases (scheduling or dead-lettering them), drops silent members,
@@ -487,7 +461,7 @@ impl GroupActor {
                 let _ = self.fail(id, now, None, "ack deadline expired", "", &mut out);
             }
             self.state.flush_cursors(&mut out);
-            persist(&self.ctx, out).await;
+            self.persistence.persist(out).await;
         }
         let session = i64::from(self.settings().ack_deadline_ms).saturating_mul(2).max(1000);
         let before = self.members.len();

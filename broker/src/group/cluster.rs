@@ -1,9 +1,8 @@
 //! The group registry in a cluster: group configurations live in the
 //! metadata catalog (ids allocated there; a topic a group uses cannot be
 //! deleted anywhere), and every broker's registry follows it. A group's
-//! state (cursors, leases, attempts) is still this broker's own, over this
-//! broker's records, until groups move into the shard logs (step 4 of
-//! `docs/REPLICATION.md`).
+//! state (cursors, attempts, schedules) goes through its shard's log
+//! (`replicated.rs`).
 
 use std::sync::Arc;
 
@@ -45,6 +44,15 @@ fn decode(name: &str, entry: &CatalogGroup) -> Option<(GroupConfig, StartAt)> {
             None
         }
     }
+}
+
+/// How long a consumer call for a group this broker does not know waits for
+/// the catalog before `NOT_FOUND`.
+pub const CATALOG_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Where the catalog says group `name` starts reading.
+pub(super) fn catalog_start(node: &MetaNode, name: &str) -> Option<StartAt> {
+    node.catalog().groups.get(name).and_then(|entry| decode(name, entry)).map(|(_, start)| start)
 }
 
 impl GroupRegistry {
@@ -150,6 +158,28 @@ impl GroupRegistry {
             }
             MetaResponse::GroupNotFound => Err(Error::GroupNotFound(name.to_owned())),
             other => Err(unexpected("delete group", &other)),
+        }
+    }
+
+    /// The group named `name`; in a cluster, one this broker has not
+    /// applied yet is waited for up to [`CATALOG_GRACE`] (the catalog
+    /// reaches a follower a commit round after the broker that made it
+    /// answered). Unknown after that: `NOT_FOUND`.
+    pub async fn get_or_await(&self, name: &str) -> Result<Arc<GroupHandle>> {
+        match self.get(name) {
+            Err(Error::GroupNotFound(_)) if self.cluster.get().is_some() => {
+                let mut changes = self.changed.subscribe();
+                let deadline = tokio::time::Instant::now() + CATALOG_GRACE;
+                loop {
+                    if let Ok(group) = self.get(name) {
+                        return Ok(group);
+                    }
+                    if !matches!(tokio::time::timeout_at(deadline, changes.changed()).await, Ok(Ok(()))) {
+                        return self.get(name);
+                    }
+                }
+            }
+            found => found,
         }
     }
 

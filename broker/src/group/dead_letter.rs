@@ -162,7 +162,7 @@ pub(super) async fn write_batch(
         for Chunk { ids, messages, .. } in chunks {
             let count = ids.len();
             let appended = match dlq.partition(target) {
-                Ok(handle) => handle.append(messages, None).await,
+                Ok(handle) => handle.append_at_leader(&dlq.name, messages).await,
                 Err(e) => Err(e),
             };
             match appended {

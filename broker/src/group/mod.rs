@@ -9,7 +9,9 @@ mod dead_letter;
 pub mod dead_letter_tools;
 #[cfg(test)]
 mod model_check;
+mod persistence;
 mod registry;
+mod replicated;
 mod report;
 pub mod state;
 mod subscription;

@@ -12,6 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use super::actor::{GroupActor, GroupHandle};
 use super::config::GroupConfig;
+use super::persistence::Persistence;
+use super::replicated::ReplicatedGroup;
 use super::state::GroupState;
 use crate::error::{Error, Result};
 use crate::name::{GroupName, TopicName};
@@ -28,6 +30,8 @@ pub struct GroupContext {
     pub tracker: TaskTracker,
     /// Requests queued per group.
     pub queue_depth: usize,
+    /// In a cluster: the shards that carry group state (and name leaders).
+    pub replicated: Option<Arc<crate::partition::ReplicatedPartitions>>,
 }
 
 /// Where a new group starts reading.
@@ -90,13 +94,16 @@ impl GroupRegistry {
                 tracing::error!(group = %name, topic = %settings.topic, "group's topic is missing; group not started");
                 continue;
             };
-            let state = GroupState::recover(
-                settings.id,
-                topic.partitions.len() as u32,
-                states.remove(&settings.id).unwrap_or_default(),
-                now,
-            );
-            let handle = registry.start(name.clone(), topic, settings, state);
+            // In a cluster the group's state is loaded where its shard is led (`replicated`).
+            let state = registry.ctx.replicated.is_none().then(|| {
+                GroupState::recover(
+                    settings.id,
+                    topic.partitions.len() as u32,
+                    states.remove(&settings.id).unwrap_or_default(),
+                    now,
+                )
+            });
+            let handle = registry.start(name.clone(), topic, settings, state, None);
             registry.write_map().insert(name, handle);
         }
         registry
@@ -110,26 +117,58 @@ impl GroupRegistry {
         self.groups.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn start(&self, name: String, topic: Arc<Topic>, settings: GroupConfig, state: GroupState) -> Arc<GroupHandle> {
-        let (tx, rx) = tokio::sync::mpsc::channel(self.ctx.queue_depth);
+    /// Starts serving a group: its actor over `state` on a single broker; in
+    /// a cluster (`state` is `None`) the task that runs the actor wherever
+    /// this broker leads the group's shard, starting it at `start` if it never
+    /// ran (`None`: as the catalog says).
+    fn start(
+        &self,
+        name: String,
+        topic: Arc<Topic>,
+        settings: GroupConfig,
+        state: Option<GroupState>,
+        start: Option<StartAt>,
+    ) -> Arc<GroupHandle> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(self.ctx.queue_depth);
         let ready = Arc::new(watch::Sender::new(0u64));
         let partitions = topic.partitions.len();
         let settings = Arc::new(RwLock::new(settings));
         let stop = self.stop.child_token();
-        let mut state = state;
-        let recovered_dead_letters = state.take_recovered_dead_letters();
-        let actor = GroupActor {
-            state,
-            settings: settings.clone(),
-            topic: topic.clone(),
-            ctx: self.ctx.clone(),
-            ready: ready.clone(),
-            members: BTreeMap::new(),
-            owners: vec![None; partitions],
-            rotation: 0,
-            dead_letters: super::actor::DeadLetterQueue::new(tx.downgrade(), recovered_dead_letters),
+        let join = match (state, &self.ctx.replicated) {
+            (Some(mut state), _) => {
+                let recovered_dead_letters = state.take_recovered_dead_letters();
+                let actor = GroupActor {
+                    state,
+                    settings: settings.clone(),
+                    topic: topic.clone(),
+                    ctx: self.ctx.clone(),
+                    ready: ready.clone(),
+                    members: BTreeMap::new(),
+                    owners: vec![None; partitions],
+                    rotation: 0,
+                    dead_letters: super::actor::DeadLetterQueue::new(tx.downgrade(), recovered_dead_letters, 0),
+                    persistence: Persistence::Local(self.ctx.writer.clone()),
+                };
+                let stop = stop.clone();
+                self.ctx.tracker.spawn(async move { actor.run(&mut rx, stop).await })
+            }
+            (None, replicated) => {
+                let Some(replicated) = replicated.clone() else {
+                    unreachable!("a group without state is only started in a cluster")
+                };
+                let group = ReplicatedGroup {
+                    name: name.clone(),
+                    settings: settings.clone(),
+                    topic: topic.clone(),
+                    ctx: self.ctx.clone(),
+                    ready: ready.clone(),
+                    start,
+                    replicated,
+                    queue: tx.downgrade(),
+                };
+                self.ctx.tracker.spawn(group.serve(rx, stop.clone()))
+            }
         };
-        let join = self.ctx.tracker.spawn(actor.run(rx, stop.clone()));
         Arc::new(GroupHandle {
             name,
             topic,
@@ -225,6 +264,15 @@ impl GroupRegistry {
         topic: Arc<Topic>,
     ) -> Result<Arc<GroupHandle>> {
         let name = settings.name.clone();
+        if self.ctx.replicated.is_some() {
+            // Where it starts is decided (and replicated) by the shard's leader.
+            self.ctx.writer.write(put_group(&name, encode(&settings))).await?;
+            tracing::info!(group = name, topic = %settings.topic, mode = ?settings.mode, "group created");
+            let handle = self.start(name.clone(), topic, settings, None, Some(start));
+            self.write_map().insert(name, handle.clone());
+            self.changed.send_modify(|v| *v += 1);
+            return Ok(handle);
+        }
         let mut starts = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             starts.push(match start {
@@ -238,7 +286,7 @@ impl GroupRegistry {
         state.flush_cursors(&mut write);
         self.ctx.writer.write(write).await?;
         tracing::info!(group = name, topic = %settings.topic, mode = ?settings.mode, "group created");
-        let handle = self.start(name.clone(), topic, settings, state);
+        let handle = self.start(name.clone(), topic, settings, Some(state), None);
         self.write_map().insert(name, handle.clone());
         self.changed.send_modify(|v| *v += 1);
         Ok(handle)

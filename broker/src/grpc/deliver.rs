@@ -120,7 +120,7 @@ impl Delivery {
             )
             .into());
         }
-        let group = validate::group(&self.groups, "group", &req.group)?;
+        let group = validate::group_to_serve(&self.groups, "group", &req.group).await?;
         let wait = Duration::from_millis(u64::from(req.max_wait_ms));
         let got = group.pull_wait(&req.consumer_id, max as usize, wait, &self.stop).await?;
         Ok(pb::PullResponse { messages: got.into_iter().map(received).collect() })
@@ -129,7 +129,7 @@ impl Delivery {
     /// `Ack`.
     pub async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse> {
         let parsed = parse_ids(&req.ack_ids)?;
-        let group = validate::group(&self.groups, "group", &req.group)?;
+        let group = validate::group_to_serve(&self.groups, "group", &req.group).await?;
         let ids = well_formed(&parsed);
         let results = if ids.is_empty() { Vec::new() } else { group.ack(ids).await? };
         Ok(pb::AckResponse { failures: failures(&group, &req.ack_ids, &parsed, results) })
@@ -141,7 +141,7 @@ impl Delivery {
         if req.delay_ms.is_some_and(|d| d > MAX_BACKOFF_MS) {
             return Err(Error::invalid("delay_ms", format!("at most {MAX_BACKOFF_MS} (one hour)")));
         }
-        let group = validate::group(&self.groups, "group", &req.group)?;
+        let group = validate::group_to_serve(&self.groups, "group", &req.group).await?;
         let reason = if req.reason.is_empty() { "nacked".to_owned() } else { req.reason.chars().take(1024).collect() };
         let ids = well_formed(&parsed);
         let results =
@@ -155,7 +155,7 @@ impl Delivery {
         if req.ack_deadline_ms != 0 && !ACK_DEADLINE_MS.contains(&req.ack_deadline_ms) {
             return Err(Error::invalid("ack_deadline_ms", "must be 0 (release now) or 100..=600000"));
         }
-        let group = validate::group(&self.groups, "group", &req.group)?;
+        let group = validate::group_to_serve(&self.groups, "group", &req.group).await?;
         let ids = well_formed(&parsed);
         let results = if ids.is_empty() { Vec::new() } else { group.extend(ids, req.ack_deadline_ms).await? };
         Ok(pb::ModifyAckDeadlineResponse { failures: failures(&group, &req.ack_ids, &parsed, results) })
@@ -180,7 +180,7 @@ impl Delivery {
             }
             Err(_) => return,
         };
-        let group = match validate::group(&self.groups, "start.group", &start.group) {
+        let group = match validate::group_to_serve(&self.groups, "start.group", &start.group).await {
             Ok(g) => g,
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;

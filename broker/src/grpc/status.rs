@@ -114,13 +114,17 @@ mod tests {
 
     #[test]
     fn not_leader_names_the_leader_and_its_epoch() {
-        let s = Status::from(Error::NotLeader { partition: 2, leader: Some("10.0.0.2:50051".into()), epoch: 7 });
+        let s = Status::from(Error::NotLeader {
+            of: "partition 2".into(),
+            leader: Some("10.0.0.2:50051".into()),
+            epoch: 7,
+        });
         assert_eq!(s.code(), Code::Unavailable);
         let get = |k| s.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
         assert_eq!(get(REASON_KEY).as_deref(), Some("not_leader"));
         assert_eq!(get(LEADER_KEY).as_deref(), Some("10.0.0.2:50051"));
         assert_eq!(get(LEADER_EPOCH_KEY).as_deref(), Some("7"));
-        let unknown = Status::from(Error::NotLeader { partition: 2, leader: None, epoch: 3 });
+        let unknown = Status::from(Error::NotLeader { of: "partition 2".into(), leader: None, epoch: 3 });
         assert!(unknown.metadata().get(LEADER_KEY).is_none());
     }
 

@@ -33,6 +33,14 @@ pub fn group(groups: &GroupRegistry, field: &'static str, value: &str) -> Result
     groups.get(value)
 }
 
+/// The group named in request field `field` for a consumer call: in a
+/// cluster, a group this broker has not applied yet is waited for briefly
+/// (a client redirected here right after creating it elsewhere is served).
+pub async fn group_to_serve(groups: &GroupRegistry, field: &'static str, value: &str) -> Result<Arc<GroupHandle>> {
+    name(field, value)?;
+    groups.get_or_await(value).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

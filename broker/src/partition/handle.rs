@@ -126,6 +126,18 @@ impl PartitionHandle {
         rx.await.map_err(|_| self.stopped())?
     }
 
+    /// Appends the broker's own `messages` (dead letters) to this partition
+    /// of `topic`: in a cluster at its leader, wherever that is.
+    pub async fn append_at_leader(&self, topic: &str, messages: Vec<Message>) -> Result<AppendResult> {
+        match &self.route {
+            Route::Replicated(shards) if !self.shared.deleted.load(Ordering::Acquire) => {
+                self.reader.store().disk().check()?;
+                shards.append_at_leader(topic, self.shared.id, &messages).await
+            }
+            _ => self.append(messages, None).await,
+        }
+    }
+
     /// Why the actor no longer answers: its topic was deleted, or the broker is stopping.
     fn stopped(&self) -> Error {
         if self.shared.deleted.load(Ordering::Acquire) {

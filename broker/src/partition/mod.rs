@@ -4,6 +4,7 @@
 //! either and to read what is committed.
 
 mod actor;
+mod forward;
 mod handle;
 pub mod replicated;
 

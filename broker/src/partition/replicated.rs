@@ -19,12 +19,19 @@ use sluice_replication::{
 use sluice_storage::record::encode_body;
 use sluice_storage::{now_ms, PartitionId, PartitionLog, ProducerSeq, RecordRef, Store, TopicConfig, TopicId};
 
+use super::forward::Forwarder;
 use super::handle::{AppendResult, PartitionSnapshot, Shared};
 use crate::error::{Error, Result};
 
 /// Shards per broker of the cluster: enough that leaders spread over every
 /// broker, few enough that their heartbeats cost nothing (CLUSTER.md).
 pub const SHARDS_PER_BROKER: u64 = 2;
+
+/// The shard (numbered from 1) that holds consumer group `group` (its id) in a
+/// cluster of `shards` shards: computed like a partition's, by every broker alike.
+pub fn shard_of_group(group: u64, shards: u64) -> u64 {
+    1 + group % shards.max(1)
+}
 
 /// The shard (numbered from 1) that holds `partition` in a cluster of `shards` shards.
 pub fn shard_of(partition: PartitionId, shards: u64) -> u64 {
@@ -121,6 +128,7 @@ pub struct ReplicatedPartitions {
     shard_count: u64,
     watermarks: Arc<Watermarks>,
     meta: Arc<MetaNode>,
+    forwarder: Forwarder,
 }
 
 impl std::fmt::Debug for ReplicatedPartitions {
@@ -139,14 +147,28 @@ impl ReplicatedPartitions {
         meta: Arc<MetaNode>,
     ) -> Self {
         let shard_count = shards.len() as u64;
-        ReplicatedPartitions { store, shards, shard_count, watermarks, meta }
+        ReplicatedPartitions { store, shards, shard_count, watermarks, meta, forwarder: Forwarder::default() }
     }
 
     fn shard(&self, id: PartitionId) -> Result<&Arc<ShardNode>> {
-        let number = shard_of(id, self.shard_count);
+        self.shard_numbered(shard_of(id, self.shard_count))
+    }
+
+    fn shard_numbered(&self, number: u64) -> Result<&Arc<ShardNode>> {
         self.shards.get(&number).ok_or_else(|| {
             Error::ClusterUnavailable(format!("this broker runs no shard {number} (a configuration mismatch?)"))
         })
+    }
+
+    /// The shard that holds consumer group `group` (its id).
+    pub fn group_shard(&self, group: u64) -> Result<Arc<ShardNode>> {
+        self.shard_numbered(shard_of_group(group, self.shard_count)).cloned()
+    }
+
+    /// The answer for a request about `of` ("partition 3", "group `g`") that
+    /// broker `leader` leads in `term`: its client endpoint, if known.
+    pub fn not_leader(&self, of: String, leader: Option<u64>, term: u64) -> Error {
+        Error::NotLeader { of, leader: leader.and_then(|l| self.meta.broker_endpoint(l)), epoch: term }
     }
 
     /// Binds partition `id` to its shard: the shard takes a new log if it
@@ -166,8 +188,13 @@ impl ReplicatedPartitions {
         Ok(shard.with_partition(id, |log| log.log_start()).unwrap_or(0))
     }
 
+    /// The metadata group (leaders' endpoints, the catalog).
+    pub fn meta(&self) -> &MetaNode {
+        &self.meta
+    }
+
     /// The broker's store.
-    pub(super) fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
@@ -203,12 +230,35 @@ impl ReplicatedPartitions {
             }
             Ok(ShardResponse::Refused(why)) => Err(Error::InvalidArgument { field: "messages", reason: why }),
             Ok(ShardResponse::Done) => Err(Error::ClusterUnavailable("the shard answered a batch with nothing".into())),
-            Err(ShardProposeError::NotLeader { leader, term }) => Err(Error::NotLeader {
-                partition: id.index,
-                leader: leader.and_then(|l| self.meta.broker_endpoint(l)),
-                epoch: term,
-            }),
+            Err(ShardProposeError::NotLeader { leader, term }) => {
+                Err(self.not_leader(format!("partition {}", id.index), leader, term))
+            }
             Err(ShardProposeError::Unavailable(why)) => Err(Error::ClusterUnavailable(why)),
+        }
+    }
+
+    /// Appends the broker's own `messages` (no producer id) to partition
+    /// `id` of `topic`, wherever its leader is: through the shard here, or
+    /// over the leader's client API.
+    pub(super) async fn append_at_leader(
+        &self,
+        topic: &str,
+        id: PartitionId,
+        messages: &[Message],
+    ) -> Result<AppendResult> {
+        match self.append(id, messages, None).await {
+            Err(Error::NotLeader { leader: Some(endpoint), .. }) => {
+                let appended = self.forwarder.append(&endpoint, topic, id.index, messages).await?;
+                tracing::info!(
+                    topic,
+                    partition = id.index,
+                    leader = %endpoint,
+                    messages = messages.len(),
+                    "appended at the partition's leader elsewhere"
+                );
+                Ok(appended)
+            }
+            other => other,
         }
     }
 

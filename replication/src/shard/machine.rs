@@ -14,6 +14,12 @@
 //!   openraft applies again from there, and applying twice only raises a
 //!   watermark to where it already was.
 //!
+//! - A consumer group's state changes (`ShardCommand::Group`) are written
+//!   when their entry applies, in the same write as the applied id, on every
+//!   replica; [`ShardMachine::stored`] tells when that write is in, so a
+//!   broker that takes the shard over reads the groups' state only once
+//!   everything committed before its term is there.
+//!
 //! Snapshots are not built yet (step 5 of `docs/REPLICATION.md`): shard
 //! logs are never purged, so no follower needs one.
 
@@ -25,12 +31,14 @@ use futures::StreamExt;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
-use openraft::OptionalSend;
+use openraft::{EntryPayload, OptionalSend};
+use sluice_storage::group::decode_changes;
 use sluice_storage::raft::{self as keys, GroupId, HardState};
 use sluice_storage::{AtomicWrite, PartitionId, Store, WriteRequest, WriterHandle};
+use tokio::sync::watch;
 
 use super::log::{ShardLog, Slot};
-use super::{ShardHost, ShardTypes};
+use super::{ShardCommand, ShardHost, ShardTypes};
 use crate::codec::{io_error, Format, Postcard};
 
 /// The last-applied entry and the membership it left.
@@ -44,6 +52,8 @@ pub struct ShardMachine {
     log: ShardLog,
     host: Arc<dyn ShardHost>,
     applied: Arc<Mutex<Applied>>,
+    /// The last applied entry whose apply write (group changes, applied id) is in the store.
+    stored: Arc<watch::Sender<Option<LogIdOf<ShardTypes>>>>,
 }
 
 impl ShardMachine {
@@ -59,7 +69,13 @@ impl ShardMachine {
             Some(b) => Postcard::decode(&b, "shard applied state")?,
             None => (None, StoredMembershipOf::<ShardTypes>::default()),
         };
-        Ok(ShardMachine { group, writer, log, host, applied: Arc::new(Mutex::new(applied)) })
+        let stored = Arc::new(watch::Sender::new(applied.0));
+        Ok(ShardMachine { group, writer, log, host, applied: Arc::new(Mutex::new(applied)), stored })
+    }
+
+    /// The last applied entry whose writes are in the store (readable now).
+    pub(crate) fn stored(&self) -> watch::Receiver<Option<LogIdOf<ShardTypes>>> {
+        self.stored.subscribe()
     }
 
     fn applied(&self) -> MutexGuard<'_, Applied> {
@@ -112,9 +128,22 @@ impl RaftStateMachine<ShardTypes> for ShardMachine {
         Strm: futures::Stream<Item = Result<EntryResponder<ShardTypes>, io::Error>> + Unpin + OptionalSend,
     {
         let mut replies = Vec::new();
+        let mut write = AtomicWrite::new();
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_id = entry.log_id();
+            if let EntryPayload::Normal(ShardCommand::Group(change)) = &entry.payload {
+                match decode_changes(&change.changes) {
+                    Some(changes) => write.extend(changes),
+                    // Every replica decodes the same bytes alike: skipping keeps them equal.
+                    None => tracing::error!(
+                        shard = self.group.0,
+                        index = log_id.index,
+                        group = change.group,
+                        "undecodable consumer-group changes in the shard log; skipped"
+                    ),
+                }
+            }
             self.log.written(log_id.index).await;
             let outcome = self.log.inner().slots.get(&log_id.index).map(Slot::outcome);
             let Some((response, raised)) = outcome else {
@@ -134,9 +163,15 @@ impl RaftStateMachine<ShardTypes> for ShardMachine {
                 replies.push((r, response));
             }
         }
-        let mut write = AtomicWrite::new();
+        let applied = self.applied().0;
         keys::put_hard_state(&mut write, self.group, HardState::Applied, Postcard::encode(&*self.applied())?);
-        let request = WriteRequest { write, sync: false, on_commit: Box::new(|_| {}) };
+        let stored = self.stored.clone();
+        let on_commit = Box::new(move |r: sluice_storage::Result<()>| {
+            if r.is_ok() {
+                stored.send_replace(applied);
+            }
+        });
+        let request = WriteRequest { write, sync: false, on_commit };
         self.writer.submit(request).await.map_err(io_error)?;
         for (responder, response) in replies {
             responder.send(response);

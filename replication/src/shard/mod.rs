@@ -22,7 +22,7 @@ use sluice_storage::{PartitionId, ProducerSeq, TopicConfig, TopicId};
 
 pub use log::ShardLog;
 pub use machine::ShardMachine;
-pub use node::{ShardNode, ShardProposeError, ShardStart};
+pub use node::{PendingWrite, ShardLease, ShardNode, ShardProposeError, ShardStart};
 
 openraft::declare_raft_types!(
     /// A shard group's types: record batches in, their offsets out; broker ids as node ids.
@@ -39,6 +39,9 @@ openraft::declare_raft_types!(
 pub enum ShardCommand {
     /// Append one batch to one partition of the shard.
     Batch(BatchCommand),
+    /// A consumer group's state changes, decided by its actor on the shard's
+    /// leader; every replica writes them when the entry is applied.
+    Group(GroupChange),
     /// A batch whose partition was deleted before the entry was read back to
     /// be sent to a peer: it takes its log index and changes nothing.
     Dropped {
@@ -47,6 +50,25 @@ pub enum ShardCommand {
         /// Its index within the topic.
         partition: u32,
     },
+}
+
+/// Changes to one consumer group's state (cursors, message states, redelivery
+/// times), in storage's portable form (`sluice_storage::group::encode_changes`).
+/// Applied on every replica, so the broker that leads the shard next starts
+/// the group from the same state.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupChange {
+    /// The consumer group's id.
+    pub group: u64,
+    /// The encoded changes.
+    #[serde(with = "serde_bytes")]
+    pub changes: Vec<u8>,
+}
+
+impl fmt::Debug for GroupChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupChange").field("group", &self.group).field("bytes", &self.changes.len()).finish()
+    }
 }
 
 /// One record batch on its way into a partition, before offsets are assigned.
@@ -99,6 +121,9 @@ impl fmt::Display for ShardCommand {
         match self {
             ShardCommand::Batch(b) => {
                 write!(f, "{} records to topic {} partition {}", b.count, b.topic, b.partition)
+            }
+            ShardCommand::Group(g) => {
+                write!(f, "state changes of consumer group {} ({} bytes)", g.group, g.changes.len())
             }
             ShardCommand::Dropped { topic, partition } => {
                 write!(f, "dropped batch of deleted topic {topic} partition {partition}")

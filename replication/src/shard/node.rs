@@ -6,12 +6,16 @@
 //! and epoch).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use openraft::alias::CommittedLeaderIdOf;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::impls::ProgressResponder;
 use openraft::{BasicNode, Raft};
 use sluice_storage::raft::GroupId;
 use sluice_storage::{PartitionId, PartitionLog, Store, WriterHandle};
@@ -78,6 +82,20 @@ impl std::fmt::Display for ShardProposeError {
 }
 
 impl std::error::Error for ShardProposeError {}
+
+/// A term in which this broker leads a shard, with every entry committed
+/// before the term applied and stored here: what a consumer group's actor
+/// holds while it runs on this broker. Proposals made under a lease are
+/// appended only while the lease's leader still leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardLease {
+    leader: CommittedLeaderIdOf<ShardTypes>,
+    /// The shard's term (the epoch clients are told).
+    pub term: u64,
+}
+
+/// A proposal's answer, once its entry is committed and applied here.
+pub type PendingWrite = Pin<Box<dyn Future<Output = Result<ShardResponse, ShardProposeError>> + Send>>;
 
 /// This broker's peer in one shard.
 pub struct ShardNode {
@@ -164,6 +182,88 @@ impl ShardNode {
                     }
                 }
                 Err(e) => return Err(ShardProposeError::Unavailable(e.to_string())),
+            }
+        }
+    }
+
+    /// The lease this broker holds on the shard now: `Some` once it leads
+    /// and everything committed before its term is applied and stored here
+    /// (the blank entry of its election applied).
+    pub fn leading(&self) -> Option<ShardLease> {
+        let leader = self.raft.as_leader().ok()?;
+        let committed = leader.to_committed_leader_id();
+        let stored = (*self.machine.stored().borrow())?;
+        (stored.leader_id == committed).then_some(ShardLease { term: committed.term, leader: committed })
+    }
+
+    /// Who leads the shard as this broker knows it, and the term it knows.
+    pub fn leader(&self) -> (Option<u64>, u64) {
+        let report = self.report();
+        (report.leader, report.term)
+    }
+
+    /// Waits until the shard's Raft state or what is stored here changes
+    /// (a chance for [`ShardNode::leading`] to change), or `limit` passes.
+    pub async fn changed(&self, limit: Duration) {
+        let mut metrics = self.raft.metrics();
+        let mut stored = self.machine.stored();
+        tokio::select! {
+            _ = metrics.changed() => {}
+            _ = stored.changed() => {}
+            _ = tokio::time::sleep(limit) => {}
+        }
+    }
+
+    /// Proposes `command` under `lease`, in order with every earlier call:
+    /// returns once the entry is handed to Raft (not committed), with the
+    /// answer to await. Refused with `NotLeader` if the lease's leader no
+    /// longer leads by the time Raft takes it.
+    pub async fn submit(&self, lease: &ShardLease, command: ShardCommand) -> Result<PendingWrite, ShardProposeError> {
+        let (responder, answer) = ProgressResponder::<ShardTypes, _>::complete_only();
+        let sent = self.raft.write(command).with_leader(lease.leader).responder(responder).await;
+        if let Err(e) = sent {
+            return Err(ShardProposeError::Unavailable(e.to_string()));
+        }
+        let term = lease.term;
+        Ok(Box::pin(async move {
+            match tokio::time::timeout(COMMIT_WAIT, answer).await {
+                Err(_) => Err(ShardProposeError::Unavailable(format!(
+                    "not committed within {} s: no quorum answers this leader",
+                    COMMIT_WAIT.as_secs()
+                ))),
+                Ok(Err(_)) => Err(ShardProposeError::Unavailable("the shard stopped".into())),
+                Ok(Ok(Ok(reply))) => Ok(reply.data),
+                Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => {
+                    Err(ShardProposeError::NotLeader { leader: f.leader_id, term })
+                }
+                Ok(Ok(Err(e))) => Err(ShardProposeError::Unavailable(e.to_string())),
+            }
+        }))
+    }
+
+    /// Hands the shard's leadership to broker `to` if this broker leads it
+    /// and `to` holds every entry this broker has (so the transfer cannot
+    /// lose a term's worth of progress or stall on a lagging replica).
+    /// Returns whether a transfer was started.
+    pub async fn hand_over(&self, to: u64) -> bool {
+        if to == self.id || self.raft.as_leader().is_err() {
+            return false;
+        }
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let caught_up = metrics
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&to).cloned())
+            .flatten()
+            .is_some_and(|matched| Some(matched.index) == metrics.last_log_index);
+        if !caught_up {
+            return false;
+        }
+        match self.raft.trigger().transfer_leader(to).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(shard = self.group.0, to, error = %e, "could not hand the shard's leadership over");
+                false
             }
         }
     }

@@ -404,6 +404,9 @@ fn tally(r: Option<Result<Duration, sluice_client::Error>>, h: &mut Histogram<u6
     }
 }
 
+/// Most `not_leader` redirects a benchmark stream follows before it starts counting.
+const MAX_REDIRECTS: usize = 3;
+
 /// Runs `consumers` Subscribe streams on a fresh group until `total` messages are
 /// acked; with `stamped`, records publish-to-delivery latency.
 async fn subscribe_all(
@@ -428,15 +431,44 @@ async fn subscribe_all(
                 consumer_id: format!("bench-{c}"),
                 initial_credits: credits,
             };
-            tx.send(pb::SubscribeRequest { kind: Some(Kind::Start(start)) }).await?;
+            tx.send(pb::SubscribeRequest { kind: Some(Kind::Start(start.clone())) }).await?;
             let mut inbound = ConsumerClient::new(channel(&addr)?)
                 .max_decoding_message_size(usize::MAX)
                 .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
                 .await?
                 .into_inner();
+            // In a cluster the group is served where its shard is led: follow `not_leader`.
+            let mut tx = tx;
+            let mut first = None;
+            for _ in 0..MAX_REDIRECTS {
+                let hint = match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await {
+                    Ok(Err(status)) => sluice_client::Error::from(status).leader_hint(),
+                    Ok(Ok(r)) => {
+                        first = r;
+                        None
+                    }
+                    Err(_) => None,
+                };
+                let Some(hint) = hint else { break };
+                let (next_tx, next_rx) = mpsc::channel(64);
+                next_tx.send(pb::SubscribeRequest { kind: Some(Kind::Start(start.clone())) }).await?;
+                inbound = ConsumerClient::new(channel(&hint.endpoint)?)
+                    .max_decoding_message_size(usize::MAX)
+                    .subscribe(tokio_stream::wrappers::ReceiverStream::new(next_rx))
+                    .await?
+                    .into_inner();
+                tx = next_tx;
+            }
             while counted.load(std::sync::atomic::Ordering::Relaxed) < total && Instant::now() < deadline {
-                let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_millis(500), inbound.message()).await else {
-                    continue;
+                let r = match first.take() {
+                    Some(r) => r,
+                    None => {
+                        let Ok(Ok(Some(r))) = tokio::time::timeout(Duration::from_millis(500), inbound.message()).await
+                        else {
+                            continue;
+                        };
+                        r
+                    }
                 };
                 if r.messages.is_empty() {
                     continue;

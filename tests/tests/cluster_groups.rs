@@ -1,0 +1,240 @@
+//! Consumer groups in a cluster (step 4 of docs/REPLICATION.md), with three
+//! real broker processes on loopback:
+//! - a group is served by the broker that leads its shard; a pull at any
+//!   other broker gets `UNAVAILABLE`, reason `not_leader`, naming that
+//!   broker, and the Rust consumer given another broker follows it;
+//! - an ack that returned OK is on a majority: after the group's leader is
+//!   SIGKILLed, the new leader never delivers an acknowledged message again,
+//!   and delivers every unacknowledged one (leases of the old leader count as
+//!   expired: attempt 2);
+//! - the killed broker restarts and its replica of the group's state catches
+//!   up (its stored figures show everything acknowledged).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use sluice_client::proto as pb;
+use sluice_client::{Admin, Consumer, ConsumerConfig};
+use sluice_tests::{eventually, group_config, TestCluster};
+
+const MESSAGES: usize = 60;
+const ACKED: usize = 20;
+const LEASED: usize = 30;
+
+/// A raw pull at the broker at `addr`: exactly what that broker answers.
+async fn raw_pull(addr: &str, group: &str, max: u32) -> Result<pb::PullResponse, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| tonic::Status::internal(e.to_string()))?
+        .connect_lazy();
+    let request =
+        pb::PullRequest { group: group.into(), consumer_id: "probe".into(), max_messages: max, max_wait_ms: 0 };
+    pb::consumer_client::ConsumerClient::new(channel).pull(request).await.map(|r| r.into_inner())
+}
+
+fn value(m: &pb::Record) -> String {
+    String::from_utf8_lossy(&m.value).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_state_is_replicated_and_survives_killing_the_groups_leader() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(3).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    let admin = Admin::new(cluster.broker(1).channel());
+    admin.create_topic("jobs", 3, pb::TopicConfig::default()).await?;
+    let producer = sluice_client::Producer::new(cluster.broker(1).channel(), Default::default());
+    let mut acks = Vec::new();
+    for i in 0..MESSAGES {
+        acks.push(producer.enqueue("jobs", None, sluice_tests::message(format!("job-{i:03}"))).await?);
+    }
+    for a in acks {
+        a.await?;
+    }
+    // A long lease: what is redelivered after the failover is redelivered
+    // because the leader died, not because a lease ran out.
+    admin.create_group("workers", group_config("jobs", 60_000)).await?;
+    let addrs: Vec<String> = cluster.brokers.iter().map(|b| b.addr.clone()).collect();
+
+    // One broker serves the group; the other two name it. A probe that got
+    // messages leased them: they are delivered again later.
+    let mut probed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader_addr = loop {
+        let mut serving = Vec::new();
+        let mut named = BTreeSet::new();
+        for addr in &addrs {
+            match raw_pull(addr, "workers", 1).await {
+                Ok(r) => {
+                    probed.extend(r.messages.iter().filter_map(|m| m.record.as_ref().map(value)));
+                    serving.push(addr.clone());
+                }
+                Err(s) => {
+                    let get = |k: &str| s.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    if get("sluice-reason").as_deref() == Some("not_leader") {
+                        named.extend(get("sluice-leader"));
+                    }
+                }
+            }
+        }
+        match serving.as_slice() {
+            [addr] if named.len() == 1 && named.contains(addr) => break addr.clone(),
+            _ if Instant::now() > deadline => {
+                anyhow::bail!("no single broker serves the group: serving {serving:?}, named {named:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let leader_id = (1..=3u64).find(|id| addrs[(*id - 1) as usize] == leader_addr).unwrap_or(1);
+    let seed = if leader_id == 1 { 2 } else { 1 };
+    println!("group leader: broker {leader_id}; the consumer is given broker {seed}");
+
+    // A consumer given another broker follows the redirect, leases 30, acks 20.
+    let consumer = Consumer::new(cluster.broker(seed).channel(), "workers", ConsumerConfig::default());
+    let mut leased: Vec<(String, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leased.len() < LEASED && Instant::now() < deadline {
+        for m in consumer.pull((LEASED - leased.len()) as u32, Duration::from_millis(500)).await? {
+            assert_eq!(m.attempt, 1, "first deliveries");
+            leased.push((value(&m.record), m.ack_id));
+        }
+    }
+    assert_eq!(leased.len(), LEASED, "leased through the redirect");
+    let (acked, unacked) = leased.split_at(ACKED);
+    let failures = consumer.ack(acked.iter().map(|(_, id)| id.clone()).collect()).await?;
+    assert!(failures.is_empty(), "acks refused: {failures:?}");
+    let acked: BTreeSet<String> = acked.iter().map(|(v, _)| v.clone()).collect();
+    let outstanding: BTreeSet<String> = unacked.iter().map(|(v, _)| v.clone()).chain(probed.iter().cloned()).collect();
+
+    // The group's leader dies: another broker serves it from the replicated state.
+    cluster.broker_mut(leader_id).kill9().await?;
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    let mut ack_ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < MESSAGES - ACKED && Instant::now() < deadline {
+        match consumer.pull(100, Duration::from_millis(500)).await {
+            Ok(got) => {
+                for m in got {
+                    let v = value(&m.record);
+                    assert!(!acked.contains(&v), "{v} was acknowledged before the failover and delivered again");
+                    seen.entry(v).and_modify(|a| *a = (*a).max(m.attempt)).or_insert(m.attempt);
+                    ack_ids.push(m.ack_id);
+                }
+            }
+            // An election: the consumer follows the new leader on the next pull.
+            Err(e) => {
+                println!("pull during the failover: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert_eq!(seen.len(), MESSAGES - ACKED, "every unacknowledged message is delivered by the new leader");
+    for v in &outstanding {
+        assert!(seen.get(v).is_some_and(|a| *a >= 2), "{v} was leased by the old leader: attempt 2 now ({seen:?})");
+    }
+    let failures = consumer.ack(ack_ids).await?;
+    assert!(failures.is_empty(), "acks at the new leader refused: {failures:?}");
+
+    // Every broker's replica of the group's state shows it done, the restarted one too.
+    cluster.broker_mut(leader_id).restart().await?;
+    for id in 1..=3u64 {
+        eventually(Duration::from_secs(20), "the group's state shows everything acknowledged", || async {
+            let info = Admin::new(cluster.broker(id).channel()).describe_group("workers").await?;
+            let committed: u64 = info.partitions.iter().map(|p| p.committed_offset).sum();
+            Ok((committed == MESSAGES as u64 && info.backlog_messages == 0).then_some(()))
+        })
+        .await
+        .map_err(|e| e.context(format!("broker {id}:\n{}", cluster.broker(id).log_tail())))?;
+    }
+    Ok(())
+}
+
+/// Dead letters in a cluster: a group whose messages all fail writes each to
+/// its dead-letter topic exactly once, whichever broker leads each
+/// dead-letter partition (the group's leader appends there itself, or at
+/// that partition's leader over its client API), and every broker serves them.
+/// Shard leaders spread over the brokers (each shard has a preferred broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_messages_reach_dead_letter_partitions_led_anywhere() -> anyhow::Result<()> {
+    const FAILING: usize = 30;
+    const PARTITIONS: u32 = 6;
+    let cluster = TestCluster::start(3).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    let admin = Admin::new(cluster.broker(1).channel());
+    admin.create_topic("payments", PARTITIONS, pb::TopicConfig::default()).await?;
+    let producer = sluice_client::Producer::new(cluster.broker(1).channel(), Default::default());
+    let mut acks = Vec::new();
+    for i in 0..FAILING {
+        acks.push(producer.enqueue("payments", None, sluice_tests::message(format!("pay-{i:03}"))).await?);
+    }
+    for a in acks {
+        a.await?;
+    }
+    let config = pb::GroupConfig {
+        max_delivery_attempts: Some(2),
+        dead_letter_topic: "payments-dlq".into(),
+        ..group_config("payments", 10_000)
+    };
+    admin.create_group("billing", config).await?;
+    let info = sluice_client::ClusterInfo::new(cluster.broker(1).channel());
+    eventually(Duration::from_secs(15), "shard leaders spread over the three brokers", || async {
+        let leaders = info.partition_leaders(&["payments-dlq"]).await?;
+        let distinct: BTreeSet<String> = leaders.into_iter().map(|p| p.leader_endpoint).collect();
+        Ok((distinct.len() == 3).then_some(()))
+    })
+    .await?;
+
+    // Six dead-letter partitions over six shards: some are led by brokers that do not serve the group.
+    let consumer = Consumer::new(cluster.broker(1).channel(), "billing", ConsumerConfig::default());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut nacked = 0;
+    let mut dead: Vec<String> = Vec::new();
+    while Instant::now() < deadline {
+        let got = consumer.pull(100, Duration::from_millis(200)).await?;
+        nacked += got.len();
+        let ids: Vec<String> = got.into_iter().map(|m| m.ack_id).collect();
+        if !ids.is_empty() {
+            consumer.nack(ids, Some(Duration::ZERO), "declined").await?;
+        }
+        dead = all_values(&cluster, 1, "payments-dlq", PARTITIONS).await?;
+        if dead.len() >= FAILING {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..FAILING).map(|i| format!("pay-{i:03}")).collect();
+    assert_eq!(dead, expected, "each exhausted message dead-lettered exactly once ({nacked} deliveries nacked)");
+    for id in 2..=3u64 {
+        eventually(Duration::from_secs(10), "every broker serves the dead letters", || async {
+            Ok((all_values(&cluster, id, "payments-dlq", PARTITIONS).await? == expected).then_some(()))
+        })
+        .await?;
+    }
+    // Where the dead-letter partitions are led elsewhere, the group's broker appended there.
+    let mut serving = None;
+    for b in &cluster.brokers {
+        if raw_pull(&b.addr, "billing", 1).await.is_ok() {
+            serving = Some(b);
+        }
+    }
+    let serving = serving.ok_or_else(|| anyhow::anyhow!("no broker serves the group"))?;
+    let leaders = sluice_client::ClusterInfo::new(serving.channel()).partition_leaders(&["payments-dlq"]).await?;
+    let elsewhere = leaders.iter().filter(|p| p.leader_endpoint != serving.addr).count();
+    println!("{elsewhere} of {PARTITIONS} dead-letter partitions are led by a broker that does not serve the group");
+    assert!(elsewhere > 0, "leaders spread: some dead-letter partition is led elsewhere");
+    assert!(serving.log()?.contains("appended at the partition's leader elsewhere"), "forwarded dead letters");
+    eventually(Duration::from_secs(10), "the group has nothing left and counts its dead letters", || async {
+        let info = admin.describe_group("billing").await?;
+        Ok((info.backlog_messages == 0 && info.dead_lettered == FAILING as u64).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// The values of every partition of `topic` as broker `id` serves them, sorted.
+async fn all_values(cluster: &TestCluster, id: u64, topic: &str, partitions: u32) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        let records = sluice_tests::read_all(cluster.broker(id).channel(), topic, p).await?;
+        out.extend(records.into_iter().map(|r| value(&r)));
+    }
+    out.sort();
+    Ok(out)
+}
