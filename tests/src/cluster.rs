@@ -87,6 +87,21 @@ impl TestCluster {
         })
     }
 
+    /// Waits until every shard is led by its preferred broker (shard `s` by
+    /// broker `(s - 1) mod n + 1`), as broker `at` reports: leaders stop
+    /// moving once they have spread.
+    pub async fn leaders_spread(&self, at: u64) -> anyhow::Result<()> {
+        let info = sluice_client::ClusterInfo::new(self.broker(at).channel());
+        let n = self.brokers.len() as u64;
+        eventually(Duration::from_secs(20), "every shard is led by its preferred broker", || async {
+            let shards = info.metadata().await?.shards;
+            let spread = !shards.is_empty()
+                && shards.iter().all(|s| s.status.as_ref().is_some_and(|st| st.leader == (s.id - 1) % n + 1));
+            Ok(spread.then_some(()))
+        })
+        .await
+    }
+
     /// The proxy of the link on which broker `from` reaches broker `to`.
     pub fn link(&self, from: u64, to: u64) -> &FaultProxy {
         &self.links[&(from, to)]
