@@ -76,6 +76,9 @@ pub enum ServeError {
     Cluster(String),
 }
 
+/// How long a stopping cluster member waits for its shard leaderships to move.
+const LEADERSHIP_MOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Runs a broker until `shutdown` fires, then stops it cleanly.
 pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     static FAILPOINTS: std::sync::Once = std::sync::Once::new();
@@ -245,8 +248,13 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     });
     let draining = {
         let (shutdown, rpc_stop, health) = (shutdown.clone(), rpc_stop.clone(), health.clone());
+        let leadership = cluster.as_ref().map(|c| c.leadership());
         async move {
             shutdown.cancelled().await;
+            if let Some(leadership) = leadership {
+                // Still serving meanwhile: requests here are redirected to the new leaders.
+                leadership.move_off(LEADERSHIP_MOVE_WAIT).await;
+            }
             tracing::info!("shutdown requested: refusing new work, draining in-flight requests");
             health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             health.set_not_serving::<AdminServer<AdminService>>().await;

@@ -255,3 +255,29 @@ async fn a_cut_off_partition_leader_acknowledges_nothing_and_is_rewound_on_heali
     assert!(log.contains("uncommitted records rewound"), "the cut-off leader had appended, then rewound");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_leaders_spread_and_move_off_a_stopping_broker() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start(3).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    // Each shard ends up at its preferred broker, so every broker leads two of the six.
+    cluster.leaders_spread(1).await?;
+
+    // Broker 3 is stopped (SIGTERM): it hands its two shards to caught-up replicas before
+    // it stops serving, instead of leaving them leaderless for an election timeout.
+    let exit = cluster.broker_mut(3).terminate(Duration::from_secs(30)).await?;
+    assert_eq!(exit, Some(0), "clean exit");
+    let log = cluster.broker(3).log()?;
+    assert!(log.contains("shard leaderships moved off this stopping broker moved=2 kept=0"), "{log}");
+    let info = sluice_client::ClusterInfo::new(cluster.broker(1).channel());
+    eventually(Duration::from_secs(5), "every shard led by a broker still up", || async {
+        let shards = info.metadata().await?.shards;
+        Ok(shards.iter().all(|s| s.status.as_ref().is_some_and(|st| st.leader == 1 || st.leader == 2)).then_some(()))
+    })
+    .await?;
+
+    // Back, it gets its shards again once it has caught up.
+    cluster.broker_mut(3).start_again().await?;
+    cluster.leaders_spread(1).await?;
+    Ok(())
+}

@@ -171,6 +171,11 @@ impl Cluster {
         ClusterView::new(self.node.clone(), self.replicated.clone())
     }
 
+    /// What moves this broker's shard leaderships away when it stops.
+    pub fn leadership(&self) -> LeadershipMover {
+        LeadershipMover { shards: self.shards.clone() }
+    }
+
     /// Stops the peer and its listener; afterwards nothing of the cluster side
     /// holds the writer, so the broker's ordered shutdown can finish.
     pub async fn stop(self) {
@@ -180,6 +185,34 @@ impl Cluster {
             shard.shutdown().await;
         }
         self.node.shutdown().await;
+    }
+}
+
+/// Moves a stopping broker's shard leaderships to caught-up replicas, so
+/// its partitions and groups are served elsewhere at once instead of after
+/// an election timeout.
+#[derive(Clone)]
+pub struct LeadershipMover {
+    shards: Vec<Arc<ShardNode>>,
+}
+
+impl LeadershipMover {
+    /// Hands over every shard this broker leads and waits (at most
+    /// `within`) until it leads none. A shard no replica could take stays
+    /// (a replica down or behind): it is elected elsewhere after the stop.
+    pub async fn move_off(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut moved = 0;
+        for shard in &self.shards {
+            if shard.is_leader() && shard.hand_over_to_any().await {
+                moved += 1;
+            }
+        }
+        while self.shards.iter().any(|s| s.is_leader()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let kept = self.shards.iter().filter(|s| s.is_leader()).count();
+        tracing::info!(moved, kept, "shard leaderships moved off this stopping broker");
     }
 }
 

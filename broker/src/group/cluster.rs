@@ -15,7 +15,7 @@ use super::actor::GroupHandle;
 use super::config::GroupConfig;
 use super::registry::{GroupRegistry, StartAt};
 use crate::error::{Error, Result};
-use crate::topic::cluster::{await_applied, unexpected};
+use crate::topic::cluster::{await_applied, await_known, unexpected};
 
 /// What the catalog holds of a group: the broker's settings and where it starts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,10 +45,6 @@ fn decode(name: &str, entry: &CatalogGroup) -> Option<(GroupConfig, StartAt)> {
         }
     }
 }
-
-/// How long a consumer call for a group this broker does not know waits for
-/// the catalog before `NOT_FOUND`.
-pub const CATALOG_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Where the catalog says group `name` starts reading.
 pub(super) fn catalog_start(node: &MetaNode, name: &str) -> Option<StartAt> {
@@ -162,25 +158,14 @@ impl GroupRegistry {
     }
 
     /// The group named `name`; in a cluster, one this broker has not
-    /// applied yet is waited for up to [`CATALOG_GRACE`] (the catalog
+    /// applied yet is waited for up to `topic::cluster::CATALOG_GRACE` (the catalog
     /// reaches a follower a commit round after the broker that made it
     /// answered). Unknown after that: `NOT_FOUND`.
     pub async fn get_or_await(&self, name: &str) -> Result<Arc<GroupHandle>> {
-        match self.get(name) {
-            Err(Error::GroupNotFound(_)) if self.cluster.get().is_some() => {
-                let mut changes = self.changed.subscribe();
-                let deadline = tokio::time::Instant::now() + CATALOG_GRACE;
-                loop {
-                    if let Ok(group) = self.get(name) {
-                        return Ok(group);
-                    }
-                    if !matches!(tokio::time::timeout_at(deadline, changes.changed()).await, Ok(Ok(()))) {
-                        return self.get(name);
-                    }
-                }
-            }
-            found => found,
+        if self.cluster.get().is_none() {
+            return self.get(name);
         }
+        await_known(&self.changed, |e| matches!(e, Error::GroupNotFound(_)), || self.get(name)).await
     }
 
     fn node(&self) -> Result<Arc<MetaNode>> {

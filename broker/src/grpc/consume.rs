@@ -70,7 +70,7 @@ impl Consumer for ConsumeService {
         if req.max_wait_ms > MAX_WAIT_MS {
             return Err(Error::invalid("max_wait_ms", format!("at most {MAX_WAIT_MS}, got {}", req.max_wait_ms)).into());
         }
-        let topic = validate::topic(&self.registry, "topic", &req.topic)?;
+        let topic = validate::topic_to_serve(&self.registry, "topic", &req.topic).await?;
         let p = topic.partition(req.partition)?;
         let records = p
             .fetch(
@@ -99,7 +99,7 @@ impl Consumer for ConsumeService {
         req: Request<pb::GetOffsetsRequest>,
     ) -> Result<Response<pb::GetOffsetsResponse>, Status> {
         let req = req.into_inner();
-        let topic = validate::topic(&self.registry, "topic", &req.topic)?;
+        let topic = validate::topic_to_serve(&self.registry, "topic", &req.topic).await?;
         let p = topic.partition(req.partition)?;
         let timestamp_offset = match req.timestamp_ms {
             Some(ts) => Some(p.offset_for_timestamp(ts).await?),

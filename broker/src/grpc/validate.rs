@@ -33,6 +33,13 @@ pub fn group(groups: &GroupRegistry, field: &'static str, value: &str) -> Result
     groups.get(value)
 }
 
+/// The topic named in request field `field` for a data call (fetch, offsets):
+/// in a cluster, one this broker has not applied yet is waited for briefly.
+pub async fn topic_to_serve(topics: &TopicRegistry, field: &'static str, value: &str) -> Result<Arc<Topic>> {
+    name(field, value)?;
+    topics.get_or_await(value).await
+}
+
 /// The group named in request field `field` for a consumer call: in a
 /// cluster, a group this broker has not applied yet is waited for briefly
 /// (a client redirected here right after creating it elsewhere is served).

@@ -151,6 +151,45 @@ impl TopicRegistry {
 /// Waits until `check` finds a committed change applied on this broker: it
 /// is checked now and after every change `changed` announces, for at most
 /// [`APPLY_WAIT`]. `what` names the changed thing in the error.
+/// How long a call for a topic or group this broker does not know waits for
+/// the catalog before `NOT_FOUND`: the catalog reaches a broker a commit
+/// round after the broker that made the change answered, and a client may be
+/// redirected here (to a partition's or group's leader) in between.
+pub const CATALOG_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `lookup`, retried as `changed` moves for up to [`CATALOG_GRACE`] while it
+/// finds nothing (`missing`); the last answer otherwise.
+pub(crate) async fn await_known<T>(
+    changed: &tokio::sync::watch::Sender<u64>,
+    missing: impl Fn(&Error) -> bool,
+    lookup: impl Fn() -> Result<T>,
+) -> Result<T> {
+    let mut changes = changed.subscribe();
+    let deadline = tokio::time::Instant::now() + CATALOG_GRACE;
+    loop {
+        let found = lookup();
+        match &found {
+            Err(e) if missing(e) => {
+                if !matches!(tokio::time::timeout_at(deadline, changes.changed()).await, Ok(Ok(()))) {
+                    return lookup();
+                }
+            }
+            _ => return found,
+        }
+    }
+}
+
+impl TopicRegistry {
+    /// The topic named `name`; in a cluster, one this broker has not applied
+    /// yet is waited for up to [`CATALOG_GRACE`].
+    pub async fn get_or_await(&self, name: &str) -> Result<Arc<Topic>> {
+        if self.cluster.get().is_none() {
+            return self.get(name);
+        }
+        await_known(&self.changed, |e| matches!(e, Error::TopicNotFound(_)), || self.get(name)).await
+    }
+}
+
 pub(crate) async fn await_applied<T>(
     changed: &tokio::sync::watch::Sender<u64>,
     what: &str,

@@ -141,7 +141,7 @@ impl Producer {
     }
 
     async fn append(&self, batch: ProduceBatch) -> Result<Produced> {
-        let topic = self.topics.get(&batch.topic)?;
+        let topic = self.topics.get_or_await(&batch.topic).await?;
         check_batch(&batch.messages, self.max_batch_messages, topic.settings().max_message_bytes)?;
         let n = batch.messages.len();
         if batch.producer.is_some() && batch.partition.is_none() {

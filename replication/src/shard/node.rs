@@ -268,6 +268,23 @@ impl ShardNode {
         }
     }
 
+    /// Hands the shard's leadership to any other replica that holds every
+    /// entry (a broker about to stop moves its leaderships off first).
+    pub async fn hand_over_to_any(&self) -> bool {
+        let others: Vec<u64> = self.raft.voter_ids().filter(|id| *id != self.id).collect();
+        for to in others {
+            if self.hand_over(to).await {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether this broker leads the shard now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.as_leader().is_ok()
+    }
+
     /// Takes a partition created after start into the shard.
     pub fn adopt(&self, log: PartitionLog) {
         self.log.adopt(log);
