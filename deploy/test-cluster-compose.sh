@@ -107,4 +107,16 @@ lists_topic "$leader" compose-cluster || fail "the restarted broker$leader lost 
 for _ in $(seq 1 100); do [ "$(stored_at "$leader" compose-cluster)" = 400 ] && break; sleep 0.2; done
 [ "$(stored_at "$leader" compose-cluster)" = 400 ] \
   || fail "the restarted broker$leader serves $(stored_at "$leader" compose-cluster) of 400 acknowledged records"
-echo "cluster container test passed: leader broker$leader SIGKILLed, broker$new elected, broker$leader caught up (400 records)"
+# A consumer group in the cluster: consumed inside the network through broker 1 (the CLI
+# follows not_leader to the broker that serves the group), every record once, and every
+# broker's replica of the group's state, the restarted one's too, shows all acknowledged.
+cli 1 group create compose-readers --topic compose-cluster >/dev/null || fail "creating a group through broker 1"
+consumed=$(inside 1 consume compose-cluster --group compose-readers --max 400 2>/dev/null | wc -l)
+[ "$consumed" = 400 ] || fail "the group delivered $consumed of 400 records"
+backlog_at() { cli "$1" --output json group describe compose-readers 2>/dev/null \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin).get("backlog", -1))' 2>/dev/null || echo -1; }
+for id in 1 2 3; do
+  for _ in $(seq 1 100); do [ "$(backlog_at "$id")" = 0 ] && break; sleep 0.2; done
+  [ "$(backlog_at "$id")" = 0 ] || fail "broker$id's replica of the group's state shows backlog $(backlog_at "$id")"
+done
+echo "cluster container test passed: leader broker$leader SIGKILLed, broker$new elected, broker$leader caught up (400 records), a group consumed all 400 and every replica shows them acknowledged"

@@ -105,6 +105,10 @@ impl std::fmt::Debug for Consumer {
 /// Most `not_leader` redirects one call follows before it gives the answer to its caller.
 const MAX_REDIRECTS: usize = 4;
 
+/// How long one call waits for an election to name the group's leader
+/// (`not_leader` without a leader) before it gives the answer to its caller.
+const ELECTION_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Errors a long-running consumer cannot outwait: the request or the group is wrong.
 /// Anything else (a restarting broker, a cut connection) is retried.
 fn is_fatal(e: &Error) -> bool {
@@ -148,6 +152,8 @@ impl Consumer {
         Fut: Future<Output = Result<T>>,
     {
         let mut redirects = 0;
+        let election_deadline = std::time::Instant::now() + ELECTION_PATIENCE;
+        let mut pause = Duration::from_millis(20);
         loop {
             let channel = self.tracker().channel();
             let result = call(ConsumerClient::new(channel).max_decoding_message_size(usize::MAX)).await;
@@ -155,6 +161,11 @@ impl Consumer {
             match e.leader_hint() {
                 Some(hint) if redirects < MAX_REDIRECTS && self.tracker().follow(&hint) => redirects += 1,
                 Some(_) => return Err(e),
+                // No leader known yet (an election): wait a little for one.
+                None if e.reason() == Some("not_leader") && std::time::Instant::now() < election_deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                }
                 None => {
                     if e.code() == Some(tonic::Code::Unavailable) && e.reason().is_none() {
                         // The followed broker is gone: start over from the given one next time.
