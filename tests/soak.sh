@@ -54,6 +54,9 @@ run "hostile input ($((2000000 * scale)) inputs)" \
   SLUICE_FUZZ_INPUTS=$((2000000 * scale)) timeout 900 "${test_cmd[@]}" --test hostile_input -- --nocapture
 run "metadata group: $((20 * scale)) leader SIGKILLs and $((20 * scale)) partition rounds across three brokers" \
   SLUICE_CLUSTER_ROUNDS=$((20 * scale)) timeout 600 "${test_cmd[@]}" --test cluster -- --nocapture
+run "consumer group: $((20 * scale)) SIGKILLs of the group's leader across three brokers" \
+  SLUICE_CLUSTER_GROUP_ROUNDS=$((20 * scale)) timeout 600 "${test_cmd[@]}" --test cluster_groups -- --nocapture \
+  acknowledged_messages_stay_acknowledged
 run "overload, disk faults, corruption, client ride-through" \
   timeout 900 "${test_cmd[@]}" --test overload --test disk_full --test corruption --test client_resilience \
   -- --nocapture --test-threads 1

@@ -234,3 +234,110 @@ async fn all_values(cluster: &TestCluster, id: u64, topic: &str, partitions: u32
     out.sort();
     Ok(out)
 }
+
+/// Rounds of: consume and ack part of the backlog through a `Consumer`, then
+/// SIGKILL the broker that serves the group and start it again. Invariants:
+/// a message whose ack returned OK (no per-id failure) is never delivered
+/// again, and in the end every message was delivered and every replica's
+/// group state shows all acknowledged. Two rounds in `make test`;
+/// SLUICE_CLUSTER_GROUP_ROUNDS rounds in `make soak` (seeded: replay with
+/// SLUICE_CLUSTER_SEED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_stay_acknowledged_across_group_leader_kills() -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    const TOTAL: usize = 600;
+    let rounds: u64 = std::env::var("SLUICE_CLUSTER_GROUP_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let seed: u64 = std::env::var("SLUICE_CLUSTER_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
+    println!("group leader kills: {rounds} rounds, seed {seed} (replay with SLUICE_CLUSTER_SEED={seed})");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cluster = TestCluster::start(3).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    cluster.leaders_spread(1).await?;
+    let admin = Admin::new(cluster.broker(1).channel());
+    admin.create_topic("stream", 4, pb::TopicConfig::default()).await?;
+    let producer = sluice_client::Producer::new(cluster.broker(1).channel(), Default::default());
+    let mut acks = Vec::new();
+    for i in 0..TOTAL {
+        acks.push(producer.enqueue("stream", None, sluice_tests::message(format!("m-{i:04}"))).await?);
+    }
+    for a in acks {
+        a.await?;
+    }
+    admin.create_group("chaos", group_config("stream", 2_000)).await?;
+
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    // Acks whose answer was lost (a broker died): committed or not, unknown until seen again.
+    let mut uncertain: BTreeSet<String> = BTreeSet::new();
+    let mut delivered: BTreeSet<String> = BTreeSet::new();
+    let per_round = TOTAL / (rounds as usize + 1);
+    for round in 1..=rounds + 1 {
+        // Whoever serves the group now, found from a broker that is up.
+        let addrs: Vec<String> = cluster.brokers.iter().map(|b| b.addr.clone()).collect();
+        let seed_broker = rng.random_range(1..=3u64);
+        let consumer = Consumer::new(cluster.broker(seed_broker).channel(), "chaos", ConsumerConfig::default());
+        let goal = if round == rounds + 1 { TOTAL } else { (per_round * round as usize).min(TOTAL) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while acked.len() + uncertain.len() < goal && Instant::now() < deadline {
+            let got = match consumer.pull(rng.random_range(1..=64), Duration::from_millis(300)).await {
+                Ok(got) => got,
+                Err(e) => {
+                    println!("round {round}: pull: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let mut ids = Vec::new();
+            for m in got {
+                let v = value(&m.record);
+                assert!(!acked.contains(&v), "round {round}: {v} was acknowledged and delivered again");
+                uncertain.remove(&v);
+                delivered.insert(v.clone());
+                ids.push((v, m.ack_id));
+            }
+            if ids.is_empty() {
+                continue;
+            }
+            match consumer.ack(ids.iter().map(|(_, id)| id.clone()).collect()).await {
+                Ok(failures) => {
+                    let refused: BTreeSet<&str> = failures.iter().map(|f| f.ack_id.as_str()).collect();
+                    acked.extend(ids.into_iter().filter(|(_, id)| !refused.contains(id.as_str())).map(|(v, _)| v));
+                }
+                Err(e) => {
+                    println!("round {round}: ack: {e}");
+                    uncertain.extend(ids.into_iter().map(|(v, _)| v));
+                }
+            }
+        }
+        if round == rounds + 1 {
+            break;
+        }
+        // Kill the broker serving the group (it answers a pull; the others name it).
+        let mut serving = None;
+        for (i, addr) in addrs.iter().enumerate() {
+            if raw_pull(addr, "chaos", 1).await.is_ok() {
+                serving = Some(i as u64 + 1);
+            }
+        }
+        let victim = serving.unwrap_or_else(|| rng.random_range(1..=3u64));
+        println!("round {round}: {} acked; SIGKILL broker {victim}", acked.len());
+        cluster.broker_mut(victim).kill9().await?;
+        cluster.broker_mut(victim).restart().await?;
+    }
+    assert_eq!(acked.len() + uncertain.len(), TOTAL, "every message acknowledged in the end");
+    assert_eq!(delivered.len(), TOTAL, "every message delivered");
+    for id in 1..=3u64 {
+        eventually(Duration::from_secs(20), "every replica's group state shows all acknowledged", || async {
+            let info = Admin::new(cluster.broker(id).channel()).describe_group("chaos").await?;
+            let committed: u64 = info.partitions.iter().map(|p| p.committed_offset).sum();
+            Ok((committed == TOTAL as u64 && info.backlog_messages == 0).then_some(()))
+        })
+        .await
+        .map_err(|e| e.context(format!("broker {id}:\n{}", cluster.broker(id).log_tail())))?;
+    }
+    println!(
+        "{} acks answered OK, {} answers lost (committed: the group shows none left)",
+        acked.len(),
+        uncertain.len()
+    );
+    Ok(())
+}

@@ -6,8 +6,8 @@
 //! lead the group's shard it answers Pull, Ack, Nack, Extend and Seek with
 //! `not_leader` (the leader's endpoint and epoch, for the client to go
 //! there) and figures from the state its replica has stored. Once it leads,
-//! and everything committed before its term is applied here
-//! ([`ShardNode::leading`]), it loads the group's state from its store and
+//! and every entry its log held when it became leader is applied and stored
+//! here ([`ShardNode::lease`]), it loads the group's state from its store and
 //! runs the actor, whose changes go through the shard log
 //! ([`Persistence::Shard`]). When the lease ends the actor stops and the task
 //! goes back to answering with the new leader.
@@ -109,21 +109,40 @@ impl ReplicatedGroup {
     }
 
     /// Answers every request with the leader to go to until this broker
-    /// leads the shard; `None` when the queue closed.
+    /// leads the shard and has stored every entry that was in its log when
+    /// it became leader; `None` when the queue closed.
     async fn follow(&self, shard: &ShardNode, rx: &mut mpsc::Receiver<Command>) -> Option<ShardLease> {
+        let mut taking_over: Option<(ShardLease, u64)> = None;
         loop {
-            if let Some(lease) = shard.leading() {
-                return Some(lease);
+            let now = shard.lease();
+            taking_over = match (taking_over, now) {
+                // The same lease: keep the log end it started from.
+                (Some(t), Some((lease, _))) if t.0 == lease => Some(t),
+                (_, now) => now,
+            };
+            if let Some((lease, end)) = &taking_over {
+                if shard.stored_index() >= *end {
+                    return Some(lease.clone());
+                }
             }
             tokio::select! {
-                cmd = rx.recv() => self.answer_elsewhere(shard, cmd?),
+                cmd = rx.recv() => self.answer_elsewhere(shard, cmd?, taking_over.is_some()),
                 _ = shard.changed(LEADERSHIP_POLL) => {}
             }
         }
     }
 
-    fn answer_elsewhere(&self, shard: &ShardNode, cmd: Command) {
+    /// Answers `cmd` while the group is not served here: with the leader to
+    /// go to, or (`taking_over`: this broker leads, and is applying what it
+    /// committed before) with a retry.
+    fn answer_elsewhere(&self, shard: &ShardNode, cmd: Command, taking_over: bool) {
         let not_leader = || {
+            if taking_over {
+                return Error::ClusterUnavailable(format!(
+                    "this broker is taking group `{}` over (applying what was committed before); retry",
+                    self.name
+                ));
+            }
             let (leader, term) = shard.leader();
             self.replicated.not_leader(format!("group `{}`", self.name), leader, term)
         };
@@ -237,7 +256,7 @@ async fn watch_lease(shard: Arc<ShardNode>, lease: ShardLease, term: Cancellatio
             _ = term.cancelled() => return,
             _ = shard.changed(LEADERSHIP_POLL) => {}
         }
-        if shard.leading().as_ref() != Some(&lease) {
+        if shard.lease().map(|(current, _)| current).as_ref() != Some(&lease) {
             term.cancel();
             return;
         }

@@ -83,8 +83,7 @@ impl std::fmt::Display for ShardProposeError {
 
 impl std::error::Error for ShardProposeError {}
 
-/// A term in which this broker leads a shard, with every entry committed
-/// before the term applied and stored here: what a consumer group's actor
+/// A term in which this broker leads a shard: what a consumer group's actor
 /// holds while it runs on this broker. Proposals made under a lease are
 /// appended only while the lease's leader still leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,14 +185,22 @@ impl ShardNode {
         }
     }
 
-    /// The lease this broker holds on the shard now: `Some` once it leads
-    /// and everything committed before its term is applied and stored here
-    /// (the blank entry of its election applied).
-    pub fn leading(&self) -> Option<ShardLease> {
+    /// The lease this broker holds on the shard now, if it leads it, with
+    /// the end of its log at this moment: once every entry up to there is
+    /// applied and stored here ([`ShardNode::stored_index`]), the store holds
+    /// everything committed before the lease (a broker restarted with a
+    /// committed vote for itself leads again at once, before it has applied
+    /// what it had committed, so being leader alone does not say that).
+    pub fn lease(&self) -> Option<(ShardLease, u64)> {
         let leader = self.raft.as_leader().ok()?;
         let committed = leader.to_committed_leader_id();
-        let stored = (*self.machine.stored().borrow())?;
-        (stored.leader_id == committed).then_some(ShardLease { term: committed.term, leader: committed })
+        let end = self.raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
+        Some((ShardLease { term: committed.term, leader: committed }, end))
+    }
+
+    /// The last entry whose apply (group changes, applied index) is in the store.
+    pub fn stored_index(&self) -> u64 {
+        self.machine.stored().borrow().map_or(0, |id| id.index)
     }
 
     /// Who leads the shard as this broker knows it, and the term it knows.
@@ -203,7 +210,7 @@ impl ShardNode {
     }
 
     /// Waits until the shard's Raft state or what is stored here changes
-    /// (a chance for [`ShardNode::leading`] to change), or `limit` passes.
+    /// (a chance for [`ShardNode::lease`] to change), or `limit` passes.
     pub async fn changed(&self, limit: Duration) {
         let mut metrics = self.raft.metrics();
         let mut stored = self.machine.stored();
