@@ -30,8 +30,17 @@ impl ClusterInfo {
     /// Which broker leads each partition of `topics` (with its endpoint and
     /// epoch), as the broker on this channel knows.
     pub async fn partition_leaders(&self, topics: &[&str]) -> Result<Vec<pb::PartitionLeader>> {
-        let request = pb::MetadataRequest { topics: topics.iter().map(|t| (*t).to_owned()).collect() };
+        let request =
+            pb::MetadataRequest { topics: topics.iter().map(|t| (*t).to_owned()).collect(), ..Default::default() };
         Ok(self.client.clone().metadata(request).await?.into_inner().partitions)
+    }
+
+    /// Which broker serves each of `groups` (with its endpoint and epoch), as
+    /// the broker on this channel knows.
+    pub async fn group_leaders(&self, groups: &[&str]) -> Result<Vec<pb::GroupLeader>> {
+        let request =
+            pb::MetadataRequest { groups: groups.iter().map(|g| (*g).to_owned()).collect(), ..Default::default() };
+        Ok(self.client.clone().metadata(request).await?.into_inner().groups)
     }
 
     /// The broker's answer, with replica progress from the metadata leader

@@ -85,6 +85,12 @@ async fn group_state_is_replicated_and_survives_killing_the_groups_leader() -> a
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
+    // Cluster.Metadata at any broker names the same broker.
+    for id in 1..=3u64 {
+        let named = sluice_client::ClusterInfo::new(cluster.broker(id).channel()).group_leaders(&["workers"]).await?;
+        let endpoints: Vec<&str> = named.iter().map(|g| g.leader_endpoint.as_str()).collect();
+        assert_eq!(endpoints, [leader_addr.as_str()], "broker {id}: {named:?}");
+    }
     let leader_id = (1..=3u64).find(|id| addrs[(*id - 1) as usize] == leader_addr).unwrap_or(1);
     let seed = if leader_id == 1 { 2 } else { 1 };
     println!("group leader: broker {leader_id}; the consumer is given broker {seed}");

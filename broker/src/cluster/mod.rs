@@ -13,7 +13,7 @@
 mod follow;
 mod view;
 
-pub use view::{ClusterReport, ClusterView, PartitionLeader};
+pub use view::{ClusterReport, ClusterView, GroupLeader, PartitionLeader};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -30,6 +30,21 @@ pub struct ClusterReport {
     pub shards: Vec<(u64, GroupReport)>,
     /// The partitions of the topics asked for.
     pub partitions: Vec<PartitionLeader>,
+    /// The consumer groups asked for.
+    pub groups: Vec<GroupLeader>,
+}
+
+/// Where one consumer group is served (its shard's leader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupLeader {
+    /// Group name.
+    pub group: String,
+    /// Its shard.
+    pub shard: u64,
+    /// The leading broker, if known, with its client endpoint (if registered).
+    pub leader: Option<(u64, Option<String>)>,
+    /// The shard's term.
+    pub epoch: u64,
 }
 
 /// Where one partition is led.
@@ -53,9 +68,9 @@ impl ClusterView {
     }
 
     /// The report, read from this broker's catalog and Raft state (no
-    /// network), with the leaders of `topics`' partitions (unknown names are
-    /// left out).
-    pub fn report(&self, topics: &[String]) -> ClusterReport {
+    /// network), with the leaders of `topics`' partitions and of `groups`
+    /// (unknown names are left out).
+    pub fn report(&self, topics: &[String], groups: &[String]) -> ClusterReport {
         let catalog = self.node.catalog();
         let shards = self.replicated.reports();
         let mut partitions = Vec::new();
@@ -69,7 +84,17 @@ impl ClusterView {
                 partitions.push(PartitionLeader { topic: name.clone(), partition: index, shard, leader, epoch });
             }
         }
+        let mut group_leaders = Vec::new();
+        for name in groups {
+            let Some(group) = catalog.groups.get(name) else { continue };
+            let shard = self.replicated.group_shard_number(group.id);
+            let report = shards.iter().find(|(n, _)| *n == shard).map(|(_, r)| r);
+            let leader = report.and_then(|r| r.leader).map(|id| (id, catalog.brokers.get(&id).cloned()));
+            let epoch = report.map_or(0, |r| r.term);
+            group_leaders.push(GroupLeader { group: name.clone(), shard, leader, epoch });
+        }
         ClusterReport {
+            groups: group_leaders,
             broker_id: self.node.id(),
             brokers: catalog.brokers.into_iter().collect(),
             metadata: self.node.report(),

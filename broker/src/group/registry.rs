@@ -118,7 +118,8 @@ impl GroupRegistry {
     }
 
     /// Starts serving a group: its actor over `state` on a single broker; in
-    /// a cluster (`state` is `None`) the task that runs the actor wherever
+    /// a cluster (where `state` is `None`: it is loaded where the group is
+    /// led) the task that runs the actor wherever
     /// this broker leads the group's shard, starting it at `start` if it never
     /// ran (`None`: as the catalog says).
     fn start(
@@ -134,8 +135,12 @@ impl GroupRegistry {
         let partitions = topic.partitions.len();
         let settings = Arc::new(RwLock::new(settings));
         let stop = self.stop.child_token();
-        let join = match (state, &self.ctx.replicated) {
-            (Some(mut state), _) => {
+        let join = match &self.ctx.replicated {
+            None => {
+                // A single broker always passes the state; an empty one is the safe default.
+                let id = settings.read().unwrap_or_else(|e| e.into_inner()).id;
+                let mut state =
+                    state.unwrap_or_else(|| GroupState::recover(id, partitions as u32, Default::default(), now_ms()));
                 let recovered_dead_letters = state.take_recovered_dead_letters();
                 let actor = GroupActor {
                     state,
@@ -152,10 +157,8 @@ impl GroupRegistry {
                 let stop = stop.clone();
                 self.ctx.tracker.spawn(async move { actor.run(&mut rx, stop).await })
             }
-            (None, replicated) => {
-                let Some(replicated) = replicated.clone() else {
-                    unreachable!("a group without state is only started in a cluster")
-                };
+            Some(replicated) => {
+                let replicated = replicated.clone();
                 let group = ReplicatedGroup {
                     name: name.clone(),
                     settings: settings.clone(),

@@ -71,20 +71,36 @@ fn metadata(report: ClusterReport) -> pb::MetadataResponse {
                 epoch: p.epoch,
             })
             .collect(),
+        groups: report
+            .groups
+            .into_iter()
+            .map(|g| pb::GroupLeader {
+                group: g.group,
+                shard: g.shard,
+                leader: g.leader.as_ref().map_or(0, |l| l.0),
+                leader_endpoint: g.leader.and_then(|l| l.1).unwrap_or_default(),
+                epoch: g.epoch,
+            })
+            .collect(),
     }
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn metadata(&self, request: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
-        let topics = request.into_inner().topics;
+        let pb::MetadataRequest { topics, groups } = request.into_inner();
         if topics.len() > MAX_TOPICS {
             return Err(
                 crate::error::Error::invalid("topics", format!("at most {MAX_TOPICS} topics per request")).into()
             );
         }
+        if groups.len() > MAX_TOPICS {
+            return Err(
+                crate::error::Error::invalid("groups", format!("at most {MAX_TOPICS} groups per request")).into()
+            );
+        }
         Ok(Response::new(match &self.view {
-            Some(view) => metadata(view.report(&topics)),
+            Some(view) => metadata(view.report(&topics, &groups)),
             None => pb::MetadataResponse {
                 clustered: false,
                 broker_id: 0,
@@ -92,6 +108,7 @@ impl Cluster for ClusterService {
                 metadata: None,
                 shards: Vec::new(),
                 partitions: Vec::new(),
+                groups: Vec::new(),
             },
         }))
     }

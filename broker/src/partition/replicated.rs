@@ -278,6 +278,11 @@ impl ReplicatedPartitions {
         self.shards.iter().map(|(number, node)| (*number, node.report())).collect()
     }
 
+    /// The number of the shard that holds consumer group `group` (its id).
+    pub fn group_shard_number(&self, group: u64) -> u64 {
+        shard_of_group(group, self.shard_count)
+    }
+
     /// The number of the shard that holds `id`.
     pub fn shard_number(&self, id: PartitionId) -> u64 {
         shard_of(id, self.shard_count)
