@@ -42,6 +42,9 @@ async fn replica(cluster: &TestCluster, id: u64) -> anyhow::Result<BTreeMap<u32,
 async fn records_are_replicated_and_survive_killing_a_partitions_leader() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start(3).await?;
     cluster.agreed_leader(&cluster.ids(), None).await?;
+    // Shard leaders move once, to their preferred brokers, soon after start: wait for that,
+    // so the leaders this test finds stay where they are.
+    cluster.leaders_spread(1).await?;
     Admin::new(cluster.broker(1).channel()).create_topic("events", PARTITIONS, pb::TopicConfig::default()).await?;
     let addrs: Vec<String> = cluster.brokers.iter().map(|b| b.addr.clone()).collect();
 
@@ -147,6 +150,9 @@ async fn all_values(cluster: &TestCluster, id: u64, topic: &str, partitions: u32
 async fn the_rust_producer_and_the_cli_follow_leaders_across_a_failover() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start(3).await?;
     cluster.agreed_leader(&cluster.ids(), None).await?;
+    // Shard leaders move once, to their preferred brokers, soon after start: wait for that,
+    // so the leaders this test finds stay where they are.
+    cluster.leaders_spread(1).await?;
     let seed = 1u64;
     Admin::new(cluster.broker(seed).channel()).create_topic("orders", PARTITIONS, pb::TopicConfig::default()).await?;
 
@@ -210,6 +216,9 @@ async fn the_rust_producer_and_the_cli_follow_leaders_across_a_failover() -> any
 async fn a_cut_off_partition_leader_acknowledges_nothing_and_is_rewound_on_healing() -> anyhow::Result<()> {
     let cluster = TestCluster::start(3).await?;
     cluster.agreed_leader(&cluster.ids(), None).await?;
+    // Shard leaders move once, to their preferred brokers, soon after start: wait for that,
+    // so the leaders this test finds stay where they are.
+    cluster.leaders_spread(1).await?;
     Admin::new(cluster.broker(1).channel()).create_topic("cut", 1, pb::TopicConfig::default()).await?;
     let addrs: Vec<String> = cluster.brokers.iter().map(|b| b.addr.clone()).collect();
     let before = produce_to_leader(&addrs[0], "cut", 0, &["before".to_owned()]).await?;
