@@ -73,14 +73,18 @@ impl ClusterView {
     pub fn report(&self, topics: &[String], groups: &[String]) -> ClusterReport {
         let catalog = self.node.catalog();
         let shards = self.replicated.reports();
+        // A shard's leader (with its endpoint, if registered) and term.
+        let leader_of = |shard: u64| {
+            let report = shards.iter().find(|(n, _)| *n == shard).map(|(_, r)| r);
+            let leader = report.and_then(|r| r.leader).map(|id| (id, catalog.brokers.get(&id).cloned()));
+            (leader, report.map_or(0, |r| r.term))
+        };
         let mut partitions = Vec::new();
         for name in topics {
             let Some(topic) = catalog.topics.get(name) else { continue };
             for index in 0..topic.partitions {
                 let shard = self.replicated.shard_number(PartitionId::new(topic.id, index));
-                let report = shards.iter().find(|(n, _)| *n == shard).map(|(_, r)| r);
-                let leader = report.and_then(|r| r.leader).map(|id| (id, catalog.brokers.get(&id).cloned()));
-                let epoch = report.map_or(0, |r| r.term);
+                let (leader, epoch) = leader_of(shard);
                 partitions.push(PartitionLeader { topic: name.clone(), partition: index, shard, leader, epoch });
             }
         }
@@ -88,9 +92,7 @@ impl ClusterView {
         for name in groups {
             let Some(group) = catalog.groups.get(name) else { continue };
             let shard = self.replicated.group_shard_number(group.id);
-            let report = shards.iter().find(|(n, _)| *n == shard).map(|(_, r)| r);
-            let leader = report.and_then(|r| r.leader).map(|id| (id, catalog.brokers.get(&id).cloned()));
-            let epoch = report.map_or(0, |r| r.term);
+            let (leader, epoch) = leader_of(shard);
             group_leaders.push(GroupLeader { group: name.clone(), shard, leader, epoch });
         }
         ClusterReport {

@@ -93,6 +93,20 @@ impl ShardWrites {
 }
 
 impl Persistence {
+    /// Commits `write` (durably on this broker, or replicated in a cluster)
+    /// after everything handed over before it; `then` gets the outcome.
+    async fn commit(&self, write: AtomicWrite, then: impl FnOnce(Result<()>) + Send + 'static) {
+        match self {
+            Persistence::Local(writer) => {
+                let on_commit = Box::new(move |r: sluice_storage::Result<()>| then(r.map_err(Error::from)));
+                if let Err(e) = writer.submit(WriteRequest { write, sync: true, on_commit }).await {
+                    tracing::error!(error = %e, "writer stopped while committing group state");
+                }
+            }
+            Persistence::Shard(shard) => shard.propose(write, then).await,
+        }
+    }
+
     /// Answers `reply` with `value` once `write` is durable (replicated, in a
     /// cluster); at once if there is nothing to write.
     pub(super) async fn reply_after_commit<T: Send + 'static>(
@@ -105,62 +119,26 @@ impl Persistence {
             let _ = reply.send(Ok(value));
             return;
         }
-        match self {
-            Persistence::Local(writer) => {
-                let request = WriteRequest {
-                    write,
-                    sync: true,
-                    on_commit: Box::new(move |r| {
-                        let _ = reply.send(r.map(|()| value).map_err(Error::from));
-                    }),
-                };
-                if let Err(e) = writer.submit(request).await {
-                    tracing::error!(error = %e, "writer stopped while committing group state");
-                }
-            }
-            Persistence::Shard(shard) => {
-                shard
-                    .propose(write, move |r| {
-                        let _ = reply.send(r.map(|()| value));
-                    })
-                    .await
-            }
-        }
+        self.commit(write, move |r| {
+            let _ = reply.send(r.map(|()| value));
+        })
+        .await
     }
 
     /// Commits `write` without waiting: what the actor decides next is
     /// committed after it. A failure poisons the store (a single broker) or
-    /// ends the actor's lease (a cluster).
+    /// ends the actor's lease (a cluster: the group restarts from what is
+    /// replicated).
     pub(super) async fn persist(&self, write: AtomicWrite) {
         if write.is_empty() {
             return;
         }
-        match self {
-            Persistence::Local(writer) => {
-                let request = WriteRequest {
-                    write,
-                    sync: true,
-                    on_commit: Box::new(|r| {
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "persisting group state failed");
-                        }
-                    }),
-                };
-                if let Err(e) = writer.submit(request).await {
-                    tracing::error!(error = %e, "writer stopped while persisting group state");
-                }
+        self.commit(write, |r| {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "persisting group state failed");
             }
-            Persistence::Shard(shard) => {
-                let name = shard.name.clone();
-                shard
-                    .propose(write, move |r| {
-                        if let Err(e) = r {
-                            tracing::info!(group = %name, error = %e, "group state change not replicated; the group restarts from what is");
-                        }
-                    })
-                    .await
-            }
-        }
+        })
+        .await
     }
 
     /// Resolves when the actor must stop because its lease is gone (never, on a single broker).
