@@ -116,6 +116,9 @@ pub struct SettingArgs {
     /// host:port clients use to reach this broker, registered in the cluster catalog [default: the bound listen address]
     #[arg(long, env = "SLUICE_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Log entries between a shard's snapshots; its log is dropped up to each [default: 5000]
+    #[arg(long, env = "SLUICE_SHARD_SNAPSHOT_ENTRIES")]
+    pub shard_snapshot_entries: Option<u64>,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -173,6 +176,7 @@ impl SettingArgs {
             peers,
             cluster_listen,
             advertise,
+            shard_snapshot_entries,
         );
         cfg.validate()?;
         Ok(cfg)

@@ -74,6 +74,10 @@ pub struct BrokerConfig {
     /// cluster catalog (and shown by `sluice cluster status`); empty: the bound
     /// client address. Set it when that is `0.0.0.0` or behind NAT. Default empty.
     pub advertise: String,
+    /// A shard snapshots its state after this many log entries, then drops its
+    /// log up to there (less a fifth kept for followers a little behind); a
+    /// replica further behind installs the snapshot. Default 5000.
+    pub shard_snapshot_entries: u64,
 }
 
 impl Default for BrokerConfig {
@@ -105,6 +109,7 @@ impl Default for BrokerConfig {
             peers: String::new(),
             cluster_listen: String::new(),
             advertise: String::new(),
+            shard_snapshot_entries: sluice_replication::node::DEFAULT_SHARD_SNAPSHOT_ENTRIES,
         }
     }
 }
@@ -209,7 +214,10 @@ impl BrokerConfig {
             field: "cluster-listen",
             reason: "must be host:port (where this broker serves the others) when `peers` is set".into(),
         })?;
-        Ok(Some((ClusterConfig::new(self.node_id, peers), listen)))
+        check(self.shard_snapshot_entries >= 10, "shard-snapshot-entries", "must be at least 10")?;
+        let mut config = ClusterConfig::new(self.node_id, peers);
+        config.shard_snapshot_entries = self.shard_snapshot_entries;
+        Ok(Some((config, listen)))
     }
 
     /// WAL fsync period for `interval` topics.

@@ -26,10 +26,12 @@ use serde::Serialize;
 use sluice_proto::internal::v1 as pb;
 use sluice_proto::internal::v1::raft_client::RaftClient;
 use sluice_storage::raft::GroupId;
+use sluice_storage::{PartitionId, TopicId};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::codec::{decode, encode, Format, GroupWire};
+use crate::codec::{decode, encode, Format, GroupWire, Postcard};
 use crate::meta::{MetaStateMachine, MetaTypes};
+use crate::shard::snapshot::{serve_read, ReadBatches};
 use crate::shard::{ShardMachine, ShardTypes};
 
 /// What every group type of this crate has in common on the network: broker
@@ -43,7 +45,7 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest Raft message a broker accepts: a shard's append carries up to
 /// `max_payload_entries` record batches, each as large as a produce request.
-const MAX_MESSAGE_BYTES: usize = 512 << 20;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 512 << 20;
 
 /// Connections to peers, by address; cloning shares them.
 #[derive(Clone, Default)]
@@ -207,8 +209,12 @@ impl<C: NetTypes> RaftNetworkV2<C> for PeerClient<C> {
 #[derive(Clone)]
 pub struct RaftService {
     meta: Raft<MetaTypes, MetaStateMachine>,
-    shards: Arc<std::sync::RwLock<HashMap<u64, Raft<ShardTypes, ShardMachine>>>>,
+    shards: Arc<std::sync::RwLock<HashMap<u64, ServedShard>>>,
 }
+
+/// A shard this broker holds a replica of: its Raft peer, and its state
+/// machine (which serves record copies for snapshot installs).
+type ServedShard = (Raft<ShardTypes, ShardMachine>, ShardMachine);
 
 impl RaftService {
     /// Serves the metadata group's peer `meta`.
@@ -217,8 +223,8 @@ impl RaftService {
     }
 
     /// Serves `raft`, this broker's peer of shard `group`, from now on.
-    pub(crate) fn add_shard(&self, group: GroupId, raft: Raft<ShardTypes, ShardMachine>) {
-        self.shards.write().unwrap_or_else(|e| e.into_inner()).insert(group.0, raft);
+    pub(crate) fn add_shard(&self, group: GroupId, raft: Raft<ShardTypes, ShardMachine>, machine: ShardMachine) {
+        self.shards.write().unwrap_or_else(|e| e.into_inner()).insert(group.0, (raft, machine));
     }
 
     /// Stops serving shard `group`.
@@ -237,7 +243,15 @@ impl RaftService {
         }
         let shard = self.shards.read().unwrap_or_else(|e| e.into_inner()).get(&request.group).cloned();
         match shard {
-            Some(raft) => serve(&raft, request.rpc, &request.payload).await,
+            Some((_, machine)) if request.rpc == pb::RaftRpc::ReadBatches as i32 => {
+                let read: ReadBatches =
+                    Postcard::decode(&request.payload, "read-batches request").map_err(|e| e.to_string())?;
+                let partition = PartitionId::new(TopicId(read.topic), read.partition);
+                let committed = machine.watermark_of(partition);
+                let batches = serve_read(machine.store().clone(), read, committed).await?;
+                Postcard::encode(&batches).map_err(|e| e.to_string())
+            }
+            Some((raft, _)) => serve(&raft, request.rpc, &request.payload).await,
             None => Err(format!("this broker runs no replication group {}", request.group)),
         }
     }
@@ -271,7 +285,9 @@ where
             let req = C::Format::decode(payload, "transfer-leader request").map_err(|e| e.to_string())?;
             C::Format::encode(&raft.handle_transfer_leader(req).await.map_err(|e| e.to_string())?)
         }
-        Ok(pb::RaftRpc::Unspecified) | Err(_) => return Err(format!("unknown raft rpc {rpc}")),
+        Ok(pb::RaftRpc::Unspecified | pb::RaftRpc::ReadBatches) | Err(_) => {
+            return Err(format!("unknown raft rpc {rpc} for this group"))
+        }
     };
     reply.map_err(|e| e.to_string())
 }

@@ -20,6 +20,10 @@ use crate::log_store::LogStore;
 use crate::meta::{Catalog, MetaCommand, MetaResponse, MetaStateMachine, MetaTypes, META_GROUP};
 use crate::network::{GroupNetwork, Peers, RaftService};
 
+/// Entries between shard snapshots unless configured: a shard's log (and its
+/// index in memory) holds at most about this many plus a margin.
+pub const DEFAULT_SHARD_SNAPSHOT_ENTRIES: u64 = 5000;
+
 /// How a broker takes part in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -31,6 +35,9 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// A follower that hears no leader for a random time in this range stands for election.
     pub election_timeout: (Duration, Duration),
+    /// A shard snapshots its state after this many entries since the last
+    /// snapshot, and then drops its log up to the snapshot (less a margin).
+    pub shard_snapshot_entries: u64,
 }
 
 impl ClusterConfig {
@@ -41,6 +48,7 @@ impl ClusterConfig {
             peers,
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            shard_snapshot_entries: DEFAULT_SHARD_SNAPSHOT_ENTRIES,
         }
     }
 
@@ -73,6 +81,10 @@ pub struct GroupReport {
     pub committed_index: u64,
     /// The last entry this peer applied.
     pub applied_index: u64,
+    /// The last entry its newest snapshot covers (0: none).
+    pub snapshot_index: u64,
+    /// Its log holds no entry at or below this one (0: nothing dropped yet).
+    pub purged_index: u64,
     /// At the leader only: each voter's highest entry known to match (None:
     /// not heard from yet).
     pub replicas: Option<BTreeMap<u64, Option<u64>>>,
@@ -320,6 +332,8 @@ pub(crate) fn report_of<C: openraft::RaftTypeConfig<NodeId = u64, Term = u64>>(
         last_log_index: m.last_log_index.unwrap_or(0),
         committed_index: m.local_committed.as_ref().map_or(0, |l| l.index),
         applied_index: m.last_applied.as_ref().map_or(0, |l| l.index),
+        snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index),
+        purged_index: m.purged.as_ref().map_or(0, |l| l.index),
         replicas: m.replication.as_ref().map(|r| r.iter().map(|(id, l)| (*id, l.as_ref().map(|l| l.index))).collect()),
     }
 }

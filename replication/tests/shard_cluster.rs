@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_replication::{
-    BatchCommand, ClusterConfig, MetaNode, Peers, ShardCommand, ShardHost, ShardNode, ShardProposeError, ShardResponse,
-    ShardStart,
+    BatchCommand, ClusterConfig, GroupChange, MetaNode, Peers, ShardCommand, ShardHost, ShardNode, ShardProposeError,
+    ShardResponse, ShardStart,
 };
+use sluice_storage::group::{GroupCursor, MessageState};
 use sluice_storage::raft::GroupId;
 use sluice_storage::record::encode_body;
 use sluice_storage::{
@@ -74,10 +75,15 @@ struct Peer {
 }
 
 async fn start_peer(id: u64, addrs: &BTreeMap<u64, String>, dir: &std::path::Path) -> Peer {
+    start_peer_with(id, addrs, dir, sluice_replication::node::DEFAULT_SHARD_SNAPSHOT_ENTRIES).await
+}
+
+async fn start_peer_with(id: u64, addrs: &BTreeMap<u64, String>, dir: &std::path::Path, snapshot_entries: u64) -> Peer {
     let listener = TcpListener::bind(addrs[&id].as_str()).await.expect("bind the peer's address");
     let (store, recovered) = Store::open(dir, &StoreConfig::default()).expect("open store");
     let (writer, writer_thread) = spawn_writer(store.clone(), WriterConfig::default()).expect("writer");
-    let config = ClusterConfig::new(id, addrs.clone());
+    let mut config = ClusterConfig::new(id, addrs.clone());
+    config.shard_snapshot_entries = snapshot_entries;
     let meta = Arc::new(MetaNode::start(&config, store.clone(), writer.clone(), Peers::default()).await.expect("meta"));
     let host = Arc::new(Host::default());
     let start = ShardStart {
@@ -269,6 +275,113 @@ async fn a_shard_replicates_batches_and_rewinds_an_uncommitted_tail() {
         all.iter().flatten().all(|r| !r.value.starts_with(b"lost")),
         "no replica kept a record that was never committed"
     );
+
+    for (_, p) in peers {
+        p.stop().await;
+    }
+}
+
+fn cursor_change(group: u64, committed: u64) -> ShardCommand {
+    let mut write = sluice_storage::AtomicWrite::new();
+    let cursor = GroupCursor { committed, delivered: committed, dead_lettered: 0 };
+    sluice_storage::group::put_cursor(&mut write, group, 0, &cursor);
+    let message = MessageState { attempts: 2, reason: format!("at {committed}"), ..MessageState::default() };
+    sluice_storage::group::put_message(&mut write, group, 0, committed, &message);
+    let changes = sluice_storage::group::encode_changes(&write).expect("group-state changes");
+    ShardCommand::Group(GroupChange { group, changes })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_purged_log_installs_a_snapshot_and_copies_the_records_it_lacks() {
+    const EVERY: u64 = 20;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let mut addrs = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        addrs.insert(id, l.local_addr().expect("addr").to_string());
+    }
+    let dir = |id: u64| dirs[(id - 1) as usize].path().to_owned();
+    let mut peers = BTreeMap::new();
+    for id in 1..=3u64 {
+        peers.insert(id, start_peer_with(id, &addrs, &dir(id), EVERY).await);
+    }
+    let leader = shard_leader(&peers).await;
+    for i in 0..5u64 {
+        peers[&leader].shard.propose(batch("early", 2, Some((9, i)))).await.expect("append");
+    }
+    peers[&leader].shard.propose(cursor_change(5, 3)).await.expect("group change");
+
+    // One follower stops; the log moves on far past what the leader keeps.
+    let behind = *peers.keys().find(|id| **id != leader).expect("a follower");
+    peers.remove(&behind).expect("follower").stop().await;
+    let mut end = 10;
+    let (mut last5, mut last6) = (3, 0);
+    for i in 5..(5 + 6 * EVERY) {
+        let n = 1 + (i % 3) as usize;
+        let got = peers[&leader].shard.propose(batch("late", n, Some((9, i)))).await.expect("append");
+        assert_eq!(got, appended(end, n as u32, false));
+        end += n as u64;
+        if i % 10 == 0 {
+            peers[&leader].shard.propose(cursor_change(5, end)).await.expect("group change");
+            peers[&leader].shard.propose(cursor_change(6, i)).await.expect("group change");
+            (last5, last6) = (end, i);
+        }
+    }
+    let report = peers[&leader].shard.report();
+    assert!(report.snapshot_index > 2 * EVERY, "the leader snapshotted: {report:?}");
+    wait_for(Duration::from_secs(10), "the leader drops its log up to its snapshot", || {
+        peers[&leader].shard.report().purged_index > EVERY
+    })
+    .await;
+    let kept = peers[&leader].store.raft_entries(SHARD, 0..u64::MAX).expect("log").len() as u64;
+    assert!(kept < 3 * EVERY, "the stored log is bounded: {kept} entries kept");
+
+    // It comes back: the entries it lacks are gone, so it installs the snapshot and copies records.
+    peers.insert(behind, start_peer_with(behind, &addrs, &dir(behind), EVERY).await);
+    wait_for(Duration::from_secs(30), "the returning replica's watermark reaches the end", || {
+        peers.values().all(|p| p.host.mark() == end)
+    })
+    .await;
+    let report = peers[&behind].shard.report();
+    assert!(report.snapshot_index > 0, "it installed a snapshot: {report:?}");
+    let all: Vec<Vec<StoredRecord>> = peers.values().map(|p| p.records(u64::MAX)).collect();
+    assert_eq!(all[0].len() as u64, end);
+    assert!(all.windows(2).all(|w| w[0] == w[1]), "replicas hold the same records, timestamps and all");
+    wait_for(Duration::from_secs(10), "every replica holds the groups' last state", || {
+        peers.values().all(|p| {
+            let five = p.store.group_state(5).expect("group 5");
+            let six = p.store.group_state(6).expect("group 6");
+            five.cursors.get(&0).map(|c| c.committed) == Some(last5)
+                && six.cursors.get(&0).map(|c| c.committed) == Some(last6)
+        })
+    })
+    .await;
+    let states: Vec<_> = peers
+        .values()
+        .map(|p| {
+            let g = p.store.group_state(5).expect("group 5");
+            let h = p.store.group_state(6).expect("group 6");
+            (g.cursors.get(&0).copied(), g.messages.get(&0).cloned(), h.cursors.get(&0).copied())
+        })
+        .collect();
+    assert!(states.windows(2).all(|w| w[0] == w[1]), "group states agree: {states:?}");
+    assert!(states[0].1.as_ref().is_some_and(|m| m.len() > 5), "message states were carried: {states:?}");
+
+    // Producer state came with the records: where it now leads, a retry is still a duplicate.
+    wait_for(Duration::from_secs(20), "the returned replica takes the lead", || {
+        let from = peers.values().find(|p| p.shard.is_leader()).map(|p| p.shard.clone());
+        if let Some(shard) = from {
+            tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(shard.hand_over(behind)));
+        }
+        peers[&behind].shard.is_leader()
+    })
+    .await;
+    let last = 5 + 6 * EVERY - 1;
+    let n = 1 + (last % 3) as u32;
+    let got = peers[&behind].shard.propose(batch("late", n as usize, Some((9, last)))).await.expect("retry");
+    assert_eq!(got, appended(end - u64::from(n), n, true), "the copied producer state knows the last batch");
+    let got = peers[&behind].shard.propose(batch("after", 2, None)).await.expect("append at the new leader");
+    assert_eq!(got, appended(end, 2, false));
 
     for (_, p) in peers {
         p.stop().await;

@@ -105,6 +105,14 @@ pub enum Error {
         /// Why not.
         reason: &'static str,
     },
+    /// A batch copied from another replica does not continue this log.
+    #[error("cannot copy a batch into {partition}: {reason}")]
+    BadCopy {
+        /// The partition.
+        partition: PartitionId,
+        /// Why not.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -208,14 +208,30 @@ pub fn put_group(name: &str, config: Vec<u8>) -> AtomicWrite {
 
 /// The write that removes a group: its configuration and every piece of its state.
 pub fn delete_group(name: &str, group: u64) -> AtomicWrite {
-    let mut m = vec![Mutation::Delete(Cf::Meta, keys::named_key(TAG_GROUP, name))];
-    for tag in [CURSOR, MESSAGE, TIMER] {
-        let mut from = vec![tag];
-        from.put_u64(group);
-        let mut to = vec![tag];
-        to.put_u64(group.saturating_add(1));
-        m.push(Mutation::DeleteRange(Cf::Groups, from, to));
-    }
+    let mut m = AtomicWrite::from(vec![Mutation::Delete(Cf::Meta, keys::named_key(TAG_GROUP, name))]);
+    m.extend(clear_state(group));
+    m
+}
+
+/// The key range of one kind (`tag`) of `group`'s state.
+fn state_range(tag: u8, group: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut from = vec![tag];
+    from.put_u64(group);
+    let mut to = vec![tag];
+    to.put_u64(group.saturating_add(1));
+    (from, to)
+}
+
+/// The write that removes every piece of `group`'s state (cursors, message
+/// states, redelivery times), leaving its configuration.
+pub fn clear_state(group: u64) -> AtomicWrite {
+    let m: Vec<Mutation> = [CURSOR, MESSAGE, TIMER]
+        .into_iter()
+        .map(|tag| {
+            let (from, to) = state_range(tag, group);
+            Mutation::DeleteRange(Cf::Groups, from, to)
+        })
+        .collect();
     AtomicWrite::from(m)
 }
 
@@ -348,15 +364,34 @@ pub fn decode_changes(mut v: &[u8]) -> Option<AtomicWrite> {
 }
 
 impl crate::Store {
+    /// A write that makes any store hold exactly `group`'s state as stored
+    /// here now: every piece of it cleared, then this store's entries put.
+    /// A shard snapshot carries it (through `encode_changes`), so a replica
+    /// that installs the snapshot holds the group as its leader did.
+    pub fn group_state_image(&self, group: u64) -> crate::Result<AtomicWrite> {
+        let mut out = clear_state(group);
+        for tag in [CURSOR, MESSAGE, TIMER] {
+            let (lower, upper) = state_range(tag, group);
+            self.engine().scan(
+                Cf::Groups,
+                &lower,
+                Some(&upper),
+                crate::engine::ScanFrom::AtOrAfter(&lower),
+                &mut |k, v| {
+                    out.push(Mutation::Put(Cf::Groups, k.to_vec(), v.to_vec()));
+                    Ok(true)
+                },
+            )?;
+        }
+        Ok(out)
+    }
+
     /// Group `group`'s stored state, read now: what a broker that takes over
     /// the group (a shard leader after a failover) starts from.
     pub fn group_state(&self, group: u64) -> crate::Result<RecoveredGroupState> {
         let mut found = HashMap::new();
         for tag in [CURSOR, MESSAGE, TIMER] {
-            let mut lower = vec![tag];
-            lower.put_u64(group);
-            let mut upper = vec![tag];
-            upper.put_u64(group.saturating_add(1));
+            let (lower, upper) = state_range(tag, group);
             self.engine().scan(
                 Cf::Groups,
                 &lower,

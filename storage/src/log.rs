@@ -34,7 +34,9 @@ use std::sync::Arc;
 use crate::engine::{AtomicWrite, Cf, Mutation};
 use crate::keys::{partition_meta_key, record_key, TAG_PRODUCER, TAG_SEGMENT};
 use crate::producer::{ProducerState, SequenceCheck, WrittenBatch};
-use crate::record::{batch_from_body, body_len, encode_batch, BatchHeader, RecordRef, StoredRecord, HEADER_LEN};
+use crate::record::{
+    batch_from_body, body_len, encode_batch, split_batch, BatchHeader, RecordRef, StoredRecord, HEADER_LEN,
+};
 use crate::segment::SegmentMeta;
 use crate::store::{Reclaim, Store};
 use crate::topic::TopicConfig;
@@ -47,6 +49,14 @@ pub struct ProducerSeq {
     pub producer_id: u64,
     /// Sequence of this batch for this partition.
     pub sequence: u64,
+}
+
+/// Who appends a batch, and whether its sequence is checked (a batch copied
+/// from another replica already passed the check there).
+#[derive(Debug, Clone, Copy)]
+struct Producing {
+    seq: Option<ProducerSeq>,
+    check: bool,
 }
 
 /// The outcome of preparing an append.
@@ -199,7 +209,9 @@ impl PartitionLog {
     ) -> Result<Append> {
         let body_bytes = body_len(records);
         let count = records.len() as u32;
-        self.append_with(count, body_bytes, producer, now_ms, settings, |header| encode_batch(header, records))
+        self.append_with(count, body_bytes, Producing { seq: producer, check: true }, now_ms, settings, |header| {
+            encode_batch(header, records)
+        })
     }
 
     /// Prepares appending a batch whose records are already encoded (`body`
@@ -216,19 +228,55 @@ impl PartitionLog {
         now_ms: i64,
         settings: &TopicConfig,
     ) -> Result<Append> {
-        self.append_with(count, body.len(), producer, now_ms, settings, |header| batch_from_body(header, body))
+        self.append_with(count, body.len(), Producing { seq: producer, check: true }, now_ms, settings, |header| {
+            batch_from_body(header, body)
+        })
+    }
+
+    /// Prepares appending `raw`, a batch as another replica stored it
+    /// (`PartitionReader::raw_batches`), at the same offsets: how a replica
+    /// that installs a snapshot fetches the records it lacks. The batch must
+    /// start at this log's next offset; its producer state is taken as it
+    /// is (the copied log already passed the sequence checks), and segments
+    /// roll by the batch's own timestamp.
+    pub fn append_copy(&mut self, raw: &[u8], settings: &TopicConfig) -> Result<AtomicWrite> {
+        let partition = self.id;
+        let bad = |reason: String| Error::BadCopy { partition, reason };
+        let (header, body) = split_batch(raw).map_err(|e| bad(format!("damaged batch: {e}")))?;
+        if header.base_offset != self.next_offset() {
+            return Err(bad(format!(
+                "batch at {} does not start at the end {}",
+                header.base_offset,
+                self.next_offset()
+            )));
+        }
+        let producer = (header.producer_id != 0)
+            .then_some(ProducerSeq { producer_id: header.producer_id, sequence: header.sequence });
+        let appended = self.append_with(
+            header.count,
+            body.len(),
+            Producing { seq: producer, check: false },
+            header.timestamp_ms,
+            settings,
+            |h| batch_from_body(h, body),
+        )?;
+        match appended {
+            Append::Write { write, .. } => Ok(write),
+            Append::Duplicate { .. } => Err(bad("taken as a duplicate".into())),
+        }
     }
 
     fn append_with(
         &mut self,
         count: u32,
         body_bytes: usize,
-        producer: Option<ProducerSeq>,
+        producing: Producing,
         now_ms: i64,
         settings: &TopicConfig,
         encode: impl FnOnce(&BatchHeader) -> Vec<u8>,
     ) -> Result<Append> {
-        if let Some(p) = producer {
+        let producer = producing.seq;
+        if let Some(p) = producer.filter(|_| producing.check) {
             match self.producers.get(&p.producer_id).map(|s| s.check(p.sequence)) {
                 Some(SequenceCheck::Duplicate(b)) => {
                     return Ok(Append::Duplicate { base_offset: b.base_offset, count: b.count });
@@ -456,6 +504,14 @@ impl PartitionReader {
         self.store.raw_batch(self.id, base_offset)
     }
 
+    /// The stored bytes of the batches that start in `range`, oldest first,
+    /// about `max_bytes` of them (at least one if any): what a replica that
+    /// installs a snapshot copies (`PartitionLog::append_copy`). Blocking;
+    /// each batch's CRC is checked here and again where it is copied to.
+    pub fn raw_batches(&self, range: OffsetRange, max_bytes: usize) -> Result<Vec<Vec<u8>>> {
+        self.store.raw_batches(self.id, range, max_bytes)
+    }
+
     /// The store (for its free-space alarm and poisoning).
     pub fn store(&self) -> &Arc<Store> {
         &self.store
@@ -514,6 +570,51 @@ mod tests {
             assert_eq!(w[0].end_offset, w[1].base_offset);
             assert!(w[0].sealed);
         }
+    }
+
+    #[test]
+    fn copied_batches_continue_a_log_with_the_same_bytes_and_producer_state() {
+        let (source, copy) = (mem(), mem());
+        let id = PartitionId::new(TopicId(1), 0);
+        let mut a = PartitionLog::new(&source, id, 0);
+        for i in 0..6u64 {
+            let p = Some(ProducerSeq { producer_id: 4, sequence: i });
+            let Append::Write { write, .. } = a.append(&recs(2, 300), p, 10 + i as i64, &settings()).expect("append")
+            else {
+                panic!("a new batch")
+            };
+            source.apply(std::iter::once(&write), true).expect("write");
+        }
+        let mut b = PartitionLog::new(&copy, id, 0);
+        let first = a.reader().raw_batches(OffsetRange::new(0, 12), 1).expect("read");
+        assert_eq!(first.len(), 1, "at least one batch, then the byte budget stops");
+        let rest = a.reader().raw_batches(OffsetRange::new(2, 12), usize::MAX).expect("read");
+        assert_eq!(rest.len(), 5);
+        for raw in first.iter().chain(&rest) {
+            let write = b.append_copy(raw, &settings()).expect("copy");
+            copy.apply(std::iter::once(&write), true).expect("write");
+        }
+        assert_eq!(b.next_offset(), 12);
+        let all = |log: &PartitionLog| log.reader().read_blocking(OffsetRange::new(0, 12), 100, usize::MAX);
+        assert_eq!(all(&a).expect("source"), all(&b).expect("copy"));
+        assert!(b.segments().len() > 1, "segments roll in the copy too");
+        let retry = Some(ProducerSeq { producer_id: 4, sequence: 5 });
+        assert!(
+            matches!(
+                b.append(&recs(2, 300), retry, 99, &settings()),
+                Ok(Append::Duplicate { base_offset: 10, count: 2 })
+            ),
+            "the copy knows the producer's last batch"
+        );
+        let err = b.append_copy(&first[0], &settings()).expect_err("not at the end");
+        assert!(err.to_string().contains("does not start at the end"), "{err}");
+        let mut damaged = rest[0].clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(
+            PartitionLog::new(&mem(), id, 0).append_copy(&damaged, &settings()).is_err(),
+            "a damaged copy is refused"
+        );
     }
 
     #[test]

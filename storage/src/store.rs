@@ -469,6 +469,33 @@ impl Store {
         self.get(Cf::Records, &record_key(partition, base_offset))
     }
 
+    /// Batches starting in `range`, raw and CRC-checked, about `max_bytes` (at least one).
+    pub(crate) fn raw_batches(
+        &self,
+        partition: PartitionId,
+        range: OffsetRange,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        if range.start >= range.end {
+            return Ok(out);
+        }
+        let lower = record_key(partition, range.start);
+        let upper = record_key(partition, range.end);
+        let mut bytes = 0usize;
+        self.engine.scan(Cf::Records, &lower, Some(&upper), ScanFrom::AtOrAfter(&lower), &mut |k, v| {
+            let Some((_, base)) = parse_record_key(k) else { return Ok(false) };
+            let header = decode_header(v).map_err(|e| corruption(partition, base, e.to_string()))?;
+            if header.base_offset != base {
+                return Err(corruption(partition, base, format!("batch says base offset {}", header.base_offset)));
+            }
+            bytes += v.len();
+            out.push(v.to_vec());
+            Ok(bytes < max_bytes)
+        })?;
+        Ok(out)
+    }
+
     /// Writes raw bytes under a record key, bypassing encoding: lets tests damage a batch.
     #[doc(hidden)]
     pub fn put_raw_record_for_test(&self, partition: PartitionId, offset: u64, value: &[u8]) -> Result<()> {

@@ -287,6 +287,59 @@ impl ShardLog {
         self.writer.write(write).await.map_err(io_error)
     }
 
+    /// Commits `write` through the broker's writer with an fsync, and waits.
+    pub(crate) async fn write_synced(&self, write: AtomicWrite) -> io::Result<()> {
+        self.write_durably(write).await
+    }
+
+    /// The consumer groups whose changes the log holds now.
+    pub(crate) fn group_ids(&self) -> io::Result<Vec<u64>> {
+        let inner = self.inner();
+        let mut out = Vec::new();
+        for slot in inner.slots.values() {
+            if let Slot::Kept { entry, .. } = slot {
+                let entry: EntryOf<ShardTypes> = Postcard::decode(entry, "shard log entry")?;
+                if let EntryPayload::Normal(ShardCommand::Group(change)) = entry.payload {
+                    out.push(change.group);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The end of `partition` here (0 for a partition this shard does not
+    /// hold yet); `None` for a partition of a topic deleted here.
+    pub(crate) fn next_offset_of(&self, partition: PartitionId) -> Option<u64> {
+        let inner = self.inner();
+        if inner.deleted.contains(&partition) {
+            return None;
+        }
+        Some(inner.partitions.get(&partition).map_or(0, |log| log.next_offset()))
+    }
+
+    /// The id of the entry this replica holds at `index`, if any.
+    pub(crate) fn log_id_at(&self, index: u64) -> io::Result<Option<LogIdOf<ShardTypes>>> {
+        self.inner().slots.get(&index).map(Slot::log_id).transpose()
+    }
+
+    /// Prepares appending `batches` (raw, from a peer, starting at the
+    /// partition's end) to `partition` at their own offsets.
+    pub(crate) fn copy_batches(&self, partition: PartitionId, batches: &[Vec<u8>]) -> io::Result<AtomicWrite> {
+        let settings = self.host.settings(partition);
+        let mut inner = self.inner();
+        if inner.deleted.contains(&partition) {
+            // Its topic was deleted here since the snapshot was taken.
+            return Ok(AtomicWrite::new());
+        }
+        let log =
+            inner.partitions.entry(partition).or_insert_with(|| PartitionLog::new(&self.store, partition, now_ms()));
+        let mut write = AtomicWrite::new();
+        for raw in batches {
+            write.extend(log.append_copy(raw, &settings).map_err(io_error)?);
+        }
+        Ok(write)
+    }
+
     fn put_hard(&self, write: &mut AtomicWrite, slot: HardState, value: &impl Serialize) -> io::Result<()> {
         keys::put_hard_state(write, self.group, slot, Postcard::encode(value)?);
         Ok(())

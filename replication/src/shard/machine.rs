@@ -20,24 +20,26 @@
 //!   broker that takes the shard over reads the groups' state only once
 //!   everything committed before its term is there.
 //!
-//! Snapshots are not built yet (step 5 of `docs/REPLICATION.md`): shard
-//! logs are never purged, so no follower needs one.
+//! - Snapshots (`snapshot.rs`) are built from the applied point and
+//!   installed in one write with the applied id; see that module.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use futures::StreamExt;
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
-use sluice_storage::group::decode_changes;
+use sluice_storage::group::{clear_state, decode_changes};
 use sluice_storage::raft::{self as keys, GroupId, HardState};
 use sluice_storage::{AtomicWrite, PartitionId, Store, WriteRequest, WriterHandle};
 use tokio::sync::watch;
 
 use super::log::{ShardLog, Slot};
+use super::snapshot::{group_images, meta_of, Copier, Image, PartitionMark, StoredSnapshot};
 use super::{ShardCommand, ShardHost, ShardTypes};
 use crate::codec::{io_error, Format, Postcard};
 
@@ -48,29 +50,184 @@ type Applied = (Option<LogIdOf<ShardTypes>>, StoredMembershipOf<ShardTypes>);
 #[derive(Clone)]
 pub struct ShardMachine {
     group: GroupId,
+    store: Arc<Store>,
     writer: WriterHandle,
     log: ShardLog,
     host: Arc<dyn ShardHost>,
     applied: Arc<Mutex<Applied>>,
     /// The last applied entry whose apply write (group changes, applied id) is in the store.
     stored: Arc<watch::Sender<Option<LogIdOf<ShardTypes>>>>,
+    /// Consumer groups whose state goes through this shard (a snapshot carries theirs).
+    groups: Arc<Mutex<BTreeSet<u64>>>,
+    /// The last snapshot built or installed.
+    current: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// Copies records from peers when a snapshot is installed.
+    copier: Copier,
 }
 
 impl ShardMachine {
     /// Opens the applied state as stored, over the shard's `log`.
-    pub fn open(
-        store: &Store,
+    pub(crate) fn open(
+        store: Arc<Store>,
         writer: WriterHandle,
         group: GroupId,
         log: ShardLog,
         host: Arc<dyn ShardHost>,
+        copier: Copier,
     ) -> io::Result<Self> {
         let applied = match store.raft_hard_state(group, HardState::Applied).map_err(io_error)? {
             Some(b) => Postcard::decode(&b, "shard applied state")?,
             None => (None, StoredMembershipOf::<ShardTypes>::default()),
         };
+        let current: Option<StoredSnapshot> = store
+            .raft_hard_state(group, HardState::Snapshot)
+            .map_err(io_error)?
+            .map(|b| Postcard::decode(&b, "shard snapshot"))
+            .transpose()?;
+        let mut groups = BTreeSet::new();
+        if let Some(snapshot) = &current {
+            let image: Image = Postcard::decode(&snapshot.data, "shard snapshot image")?;
+            groups.extend(image.groups.iter().map(|g| g.group));
+        }
+        groups.extend(log.group_ids()?);
         let stored = Arc::new(watch::Sender::new(applied.0));
-        Ok(ShardMachine { group, writer, log, host, applied: Arc::new(Mutex::new(applied)), stored })
+        Ok(ShardMachine {
+            group,
+            store,
+            writer,
+            log,
+            host,
+            applied: Arc::new(Mutex::new(applied)),
+            stored,
+            groups: Arc::new(Mutex::new(groups)),
+            current: Arc::new(Mutex::new(current)),
+            copier,
+        })
+    }
+
+    fn groups(&self) -> MutexGuard<'_, BTreeSet<u64>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn current(&self) -> MutexGuard<'_, Option<StoredSnapshot>> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The committed watermark of `partition` here (0 if this shard does not hold it).
+    pub(crate) fn watermark_of(&self, partition: PartitionId) -> u64 {
+        self.watermarks().into_iter().find(|(id, _)| *id == partition).map_or(0, |(_, end)| end)
+    }
+
+    /// The store the shard's records are in.
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The shard's state at the applied entry, as a snapshot: taken between
+    /// applies (on the state machine's task), once that entry's apply write
+    /// is in the store.
+    async fn image(&self) -> io::Result<StoredSnapshot> {
+        let applied = self.applied().clone();
+        let mut stored = self.stored.subscribe();
+        // The sender lives as long as this machine: `wait_for` ends only by the condition.
+        let _ = stored.wait_for(|s| *s >= applied.0).await;
+        let ends: HashMap<PartitionId, u64> = self.watermarks().into_iter().collect();
+        let partitions = {
+            let inner = self.log.inner();
+            inner
+                .partitions
+                .iter()
+                .map(|(id, log)| PartitionMark {
+                    topic: id.topic.0,
+                    partition: id.index,
+                    start: log.log_start(),
+                    end: ends.get(id).copied().unwrap_or_else(|| log.next_offset()),
+                })
+                .collect()
+        };
+        let groups = self.groups().clone();
+        let store = self.store.clone();
+        let groups =
+            tokio::task::spawn_blocking(move || group_images(&store, &groups)).await.map_err(io::Error::other)??;
+        let image = Image { source: self.copier.node, partitions, groups };
+        Ok(StoredSnapshot { meta: meta_of(&applied), data: Postcard::encode(&image)? })
+    }
+
+    /// Copies the committed records of `mark` this replica lacks from a peer.
+    async fn copy_partition(&self, source: u64, mark: &PartitionMark) -> io::Result<()> {
+        let id = mark.id();
+        loop {
+            let Some(next) = self.log.next_offset_of(id) else {
+                return Ok(()); // its topic was deleted here since the snapshot was taken
+            };
+            if next >= mark.end {
+                return Ok(());
+            }
+            if next < mark.start {
+                return Err(io::Error::other(format!(
+                    "shard {}: {id:?} ends at {next} here but its snapshot starts at {}: records this replica \
+                     needs are gone (retention is off in a cluster, so this is a bug)",
+                    self.group.0, mark.start
+                )));
+            }
+            let batches = self.copier.read(source, id, next, mark.end).await?;
+            let write = self.log.copy_batches(id, &batches)?;
+            self.log.write_synced(write).await?;
+        }
+    }
+
+    /// Installs `snapshot` (see `snapshot.rs`, `# Correctness`).
+    async fn install(&self, snapshot: StoredSnapshot) -> io::Result<()> {
+        let image: Image = Postcard::decode(&snapshot.data, "shard snapshot image")?;
+        let Some(last) = snapshot.meta.last_log_id else {
+            return Err(io::Error::other("a shard snapshot without a last entry"));
+        };
+        let holds_last = self.log.log_id_at(last.index)? == Some(last);
+        if !holds_last {
+            // What this replica appended above its applied entry may be a deposed leader's.
+            let applied = self.applied().0;
+            let mut log = self.log.clone();
+            openraft::storage::RaftLogStorage::truncate_after(&mut log, applied).await?;
+        }
+        let copied = Instant::now();
+        for mark in &image.partitions {
+            self.copy_partition(image.source, mark).await?;
+        }
+        let mut write = AtomicWrite::new();
+        let theirs: BTreeSet<u64> = image.groups.iter().map(|g| g.group).collect();
+        for group in self.groups().difference(&theirs) {
+            write.extend(clear_state(*group));
+        }
+        for g in &image.groups {
+            let Some(changes) = decode_changes(&g.state) else {
+                return Err(io::Error::other(format!(
+                    "shard snapshot: undecodable state of consumer group {}",
+                    g.group
+                )));
+            };
+            write.extend(changes);
+        }
+        let applied = (Some(last), snapshot.meta.last_membership.clone());
+        keys::put_hard_state(&mut write, self.group, HardState::Applied, Postcard::encode(&applied)?);
+        keys::put_hard_state(&mut write, self.group, HardState::Snapshot, Postcard::encode(&snapshot)?);
+        self.log.write_synced(write).await?;
+        *self.applied() = applied;
+        *self.groups() = theirs;
+        *self.current() = Some(snapshot);
+        self.stored.send_replace(Some(last));
+        for mark in &image.partitions {
+            self.host.committed(mark.id(), mark.end);
+        }
+        tracing::info!(
+            shard = self.group.0,
+            index = last.index,
+            source = image.source,
+            partitions = image.partitions.len(),
+            groups = image.groups.len(),
+            took_ms = copied.elapsed().as_millis() as u64,
+            "shard snapshot installed"
+        );
+        Ok(())
     }
 
     /// The last applied entry whose writes are in the store (readable now).
@@ -104,20 +261,35 @@ impl ShardMachine {
     }
 }
 
-/// Never used while snapshots are off (see the module docs).
-pub struct NoSnapshots;
+/// Builds a snapshot from the image taken when the builder was made.
+pub struct ShardSnapshotBuilder {
+    image: Result<StoredSnapshot, io::Error>,
+    machine: ShardMachine,
+}
 
-impl RaftSnapshotBuilder<ShardTypes> for NoSnapshots {
+impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<ShardTypes, Vec<u8>>, io::Error> {
-        Err(io::Error::other("shard snapshots are not built yet (docs/REPLICATION.md, step 5)"))
+        let snapshot = std::mem::replace(&mut self.image, Err(io::Error::other("snapshot already built")))?;
+        let mut write = AtomicWrite::new();
+        keys::put_hard_state(&mut write, self.machine.group, HardState::Snapshot, Postcard::encode(&snapshot)?);
+        self.machine.log.write_synced(write).await?;
+        tracing::debug!(
+            shard = self.machine.group.0,
+            index = snapshot.last_index(),
+            bytes = snapshot.data.len(),
+            "shard snapshot built"
+        );
+        let built = SnapshotOf::<ShardTypes, Vec<u8>> { meta: snapshot.meta.clone(), snapshot: snapshot.data.clone() };
+        *self.machine.current() = Some(snapshot);
+        Ok(built)
     }
 }
 
 impl RaftStateMachine<ShardTypes> for ShardMachine {
     type SnapshotData = Vec<u8>;
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = ShardSnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<Applied, io::Error> {
         Ok(self.applied().clone())
@@ -133,6 +305,7 @@ impl RaftStateMachine<ShardTypes> for ShardMachine {
             let (entry, responder) = item?;
             let log_id = entry.log_id();
             if let EntryPayload::Normal(ShardCommand::Group(change)) = &entry.payload {
+                self.groups().insert(change.group);
                 match decode_changes(&change.changes) {
                     Some(changes) => write.extend(changes),
                     // Every replica decodes the same bytes alike: skipping keeps them equal.
@@ -180,18 +353,22 @@ impl RaftStateMachine<ShardTypes> for ShardMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        ShardSnapshotBuilder { image: self.image().await, machine: self.clone() }
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMetaOf<ShardTypes>,
-        _snapshot: Vec<u8>,
+        meta: &SnapshotMetaOf<ShardTypes>,
+        snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        Err(io::Error::other("shard snapshots are not installed yet (docs/REPLICATION.md, step 5)"))
+        let result = self.install(StoredSnapshot { meta: meta.clone(), data: snapshot }).await;
+        if let Err(e) = &result {
+            tracing::error!(shard = self.group.0, error = %e, "installing a shard snapshot failed; this broker's replica of the shard stops (restart the broker)");
+        }
+        result
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<ShardTypes, Vec<u8>>>, io::Error> {
-        Ok(None)
+        Ok(self.current().clone().map(|s| SnapshotOf::<ShardTypes, Vec<u8>> { meta: s.meta, snapshot: s.data }))
     }
 }

@@ -14,6 +14,7 @@
 mod log;
 mod machine;
 mod node;
+pub(crate) mod snapshot;
 
 use std::fmt;
 

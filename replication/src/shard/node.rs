@@ -20,6 +20,7 @@ use openraft::{BasicNode, Raft};
 use sluice_storage::raft::GroupId;
 use sluice_storage::{PartitionId, PartitionLog, Store, WriterHandle};
 
+use super::snapshot::Copier;
 use super::{ShardCommand, ShardHost, ShardLog, ShardMachine, ShardResponse, ShardTypes};
 use crate::network::{GroupNetwork, Peers, RaftService};
 use crate::node::{report_of, ClusterConfig, GroupReport, COMMIT_WAIT, LEADER_WAIT};
@@ -39,7 +40,11 @@ const SHARD_ELECTION_TIMEOUT: (Duration, Duration) = (Duration::from_millis(1000
 /// messages rather than one huge one.
 const SHARD_MAX_PAYLOAD_ENTRIES: u64 = 16;
 
-fn shard_raft_config(group: GroupId) -> io::Result<openraft::Config> {
+/// How long sending a snapshot may take, the receiver's install included
+/// (it copies the records it lacks before it answers).
+const SHARD_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn shard_raft_config(group: GroupId, snapshot_entries: u64) -> io::Result<openraft::Config> {
     let ms = |d: Duration| d.as_millis() as u64;
     openraft::Config {
         cluster_name: format!("sluice-shard-{}", group.0),
@@ -47,8 +52,10 @@ fn shard_raft_config(group: GroupId) -> io::Result<openraft::Config> {
         election_timeout_min: ms(SHARD_ELECTION_TIMEOUT.0),
         election_timeout_max: ms(SHARD_ELECTION_TIMEOUT.1),
         max_payload_entries: SHARD_MAX_PAYLOAD_ENTRIES,
-        // Not built yet (step 5): the log is never purged, so no follower needs one.
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_entries.max(1)),
+        // Entries a follower a little behind still gets from the log, not a snapshot.
+        max_in_snapshot_log_to_keep: (snapshot_entries / 5).max(1),
+        install_snapshot_timeout: ms(SHARD_SNAPSHOT_TIMEOUT),
         ..Default::default()
     }
     .validate()
@@ -128,14 +135,20 @@ impl ShardNode {
     /// Starts the peer (recovering its log) and serves its RPCs.
     pub async fn start(config: &ClusterConfig, start: ShardStart) -> io::Result<ShardNode> {
         let ShardStart { group, store, writer, connections, service, host, partitions } = start;
-        let raft_config = Arc::new(shard_raft_config(group)?);
+        let raft_config = Arc::new(shard_raft_config(group, config.shard_snapshot_entries)?);
         let log = ShardLog::open(store.clone(), writer.clone(), group, host.clone(), partitions)?;
-        let machine = ShardMachine::open(&store, writer, group, log.clone(), host)?;
+        let copier = Copier {
+            group,
+            node: config.node_id,
+            peers: connections.clone(),
+            addresses: Arc::new(config.peers.clone()),
+        };
+        let machine = ShardMachine::open(store, writer, group, log.clone(), host, copier)?;
         let network = GroupNetwork::<ShardTypes>::new(connections, group, config.peers.clone());
         let raft = Raft::new(config.node_id, raft_config, network, log.clone(), machine.clone())
             .await
             .map_err(|e| io::Error::other(format!("starting shard {}: {e}", group.0)))?;
-        service.add_shard(group, raft.clone());
+        service.add_shard(group, raft.clone(), machine.clone());
         Ok(ShardNode { id: config.node_id, group, raft, log, machine, service })
     }
 
