@@ -30,6 +30,11 @@ impl TestCluster {
     /// Starts `n` brokers that know each other as peers and waits until each
     /// is healthy (a leader is elected by then or soon after).
     pub async fn start(n: usize) -> anyhow::Result<Self> {
+        Self::start_with(n, &[]).await
+    }
+
+    /// `start`, with `extra` flags for every broker.
+    pub async fn start_with(n: usize, extra: &[&str]) -> anyhow::Result<Self> {
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
         let mut links = BTreeMap::new();
         for from in 1..=n as u64 {
@@ -50,8 +55,17 @@ impl TestCluster {
                 })
                 .collect();
             let (id, peers) = (me.to_string(), peers.join(","));
-            let args =
-                ["--node-id", &id, "--peers", &peers, "--cluster-listen", &listen, "--metrics-listen", "127.0.0.1:0"];
+            let mut args = vec![
+                "--node-id",
+                &id,
+                "--peers",
+                &peers,
+                "--cluster-listen",
+                &listen,
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ];
+            args.extend_from_slice(extra);
             brokers.push(TestBroker::start_with(&args).await?);
         }
         Ok(TestCluster { brokers, links })

@@ -45,6 +45,8 @@ fn group_status(m: GroupReport) -> pb::RaftGroupStatus {
         committed_index: m.committed_index,
         applied_index: m.applied_index,
         replicas,
+        snapshot_index: m.snapshot_index,
+        purged_index: m.purged_index,
     }
 }
 

@@ -69,7 +69,10 @@ async fn status(info: ClusterInfo, format: Format) -> anyhow::Result<()> {
             .iter()
             .map(|s| {
                 let st = s.status.clone().unwrap_or_default();
-                json!({ "id": s.id, "leader": st.leader, "term": st.term, "committed_index": st.committed_index })
+                json!({
+                    "id": s.id, "leader": st.leader, "term": st.term, "committed_index": st.committed_index,
+                    "snapshot_index": st.snapshot_index, "purged_index": st.purged_index,
+                })
             })
             .collect();
         output::print(json!({
@@ -96,11 +99,19 @@ async fn status(info: ClusterInfo, format: Format) -> anyhow::Result<()> {
     for r in rows {
         outln!("{}\t{}\t{}\t{}\t{}", r.id, r.endpoint, r.role, show(r.matched), show(r.lag))?;
     }
-    outln!("shard\tleader\tterm\tcommitted")?;
+    outln!("shard\tleader\tterm\tcommitted\tsnapshot\tpurged")?;
     for s in &m.shards {
         let st = s.status.clone().unwrap_or_default();
         let leader = if st.leader == 0 { "-".to_owned() } else { st.leader.to_string() };
-        outln!("{}\t{}\t{}\t{}", s.id, leader, st.term, st.committed_index)?;
+        outln!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            s.id,
+            leader,
+            st.term,
+            st.committed_index,
+            st.snapshot_index,
+            st.purged_index
+        )?;
     }
     Ok(())
 }

@@ -1,0 +1,135 @@
+//! Shard snapshots and log purge (step 5 of docs/REPLICATION.md), with three
+//! real broker processes on loopback that snapshot every few entries:
+//! - while one broker is SIGKILLed, the other two snapshot their shards and
+//!   drop their logs past the entries it lacks (`Cluster.Metadata` shows
+//!   each shard's snapshot and purged index);
+//! - restarted, it installs the snapshots, copies the records it lacks from
+//!   a peer and serves every record, byte for byte as the others do; its
+//!   replica of a consumer group's state matches theirs;
+//! - given back its shards, it appends at the offsets that follow the
+//!   copied records, and the group carries on without redelivering anything
+//!   acknowledged.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use sluice_client::proto as pb;
+use sluice_client::{Admin, ClusterInfo, Consumer, ConsumerConfig};
+use sluice_tests::cluster::produce_to_leader;
+use sluice_tests::{eventually, group_config, read_all, TestCluster};
+
+const PARTITIONS: u32 = 6;
+const MESSAGES: usize = 480;
+const ACKED: usize = 200;
+
+fn value(r: &pb::Record) -> String {
+    String::from_utf8_lossy(&r.value).into_owned()
+}
+
+async fn partitions_at(cluster: &TestCluster, id: u64) -> anyhow::Result<Vec<Vec<pb::Record>>> {
+    let mut out = Vec::new();
+    for p in 0..PARTITIONS {
+        out.push(read_all(cluster.broker(id).channel(), "history", p).await?);
+    }
+    Ok(out)
+}
+
+/// Committed offset and backlog of the group, as broker `id`'s replica has it.
+async fn group_figures(cluster: &TestCluster, id: u64) -> anyhow::Result<(Vec<u64>, u64)> {
+    let info = Admin::new(cluster.broker(id).channel()).describe_group("readers").await?;
+    Ok((info.partitions.iter().map(|p| p.committed_offset).collect(), info.backlog_messages))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_behind_the_purged_log_catches_up_from_snapshots() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(3, &["--shard-snapshot-entries", "20"]).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    cluster.leaders_spread(1).await?;
+    let admin = Admin::new(cluster.broker(1).channel());
+    admin.create_topic("history", PARTITIONS, pb::TopicConfig::default()).await?;
+    admin.create_group("readers", group_config("history", 60_000)).await?;
+
+    // Broker 3 dies; one produce per message, so every message is a log entry of its shard.
+    cluster.broker_mut(3).kill9().await?;
+    let first = cluster.broker(1).addr.clone();
+    for i in 0..MESSAGES {
+        let partition = (i % PARTITIONS as usize) as u32;
+        produce_to_leader(&first, "history", partition, &[format!("h-{i:04}")]).await?;
+    }
+    let consumer = Consumer::new(cluster.broker(1).channel(), "readers", ConsumerConfig::default());
+    let mut acked = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.len() < ACKED && Instant::now() < deadline {
+        // Small pulls and acks: many group-state entries too.
+        let got = consumer.pull(10.min((ACKED - acked.len()) as u32), Duration::from_millis(500)).await?;
+        let failures = consumer.ack(got.iter().map(|m| m.ack_id.clone()).collect()).await?;
+        assert!(failures.is_empty(), "acks refused: {failures:?}");
+        acked.extend(got.iter().map(|m| value(&m.record)));
+    }
+    assert_eq!(acked.len(), ACKED, "acknowledged before the restart");
+
+    // The live brokers dropped their logs past what broker 3 holds.
+    let info = ClusterInfo::new(cluster.broker(1).channel());
+    eventually(Duration::from_secs(20), "every shard snapshotted and dropped its log", || async {
+        let shards = info.metadata().await?.shards;
+        let purged: Vec<u64> = shards.iter().map(|s| s.status.as_ref().map_or(0, |st| st.purged_index)).collect();
+        println!("purged indexes at broker 1: {purged:?}");
+        Ok((purged.len() == 6 && purged.iter().all(|p| *p > 0)).then_some(()))
+    })
+    .await?;
+
+    // Broker 3 restarts: it installs snapshots and copies records.
+    cluster.broker_mut(3).restart().await?;
+    let expected = partitions_at(&cluster, 1).await?;
+    assert_eq!(expected.iter().map(Vec::len).sum::<usize>(), MESSAGES);
+    eventually(Duration::from_secs(30), "broker 3 serves every record as broker 1 does", || async {
+        Ok((partitions_at(&cluster, 3).await.ok().as_ref() == Some(&expected)).then_some(()))
+    })
+    .await
+    .map_err(|e| e.context(cluster.broker(3).log_tail()))?;
+    let log = cluster.broker(3).log()?;
+    let installed = log.matches("shard snapshot installed").count();
+    println!("broker 3 installed {installed} shard snapshots");
+    assert!(installed > 0, "broker 3 caught up from snapshots:\n{}", cluster.broker(3).log_tail());
+    let on_one = group_figures(&cluster, 1).await?;
+    eventually(Duration::from_secs(20), "broker 3's replica of the group matches broker 1's", || async {
+        Ok((group_figures(&cluster, 3).await? == on_one).then_some(()))
+    })
+    .await?;
+
+    // Broker 3 leads its shards again: appends follow the copied records.
+    cluster.leaders_spread(1).await?;
+    let leaders = info.partition_leaders(&["history"]).await?;
+    let at_three: Vec<u32> =
+        leaders.iter().filter(|p| p.leader_endpoint == cluster.broker(3).addr).map(|p| p.partition).collect();
+    assert!(!at_three.is_empty(), "broker 3 leads some partition again: {leaders:?}");
+    for p in at_three {
+        let stored = produce_to_leader(&cluster.broker(3).addr, "history", p, &["after".into()]).await?;
+        assert_eq!(stored.leader, cluster.broker(3).addr);
+        assert_eq!(stored.offset, expected[p as usize].len() as u64, "partition {p}: the offset after the copied ones");
+    }
+
+    // The group goes on from the replicated state: nothing acknowledged comes back.
+    let mut rest = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rest.len() < MESSAGES - ACKED && Instant::now() < deadline {
+        match consumer.pull(100, Duration::from_millis(500)).await {
+            Ok(got) => {
+                for m in &got {
+                    let v = value(&m.record);
+                    assert!(!acked.contains(&v), "{v} was acknowledged and delivered again");
+                    if v != "after" {
+                        rest.insert(v);
+                    }
+                }
+                consumer.ack(got.iter().map(|m| m.ack_id.clone()).collect()).await?;
+            }
+            Err(e) => {
+                println!("pull while leaders move: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    assert_eq!(rest.len(), MESSAGES - ACKED, "every unacknowledged message is delivered");
+    Ok(())
+}
