@@ -168,6 +168,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
                 cluster_listen,
                 if config.advertise.is_empty() { local.to_string() } else { config.advertise.clone() },
                 (registry.clone(), groups.clone()),
+                config.retention_check(),
             )
             .await?,
         ),

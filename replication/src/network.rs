@@ -247,8 +247,8 @@ impl RaftService {
                 let read: ReadBatches =
                     Postcard::decode(&request.payload, "read-batches request").map_err(|e| e.to_string())?;
                 let partition = PartitionId::new(TopicId(read.topic), read.partition);
-                let committed = machine.watermark_of(partition);
-                let batches = serve_read(machine.store().clone(), read, committed).await?;
+                let offsets = machine.offsets_of(partition);
+                let batches = serve_read(machine.store().clone(), read, offsets).await?;
                 Postcard::encode(&batches).map_err(|e| e.to_string())
             }
             Some((raft, _)) => serve(&raft, request.rpc, &request.payload).await,

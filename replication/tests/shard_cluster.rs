@@ -56,6 +56,8 @@ impl ShardHost for Host {
         }
     }
 
+    fn log_started(&self, _: PartitionId, _: u64) {}
+
     fn committed(&self, partition: PartitionId, end: u64) {
         let mut marks = self.marks.lock().expect("marks");
         let mark = marks.entry(partition).or_default();

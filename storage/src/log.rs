@@ -350,6 +350,13 @@ impl PartitionLog {
     /// Decides which whole segments retention removes now (never the active
     /// one; an expired active segment is rolled first so it can go next time).
     pub fn trim(&mut self, now_ms: i64, settings: &TopicConfig) -> Option<Trim> {
+        self.trim_below(now_ms, settings, u64::MAX)
+    }
+
+    /// `trim`, removing only segments that end at or below `limit`: a
+    /// replicated partition keeps every record a Raft log entry still points
+    /// at (`limit` is the first of them).
+    pub fn trim_below(&mut self, now_ms: i64, settings: &TopicConfig, limit: u64) -> Option<Trim> {
         let expired = |s: &SegmentMeta| {
             settings.retention_ms > 0
                 && !s.is_empty()
@@ -367,7 +374,7 @@ impl PartitionLog {
         while self.segments.len() > 1 {
             let oldest = self.segments[0];
             let over_bytes = settings.retention_bytes > 0 && total > settings.retention_bytes;
-            if !(expired(&oldest) || over_bytes || oldest.is_empty()) {
+            if !(expired(&oldest) || over_bytes || oldest.is_empty()) || oldest.end_offset > limit {
                 break;
             }
             total -= oldest.bytes;
@@ -379,6 +386,38 @@ impl PartitionLog {
             return None;
         }
         Some(Trim { write: mutations, removed, log_start: self.log_start(), reclaim })
+    }
+
+    /// Whether retention would remove a segment now (after `trim_below`:
+    /// whether its limit held one back).
+    pub fn retention_due(&self, now_ms: i64, settings: &TopicConfig) -> bool {
+        let expired = |s: &SegmentMeta| {
+            settings.retention_ms > 0
+                && !s.is_empty()
+                && s.last_timestamp_ms < now_ms.saturating_sub(settings.retention_ms as i64)
+        };
+        let over_bytes = settings.retention_bytes > 0 && self.bytes() > settings.retention_bytes;
+        let oldest = self.segments[0];
+        (self.segments.len() > 1 && (expired(&oldest) || over_bytes)) || expired(self.active())
+    }
+
+    /// Drops every stored record and starts the log over at `offset`, at or
+    /// past its end: a replica whose missing records the others no longer
+    /// hold (retention removed them) continues where they do. Producer
+    /// states are kept.
+    pub fn restart_at(&mut self, offset: u64, now_ms: i64) -> Result<AtomicWrite> {
+        let next = self.next_offset();
+        if offset < next {
+            let reason = format!("cannot restart at {offset}, below the end {next}");
+            return Err(Error::BadCopy { partition: self.id, reason });
+        }
+        let mut mutations = AtomicWrite::new();
+        let removed: Vec<SegmentMeta> = self.segments.drain(..).collect();
+        // Space comes back by compaction: this is rare (a replica far behind).
+        let _ = self.delete_segments(&removed, &mut mutations);
+        self.segments.push(SegmentMeta::open(offset, now_ms));
+        mutations.push(self.segment_put(self.active()));
+        Ok(mutations)
     }
 
     /// Takes back every batch at `to` and above (see the module's
@@ -570,6 +609,32 @@ mod tests {
             assert_eq!(w[0].end_offset, w[1].base_offset);
             assert!(w[0].sealed);
         }
+    }
+
+    #[test]
+    fn trimming_below_a_limit_keeps_what_is_above_and_a_restart_jumps_ahead() {
+        let store = mem();
+        let mut log = PartitionLog::new(&store, PartitionId::new(TopicId(1), 0), 0);
+        for i in 0..10 {
+            let Append::Write { write, .. } = log.append(&recs(3, 100), None, i, &settings()).expect("append") else {
+                panic!("a new batch")
+            };
+            store.apply(std::iter::once(&write), true).expect("write");
+        }
+        let all = TopicConfig { retention_bytes: 1, ..settings() };
+        let limit = log.segments()[2].end_offset;
+        let trim = log.trim_below(20, &all, limit).expect("something to trim");
+        store.apply(std::iter::once(&trim.write), true).expect("write");
+        assert_eq!(trim.log_start, limit, "segments up to the limit went, no further");
+        assert_eq!(log.log_start(), limit);
+        assert!(log.retention_due(20, &all), "the limit held more back");
+        assert!(!log.retention_due(20, &settings()), "nothing is due without limits");
+        let write = log.restart_at(40, 30).expect("restart ahead");
+        store.apply(std::iter::once(&write), true).expect("write");
+        assert_eq!((log.log_start(), log.next_offset()), (40, 40));
+        let read = log.reader().read_blocking(OffsetRange::new(0, 40), 100, usize::MAX).expect("read");
+        assert!(read.is_empty(), "nothing below the restart is stored: {read:?}");
+        assert!(log.restart_at(39, 30).is_err(), "never backwards");
     }
 
     #[test]

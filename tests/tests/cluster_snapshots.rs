@@ -133,3 +133,60 @@ async fn a_broker_behind_the_purged_log_catches_up_from_snapshots() -> anyhow::R
     assert_eq!(rest.len(), MESSAGES - ACKED, "every unacknowledged message is delivered");
     Ok(())
 }
+
+/// Earliest and latest offset of `topic`'s partition 0 as broker `id` serves it.
+async fn offsets_at(cluster: &TestCluster, id: u64, topic: &str) -> anyhow::Result<(u64, u64)> {
+    let p = Admin::new(cluster.broker(id).channel()).describe_topic(topic).await?.partitions.remove(0);
+    Ok((p.earliest_offset, p.latest_offset))
+}
+
+/// Retention in a cluster: every replica removes expired records (a quiet
+/// shard snapshots and drops its log so the records can go), a broker that
+/// was down starts the partition where its peers' records begin, and offsets
+/// continue from there everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_expired_records_on_every_replica() -> anyhow::Result<()> {
+    const SENT: u64 = 30;
+    let mut cluster =
+        TestCluster::start_with(3, &["--shard-snapshot-entries", "1000", "--retention-check-ms", "100"]).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    let admin = Admin::new(cluster.broker(1).channel());
+    admin.create_topic("ephemeral", 1, pb::TopicConfig { retention_ms: 1500, ..Default::default() }).await?;
+    cluster.broker_mut(3).kill9().await?;
+    let first = cluster.broker(1).addr.clone();
+    for i in 0..SENT {
+        produce_to_leader(&first, "ephemeral", 0, &[format!("e-{i}")]).await?;
+    }
+    for id in 1..=2u64 {
+        eventually(Duration::from_secs(20), "every record expires on the running brokers", || async {
+            Ok((offsets_at(&cluster, id, "ephemeral").await? == (SENT, SENT)).then_some(()))
+        })
+        .await
+        .map_err(|e| e.context(cluster.broker(id).log_tail()))?;
+    }
+    assert!(cluster.broker(1).log()?.contains("segment deleted by retention"), "broker 1 logged the removal");
+
+    // Broker 3 comes back: its peers hold nothing it lacks, so it starts where they begin.
+    cluster.broker_mut(3).restart().await?;
+    eventually(Duration::from_secs(30), "broker 3 starts the partition where its peers' records begin", || async {
+        Ok((offsets_at(&cluster, 3, "ephemeral").await.ok() == Some((SENT, SENT))).then_some(()))
+    })
+    .await
+    .map_err(|e| e.context(cluster.broker(3).log_tail()))?;
+    assert!(
+        cluster.broker(3).log()?.contains("it starts where its peers' records begin"),
+        "broker 3 installed a snapshot and skipped the expired records:\n{}",
+        cluster.broker(3).log_tail()
+    );
+    let stored = produce_to_leader(&first, "ephemeral", 0, &["new".into()]).await?;
+    assert_eq!(stored.offset, SENT, "offsets continue after everything expired");
+    for id in 1..=3u64 {
+        eventually(Duration::from_secs(10), "every broker serves the new record", || async {
+            let records = read_all(cluster.broker(id).channel(), "ephemeral", 0).await?;
+            let values: Vec<String> = records.iter().map(value).collect();
+            Ok((values == ["new"] && records[0].offset == SENT).then_some(()))
+        })
+        .await?;
+    }
+    Ok(())
+}

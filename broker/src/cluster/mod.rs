@@ -125,6 +125,7 @@ impl Cluster {
         listen: SocketAddr,
         client_endpoint: String,
         (topics, groups): (Arc<TopicRegistry>, Arc<GroupRegistry>),
+        retention_check: Duration,
     ) -> Result<Cluster, ServeError> {
         let io = |what: &str, source: std::io::Error| ServeError::Io { what: what.to_owned(), source };
         let ClusterCore { node, shards, replicated } = core;
@@ -155,6 +156,7 @@ impl Cluster {
         tasks.spawn(gauges(node.clone(), stop.clone()));
         let brokers: Vec<u64> = config.peers.keys().copied().collect();
         tasks.spawn(spread_leaders(shards.clone(), brokers, stop.clone()));
+        tasks.spawn(retention(replicated.clone(), retention_check, stop.clone()));
         tasks.close();
         tracing::info!(
             node_id = config.node_id,
@@ -243,6 +245,17 @@ async fn spread_leaders(shards: Vec<Arc<ShardNode>>, brokers: Vec<u64>, stop: Ca
                 tracing::info!(shard = number, to = preferred, "shard leadership handed to its preferred broker");
             }
         }
+    }
+}
+
+/// Applies retention to this broker's replicas every `every`.
+async fn retention(partitions: Arc<ReplicatedPartitions>, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        partitions.apply_retention().await;
     }
 }
 

@@ -186,7 +186,7 @@ impl PartitionHandle {
     pub async fn truncate(&self) -> Result<u64> {
         let Route::Actor(tx) = &self.route else {
             return Err(Error::FailedPrecondition(
-                "purging a replicated partition is not supported yet (it comes with shard snapshots, docs/REPLICATION.md step 5); the dead letters stay readable with peek".into(),
+                "purging a replicated partition is not supported yet (removing records on demand needs a replicated entry, docs/REPLICATION.md); retention still removes them, and they stay readable with peek until then".into(),
             ));
         };
         let (reply, rx) = oneshot::channel();

@@ -99,6 +99,12 @@ impl ShardHost for Watermarks {
             shared.raise_committed(end);
         }
     }
+
+    fn log_started(&self, partition: PartitionId, start: u64) {
+        if let Some(shared) = self.state().handles.get(&partition) {
+            shared.log_start.fetch_max(start, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
 }
 
 /// A proto message seen as a storage record by reference: a replicated batch
@@ -271,6 +277,41 @@ impl ReplicatedPartitions {
                 segments: log.segments().to_vec(),
             })
             .ok_or_else(|| Error::Deleted(format!("partition {} of its topic", id.index)))
+    }
+
+    /// Applies retention to every partition of every shard this broker
+    /// holds (each replica decides for itself, from the topic's settings and
+    /// its own segments), then gives the space back in the background.
+    pub async fn apply_retention(&self) {
+        for (number, shard) in &self.shards {
+            let trims = match shard.trim(now_ms()).await {
+                Ok(trims) => trims,
+                Err(e) => {
+                    tracing::error!(shard = number, error = %e, "retention write failed");
+                    continue;
+                }
+            };
+            for (id, trim) in trims {
+                for s in &trim.removed {
+                    tracing::info!(
+                        topic_id = id.topic.0,
+                        partition = id.index,
+                        base_offset = s.base_offset,
+                        end_offset = s.end_offset,
+                        bytes = s.bytes,
+                        "segment deleted by retention"
+                    );
+                }
+                if let Some(reclaim) = trim.reclaim {
+                    let store = self.store.clone();
+                    // Readers already skip the range; compaction retries a failed reclaim.
+                    let reclaimed = tokio::task::spawn_blocking(move || store.reclaim(&reclaim)).await;
+                    if let Ok(Err(e)) = reclaimed {
+                        tracing::warn!(error = %e, "reclaiming deleted segments failed; compaction will retry");
+                    }
+                }
+            }
+        }
     }
 
     /// Every shard's number and Raft state, as this broker sees it.

@@ -129,6 +129,10 @@ pub struct ShardLog {
     /// The highest index whose append has been written (the state machine
     /// never applies an entry before its records are readable here).
     written: Arc<watch::Sender<u64>>,
+    /// Held from preparing a change of the partitions' tails (append,
+    /// rewind, retention, a copy) until its write is queued: the writes of
+    /// one partition must reach the writer in the order they were prepared.
+    order: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ShardLog {
@@ -167,6 +171,7 @@ impl ShardLog {
             host,
             inner: Arc::new(Mutex::new(inner)),
             written: Arc::new(watch::Sender::new(last)),
+            order: Arc::default(),
         })
     }
 
@@ -322,22 +327,84 @@ impl ShardLog {
         self.inner().slots.get(&index).map(Slot::log_id).transpose()
     }
 
-    /// Prepares appending `batches` (raw, from a peer, starting at the
-    /// partition's end) to `partition` at their own offsets.
-    pub(crate) fn copy_batches(&self, partition: PartitionId, batches: &[Vec<u8>]) -> io::Result<AtomicWrite> {
-        let settings = self.host.settings(partition);
-        let mut inner = self.inner();
-        if inner.deleted.contains(&partition) {
-            // Its topic was deleted here since the snapshot was taken.
-            return Ok(AtomicWrite::new());
-        }
-        let log =
-            inner.partitions.entry(partition).or_insert_with(|| PartitionLog::new(&self.store, partition, now_ms()));
+    /// Appends `batches` (raw, from a peer, starting at the partition's
+    /// end) to `partition` at their own offsets, durably.
+    pub(crate) async fn copy_batches(&self, partition: PartitionId, batches: &[Vec<u8>]) -> io::Result<()> {
+        let _order = self.order.lock().await;
+        let write = {
+            let settings = self.host.settings(partition);
+            let mut inner = self.inner();
+            if inner.deleted.contains(&partition) {
+                // Its topic was deleted here since the snapshot was taken.
+                return Ok(());
+            }
+            let log = inner
+                .partitions
+                .entry(partition)
+                .or_insert_with(|| PartitionLog::new(&self.store, partition, now_ms()));
+            let mut write = AtomicWrite::new();
+            for raw in batches {
+                write.extend(log.append_copy(raw, &settings).map_err(io_error)?);
+            }
+            write
+        };
+        self.write_durably(write).await
+    }
+
+    /// Starts `partition` over at `start` (its peers hold nothing below), durably.
+    pub(crate) async fn restart_partition(&self, partition: PartitionId, start: u64) -> io::Result<()> {
+        let _order = self.order.lock().await;
+        let write = {
+            let mut inner = self.inner();
+            let log = inner
+                .partitions
+                .entry(partition)
+                .or_insert_with(|| PartitionLog::new(&self.store, partition, now_ms()));
+            log.restart_at(start, now_ms()).map_err(io_error)?
+        };
+        self.write_durably(write).await?;
+        self.host.log_started(partition, start);
+        Ok(())
+    }
+
+    /// Applies retention to every partition of the shard, durably: whole
+    /// segments expired or over the size limit go, but only those below the
+    /// first record a log entry still points at (an entry's batch must stay
+    /// readable until the entry is purged, so a peer can be sent it).
+    /// Returns what was removed, for the space to be reclaimed, and whether
+    /// log entries held back a segment retention would remove.
+    pub async fn trim(&self, now_ms: i64) -> io::Result<(Vec<(PartitionId, sluice_storage::Trim)>, bool)> {
+        let _order = self.order.lock().await;
         let mut write = AtomicWrite::new();
-        for raw in batches {
-            write.extend(log.append_copy(raw, &settings).map_err(io_error)?);
+        let mut trims = Vec::new();
+        let mut held_back = false;
+        {
+            let mut inner = self.inner();
+            let mut floors: HashMap<PartitionId, u64> = HashMap::new();
+            for slot in inner.slots.values() {
+                if let Slot::Batch { partition, base_offset, .. } = slot {
+                    let floor = floors.entry(partition_id(*partition)).or_insert(*base_offset);
+                    *floor = (*floor).min(*base_offset);
+                }
+            }
+            for (id, log) in inner.partitions.iter_mut() {
+                let limit = floors.get(id).copied().unwrap_or(u64::MAX);
+                let settings = self.host.settings(*id);
+                if let Some(mut trim) = log.trim_below(now_ms, &settings, limit) {
+                    write.extend(std::mem::take(&mut trim.write));
+                    trims.push((*id, trim));
+                }
+                held_back |= limit != u64::MAX && log.retention_due(now_ms, &settings);
+            }
         }
-        Ok(write)
+        if trims.is_empty() {
+            return Ok((trims, held_back));
+        }
+        self.write_durably(write).await?;
+        for (id, trim) in &trims {
+            self.host.log_started(*id, trim.log_start);
+        }
+        Ok((trims, held_back))
     }
 
     fn put_hard(&self, write: &mut AtomicWrite, slot: HardState, value: &impl Serialize) -> io::Result<()> {
@@ -418,6 +485,7 @@ impl RaftLogStorage<ShardTypes> for ShardLog {
         I: IntoIterator<Item = EntryOf<ShardTypes>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let _order = self.order.lock().await;
         let mut write = AtomicWrite::new();
         let mut sync = false;
         let mut last = 0;
@@ -461,6 +529,7 @@ impl RaftLogStorage<ShardTypes> for ShardLog {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<ShardTypes>>) -> Result<(), io::Error> {
         let from = last_log_id.as_ref().map_or(0, |id| id.index + 1);
+        let _order = self.order.lock().await;
         // Rewinding reads the partitions' stored tails: every queued append must be in.
         self.write_durably(AtomicWrite::new()).await?;
         let mut write = AtomicWrite::new();

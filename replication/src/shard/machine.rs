@@ -113,9 +113,12 @@ impl ShardMachine {
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The committed watermark of `partition` here (0 if this shard does not hold it).
-    pub(crate) fn watermark_of(&self, partition: PartitionId) -> u64 {
-        self.watermarks().into_iter().find(|(id, _)| *id == partition).map_or(0, |(_, end)| end)
+    /// The first stored offset and the committed watermark of `partition`
+    /// here (zeros if this shard does not hold it).
+    pub(crate) fn offsets_of(&self, partition: PartitionId) -> (u64, u64) {
+        let start = self.log.with_partition(partition, |log| log.log_start()).unwrap_or(0);
+        let end = self.watermarks().into_iter().find(|(id, _)| *id == partition).map_or(0, |(_, end)| end);
+        (start, end)
     }
 
     /// The store the shard's records are in.
@@ -163,16 +166,22 @@ impl ShardMachine {
             if next >= mark.end {
                 return Ok(());
             }
-            if next < mark.start {
-                return Err(io::Error::other(format!(
-                    "shard {}: {id:?} ends at {next} here but its snapshot starts at {}: records this replica \
-                     needs are gone (retention is off in a cluster, so this is a bug)",
-                    self.group.0, mark.start
-                )));
+            let copied = self.copier.read(source, id, next, mark.end).await?;
+            if copied.batches.is_empty() {
+                // Retention removed them everywhere: continue where the peers' records begin.
+                tracing::info!(
+                    shard = self.group.0,
+                    topic_id = id.topic.0,
+                    partition = id.index,
+                    from = next,
+                    to = copied.start,
+                    "records this replica lacks were removed by retention; it starts where its peers' records begin"
+                );
+                self.log.restart_partition(id, copied.start.min(mark.end)).await?;
+                continue;
             }
-            let batches = self.copier.read(source, id, next, mark.end).await?;
-            let write = self.log.copy_batches(id, &batches)?;
-            self.log.write_synced(write).await?;
+            let batches: Vec<Vec<u8>> = copied.batches.into_iter().map(|b| b.into_vec()).collect();
+            self.log.copy_batches(id, &batches).await?;
         }
     }
 

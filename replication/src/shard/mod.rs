@@ -24,6 +24,7 @@ use sluice_storage::{PartitionId, ProducerSeq, TopicConfig, TopicId};
 pub use log::ShardLog;
 pub use machine::ShardMachine;
 pub use node::{PendingWrite, ShardLease, ShardNode, ShardProposeError, ShardStart};
+pub use sluice_storage::Trim;
 
 openraft::declare_raft_types!(
     /// A shard group's types: record batches in, their offsets out; broker ids as node ids.
@@ -170,4 +171,8 @@ pub trait ShardHost: Send + Sync + 'static {
     /// Records of `partition` below `end` are committed: readers may see them.
     /// Called in log order as entries apply, on leaders and followers alike.
     fn committed(&self, partition: PartitionId, end: u64);
+
+    /// `partition` now stores nothing below `start` (retention removed
+    /// segments, or a snapshot install started it over further on).
+    fn log_started(&self, partition: PartitionId, start: u64);
 }

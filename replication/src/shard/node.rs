@@ -320,6 +320,29 @@ impl ShardNode {
         self.log.with_partition(partition, f)
     }
 
+    /// Applies retention to the shard's partitions (see `ShardLog::trim`).
+    /// Where log entries still point at records retention would remove (a
+    /// shard too quiet to reach its next snapshot soon), it snapshots now
+    /// and drops its log up to the snapshot, so the next round removes them.
+    pub async fn trim(&self, now_ms: i64) -> io::Result<Vec<(PartitionId, sluice_storage::Trim)>> {
+        let (trims, held_back) = self.log.trim(now_ms).await?;
+        if held_back {
+            let report = self.report();
+            let trigger = self.raft.trigger();
+            let done = if report.snapshot_index < report.applied_index {
+                trigger.snapshot().await
+            } else if report.purged_index < report.snapshot_index {
+                trigger.purge_log(report.snapshot_index).await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = done {
+                tracing::warn!(shard = self.group.0, error = %e, "could not snapshot the shard for retention");
+            }
+        }
+        Ok(trims)
+    }
+
     /// Each partition's committed watermark as of the last applied entry
     /// (what readers may see right after a restart).
     pub fn watermarks(&self) -> Vec<(PartitionId, u64)> {

@@ -22,8 +22,11 @@
 //!   are committed, so they equal the source's, and copying continues at its
 //!   own end. A peer serves a copy only below its own committed watermark.
 //! - **Records are never deleted while a log entry points at them**
-//!   (retention stays off in a cluster; see `docs/REPLICATION.md`), so a
-//!   snapshot's source still holds every record below the ends it states.
+//!   (retention removes only segments below the first batch of an entry
+//!   not purged yet). A snapshot's ends are above every purged entry's
+//!   batches, so a copy always finds records from some offset on; a replica
+//!   whose missing records retention removed everywhere starts its
+//!   partition over where its peers' records begin.
 //! - A copy that cannot be made within [`COPY_PATIENCE`] (no peer holding the
 //!   records answers) fails the install, which stops this replica's shard:
 //!   it is logged and the broker must be restarted.
@@ -131,18 +134,28 @@ pub(crate) struct ReadBatches {
     pub(crate) max_bytes: u32,
 }
 
-/// Its answer: stored batches, oldest first, starting at `from`.
+/// Its answer: stored batches, oldest first, starting at `from`; none if
+/// the peer stores nothing at `from` any more (retention), with `start`, the
+/// first offset it stores.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct Batches {
+    pub(crate) start: u64,
     pub(crate) batches: Vec<serde_bytes::ByteBuf>,
 }
 
 /// Serves a copy at a peer: the batches of `request` if this broker has
 /// them committed. `committed` is the partition's committed watermark here.
-pub(crate) async fn serve_read(store: Arc<Store>, request: ReadBatches, committed: u64) -> Result<Batches, String> {
+pub(crate) async fn serve_read(
+    store: Arc<Store>,
+    request: ReadBatches,
+    (start, committed): (u64, u64),
+) -> Result<Batches, String> {
     let id = PartitionId::new(TopicId(request.topic), request.partition);
     if committed < request.end {
         return Err(format!("{id:?}: committed here only up to {committed}, asked up to {}", request.end));
+    }
+    if request.from < start {
+        return Ok(Batches { start, batches: Vec::new() });
     }
     let reader = PartitionReader::new(store, id);
     let range = OffsetRange::new(request.from, request.end);
@@ -157,7 +170,7 @@ pub(crate) async fn serve_read(store: Arc<Store>, request: ReadBatches, committe
         Some(Err(e)) => return Err(format!("{id:?}: damaged batch at {}: {e}", request.from)),
         None => return Err(format!("{id:?}: nothing stored in [{}, {})", request.from, request.end)),
     }
-    Ok(Batches { batches: batches.into_iter().map(serde_bytes::ByteBuf::from).collect() })
+    Ok(Batches { start, batches: batches.into_iter().map(serde_bytes::ByteBuf::from).collect() })
 }
 
 /// The copying side: asks peers for batches.
@@ -172,13 +185,7 @@ pub(crate) struct Copier {
 impl Copier {
     /// Batches of `partition` from `from` (below `end`) from `source`, or
     /// else from any other peer; retried with backoff for [`COPY_PATIENCE`].
-    pub(crate) async fn read(
-        &self,
-        source: u64,
-        partition: PartitionId,
-        from: u64,
-        end: u64,
-    ) -> io::Result<Vec<Vec<u8>>> {
+    pub(crate) async fn read(&self, source: u64, partition: PartitionId, from: u64, end: u64) -> io::Result<Batches> {
         let request = ReadBatches {
             topic: partition.topic.0,
             partition: partition.index,
@@ -194,7 +201,7 @@ impl Copier {
             let mut errors = Vec::new();
             for peer in &order {
                 match self.read_at(*peer, &request).await {
-                    Ok(b) if !b.batches.is_empty() => return Ok(b.batches.into_iter().map(|b| b.into_vec()).collect()),
+                    Ok(b) if !b.batches.is_empty() || b.start > from => return Ok(b),
                     Ok(_) => errors.push(format!("broker {peer}: no batches")),
                     Err(e) => errors.push(format!("broker {peer}: {e}")),
                 }
