@@ -35,10 +35,14 @@ WORKLOAD=(produce --topic p1k --messages "$M" --size 1024 --producers 4 --partit
 # Then a fresh group consumes and acks what was produced (Subscribe streams, at the broker
 # that serves the group in a cluster: the benchmark follows not_leader).
 CONSUME=(consume --topic p1k --messages "$M" --size 1024 --consumers 4)
+# Unary Produce without sluice-redirect, as ghz sends it: in the cluster, broker 1 forwards
+# what it does not lead (about two partitions in three) to the leader.
+UNARY=(produce --topic u1k --messages "$((M / 10))" --size 1024 --producers 4 --partitions 8 --mode unary --in-flight 32)
 
 start single --listen 127.0.0.1:0
 single=$(bench "${WORKLOAD[@]}")
 single_consume=$(bench "${CONSUME[@]}")
+single_unary=$(bench "${UNARY[@]}")
 kill -9 "${PIDS[0]}"
 
 c1=$(free_port); c2=$(free_port); c3=$(free_port)
@@ -58,7 +62,16 @@ for _ in $(seq 1 300); do
 done
 cluster=$(bench "${WORKLOAD[@]}")
 cluster_consume=$(bench "${CONSUME[@]}")
+cluster_unary=$(bench "${UNARY[@]}")
 echo "single broker: $single"
 echo "three-broker cluster (RF 3, same machine): $cluster"
 echo "single broker, consume + ack: $single_consume"
 echo "three-broker cluster, consume + ack: $cluster_consume"
+echo "single broker, unary produce: $single_unary"
+echo "three-broker cluster, unary produce at broker 1 (forwarded unless it leads): $cluster_unary"
+# Memory after the workloads: shard logs are dropped after each snapshot, so this stays flat
+# as more messages go through (before snapshots it grew with every consumed message).
+for id in 1 2 3; do
+  pid=${PIDS[$((4 - id))]}  # started 3, 2, 1 after the single broker
+  echo "broker$id memory after the workloads: $(awk '/^VmRSS/ { printf "%d MiB", $2 / 1024 }' "/proc/$pid/status") RSS, $(awk '/^VmHWM/ { printf "%d MiB", $2 / 1024 }' "/proc/$pid/status") peak"
+done

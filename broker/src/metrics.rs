@@ -24,6 +24,8 @@ pub const PRODUCE_BYTES: &str = "sluice_produce_bytes_total";
 pub const PRODUCE_LATENCY: &str = "sluice_produce_latency_seconds";
 /// Produce requests refused because the in-flight byte budget was full.
 pub const PRODUCE_THROTTLED: &str = "sluice_produce_throttled_total";
+/// In a cluster: produce appends this broker forwarded to a partition's leader elsewhere.
+pub const PRODUCE_FORWARDED: &str = "sluice_produce_forwarded_total";
 /// Messages returned by Fetch, by topic.
 pub const FETCH_MESSAGES: &str = "sluice_fetch_messages_total";
 /// Bytes returned by Fetch, by topic.
@@ -94,6 +96,10 @@ fn describe() {
     counter!(
         PRODUCE_THROTTLED,
         "Produce requests refused with RESOURCE_EXHAUSTED because max-inflight-produce-bytes was in use"
+    );
+    counter!(
+        PRODUCE_FORWARDED,
+        "Produce appends forwarded to a partition's leader on another broker (clients that do not follow not_leader)"
     );
     counter!(FETCH_MESSAGES, "Messages returned by Fetch, by topic");
     counter!(FETCH_BYTES, Unit::Bytes, "Key and value bytes returned by Fetch, by topic");

@@ -259,6 +259,8 @@ impl Batcher {
                 let mut client = ProducerClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
                 let mut req = tonic::Request::new(request.clone());
                 req.set_timeout(timeout);
+                // This client follows `not_leader` itself: brokers need not forward.
+                req.metadata_mut().insert("sluice-redirect", tonic::metadata::MetadataValue::from_static("1"));
                 async move { client.produce(req).await.map(tonic::Response::into_inner).map_err(Error::from) }
             };
             let result = attempt

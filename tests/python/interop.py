@@ -152,8 +152,12 @@ def free_port():
 def produce_following_leaders(first, request, deadline_s=20.0):
     """Sends `request` to `first`, following not_leader answers to the broker named by
     the sluice-leader trailer; returns (response, address that answered, redirects)."""
-    return call_following_leaders(first, lambda ch: producer_pb2_grpc.ProducerStub(ch).Produce(request, timeout=10),
-                                  deadline_s)
+    # sluice-redirect: this client follows not_leader itself, so brokers answer it
+    # instead of forwarding the produce to the leader.
+    return call_following_leaders(
+        first,
+        lambda ch: producer_pb2_grpc.ProducerStub(ch).Produce(request, timeout=10, metadata=(("sluice-redirect", "1"),)),
+        deadline_s)
 
 
 def call_following_leaders(first, call, deadline_s=20.0):
@@ -227,6 +231,18 @@ def cluster(binary):
                     check(f"cluster: broker {i + 1} serves every record from its replica", sorted(got) == sorted(
                         f"p{p}-{j}".encode() for p in range(3) for j in range(4)), got)
             cluster_group(addrs)
+            # A client that does not follow not_leader (no sluice-redirect, like ghz) is
+            # served by any broker: the produce is forwarded to the partition's leader.
+            other = next(a for a in addrs if a != leaders[0])
+            with grpc.insecure_channel(other) as ch:
+                resp = producer_pb2_grpc.ProducerStub(ch).Produce(producer_pb2.ProduceRequest(
+                    topic="pyc", partition=0, messages=[common_pb2.Message(value=b"forwarded")]), timeout=10)
+            check("cluster: a produce at a follower is forwarded to the leader (offset 4)", list(resp.offsets) == [4],
+                  resp)
+            with grpc.insecure_channel(leaders[0]) as ch:
+                got = consumer_pb2_grpc.ConsumerStub(ch).Fetch(consumer_pb2.FetchRequest(
+                    topic="pyc", partition=0, offset=4, max_messages=10)).records
+            check("cluster: the leader stored the forwarded message", [r.value for r in got] == [b"forwarded"], got)
         finally:
             for proc, _ in brokers:
                 proc.terminate()

@@ -172,7 +172,10 @@ pub async fn produce_to_leader(first: &str, topic: &str, partition: u32, values:
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(10))
             .connect_lazy();
-        let answer = pb::producer_client::ProducerClient::new(channel).produce(request.clone()).await;
+        let mut call = tonic::Request::new(request.clone());
+        // It follows not_leader itself, so the broker answers it instead of forwarding.
+        call.metadata_mut().insert("sluice-redirect", tonic::metadata::MetadataValue::from_static("1"));
+        let answer = pb::producer_client::ProducerClient::new(channel).produce(call).await;
         let status = match answer {
             Ok(r) => {
                 let offset = r.into_inner().offsets.first().copied().ok_or_else(|| anyhow::anyhow!("no offset"))?;

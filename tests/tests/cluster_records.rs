@@ -77,8 +77,11 @@ async fn records_are_replicated_and_survive_killing_a_partitions_leader() -> any
         messages: vec![sluice_tests::message("refused")],
         ..Default::default()
     };
-    let refused = pb::producer_client::ProducerClient::new(channel)
-        .produce(request)
+    // A client that follows not_leader itself says so (`sluice-redirect`) and is told the leader.
+    let mut redirect = tonic::Request::new(request);
+    redirect.metadata_mut().insert("sluice-redirect", tonic::metadata::MetadataValue::from_static("1"));
+    let refused = pb::producer_client::ProducerClient::new(channel.clone())
+        .produce(redirect)
         .await
         .err()
         .ok_or_else(|| anyhow::anyhow!("a broker that does not lead partition 0 took a produce for it"))?;
@@ -87,6 +90,28 @@ async fn records_are_replicated_and_survive_killing_a_partitions_leader() -> any
     assert_eq!(get("sluice-reason").as_deref(), Some("not_leader"));
     assert_eq!(get("sluice-leader"), Some(leader0.clone()), "names the leader's client endpoint");
     assert!(get("sluice-leader-epoch").and_then(|e| e.parse::<u64>().ok()).is_some_and(|e| e > 0), "{refused:?}");
+
+    // Any other client (ghz, grpcurl) is served by the follower: it forwards the produce to
+    // the leader, idempotent producer id and all.
+    let mut client = pb::producer_client::ProducerClient::new(channel);
+    let forwarded = pb::ProduceRequest {
+        topic: "events".into(),
+        partition: Some(0),
+        messages: vec![sluice_tests::message("forwarded")],
+        producer_id: 77,
+        sequence: 0,
+        ..Default::default()
+    };
+    let first = client.produce(forwarded.clone()).await?.into_inner();
+    assert_eq!(first.offsets, [(BATCHES * PER_BATCH) as u64], "stored at the leader, after the others");
+    let again = client.produce(forwarded).await?.into_inner();
+    assert!(
+        again.duplicate && again.offsets == first.offsets,
+        "a retry through the follower is a duplicate: {again:?}"
+    );
+    acked.entry(0).or_default().push("forwarded".into());
+    let forwarder = cluster.brokers.iter().find(|b| b.addr == follower).ok_or_else(|| anyhow::anyhow!("follower"))?;
+    assert_eq!(forwarder.metric("sluice_produce_forwarded_total", &[]).await?, 2.0, "counted where forwarded");
 
     // Cluster.Metadata at a follower names the same leaders, and lists every shard.
     let info = sluice_client::ClusterInfo::new(cluster.broker(2).channel());
@@ -108,7 +133,7 @@ async fn records_are_replicated_and_survive_killing_a_partitions_leader() -> any
             Ok((seen == acked).then_some(seen))
         })
         .await?;
-        assert_eq!(seen.values().map(Vec::len).sum::<usize>(), PARTITIONS as usize * BATCHES * PER_BATCH);
+        assert_eq!(seen.values().map(Vec::len).sum::<usize>(), PARTITIONS as usize * BATCHES * PER_BATCH + 1);
     }
 
     // Partition 0's leader dies; another broker leads it and offsets continue.
@@ -119,7 +144,7 @@ async fn records_are_replicated_and_survive_killing_a_partitions_leader() -> any
         let batch = values(0, b);
         let stored = produce_to_leader(&alive, "events", 0, &batch).await?;
         assert_ne!(stored.leader, leader0, "the killed broker cannot lead");
-        assert_eq!(stored.offset, (b * PER_BATCH) as u64, "offsets continue after the failover");
+        assert_eq!(stored.offset, (b * PER_BATCH + 1) as u64, "offsets continue after the failover");
         acked.entry(0).or_default().extend(batch);
     }
 

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Result;
 use crate::name::TopicName;
+use crate::partition::forward::{FORWARDED, REDIRECT};
 use crate::topic::produce::{ProduceBatch, Producer as ProducePath};
 
 /// The Producer service.
@@ -28,12 +29,14 @@ impl ProduceService {
         ProduceService { producer, stop }
     }
 
-    /// Translates a request into a batch for the produce path, and its answer back.
-    async fn produce(&self, req: pb::ProduceRequest) -> Result<pb::ProduceResponse> {
+    /// Translates a request into a batch for the produce path, and its
+    /// answer back. `forward`: whether a cluster may forward it to a
+    /// partition's leader elsewhere (see [`may_forward`]).
+    async fn produce(&self, req: pb::ProduceRequest, forward: bool) -> Result<pb::ProduceResponse> {
         let topic = TopicName::parse("topic", req.topic)?;
         let producer =
             (req.producer_id != 0).then_some(ProducerSeq { producer_id: req.producer_id, sequence: req.sequence });
-        let batch = ProduceBatch { topic, partition: req.partition, messages: req.messages, producer };
+        let batch = ProduceBatch { topic, partition: req.partition, messages: req.messages, producer, forward };
         let produced = self.producer.produce(batch).await?;
         Ok(pb::ProduceResponse {
             partitions: produced.partitions,
@@ -43,12 +46,20 @@ impl ProduceService {
     }
 }
 
+/// Whether a produce with this request metadata may be forwarded to a
+/// partition's leader: not when the client follows `not_leader` itself
+/// (`sluice-redirect`), nor when a broker forwarded it already.
+fn may_forward(metadata: &tonic::metadata::MetadataMap) -> bool {
+    !metadata.contains_key(REDIRECT) && !metadata.contains_key(FORWARDED)
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::ProduceStreamResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Producer for ProduceService {
     async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
-        Ok(Response::new(ProduceService::produce(self, req.into_inner()).await?))
+        let forward = may_forward(req.metadata());
+        Ok(Response::new(ProduceService::produce(self, req.into_inner(), forward).await?))
     }
 
     type ProduceStreamStream = ResponseStream;
@@ -57,6 +68,7 @@ impl Producer for ProduceService {
         &self,
         req: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        let forward = may_forward(req.metadata());
         let mut inbound = req.into_inner();
         let service = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
@@ -77,7 +89,7 @@ impl Producer for ProduceService {
                             let service = service.clone();
                             pending.push(async move {
                                 let request_id = r.request_id;
-                                match service.produce(r).await {
+                                match service.produce(r, forward).await {
                                     Ok(result) => pb::ProduceStreamResponse { request_id, result: Some(result), ..Default::default() },
                                     Err(e) => {
                                         let error_reason = super::status::reason(&e).to_owned();

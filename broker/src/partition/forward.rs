@@ -1,8 +1,14 @@
-//! Appends a broker makes for itself at a partition another broker leads:
-//! the dead letters of a group this broker serves, when their dead-letter
-//! partition's shard is led elsewhere. They go over the leader's client API
-//! (`Produce` with an explicit partition), as any client's would. Clients
-//! themselves are not forwarded: they are told the leader (`not_leader`).
+//! Appends made at a partition another broker leads, over the leader's
+//! client API (`Produce` with an explicit partition), as any client's would:
+//! - the dead letters of a group this broker serves, when their dead-letter
+//!   partition's shard is led elsewhere;
+//! - a client's produce that did not ask to be redirected (tools such as
+//!   ghz and grpcurl do not follow `not_leader`; the Rust client, the CLI
+//!   and the interop test send `sluice-redirect` and follow it themselves).
+//!
+//! A forwarded request carries `sluice-forwarded`: its receiver never
+//! forwards it again (a leader that moved answers `not_leader`, which goes
+//! back to the client as is, so a request crosses at most one hop).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,10 +16,19 @@ use std::time::Duration;
 
 use sluice_proto::v1::producer_client::ProducerClient;
 use sluice_proto::v1::{Message, ProduceRequest};
+use sluice_storage::ProducerSeq;
 use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
 
 use super::handle::AppendResult;
 use crate::error::{Error, Result};
+
+/// Request metadata of a produce forwarded by a broker: never forwarded again.
+pub const FORWARDED: &str = "sluice-forwarded";
+
+/// Request metadata of a client that follows `not_leader` itself: its
+/// produces are redirected, not forwarded.
+pub const REDIRECT: &str = "sluice-redirect";
 
 /// How long a forwarded append may take before it counts as failed.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,29 +55,55 @@ impl Forwarder {
     }
 
     /// Appends `messages` to `partition` of `topic` at the broker whose
-    /// client endpoint is `endpoint` (the partition's leader).
+    /// client endpoint is `endpoint` (the partition's leader), as `producer`
+    /// if idempotent. The leader's refusal comes back in the closest terms.
     pub async fn append(
         &self,
         endpoint: &str,
         topic: &str,
         partition: u32,
         messages: &[Message],
+        producer: Option<ProducerSeq>,
     ) -> Result<AppendResult> {
         let request = ProduceRequest {
             topic: topic.to_owned(),
             partition: Some(partition),
             messages: messages.to_vec(),
+            producer_id: producer.map_or(0, |p| p.producer_id),
+            sequence: producer.map_or(0, |p| p.sequence),
             ..Default::default()
         };
+        let mut request = tonic::Request::new(request);
+        request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
         let answer = ProducerClient::new(self.channel(endpoint)?)
             .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
             .produce(request)
             .await
-            .map_err(|s| Error::ClusterUnavailable(format!("appending at the leader {endpoint}: {}", s.message())))?
+            .map_err(|s| refusal(endpoint, &s))?
             .into_inner();
         let base_offset = answer.offsets.first().copied().ok_or_else(|| {
             Error::ClusterUnavailable(format!("the leader {endpoint} answered an append without offsets"))
         })?;
         Ok(AppendResult { base_offset, duplicate: answer.duplicate })
+    }
+}
+
+/// The leader's refusal of a forwarded append, in the broker's own terms
+/// (so the client gets the same code it would have got at the leader).
+fn refusal(endpoint: &str, s: &tonic::Status) -> Error {
+    let get = |k: &str| s.metadata().get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let at = |m: &str| format!("at the partition's leader {endpoint}: {m}");
+    match s.code() {
+        Code::Unavailable if get("sluice-reason").as_deref() == Some("not_leader") => Error::NotLeader {
+            of: "the partition".into(),
+            leader: get("sluice-leader"),
+            epoch: get("sluice-leader-epoch").and_then(|e| e.parse().ok()).unwrap_or(0),
+        },
+        Code::InvalidArgument => Error::InvalidArgument { field: "messages", reason: at(s.message()) },
+        Code::NotFound => Error::Deleted(at(s.message())),
+        Code::FailedPrecondition => Error::FailedPrecondition(at(s.message())),
+        Code::ResourceExhausted => Error::Overloaded("the partition's leader"),
+        _ => Error::ClusterUnavailable(at(s.message())),
     }
 }

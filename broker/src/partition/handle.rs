@@ -126,6 +126,25 @@ impl PartitionHandle {
         rx.await.map_err(|_| self.stopped())?
     }
 
+    /// Appends a client's `messages` like [`append`](Self::append); in a
+    /// cluster, where another broker leads the partition, the append is
+    /// forwarded there when `forward` (the client does not follow redirects).
+    pub async fn append_or_forward(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+        producer: Option<ProducerSeq>,
+        forward: bool,
+    ) -> Result<AppendResult> {
+        match &self.route {
+            Route::Replicated(shards) if forward && !self.shared.deleted.load(Ordering::Acquire) => {
+                self.reader.store().disk().check()?;
+                shards.append_or_forward(topic, self.shared.id, &messages, producer).await
+            }
+            _ => self.append(messages, producer).await,
+        }
+    }
+
     /// Appends the broker's own `messages` (dead letters) to this partition
     /// of `topic`: in a cluster at its leader, wherever that is.
     pub async fn append_at_leader(&self, topic: &str, messages: Vec<Message>) -> Result<AppendResult> {

@@ -4,7 +4,7 @@
 //! either and to read what is committed.
 
 mod actor;
-mod forward;
+pub(crate) mod forward;
 mod handle;
 pub mod replicated;
 

@@ -254,7 +254,7 @@ impl ReplicatedPartitions {
     ) -> Result<AppendResult> {
         match self.append(id, messages, None).await {
             Err(Error::NotLeader { leader: Some(endpoint), .. }) => {
-                let appended = self.forwarder.append(&endpoint, topic, id.index, messages).await?;
+                let appended = self.forwarder.append(&endpoint, topic, id.index, messages, None).await?;
                 tracing::info!(
                     topic,
                     partition = id.index,
@@ -263,6 +263,25 @@ impl ReplicatedPartitions {
                     "appended at the partition's leader elsewhere"
                 );
                 Ok(appended)
+            }
+            other => other,
+        }
+    }
+
+    /// Appends a client's `messages` to partition `id` of `topic`: through
+    /// the shard here if this broker leads it, else forwarded to the leader
+    /// over its client API (one hop; see `forward.rs`).
+    pub(super) async fn append_or_forward(
+        &self,
+        topic: &str,
+        id: PartitionId,
+        messages: &[Message],
+        producer: Option<ProducerSeq>,
+    ) -> Result<AppendResult> {
+        match self.append(id, messages, producer).await {
+            Err(Error::NotLeader { leader: Some(endpoint), .. }) => {
+                metrics::counter!(crate::metrics::PRODUCE_FORWARDED).increment(1);
+                self.forwarder.append(&endpoint, topic, id.index, messages, producer).await
             }
             other => other,
         }

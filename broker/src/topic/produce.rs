@@ -41,6 +41,10 @@ pub struct ProduceBatch {
     pub messages: Vec<Message>,
     /// Idempotent producing: producer id and this partition's sequence.
     pub producer: Option<ProducerSeq>,
+    /// In a cluster, where another broker leads a target partition: forward
+    /// the append there (true), or answer `not_leader` for the client to go
+    /// there itself (false: it asked to be redirected, or was forwarded once).
+    pub forward: bool,
 }
 
 /// Where each message of a batch was stored.
@@ -147,8 +151,9 @@ impl Producer {
         if batch.producer.is_some() && batch.partition.is_none() {
             return Err(Error::invalid("partition", "idempotent produce (producer_id set) must name the partition"));
         }
+        let (name, forward) = (batch.topic.as_str(), batch.forward);
         if let Some(p) = batch.partition {
-            let r = topic.partition(p)?.append(batch.messages, batch.producer).await?;
+            let r = topic.partition(p)?.append_or_forward(name, batch.messages, batch.producer, forward).await?;
             return Ok(Produced {
                 partitions: vec![p; n],
                 offsets: (r.base_offset..r.base_offset + n as u64).collect(),
@@ -164,7 +169,7 @@ impl Producer {
             .map(|m| m.key.as_deref().map_or(keyless, |k| sluice_proto::partition_for_key(k, count)))
             .collect();
         if targets.iter().all(|&t| t == targets[0]) {
-            let r = topic.partition(targets[0])?.append(batch.messages, None).await?;
+            let r = topic.partition(targets[0])?.append_or_forward(name, batch.messages, None, forward).await?;
             return Ok(Produced {
                 partitions: targets,
                 offsets: (r.base_offset..r.base_offset + n as u64).collect(),
@@ -181,7 +186,7 @@ impl Producer {
             .into_iter()
             .map(|(p, (indexes, msgs))| {
                 let handle = topic.partition(p).cloned();
-                async move { Ok::<_, Error>((indexes, handle?.append(msgs, None).await?)) }
+                async move { Ok::<_, Error>((indexes, handle?.append_or_forward(name, msgs, None, forward).await?)) }
             })
             .collect();
         let results: Vec<_> = appends.collect().await;
