@@ -32,6 +32,6 @@ pub use meta::{Catalog, CatalogTopic, MetaCommand, MetaResponse, MetaStateMachin
 pub use network::{Peers, RaftService};
 pub use node::{ClusterConfig, GroupReport, MetaNode, ProposeError};
 pub use shard::{
-    BatchCommand, GroupChange, PendingWrite, ShardCommand, ShardHost, ShardLease, ShardNode, ShardProposeError,
-    ShardResponse, ShardStart,
+    BatchCommand, GroupChange, LeadershipWatch, PendingWrite, ShardCommand, ShardHost, ShardLease, ShardNode,
+    ShardProposeError, ShardResponse, ShardStart,
 };

@@ -347,3 +347,48 @@ async fn acknowledged_messages_stay_acknowledged_across_group_leader_kills() -> 
     );
     Ok(())
 }
+
+/// CPU time a process has used so far, in clock ticks (user + system).
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    Ok(field(11) + field(12))
+}
+
+/// An idle cluster with consumer groups stays idle: every broker runs a task
+/// per group, which must sleep until the group's shard changes leader, not
+/// wake on every heartbeat (it did: half a core per broker with three groups).
+/// CPU time consumed, not wall time: a busy loop shows whatever else runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_groups_cost_no_cpu() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(3).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    cluster.leaders_spread(1).await?;
+    let admin = Admin::new(cluster.broker(1).channel());
+    admin.create_topic("quiet", 3, pb::TopicConfig::default()).await?;
+    for i in 0..5 {
+        admin.create_group(&format!("quiet-{i}"), group_config("quiet", 10_000)).await?;
+    }
+    // Every broker knows every group (each runs its task for it) before measuring.
+    for id in 1..=3u64 {
+        eventually(Duration::from_secs(10), "every broker knows the groups", || async {
+            Ok(Admin::new(cluster.broker(id).channel()).describe_group("quiet-4").await.ok().map(|_| ()))
+        })
+        .await?;
+    }
+    let hz = 100.0; // Linux's USER_HZ
+    let pids: Vec<u32> = cluster.brokers.iter().map(|b| b.pid().unwrap_or(0)).collect();
+    let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<anyhow::Result<_>>()?;
+    let window = Duration::from_secs(3);
+    tokio::time::sleep(window).await;
+    for (i, pid) in pids.iter().enumerate() {
+        let used = (cpu_ticks(*pid)? - before[i]) as f64 / hz / window.as_secs_f64();
+        println!("broker {}: {:.1}% of a core while idle with 5 groups", i + 1, used * 100.0);
+        assert!(used < 0.2, "broker {} used {:.0}% of a core while idle", i + 1, used * 100.0);
+    }
+    Ok(())
+}

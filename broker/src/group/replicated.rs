@@ -113,6 +113,7 @@ impl ReplicatedGroup {
     /// it became leader; `None` when the queue closed.
     async fn follow(&self, shard: &ShardNode, rx: &mut mpsc::Receiver<Command>) -> Option<ShardLease> {
         let mut taking_over: Option<(ShardLease, u64)> = None;
+        let mut leadership = shard.leadership();
         loop {
             let now = shard.lease();
             taking_over = match (taking_over, now) {
@@ -125,9 +126,11 @@ impl ReplicatedGroup {
                     return Some(lease.clone());
                 }
             }
+            let end = taking_over.as_ref().map(|(_, end)| *end);
             tokio::select! {
                 cmd = rx.recv() => self.answer_elsewhere(shard, cmd?, taking_over.is_some()),
-                _ = shard.changed(LEADERSHIP_POLL) => {}
+                _ = leadership.changed(LEADERSHIP_POLL) => {}
+                _ = shard.stored_reached(end.unwrap_or(0), LEADERSHIP_POLL), if end.is_some() => {}
             }
         }
     }
@@ -251,10 +254,11 @@ impl ReplicatedGroup {
 
 /// Ends `term` once `lease` is no longer this broker's lease on `shard`.
 async fn watch_lease(shard: Arc<ShardNode>, lease: ShardLease, term: CancellationToken) {
+    let mut leadership = shard.leadership();
     loop {
         tokio::select! {
             _ = term.cancelled() => return,
-            _ = shard.changed(LEADERSHIP_POLL) => {}
+            _ = leadership.changed(LEADERSHIP_POLL) => {}
         }
         if shard.lease().map(|(current, _)| current).as_ref() != Some(&lease) {
             term.cancel();

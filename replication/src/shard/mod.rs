@@ -23,7 +23,7 @@ use sluice_storage::{PartitionId, ProducerSeq, TopicConfig, TopicId};
 
 pub use log::ShardLog;
 pub use machine::ShardMachine;
-pub use node::{PendingWrite, ShardLease, ShardNode, ShardProposeError, ShardStart};
+pub use node::{LeadershipWatch, PendingWrite, ShardLease, ShardNode, ShardProposeError, ShardStart};
 pub use sluice_storage::Trim;
 
 openraft::declare_raft_types!(

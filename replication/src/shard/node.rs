@@ -16,6 +16,8 @@ use openraft::alias::CommittedLeaderIdOf;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::impls::ProgressResponder;
+use openraft::metrics::RaftServerMetrics;
+use openraft::type_config::alias::WatchReceiverOf;
 use openraft::{BasicNode, Raft};
 use sluice_storage::raft::GroupId;
 use sluice_storage::{PartitionId, PartitionLog, Store, WriterHandle};
@@ -98,6 +100,19 @@ pub struct ShardLease {
     leader: CommittedLeaderIdOf<ShardTypes>,
     /// The shard's term (the epoch clients are told).
     pub term: u64,
+}
+
+/// Changes of who leads one shard, from [`ShardNode::leadership`].
+pub struct LeadershipWatch {
+    rx: WatchReceiverOf<ShardTypes, RaftServerMetrics<ShardTypes>>,
+}
+
+impl LeadershipWatch {
+    /// Waits until the shard's role, leader or term changed since the last
+    /// call (the first call returns at once), or `limit` passes.
+    pub async fn changed(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.rx.changed()).await;
+    }
 }
 
 /// A proposal's answer, once its entry is committed and applied here.
@@ -222,16 +237,19 @@ impl ShardNode {
         (report.leader, report.term)
     }
 
-    /// Waits until the shard's Raft state or what is stored here changes
-    /// (a chance for [`ShardNode::lease`] to change), or `limit` passes.
-    pub async fn changed(&self, limit: Duration) {
-        let mut metrics = self.raft.metrics();
+    /// Follows who leads the shard (role, leader, term): what can change
+    /// [`ShardNode::lease`]. Not every heartbeat: a task per consumer group
+    /// waits on one, so an idle cluster with many groups stays idle.
+    pub fn leadership(&self) -> LeadershipWatch {
+        LeadershipWatch { rx: self.raft.server_metrics() }
+    }
+
+    /// Waits until every entry up to `index` is applied and stored here, or
+    /// `limit` passes.
+    pub async fn stored_reached(&self, index: u64, limit: Duration) {
         let mut stored = self.machine.stored();
-        tokio::select! {
-            _ = metrics.changed() => {}
-            _ = stored.changed() => {}
-            _ = tokio::time::sleep(limit) => {}
-        }
+        let reached = stored.wait_for(|s| s.map_or(0, |id| id.index) >= index);
+        let _ = tokio::time::timeout(limit, reached).await;
     }
 
     /// Proposes `command` under `lease`, in order with every earlier call:
