@@ -56,7 +56,14 @@ for id in 1 2 3; do
   done
 done
 described=$(since "$t0")
+last="http://$(sed -n 's/^sluice-broker listening on //p' "$DATA/broker3.out")"
+total=0
 for t in $(seq 1 "$BIG_TOPICS"); do
-  "$SLUICE" --addr "$ADDR" produce "big-$t" --partition $((BIG_PARTITIONS - 1)) --count 1 > /dev/null
+  n=$("$SLUICE" --addr "$last" --output json topic describe "big-$t" | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["partition_details"]))')
+  total=$((total + n))
+done
+[ "$total" = $((BIG_TOPICS * BIG_PARTITIONS)) ] || { echo "broker 3 describes $total partitions, not $((BIG_TOPICS * BIG_PARTITIONS))" >&2; exit 1; }
+for t in $(seq 1 "$BIG_TOPICS"); do
+  "$SLUICE" --addr "$ADDR" produce "big-$t" --partition $((BIG_PARTITIONS - 1)) --count 1 > /dev/null 2>&1
 done
 echo "$((BIG_TOPICS * BIG_PARTITIONS)) partitions: created in $created s, described by all three brokers after $described s, a message stored in the last partition of each topic after $(since "$t0") s"
