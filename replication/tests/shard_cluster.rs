@@ -141,6 +141,22 @@ impl Peer {
     }
 }
 
+/// Three peers on loopback ports, each on its own temporary store, snapshotting every
+/// `snapshot_entries` entries: their directories, addresses and peers by id.
+async fn start_three(snapshot_entries: u64) -> (Vec<tempfile::TempDir>, BTreeMap<u64, String>, BTreeMap<u64, Peer>) {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let mut addrs = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        addrs.insert(id, l.local_addr().expect("addr").to_string());
+    }
+    let mut peers = BTreeMap::new();
+    for id in 1..=3u64 {
+        peers.insert(id, start_peer_with(id, &addrs, dirs[(id - 1) as usize].path(), snapshot_entries).await);
+    }
+    (dirs, addrs, peers)
+}
+
 async fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
@@ -186,17 +202,8 @@ fn appended(base_offset: u64, count: u32, duplicate: bool) -> ShardResponse {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_replicates_batches_and_rewinds_an_uncommitted_tail() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        addrs.insert(id, l.local_addr().expect("addr").to_string());
-    }
+    let (dirs, addrs, mut peers) = start_three(sluice_replication::node::DEFAULT_SHARD_SNAPSHOT_ENTRIES).await;
     let dir = |id: u64| dirs[(id - 1) as usize].path().to_owned();
-    let mut peers = BTreeMap::new();
-    for id in 1..=3u64 {
-        peers.insert(id, start_peer(id, &addrs, &dir(id)).await);
-    }
 
     let leader = shard_leader(&peers).await;
     let follower = *peers.keys().find(|id| **id != leader).expect("a follower");
@@ -296,17 +303,8 @@ fn cursor_change(group: u64, committed: u64) -> ShardCommand {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_the_purged_log_installs_a_snapshot_and_copies_the_records_it_lacks() {
     const EVERY: u64 = 20;
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        addrs.insert(id, l.local_addr().expect("addr").to_string());
-    }
+    let (dirs, addrs, mut peers) = start_three(EVERY).await;
     let dir = |id: u64| dirs[(id - 1) as usize].path().to_owned();
-    let mut peers = BTreeMap::new();
-    for id in 1..=3u64 {
-        peers.insert(id, start_peer_with(id, &addrs, &dir(id), EVERY).await);
-    }
     let leader = shard_leader(&peers).await;
     for i in 0..5u64 {
         peers[&leader].shard.propose(batch("early", 2, Some((9, i)))).await.expect("append");

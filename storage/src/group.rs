@@ -370,6 +370,19 @@ impl crate::Store {
     /// that installs the snapshot holds the group as its leader did.
     pub fn group_state_image(&self, group: u64) -> crate::Result<AtomicWrite> {
         let mut out = clear_state(group);
+        self.scan_group_state(group, |k, v| {
+            out.push(Mutation::Put(Cf::Groups, k.to_vec(), v.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Visits every stored entry of `group`'s state (cursors, message states, timers).
+    fn scan_group_state(
+        &self,
+        group: u64,
+        mut visit: impl FnMut(&[u8], &[u8]) -> crate::Result<()>,
+    ) -> crate::Result<()> {
         for tag in [CURSOR, MESSAGE, TIMER] {
             let (lower, upper) = state_range(tag, group);
             self.engine().scan(
@@ -377,37 +390,23 @@ impl crate::Store {
                 &lower,
                 Some(&upper),
                 crate::engine::ScanFrom::AtOrAfter(&lower),
-                &mut |k, v| {
-                    out.push(Mutation::Put(Cf::Groups, k.to_vec(), v.to_vec()));
-                    Ok(true)
-                },
+                &mut |k, v| visit(k, v).map(|()| true),
             )?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Group `group`'s stored state, read now: what a broker that takes over
     /// the group (a shard leader after a failover) starts from.
     pub fn group_state(&self, group: u64) -> crate::Result<RecoveredGroupState> {
         let mut found = HashMap::new();
-        for tag in [CURSOR, MESSAGE, TIMER] {
-            let (lower, upper) = state_range(tag, group);
-            self.engine().scan(
-                Cf::Groups,
-                &lower,
-                Some(&upper),
-                crate::engine::ScanFrom::AtOrAfter(&lower),
-                &mut |k, v| {
-                    if !recover_entry(k, v, &mut found) {
-                        return Err(crate::Error::MetaCorruption {
-                            key: k.to_vec(),
-                            reason: "group state entry".into(),
-                        });
-                    }
-                    Ok(true)
-                },
-            )?;
-        }
+        self.scan_group_state(group, |k, v| {
+            if recover_entry(k, v, &mut found) {
+                Ok(())
+            } else {
+                Err(crate::Error::MetaCorruption { key: k.to_vec(), reason: "group state entry".into() })
+            }
+        })?;
         Ok(found.remove(&group).unwrap_or_default())
     }
 }

@@ -198,24 +198,11 @@ impl PartitionActor {
             return;
         }
         self.shared.log_start.store(trim.log_start, Ordering::Release);
-        for s in &trim.removed {
-            tracing::info!(
-                topic_id = self.shared.id.topic.0,
-                partition = self.shared.id.index,
-                base_offset = s.base_offset,
-                end_offset = s.end_offset,
-                bytes = s.bytes,
-                "segment deleted by retention"
-            );
-        }
+        super::retention::log_removed(self.shared.id, &trim.removed);
         if let Some(reclaim) = trim.reclaim {
             let store = self.ctx.store.clone();
-            // Space comes back in the background; readers already skip the range.
-            self.ctx.tracker.spawn_blocking(move || {
-                if let Err(e) = store.reclaim(&reclaim) {
-                    tracing::warn!(error = %e, "reclaiming deleted segments failed; compaction will retry");
-                }
-            });
+            // Space comes back in the background.
+            self.ctx.tracker.spawn_blocking(move || super::retention::reclaim(&store, &reclaim));
         }
     }
 }

@@ -7,6 +7,7 @@ mod actor;
 pub(crate) mod forward;
 mod handle;
 pub mod replicated;
+mod retention;
 
 pub use actor::{spawn_partition, PartitionContext};
 pub use handle::{AppendResult, PartitionHandle, PartitionSnapshot};

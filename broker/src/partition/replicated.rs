@@ -311,23 +311,10 @@ impl ReplicatedPartitions {
                 }
             };
             for (id, trim) in trims {
-                for s in &trim.removed {
-                    tracing::info!(
-                        topic_id = id.topic.0,
-                        partition = id.index,
-                        base_offset = s.base_offset,
-                        end_offset = s.end_offset,
-                        bytes = s.bytes,
-                        "segment deleted by retention"
-                    );
-                }
+                super::retention::log_removed(id, &trim.removed);
                 if let Some(reclaim) = trim.reclaim {
                     let store = self.store.clone();
-                    // Readers already skip the range; compaction retries a failed reclaim.
-                    let reclaimed = tokio::task::spawn_blocking(move || store.reclaim(&reclaim)).await;
-                    if let Ok(Err(e)) = reclaimed {
-                        tracing::warn!(error = %e, "reclaiming deleted segments failed; compaction will retry");
-                    }
+                    let _ = tokio::task::spawn_blocking(move || super::retention::reclaim(&store, &reclaim)).await;
                 }
             }
         }

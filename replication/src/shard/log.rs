@@ -288,13 +288,9 @@ impl ShardLog {
         PartitionReader::new(self.store.clone(), id)
     }
 
-    async fn write_durably(&self, write: AtomicWrite) -> io::Result<()> {
-        self.writer.write(write).await.map_err(io_error)
-    }
-
     /// Commits `write` through the broker's writer with an fsync, and waits.
-    pub(crate) async fn write_synced(&self, write: AtomicWrite) -> io::Result<()> {
-        self.write_durably(write).await
+    pub(crate) async fn write_durably(&self, write: AtomicWrite) -> io::Result<()> {
+        self.writer.write(write).await.map_err(io_error)
     }
 
     /// The consumer groups whose changes the log holds now.

@@ -143,7 +143,6 @@ impl ShardMachine {
                 .map(|(id, log)| PartitionMark {
                     topic: id.topic.0,
                     partition: id.index,
-                    start: log.log_start(),
                     end: ends.get(id).copied().unwrap_or_else(|| log.next_offset()),
                 })
                 .collect()
@@ -198,7 +197,7 @@ impl ShardMachine {
             let mut log = self.log.clone();
             openraft::storage::RaftLogStorage::truncate_after(&mut log, applied).await?;
         }
-        let copied = Instant::now();
+        let started = Instant::now();
         for mark in &image.partitions {
             self.copy_partition(image.source, mark).await?;
         }
@@ -219,7 +218,7 @@ impl ShardMachine {
         let applied = (Some(last), snapshot.meta.last_membership.clone());
         keys::put_hard_state(&mut write, self.group, HardState::Applied, Postcard::encode(&applied)?);
         keys::put_hard_state(&mut write, self.group, HardState::Snapshot, Postcard::encode(&snapshot)?);
-        self.log.write_synced(write).await?;
+        self.log.write_durably(write).await?;
         *self.applied() = applied;
         *self.groups() = theirs;
         *self.current() = Some(snapshot);
@@ -233,7 +232,7 @@ impl ShardMachine {
             source = image.source,
             partitions = image.partitions.len(),
             groups = image.groups.len(),
-            took_ms = copied.elapsed().as_millis() as u64,
+            took_ms = started.elapsed().as_millis() as u64,
             "shard snapshot installed"
         );
         Ok(())
@@ -283,7 +282,7 @@ impl RaftSnapshotBuilder<ShardTypes> for ShardSnapshotBuilder {
         let snapshot = std::mem::replace(&mut self.image, Err(io::Error::other("snapshot already built")))?;
         let mut write = AtomicWrite::new();
         keys::put_hard_state(&mut write, self.machine.group, HardState::Snapshot, Postcard::encode(&snapshot)?);
-        self.machine.log.write_synced(write).await?;
+        self.machine.log.write_durably(write).await?;
         tracing::debug!(
             shard = self.machine.group.0,
             index = snapshot.last_index(),

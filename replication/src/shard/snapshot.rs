@@ -1,9 +1,9 @@
 //! Shard snapshots: what lets a shard drop its log, and a replica that fell
 //! behind (or starts empty) catch up from a peer instead of from the log.
 //!
-//! A snapshot is small: per partition the offsets it stood at (first
-//! stored, end committed), per consumer group its whole state (in storage's
-//! portable form, `group::encode_changes`), the applied entry and membership,
+//! A snapshot is small: per partition the end of its committed records, per
+//! consumer group its whole state (in storage's portable form,
+//! `group::encode_changes`), the applied entry and membership,
 //! and which broker built it. Records are not in it: a replica that installs
 //! it copies the committed batches it lacks, raw and at the same offsets, from
 //! the broker that built it (or any other peer that has them), over the
@@ -70,8 +70,6 @@ pub(crate) struct Image {
 pub(crate) struct PartitionMark {
     pub(crate) topic: u64,
     pub(crate) partition: u32,
-    /// First offset stored.
-    pub(crate) start: u64,
     /// End of the committed records.
     pub(crate) end: u64,
 }
