@@ -43,6 +43,29 @@ impl ClusterInfo {
         Ok(self.client.clone().metadata(request).await?.into_inner().groups)
     }
 
+    /// Replaces broker `old` by `new` (the same id on an empty data dir, or a
+    /// new id reachable at `new_cluster_address`) in every Raft group, and
+    /// calls `progress` with each step until the new broker is a voter of
+    /// every group. Safe to call again after an interruption.
+    pub async fn replace_broker(
+        &self,
+        old: u64,
+        new: u64,
+        new_cluster_address: &str,
+        mut progress: impl FnMut(&pb::ReplaceBrokerProgress),
+    ) -> Result<()> {
+        let request = pb::ReplaceBrokerRequest {
+            broker_id: old,
+            new_broker_id: new,
+            new_cluster_address: new_cluster_address.to_owned(),
+        };
+        let mut steps = self.client.clone().replace_broker(request).await?.into_inner();
+        while let Some(step) = steps.message().await? {
+            progress(&step);
+        }
+        Ok(())
+    }
+
     /// The broker's answer, with replica progress from the metadata leader
     /// when the broker asked is not the leader (and the leader answers; if it
     /// does not, progress stays empty).

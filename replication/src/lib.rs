@@ -20,6 +20,7 @@
 
 mod codec;
 pub mod log_store;
+pub mod membership;
 pub mod meta;
 pub mod network;
 pub mod node;
@@ -28,6 +29,7 @@ pub mod shard;
 mod suite_test;
 
 pub use log_store::LogStore;
+pub use membership::{ReplaceError, ReplaceProgress, ReplaceStage, Replacement};
 pub use meta::{Catalog, CatalogTopic, MetaCommand, MetaResponse, MetaStateMachine};
 pub use network::{Peers, RaftService};
 pub use node::{ClusterConfig, GroupReport, MetaNode, ProposeError};

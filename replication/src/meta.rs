@@ -97,6 +97,11 @@ pub enum MetaCommand {
         /// The group's name.
         name: String,
     },
+    /// Forget broker `broker` (replaced by another id): it no longer serves clients.
+    RemoveBroker {
+        /// The broker's id.
+        broker: u64,
+    },
     /// Record where broker `broker` serves clients.
     SetBrokerEndpoint {
         /// The broker's id.
@@ -118,6 +123,7 @@ impl fmt::Display for MetaCommand {
             MetaCommand::UpdateGroup { name, .. } => write!(f, "update group {name}"),
             MetaCommand::DeleteGroup { name } => write!(f, "delete group {name}"),
             MetaCommand::SetBrokerEndpoint { broker, endpoint } => write!(f, "broker {broker} at {endpoint}"),
+            MetaCommand::RemoveBroker { broker } => write!(f, "remove broker {broker}"),
         }
     }
 }
@@ -310,6 +316,11 @@ impl Catalog {
             MetaCommand::SetBrokerEndpoint { broker, endpoint } => {
                 self.brokers.insert(*broker, endpoint.clone());
                 keys::put_record(write, group_id, format!("{BROKER}{broker}").as_bytes(), encode(endpoint)?);
+                MetaResponse::Done
+            }
+            MetaCommand::RemoveBroker { broker } => {
+                self.brokers.remove(broker);
+                keys::delete_record(write, group_id, format!("{BROKER}{broker}").as_bytes());
                 MetaResponse::Done
             }
         })

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -285,6 +286,10 @@ where
             let req = C::Format::decode(payload, "transfer-leader request").map_err(|e| e.to_string())?;
             C::Format::encode(&raft.handle_transfer_leader(req).await.map_err(|e| e.to_string())?)
         }
+        Ok(pb::RaftRpc::ReplaceReplica) => {
+            let step = Postcard::decode(payload, "replace step").map_err(|e| e.to_string())?;
+            Postcard::encode(&crate::membership::replace_step(raft, step).await)
+        }
         Ok(pb::RaftRpc::Unspecified | pb::RaftRpc::ReadBatches) | Err(_) => {
             return Err(format!("unknown raft rpc {rpc} for this group"))
         }
@@ -293,6 +298,20 @@ where
 }
 
 impl RaftService {
+    /// Which of this broker's replicas are empty, by group.
+    fn standing(&self) -> Vec<pb::GroupStanding> {
+        let mut groups = vec![pb::GroupStanding {
+            group: crate::meta::META_GROUP.0,
+            empty: crate::membership::is_empty(&self.meta),
+        }];
+        let shards = self.shards.read().unwrap_or_else(|e| e.into_inner());
+        for (group, (raft, _)) in shards.iter() {
+            groups.push(pb::GroupStanding { group: *group, empty: crate::membership::is_empty(raft) });
+        }
+        groups.sort_by_key(|g| g.group);
+        groups
+    }
+
     async fn propose(&self, request: pb::ProposeRequest) -> pb::ProposeReply {
         let refused = |error: String, leader: u64| pb::ProposeReply { response: Default::default(), error, leader };
         let command = match decode(&request.command, "proposed command") {
@@ -317,6 +336,14 @@ impl pb::raft_server::Raft for RaftService {
         request: tonic::Request<pb::ProposeRequest>,
     ) -> Result<tonic::Response<pb::ProposeReply>, tonic::Status> {
         Ok(tonic::Response::new(RaftService::propose(self, request.into_inner()).await))
+    }
+
+    async fn standing(
+        &self,
+        _request: tonic::Request<pb::StandingRequest>,
+    ) -> Result<tonic::Response<pb::StandingReply>, tonic::Status> {
+        let broker = self.meta.metrics().borrow_watched().id;
+        Ok(tonic::Response::new(pb::StandingReply { broker, groups: self.standing() }))
     }
 
     async fn call(

@@ -203,6 +203,98 @@ impl MetaNode {
         }
     }
 
+    /// Sets the groups up if this broker should: at once when its replica
+    /// holds the metadata log, otherwise only once a majority of the
+    /// configured brokers (this one included) report empty replicas (a new
+    /// cluster). When any peer reports that it holds the log, the cluster
+    /// exists and this broker is a newcomer on an empty data dir (a broker
+    /// being replaced): it sets nothing up and waits for the leaders to add
+    /// it (`sluice cluster replace`). Returns whether it set the groups up;
+    /// waits (retrying every half second) while it cannot tell.
+    pub async fn set_up_or_join(&self, shards: &[std::sync::Arc<crate::ShardNode>]) -> io::Result<bool> {
+        let mut logged = false;
+        while crate::membership::is_empty(&self.raft) {
+            let mut asks = Vec::new();
+            for (id, addr) in self.peers.iter().filter(|(id, _)| **id != self.id) {
+                let (id, addr, peers) = (*id, addr.clone(), self.connections.clone());
+                asks.push(async move { (id, crate::membership::standing(&peers, &addr).await) });
+            }
+            let answers = futures::future::join_all(asks).await;
+            let mut empty = 1;
+            for (id, answer) in answers {
+                match answer {
+                    Ok(groups) if groups.get(&META_GROUP.0) == Some(&false) => {
+                        tracing::info!(
+                            peer = id,
+                            "the cluster exists and this broker's data dir is empty: not setting groups up; \
+                             waiting to be added (sluice cluster replace {})",
+                            self.id
+                        );
+                        return Ok(false);
+                    }
+                    Ok(_) => empty += 1,
+                    Err(e) => tracing::debug!(peer = id, error = %e, "asking a peer whether the cluster exists"),
+                }
+            }
+            if empty * 2 > self.peers.len() {
+                break;
+            }
+            if !logged {
+                tracing::info!("empty data dir: waiting for a majority of the brokers before setting the cluster up");
+                logged = true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.initialize().await?;
+        for shard in shards {
+            shard.initialize(&self.peers).await?;
+        }
+        Ok(true)
+    }
+
+    /// Replaces broker `replacement.old` by `replacement.new` in the
+    /// metadata group and in every one of `shards` (see
+    /// [`crate::membership`]), reporting each step to `progress`; a new id
+    /// then takes the old one's place in the catalog. Safe to run again
+    /// after an interruption.
+    pub async fn replace_broker(
+        &self,
+        shards: &[std::sync::Arc<crate::ShardNode>],
+        replacement: crate::Replacement,
+        progress: impl FnMut(crate::ReplaceProgress),
+    ) -> Result<(), crate::ReplaceError> {
+        let new = replacement.new;
+        let Some(new_addr) = replacement.address.clone().or_else(|| self.addresses().get(&new).cloned()) else {
+            return Err(crate::ReplaceError::Refused(format!(
+                "no cluster address known for broker {new}: give it (--address)"
+            )));
+        };
+        let meta = self.raft.clone();
+        let mut groups = vec![crate::membership::GroupHandle {
+            group: META_GROUP,
+            leader: Box::new(move || meta.metrics().borrow_watched().current_leader),
+            addresses: {
+                let (meta, peers) = (self.raft.clone(), self.peers.clone());
+                Box::new(move || addresses_of(meta.metrics().borrow_watched().membership_config.nodes(), &peers))
+            },
+        }];
+        groups.extend(shards.iter().map(|s| s.group_handle()));
+        crate::membership::replace_broker(&self.connections, &groups, &replacement, &new_addr, progress).await?;
+        if replacement.old != new {
+            self.propose(MetaCommand::RemoveBroker { broker: replacement.old }).await.map_err(|e| {
+                crate::ReplaceError::TimedOut(format!("removing broker {} from the catalog: {e}", replacement.old))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Where this broker reaches each member of the metadata group: its
+    /// `--peers`, and the address in the membership for any other (a broker
+    /// added by a replacement under a new id).
+    pub fn addresses(&self) -> BTreeMap<u64, String> {
+        addresses_of(self.raft.metrics().borrow_watched().membership_config.nodes(), &self.peers)
+    }
+
     /// Proposes `command` at the metadata leader, wherever it is (forwarded
     /// over the cluster link when this broker is a follower), and waits until
     /// the leader has applied it (committed on a majority first). This
@@ -336,4 +428,15 @@ pub(crate) fn report_of<C: openraft::RaftTypeConfig<NodeId = u64, Term = u64>>(
         purged_index: m.purged.as_ref().map_or(0, |l| l.index),
         replicas: m.replication.as_ref().map(|r| r.iter().map(|(id, l)| (*id, l.as_ref().map(|l| l.index))).collect()),
     }
+}
+
+/// The addresses of a group's members (`nodes`, from its membership),
+/// overridden by `peers` (this broker's own way to reach each configured broker).
+pub(crate) fn addresses_of<'a>(
+    nodes: impl Iterator<Item = (&'a u64, &'a BasicNode)>,
+    peers: &BTreeMap<u64, String>,
+) -> BTreeMap<u64, String> {
+    let mut addresses: BTreeMap<u64, String> = nodes.map(|(id, node)| (*id, node.addr.clone())).collect();
+    addresses.extend(peers.iter().map(|(id, addr)| (*id, addr.clone())));
+    addresses
 }

@@ -20,10 +20,12 @@ pub struct TestCluster {
     pub brokers: Vec<TestBroker>,
     /// The proxy broker `from` dials broker `to` through, by `(from, to)`.
     links: BTreeMap<(u64, u64), FaultProxy>,
+    /// Each broker's own cluster listener (`--cluster-listen`), by id - 1.
+    pub cluster_addrs: Vec<String>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    crate::ports::reserve()
 }
 
 impl TestCluster {
@@ -68,7 +70,37 @@ impl TestCluster {
             args.extend_from_slice(extra);
             brokers.push(TestBroker::start_with(&args).await?);
         }
-        Ok(TestCluster { brokers, links })
+        let cluster_addrs = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        Ok(TestCluster { brokers, links, cluster_addrs })
+    }
+
+    /// Starts broker `id` (the next id) on an empty data dir, with every
+    /// broker but `replacing` as its peers (reached directly, without a
+    /// proxy): the new broker of a replacement under a new id. Returns its
+    /// cluster address.
+    pub async fn start_replacement(&mut self, id: u64, replacing: u64, extra: &[&str]) -> anyhow::Result<String> {
+        anyhow::ensure!(id == self.brokers.len() as u64 + 1, "broker ids are consecutive");
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let mut peers: Vec<String> = (1..id)
+            .filter(|other| *other != replacing)
+            .map(|other| format!("{other}={}", self.cluster_addrs[(other - 1) as usize]))
+            .collect();
+        peers.push(format!("{id}={listen}"));
+        let (id_arg, peers) = (id.to_string(), peers.join(","));
+        let mut args = vec![
+            "--node-id",
+            &id_arg,
+            "--peers",
+            &peers,
+            "--cluster-listen",
+            &listen,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        self.brokers.push(TestBroker::start_with(&args).await?);
+        self.cluster_addrs.push(listen.clone());
+        Ok(listen)
     }
 
     /// Broker `id` (1-based).

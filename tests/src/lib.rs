@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod payload;
+pub mod ports;
 pub mod proxy;
 pub mod raw;
 
@@ -91,13 +92,18 @@ impl TestBroker {
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data_dir = prepare(dir.path())?;
+        // Ports that stay free while the broker is down (see `ports`), also for "port 0" flags.
+        let extra: Vec<String> = extra
+            .iter()
+            .map(|s| if *s == "127.0.0.1:0" { ports::reserve_addr() } else { Ok(s.to_string()) })
+            .collect::<anyhow::Result<_>>()?;
         let mut broker = TestBroker {
             child: None,
             dir,
             data_dir,
-            addr: "127.0.0.1:0".into(),
+            addr: ports::reserve_addr()?,
             metrics_addr: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             starts: 0,
         };
@@ -281,6 +287,15 @@ impl TestBroker {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9().await?;
         self.launch().await
+    }
+
+    /// Deletes a stopped broker's data directory: its disk is lost.
+    pub fn wipe_data(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "broker still running");
+        if self.data_dir.exists() {
+            std::fs::remove_dir_all(&self.data_dir)?;
+        }
+        Ok(())
     }
 
     /// Starts a stopped broker again.

@@ -203,8 +203,7 @@ async fn a_single_brokers_data_dir_does_not_join_a_cluster() -> anyhow::Result<(
     Admin::new(broker.channel()).create_topic("mine", 1, pb::TopicConfig::default()).await?;
     produce_values(broker.channel(), "mine", ["kept".to_owned()]).await?;
     broker.terminate(Duration::from_secs(10)).await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = sluice_tests::ports::reserve_addr()?;
     let peers = format!("1={listen},2=127.0.0.1:1,3=127.0.0.1:2");
     broker.set_args(&["--node-id", "1", "--peers", &peers, "--cluster-listen", &listen]);
     let refused = broker.start_again().await;

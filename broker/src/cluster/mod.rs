@@ -145,17 +145,19 @@ impl Cluster {
                 tracing::error!(error = %e, "cluster listener failed");
             }
         });
-        node.initialize().await.map_err(|e| io("initializing the metadata group", e))?;
-        for shard in &shards {
-            shard.initialize(&config.peers).await.map_err(|e| io("initializing a shard", e))?;
-        }
+        // In the background: a broker of a new cluster waits for a majority of its peers.
+        let (set_up_node, set_up_shards) = (node.clone(), shards.clone());
+        tasks.spawn(async move {
+            if let Err(e) = set_up_node.set_up_or_join(&set_up_shards).await {
+                tracing::error!(error = %e, "setting the cluster's groups up failed");
+            }
+        });
         topics.attach_cluster(node.clone(), config.peers.len());
         groups.attach_cluster(node.clone());
         tasks.spawn(follow::follow(node.clone(), topics, groups, stop.clone()));
         tasks.spawn(register(node.clone(), client_endpoint, stop.clone()));
         tasks.spawn(gauges(node.clone(), stop.clone()));
-        let brokers: Vec<u64> = config.peers.keys().copied().collect();
-        tasks.spawn(spread_leaders(shards.clone(), brokers, stop.clone()));
+        tasks.spawn(spread_leaders(shards.clone(), stop.clone()));
         tasks.spawn(retention(replicated.clone(), retention_check, stop.clone()));
         tasks.close();
         tracing::info!(
@@ -222,17 +224,17 @@ impl LeadershipMover {
 const SPREAD_EVERY: Duration = Duration::from_secs(2);
 
 /// The broker that should lead shard `number` (from 1) when it is up: the
-/// shards go round the brokers, so each leads its share of partitions and
-/// groups.
-fn preferred_leader(number: u64, brokers: &[u64]) -> Option<u64> {
-    brokers.get(((number.max(1) - 1) % brokers.len().max(1) as u64) as usize).copied()
+/// shards go round their voters (ascending ids), so each broker leads its
+/// share of partitions and groups, also after a broker was replaced by a new id.
+fn preferred_leader(number: u64, voters: &[u64]) -> Option<u64> {
+    voters.get(((number.max(1) - 1) % voters.len().max(1) as u64) as usize).copied()
 }
 
 /// Spreads shard leadership: a shard this broker leads whose preferred
 /// broker is up and holds every entry is handed over to it. Elections put
 /// every leader wherever a timer fired first (often one broker leads all);
 /// this moves them back, also after a broker that was down returns.
-async fn spread_leaders(shards: Vec<Arc<ShardNode>>, brokers: Vec<u64>, stop: CancellationToken) {
+async fn spread_leaders(shards: Vec<Arc<ShardNode>>, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -240,7 +242,12 @@ async fn spread_leaders(shards: Vec<Arc<ShardNode>>, brokers: Vec<u64>, stop: Ca
         }
         for (i, shard) in shards.iter().enumerate() {
             let number = i as u64 + 1;
-            let Some(preferred) = preferred_leader(number, &brokers) else { continue };
+            if !shard.is_leader() {
+                continue;
+            }
+            let mut voters = shard.voters();
+            voters.sort_unstable();
+            let Some(preferred) = preferred_leader(number, &voters) else { continue };
             if shard.hand_over(preferred).await {
                 tracing::info!(shard = number, to = preferred, "shard leadership handed to its preferred broker");
             }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use sluice_replication::{GroupReport, MetaNode};
+use sluice_replication::{GroupReport, MetaNode, ReplaceError, ReplaceProgress, Replacement};
 use sluice_storage::PartitionId;
 
 use crate::partition::ReplicatedPartitions;
@@ -65,6 +65,16 @@ pub struct PartitionLeader {
 impl ClusterView {
     pub(super) fn new(node: Arc<MetaNode>, replicated: Arc<ReplicatedPartitions>) -> Self {
         ClusterView { node, replicated }
+    }
+
+    /// Replaces broker `replacement.old` by `replacement.new` in every Raft
+    /// group (`sluice_replication::membership`), reporting each step.
+    pub async fn replace_broker(
+        &self,
+        replacement: Replacement,
+        progress: impl FnMut(ReplaceProgress),
+    ) -> Result<(), ReplaceError> {
+        self.node.replace_broker(&self.replicated.shard_nodes(), replacement, progress).await
     }
 
     /// The report, read from this broker's catalog and Raft state (no

@@ -4,9 +4,10 @@ use sluice_proto::v1 as pb;
 use sluice_proto::v1::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
 
-use sluice_replication::GroupReport;
+use sluice_replication::{GroupReport, ReplaceError, ReplaceProgress, ReplaceStage, Replacement};
 
 use crate::cluster::{ClusterReport, ClusterView};
+use crate::error::Error;
 
 /// Most topics one Metadata request may ask partition leaders for.
 const MAX_TOPICS: usize = 1000;
@@ -87,19 +88,79 @@ fn metadata(report: ClusterReport) -> pb::MetadataResponse {
     }
 }
 
+/// The progress stream of `ReplaceBroker`.
+type ReplaceStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ReplaceBrokerProgress, Status>> + Send>>;
+
+fn progress(p: ReplaceProgress) -> pb::ReplaceBrokerProgress {
+    let detail = p.stage.to_string();
+    let (stage, matched_index, last_index) = match p.stage {
+        ReplaceStage::Removed => ("removed", None, 0),
+        ReplaceStage::LearnerAdded => ("learner_added", None, 0),
+        ReplaceStage::CatchingUp { matched, last } => ("catching_up", matched, last),
+        ReplaceStage::Done => ("done", None, 0),
+    };
+    pb::ReplaceBrokerProgress { group: p.group, stage: stage.to_owned(), matched_index, last_index, detail }
+}
+
+fn replace_failed(e: ReplaceError) -> Status {
+    let error = match e {
+        ReplaceError::Unreachable(why) | ReplaceError::TimedOut(why) => Error::ClusterUnavailable(why),
+        ReplaceError::Refused(why) => Error::FailedPrecondition(why),
+    };
+    error.into()
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    type ReplaceBrokerStream = ReplaceStream;
+
+    async fn replace_broker(
+        &self,
+        request: Request<pb::ReplaceBrokerRequest>,
+    ) -> Result<Response<ReplaceStream>, Status> {
+        let pb::ReplaceBrokerRequest { broker_id, new_broker_id, new_cluster_address } = request.into_inner();
+        let Some(view) = self.view.clone() else {
+            return Err(Error::FailedPrecondition(
+                "this broker runs alone (no --peers): there is no cluster to replace a broker in".into(),
+            )
+            .into());
+        };
+        if broker_id == 0 {
+            return Err(Error::invalid("broker_id", "name the broker to replace (ids start at 1)").into());
+        }
+        let new = if new_broker_id == 0 { broker_id } else { new_broker_id };
+        let address = (!new_cluster_address.is_empty()).then_some(new_cluster_address);
+        if let Some(addr) = &address {
+            if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+                return Err(
+                    Error::invalid("new_cluster_address", "host:port of the new broker's --cluster-listen").into()
+                );
+            }
+        }
+        let replacement = Replacement { old: broker_id, new, address };
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        // Runs to the end even if the caller goes away: a half-done change is worse than a finished one.
+        tokio::spawn(async move {
+            let steps = tx.clone();
+            let result = view
+                .replace_broker(replacement, move |p| {
+                    let _ = steps.try_send(Ok(progress(p)));
+                })
+                .await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(replace_failed(e))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
     async fn metadata(&self, request: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
         let pb::MetadataRequest { topics, groups } = request.into_inner();
         if topics.len() > MAX_TOPICS {
-            return Err(
-                crate::error::Error::invalid("topics", format!("at most {MAX_TOPICS} topics per request")).into()
-            );
+            return Err(Error::invalid("topics", format!("at most {MAX_TOPICS} topics per request")).into());
         }
         if groups.len() > MAX_TOPICS {
-            return Err(
-                crate::error::Error::invalid("groups", format!("at most {MAX_TOPICS} groups per request")).into()
-            );
+            return Err(Error::invalid("groups", format!("at most {MAX_TOPICS} groups per request")).into());
         }
         Ok(Response::new(match &self.view {
             Some(view) => metadata(view.report(&topics, &groups)),

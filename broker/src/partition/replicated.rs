@@ -320,6 +320,11 @@ impl ReplicatedPartitions {
         }
     }
 
+    /// This broker's peers of every shard, in shard order.
+    pub fn shard_nodes(&self) -> Vec<Arc<ShardNode>> {
+        self.shards.values().cloned().collect()
+    }
+
     /// Every shard's number and Raft state, as this broker sees it.
     pub fn reports(&self) -> Vec<(u64, sluice_replication::GroupReport)> {
         self.shards.iter().map(|(number, node)| (*number, node.report())).collect()

@@ -126,6 +126,8 @@ pub struct ShardNode {
     log: ShardLog,
     machine: ShardMachine,
     service: RaftService,
+    /// Where this broker reaches each configured broker.
+    peers: BTreeMap<u64, String>,
 }
 
 /// Everything a shard peer is started with.
@@ -164,7 +166,7 @@ impl ShardNode {
             .await
             .map_err(|e| io::Error::other(format!("starting shard {}: {e}", group.0)))?;
         service.add_shard(group, raft.clone(), machine.clone());
-        Ok(ShardNode { id: config.node_id, group, raft, log, machine, service })
+        Ok(ShardNode { id: config.node_id, group, raft, log, machine, service, peers: config.peers.clone() })
     }
 
     /// Makes `replicas` (broker id → cluster address) the shard's voters if
@@ -284,7 +286,7 @@ impl ShardNode {
     /// lose a term's worth of progress or stall on a lagging replica).
     /// Returns whether a transfer was started.
     pub async fn hand_over(&self, to: u64) -> bool {
-        if to == self.id || self.raft.as_leader().is_err() {
+        if to == self.id || self.raft.as_leader().is_err() || !self.raft.voter_ids().any(|v| v == to) {
             return false;
         }
         let metrics = self.raft.metrics().borrow_watched().clone();
@@ -316,6 +318,24 @@ impl ShardNode {
             }
         }
         false
+    }
+
+    /// What the replacement driver walks for this shard.
+    pub(crate) fn group_handle(&self) -> crate::membership::GroupHandle {
+        let (raft, peers) = (self.raft.clone(), self.peers.clone());
+        let leader_raft = self.raft.clone();
+        crate::membership::GroupHandle {
+            group: self.group,
+            leader: Box::new(move || leader_raft.metrics().borrow_watched().current_leader),
+            addresses: Box::new(move || {
+                crate::node::addresses_of(raft.metrics().borrow_watched().membership_config.nodes(), &peers)
+            }),
+        }
+    }
+
+    /// The shard's voters now, by id: who may lead it.
+    pub fn voters(&self) -> Vec<u64> {
+        self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect()
     }
 
     /// Whether this broker leads the shard now.

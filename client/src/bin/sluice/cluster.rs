@@ -1,4 +1,4 @@
-//! `sluice cluster status`: the brokers, the metadata leader and how far
+//! `sluice cluster status` and `sluice cluster replace`. Status: the brokers, the metadata leader and how far
 //! each replica of the metadata group is behind it, and each shard's leader.
 
 use clap::Subcommand;
@@ -13,12 +13,56 @@ pub enum ClusterCommand {
     /// Brokers with their endpoints and roles, the metadata leader and term,
     /// each replica's lag (asked of the leader), and each shard's leader.
     Status,
+    /// Replace a lost broker: start the new one first (the same --node-id on
+    /// an empty data dir, or a new id), then run this against any other
+    /// broker. Each Raft group's leader drops the old replica, adds the new
+    /// one as a learner, copies it the log or a snapshot and makes it a
+    /// voter. Prints every step; safe to run again if interrupted.
+    Replace {
+        /// The broker whose data is lost.
+        broker: u64,
+        /// The id of the broker taking its place (default: the same id).
+        #[arg(long)]
+        new_id: Option<u64>,
+        /// The new broker's --cluster-listen address (host:port), needed for
+        /// a new id the other brokers' --peers do not list.
+        #[arg(long, default_value = "")]
+        address: String,
+    },
 }
 
 pub async fn run(info: ClusterInfo, command: ClusterCommand, format: Format) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Status => status(info, format).await,
+        ClusterCommand::Replace { broker, new_id, address } => {
+            replace(info, broker, new_id.unwrap_or(broker), &address, format).await
+        }
     }
+}
+
+async fn replace(info: ClusterInfo, old: u64, new: u64, address: &str, format: Format) -> anyhow::Result<()> {
+    let mut done = 0;
+    info.replace_broker(old, new, address, |step| {
+        if step.stage == "done" {
+            done += 1;
+        }
+        let group = if step.group == 0 { "metadata".to_owned() } else { format!("shard {}", step.group) };
+        // Printing is best effort here: the replacement goes on if stdout is closed.
+        let _ = if format == Format::Json {
+            let line = json!({
+                "group": step.group, "stage": step.stage, "matched_index": step.matched_index,
+                "last_index": step.last_index, "detail": step.detail,
+            });
+            outln!("{line}")
+        } else {
+            outln!("{group:<10} {}", step.detail)
+        };
+    })
+    .await?;
+    if format != Format::Json {
+        outln!("broker {old} replaced by broker {new} in {done} groups")?;
+    }
+    Ok(())
 }
 
 /// One broker's line of the status.

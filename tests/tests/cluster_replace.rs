@@ -1,0 +1,186 @@
+//! Replacing a broker whose disk is lost (`sluice cluster replace`, see
+//! docs/REPLICATION.md), with three real broker processes on loopback whose
+//! shards snapshot every few entries, so the new replica is sent snapshots
+//! and copies records:
+//! - the same id restarted on an empty data dir sets nothing up (the
+//!   cluster exists); the replacement removes its old replica from every
+//!   group, adds it back as a learner and promotes it once it holds the
+//!   log; then, with another broker SIGKILLed, it is part of the quorum:
+//!   every acknowledged record and the group's progress survive, and nothing
+//!   acknowledged is delivered again;
+//! - asked to replace a broker that still holds its data by itself, nothing
+//!   is removed;
+//! - a new id takes a lost broker's place the same way, and the lost one
+//!   leaves the catalog.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use sluice_client::proto as pb;
+use sluice_client::{Admin, ClusterInfo, Consumer, ConsumerConfig};
+use sluice_tests::cluster::produce_to_leader;
+use sluice_tests::{eventually, group_config, read_all, TestCluster};
+
+const PARTITIONS: u32 = 4;
+const MESSAGES: usize = 160;
+const ACKED: usize = 60;
+const SNAPSHOT_EVERY: &[&str] = &["--shard-snapshot-entries", "20"];
+
+fn value(r: &pb::Record) -> String {
+    String::from_utf8_lossy(&r.value).into_owned()
+}
+
+async fn records_at(cluster: &TestCluster, id: u64) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut out = Vec::new();
+    for p in 0..PARTITIONS {
+        out.push(read_all(cluster.broker(id).channel(), "kept", p).await?.iter().map(value).collect());
+    }
+    Ok(out)
+}
+
+/// Creates the topic and group, produces `MESSAGES` (one entry each) through
+/// broker `via`, and acknowledges `ACKED` of them; returns the acknowledged.
+async fn fill(cluster: &TestCluster, via: u64) -> anyhow::Result<BTreeSet<String>> {
+    let admin = Admin::new(cluster.broker(via).channel());
+    admin.create_topic("kept", PARTITIONS, pb::TopicConfig::default()).await?;
+    admin.create_group("readers", group_config("kept", 60_000)).await?;
+    let addr = cluster.broker(via).addr.clone();
+    for i in 0..MESSAGES {
+        produce_to_leader(&addr, "kept", (i % PARTITIONS as usize) as u32, &[format!("m-{i:04}")]).await?;
+    }
+    let consumer = Consumer::new(cluster.broker(via).channel(), "readers", ConsumerConfig::default());
+    let mut acked = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.len() < ACKED && Instant::now() < deadline {
+        let got = consumer.pull(10.min((ACKED - acked.len()) as u32), Duration::from_millis(500)).await?;
+        let failures = consumer.ack(got.iter().map(|m| m.ack_id.clone()).collect()).await?;
+        assert!(failures.is_empty(), "acks refused: {failures:?}");
+        acked.extend(got.iter().map(|m| value(&m.record)));
+    }
+    assert_eq!(acked.len(), ACKED, "acknowledged before the disk was lost");
+    Ok(acked)
+}
+
+/// Runs the replacement at broker `at`; returns every (group, stage) step.
+async fn replace(cluster: &TestCluster, at: u64, old: u64, new: u64, addr: &str) -> anyhow::Result<Vec<(u64, String)>> {
+    let info = ClusterInfo::new(cluster.broker(at).channel());
+    let mut steps = Vec::new();
+    let run = info.replace_broker(old, new, addr, |step| {
+        println!("group {}: {} ({})", step.group, step.stage, step.detail);
+        steps.push((step.group, step.stage.clone()));
+    });
+    tokio::time::timeout(Duration::from_secs(120), run).await??;
+    Ok(steps)
+}
+
+/// The steps each group (the metadata group and six shards) went through,
+/// without the catching-up reports.
+fn stages_of(steps: &[(u64, String)]) -> Vec<Vec<&str>> {
+    (0..=6u64)
+        .map(|group| steps.iter().filter(|(g, s)| *g == group && s != "catching_up").map(|(_, s)| s.as_str()).collect())
+        .collect()
+}
+
+const REPLACED: &[&str] = &["removed", "learner_added", "done"];
+
+/// Reads what is left for the group through broker `via` and checks
+/// nothing acknowledged comes back and every other message does.
+async fn drain(cluster: &TestCluster, via: u64, acked: &BTreeSet<String>, expected: usize) -> anyhow::Result<()> {
+    let consumer = Consumer::new(cluster.broker(via).channel(), "readers", ConsumerConfig::default());
+    let mut rest = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while rest.len() < expected && Instant::now() < deadline {
+        match consumer.pull(100, Duration::from_millis(500)).await {
+            Ok(got) => {
+                for m in &got {
+                    let v = value(&m.record);
+                    assert!(!acked.contains(&v), "{v} was acknowledged and delivered again");
+                    rest.insert(v);
+                }
+                consumer.ack(got.iter().map(|m| m.ack_id.clone()).collect()).await?;
+            }
+            Err(e) => {
+                println!("pull while leaders move: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(rest.len(), expected, "every unacknowledged message is delivered");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_on_an_empty_disk_is_replaced_under_its_own_id() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(3, SNAPSHOT_EVERY).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    cluster.leaders_spread(1).await?;
+    let acked = fill(&cluster, 1).await?;
+
+    // A replacement of a broker that holds its data, by itself, changes nothing.
+    let steps = replace(&cluster, 1, 2, 2, "").await?;
+    assert!(stages_of(&steps).iter().all(|s| s == &["done"]), "nothing replaced: {steps:?}");
+
+    // Broker 3's disk is lost; it comes back empty and waits to be added.
+    cluster.broker_mut(3).kill9().await?;
+    cluster.broker_mut(3).wipe_data()?;
+    cluster.broker_mut(3).start_again().await?;
+    eventually(Duration::from_secs(20), "broker 3 sees the cluster exists", || async {
+        Ok(cluster.broker(3).log()?.contains("the cluster exists and this broker's data dir is empty").then_some(()))
+    })
+    .await?;
+    let steps = replace(&cluster, 1, 3, 3, "").await?;
+    // A group whose leader was broker 3 elected a new leader, which starts with
+    // no progress for broker 3 and may have sent it everything already: done at once.
+    let stages = stages_of(&steps);
+    assert!(stages.iter().all(|s| s == REPLACED || s == &["done"]), "steps: {steps:?}");
+    assert!(stages.iter().filter(|s| *s == REPLACED).count() >= 3, "most groups replaced the replica: {steps:?}");
+
+    // Broker 3 holds every record again (copied: the others' logs are purged).
+    let expected = records_at(&cluster, 1).await?;
+    assert_eq!(expected.iter().map(Vec::len).sum::<usize>(), MESSAGES);
+    eventually(Duration::from_secs(30), "broker 3 serves every record as broker 1 does", || async {
+        Ok((records_at(&cluster, 3).await.ok().as_ref() == Some(&expected)).then_some(()))
+    })
+    .await
+    .map_err(|e| e.context(cluster.broker(3).log_tail()))?;
+
+    // Broker 3 is a voter: with broker 1 gone, brokers 2 and 3 take writes and serve the group.
+    cluster.broker_mut(1).kill9().await?;
+    cluster.agreed_leader(&[2, 3], Some(1)).await?;
+    let stored = produce_to_leader(&cluster.broker(2).addr, "kept", 0, &["after".into()]).await?;
+    assert_eq!(stored.offset, expected[0].len() as u64, "appended after every replicated record");
+    drain(&cluster, 2, &acked, MESSAGES - ACKED + 1).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_broker_id_takes_a_lost_brokers_place() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(3, SNAPSHOT_EVERY).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    cluster.leaders_spread(1).await?;
+    let acked = fill(&cluster, 1).await?;
+
+    // Broker 3 is lost for good; broker 4 starts with brokers 1 and 2 as peers.
+    cluster.broker_mut(3).kill9().await?;
+    let addr = cluster.start_replacement(4, 3, SNAPSHOT_EVERY).await?;
+    let refused = ClusterInfo::new(cluster.broker(2).channel()).replace_broker(3, 4, "", |_| {}).await;
+    let refused = refused.expect_err("a new id without an address is refused");
+    println!("without an address: {refused}");
+    let steps = replace(&cluster, 2, 3, 4, &addr).await?;
+    assert!(stages_of(&steps).iter().all(|s| s == REPLACED), "every group replaced broker 3: {steps:?}");
+
+    let brokers: Vec<u64> =
+        ClusterInfo::new(cluster.broker(4).channel()).metadata().await?.brokers.iter().map(|b| b.id).collect();
+    assert!(!brokers.contains(&3), "broker 3 left the catalog: {brokers:?}");
+    let expected = records_at(&cluster, 1).await?;
+    eventually(Duration::from_secs(30), "broker 4 serves every record as broker 1 does", || async {
+        Ok((records_at(&cluster, 4).await.ok().as_ref() == Some(&expected)).then_some(()))
+    })
+    .await
+    .map_err(|e| e.context(cluster.broker(4).log_tail()))?;
+
+    // Brokers 2 and 4 are a quorum without broker 1.
+    cluster.broker_mut(1).kill9().await?;
+    cluster.agreed_leader(&[2, 4], Some(1)).await?;
+    produce_to_leader(&cluster.broker(4).addr, "kept", 1, &["after".into()]).await?;
+    drain(&cluster, 4, &acked, MESSAGES - ACKED + 1).await
+}
