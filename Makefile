@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # (linked instead of compiling its C++ for 25 minutes), and a C/C++ toolchain.
 APT_PACKAGES := libclang-dev librocksdb-dev clang pkg-config nghttp2-client python3-venv
 
-.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop go-stubs image up down cluster cluster-down loadtest loadtest-smoke bench bench-smoke bench-cluster bench-scale soak clean
+.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop go-stubs image up down cluster cluster-down loadtest loadtest-smoke bench bench-smoke bench-cluster bench-scale bench-failover soak clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -80,10 +80,16 @@ bench-smoke: build
 	bash deploy/bench.sh --smoke
 	bash deploy/bench-cluster.sh --smoke
 	bash deploy/bench-scale.sh --smoke
+	$(BIN)/bench-failover --smoke
 
 # The same produce workload against one broker and a three-broker cluster, in one run.
 bench-cluster: build
 	bash deploy/bench-cluster.sh
+
+# Failover: kill -9 of a partition's leader to the first acknowledged produce at the new
+# leader, 20 kills, with the distribution (docs/BENCHMARKS.md).
+bench-failover: build
+	$(BIN)/bench-failover --kills 20
 
 # Scale figures of a three-broker cluster: idle CPU with 1,000 partitions and 1,000 groups,
 # and 10,000 partitions created and served (docs/BENCHMARKS.md).

@@ -26,22 +26,43 @@ CONSUME=(consume --topic p1k --messages "$M" --size 1024 --consumers 4)
 # what it does not lead (about two partitions in three) to the leader.
 UNARY=(produce --topic u1k --messages "$((M / 10))" --size 1024 --producers 4 --partitions 8 --mode unary --in-flight 32)
 
+# Bytes a broker process has had written to disk (WAL, tables, compactions).
+written() { awk '/^write_bytes/ { print $2 }' "/proc/$1/io"; }
+# Write amplification of the produce workload at one broker: bytes it wrote per payload byte.
+amplification() { awk -v a="$1" -v b="$2" -v n="$M" 'BEGIN { printf "%.2f", (b - a) / (n * 1024) }'; }
+
 start single --listen 127.0.0.1:0
+w0=$(written "${PIDS[0]}")
 single=$(bench "${WORKLOAD[@]}")
+single_wa=$(amplification "$w0" "$(written "${PIDS[0]}")")
 single_consume=$(bench "${CONSUME[@]}")
 single_unary=$(bench "${UNARY[@]}")
 kill -9 "${PIDS[0]}"
 
-start_cluster
+# Sum of the shards' terms as broker 1 sees them: each election raises one.
+terms() { "$SLUICE" --addr "$ADDR" --output json cluster status 2>/dev/null \
+  | python3 -c 'import json,sys; print(sum(s["term"] for s in json.load(sys.stdin)["shards"]))' 2>/dev/null || echo 0; }
+
+# Extra flags for the three brokers (e.g. SLUICE_CLUSTER_FLAGS="--shard-election-timeout-ms 400").
+read -r -a CLUSTER_FLAGS <<< "${SLUICE_CLUSTER_FLAGS:-}"
+start_cluster "${CLUSTER_FLAGS[@]}"
 # Broker 1 is the seed; the client follows not_leader answers to each partition's leader.
 # Leaders settle first: a move in the middle of the consume workload would end its
 # Subscribe streams.
 wait_spread
+terms_before=$(terms)
+declare -A W0
+for id in 1 2 3; do W0[$id]=$(written "${BROKER_PID[$id]}"); done
 cluster=$(bench "${WORKLOAD[@]}")
+cluster_wa=""
+for id in 1 2 3; do cluster_wa+="broker$id $(amplification "${W0[$id]}" "$(written "${BROKER_PID[$id]}")")  "; done
 cluster_consume=$(bench "${CONSUME[@]}")
 cluster_unary=$(bench "${UNARY[@]}")
+terms_after=$(terms)
+echo "shard elections during the cluster workloads (shard terms raised): $((terms_after - terms_before))${SLUICE_CLUSTER_FLAGS:+ (brokers run with $SLUICE_CLUSTER_FLAGS)}"
 echo "single broker: $single"
 echo "three-broker cluster (RF 3, same machine): $cluster"
+echo "write amplification of the produce workload (bytes written per payload byte): single broker $single_wa; cluster, per replica: $cluster_wa"
 echo "single broker, consume + ack: $single_consume"
 echo "three-broker cluster, consume + ack: $cluster_consume"
 echo "single broker, unary produce: $single_unary"

@@ -7,7 +7,8 @@
 # the leader's container is SIGKILLed, the other two elect a new leader and accept a change
 # and more records, and the killed broker, started again, catches up on topics and records.
 # A broker whose volume is lost is replaced (`sluice cluster replace`) and then serves as
-# part of the quorum. Removes everything it created.
+# part of the quorum. A partition's leader is SIGKILLed under produce load: the producer
+# carries on and the broker rejoins. Removes everything it created.
 # Without Docker: a loud skip, except under CI=true where it is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -139,4 +140,25 @@ inside 2 produce compose-cluster --count 100 --size 16 >/dev/null 2>&1 \
   || fail "producing through broker 2 with broker1 down (brokers 2 and 3 must be a quorum)"
 for _ in $(seq 1 100); do [ "$(stored_at 3 compose-cluster)" = 500 ] && break; sleep 0.2; done
 [ "$(stored_at 3 compose-cluster)" = 500 ] || fail "broker3 serves $(stored_at 3 compose-cluster) of 500 records"
-echo "cluster container test passed: leader broker$leader SIGKILLed, broker$new elected, broker$leader caught up (400 records), a group consumed all 400 and every replica shows them acknowledged; broker3 replaced on an empty volume and a quorum with broker2 (500 records)"
+# Under produce load: a producer inside the network (seeded with broker2) sends 3,000
+# records while the leader of a partition (another broker) is SIGKILLed; the producer
+# carries on and acknowledges every record, and the killed broker, started again, rejoins
+# and serves all of them.
+"${DC[@]}" start broker1 >/dev/null
+for _ in $(seq 1 150); do [ "$(stored_at 1 compose-cluster)" = 500 ] && break; sleep 0.2; done
+inside 2 produce compose-cluster --count 3000 --size 16 > /tmp/sluice-load.$$ 2>&1 &
+load=$!
+for _ in $(seq 1 100); do [ "$(stored_at 2 compose-cluster)" -gt 600 ] && break; sleep 0.1; done
+victim=$(cli 2 --output json cluster status --topic compose-cluster 2>/dev/null | python3 -c '
+import json, sys
+leaders = [p["leader"] for p in json.load(sys.stdin)["partitions"] if p["leader"] not in (0, 2)]
+print(leaders[0] if leaders else 0)')
+[ "$victim" != 0 ] || fail "no partition led by a broker other than broker2"
+"${DC[@]}" kill -s SIGKILL "broker$victim" >/dev/null
+wait "$load" || { cat /tmp/sluice-load.$$ >&2; fail "the producer did not carry on when broker$victim (a partition leader) was killed"; }
+rm -f /tmp/sluice-load.$$
+"${DC[@]}" start "broker$victim" >/dev/null
+for _ in $(seq 1 150); do [ "$(stored_at "$victim" compose-cluster)" = 3500 ] && break; sleep 0.2; done
+[ "$(stored_at "$victim" compose-cluster)" = 3500 ] \
+  || fail "broker$victim, killed under load and restarted, serves $(stored_at "$victim" compose-cluster) of 3500 records"
+echo "cluster container test passed: leader broker$leader SIGKILLed, broker$new elected, broker$leader caught up (400 records), a group consumed all 400 and every replica shows them acknowledged; broker3 replaced on an empty volume and a quorum with broker2 (500 records); broker$victim killed under produce load, every record acknowledged, and it rejoined (3500 records)"

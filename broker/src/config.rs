@@ -78,6 +78,10 @@ pub struct BrokerConfig {
     /// log up to there (less a fifth kept for followers a little behind); a
     /// replica further behind installs the snapshot. Default 5000.
     pub shard_snapshot_entries: u64,
+    /// A shard follower that hears no leader for a random time between this
+    /// and twice this (ms) stands for election; a killed leader's partitions
+    /// are unwritable for about one to two of these. Default 1000.
+    pub shard_election_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -110,6 +114,7 @@ impl Default for BrokerConfig {
             cluster_listen: String::new(),
             advertise: String::new(),
             shard_snapshot_entries: sluice_replication::node::DEFAULT_SHARD_SNAPSHOT_ENTRIES,
+            shard_election_timeout_ms: sluice_replication::node::DEFAULT_SHARD_ELECTION_TIMEOUT.as_millis() as u64,
         }
     }
 }
@@ -217,6 +222,12 @@ impl BrokerConfig {
         check(self.shard_snapshot_entries >= 10, "shard-snapshot-entries", "must be at least 10")?;
         let mut config = ClusterConfig::new(self.node_id, peers);
         config.shard_snapshot_entries = self.shard_snapshot_entries;
+        check(
+            (200..=60_000).contains(&self.shard_election_timeout_ms),
+            "shard-election-timeout-ms",
+            "must be between 200 and 60000",
+        )?;
+        config.shard_election_timeout = Duration::from_millis(self.shard_election_timeout_ms);
         Ok(Some((config, listen)))
     }
 

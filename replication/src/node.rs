@@ -24,6 +24,13 @@ use crate::network::{GroupNetwork, Peers, RaftService};
 /// index in memory) holds at most about this many plus a margin.
 pub const DEFAULT_SHARD_SNAPSHOT_ENTRIES: u64 = 5000;
 
+/// A shard follower that hears no leader for a random time between this and
+/// twice this stands for election, unless configured. A killed leader's
+/// partitions and groups are unwritable for about one to two of these (the
+/// followers also refuse votes until the old leader's lease, the upper
+/// bound, has run out).
+pub const DEFAULT_SHARD_ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
+
 /// How a broker takes part in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
@@ -38,6 +45,10 @@ pub struct ClusterConfig {
     /// A shard snapshots its state after this many entries since the last
     /// snapshot, and then drops its log up to the snapshot (less a margin).
     pub shard_snapshot_entries: u64,
+    /// A shard follower that hears no leader for a random time between this
+    /// and twice this stands for election; shard leaders heartbeat every
+    /// quarter of it.
+    pub shard_election_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -49,6 +60,7 @@ impl ClusterConfig {
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
             shard_snapshot_entries: DEFAULT_SHARD_SNAPSHOT_ENTRIES,
+            shard_election_timeout: DEFAULT_SHARD_ELECTION_TIMEOUT,
         }
     }
 
@@ -60,6 +72,8 @@ impl ClusterConfig {
             heartbeat_interval: ms(self.heartbeat),
             election_timeout_min: ms(self.election_timeout.0),
             election_timeout_max: ms(self.election_timeout.1),
+            // A restarted leader is elected again, never restored: see `shard_raft_config`.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         config.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("cluster timing: {e}")))

@@ -41,6 +41,9 @@ pub enum HardState {
     Applied = 4,
     /// The state machine's current snapshot.
     Snapshot = 5,
+    /// A snapshot install under way: where each partition it copies records
+    /// into ended before, so a crash in the middle can be undone at start.
+    Installing = 6,
 }
 
 fn prefix(group: GroupId, kind: u8) -> Vec<u8> {
@@ -94,6 +97,11 @@ pub fn delete_entries_through(out: &mut AtomicWrite, group: GroupId, through: u6
 /// Adds "set `slot` of `group`'s hard state to `value`" to `out`.
 pub fn put_hard_state(out: &mut AtomicWrite, group: GroupId, slot: HardState, value: Vec<u8>) {
     out.push(Mutation::Put(Cf::Raft, hard_state_key(group, slot), value));
+}
+
+/// Adds "clear `slot` of `group`'s hard state" to `out`.
+pub fn delete_hard_state(out: &mut AtomicWrite, group: GroupId, slot: HardState) {
+    out.push(Mutation::Delete(Cf::Raft, hard_state_key(group, slot)));
 }
 
 /// Adds "set the state-machine record `key` of `group`" to `out`.

@@ -20,14 +20,18 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// Where the binaries built by the workspace are: next to the test executable's `deps/`.
+/// Where the binaries built by the workspace are: next to the test executable's `deps/`
+/// (or beside this crate's own binaries, such as `bench-failover`).
 pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("SLUICE_BIN_DIR") {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("the test binary knows its own path");
-    let deps = exe.parent().expect("test binaries live in target/<profile>/deps");
-    deps.parent().expect("deps has a parent").to_path_buf()
+    let dir = exe.parent().expect("binaries live in target/<profile> or its deps/");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        return dir.parent().expect("deps has a parent").to_path_buf();
+    }
+    dir.to_path_buf()
 }
 
 /// Path of a workspace binary, with a clear message when it was not built.
@@ -90,7 +94,12 @@ impl TestBroker {
         envs: &[(&str, &str)],
         prepare: impl FnOnce(&Path) -> anyhow::Result<PathBuf>,
     ) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
+        let mut dir = tempfile::tempdir()?;
+        if std::env::var_os("SLUICE_TEST_KEEP_DIRS").is_some() {
+            // Kept for a post-mortem (logs and data) of a long run that failed.
+            dir.disable_cleanup(true);
+            eprintln!("broker dir kept: {}", dir.path().display());
+        }
         let data_dir = prepare(dir.path())?;
         // Ports that stay free while the broker is down (see `ports`), also for "port 0" flags.
         let extra: Vec<String> = extra

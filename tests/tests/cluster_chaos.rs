@@ -217,6 +217,56 @@ async fn network_fault(cluster: &TestCluster, rng: &mut StdRng, victim: u64, kin
     cluster.heal();
 }
 
+/// What each broker reports of the group and its shards, and what the
+/// clients saw: printed when the group does not settle.
+async fn diagnose(cluster: &TestCluster, ledger: &Shared) -> String {
+    let mut out = Vec::new();
+    {
+        let l = lock(ledger);
+        out.push(format!(
+            "clients: {} produced, {} produce answers lost, {} acked, {} ack answers lost, {} delivered",
+            l.produced.len(),
+            l.produce_unknown.len(),
+            l.acked.len(),
+            l.ack_unknown.len(),
+            l.delivered.len()
+        ));
+    }
+    for id in cluster.ids() {
+        match Admin::new(cluster.broker(id).channel()).describe_group("chaos").await {
+            Ok(g) => out.push(format!(
+                "broker {id}: backlog {} in flight {} dead-lettered {} committed {:?}",
+                g.backlog_messages,
+                g.in_flight,
+                g.dead_lettered,
+                g.partitions.iter().map(|p| p.committed_offset).collect::<Vec<_>>()
+            )),
+            Err(e) => out.push(format!("broker {id}: describe failed: {e}")),
+        }
+        match ClusterInfo::new(cluster.broker(id).channel()).metadata().await {
+            Ok(m) => {
+                for s in m.shards {
+                    let st = s.status.unwrap_or_default();
+                    out.push(format!(
+                        "  shard {} leader {} term {} role {} last {} committed {} applied {} snapshot {} purged {}",
+                        s.id,
+                        st.leader,
+                        st.term,
+                        st.role,
+                        st.last_log_index,
+                        st.committed_index,
+                        st.applied_index,
+                        st.snapshot_index,
+                        st.purged_index
+                    ));
+                }
+            }
+            Err(e) => out.push(format!("  metadata failed: {e}")),
+        }
+    }
+    out.join("\n")
+}
+
 /// Every partition of `topic` as broker `id` serves it.
 async fn records_at(
     cluster: &TestCluster,
@@ -308,12 +358,14 @@ async fn nothing_acknowledged_is_lost_or_repeated_across_random_kills() -> anyho
         p.await?;
     }
     let info = Admin::new(cluster.broker(1).channel());
-    eventually(Duration::from_secs(90), "the group settled every message", || async {
+    let settled = eventually(Duration::from_secs(90), "the group settled every message", || async {
         let Ok(g) = info.describe_group("chaos").await else { return Ok(None) };
         Ok((g.backlog_messages == 0 && g.in_flight == 0).then_some(()))
     })
-    .await
-    .map_err(|e| e.context(format!("broker 1:\n{}", cluster.broker(1).log_tail())))?;
+    .await;
+    if let Err(e) = settled {
+        return Err(e.context(diagnose(&cluster, &ledger).await));
+    }
     stop_consuming.cancel();
     consumer.await?;
 

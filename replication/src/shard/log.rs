@@ -347,6 +347,38 @@ impl ShardLog {
         self.write_durably(write).await
     }
 
+    /// Rewinds each partition of `ends` to its end there (records appended
+    /// since go), and clears the install marker, in one durable write: undoes
+    /// the copies of a snapshot install a crash interrupted. A partition whose
+    /// start has since moved past its old end is left as it is.
+    pub(crate) async fn undo_copies(&self, ends: &[(PartitionId, u64)]) -> io::Result<()> {
+        let _order = self.order.lock().await;
+        let mut write = AtomicWrite::new();
+        {
+            let mut inner = self.inner();
+            for (id, end) in ends {
+                let Some(log) = inner.partitions.get_mut(id) else { continue };
+                let next = log.next_offset();
+                if next <= *end || log.log_start() > *end {
+                    continue;
+                }
+                if let Some(w) = log.rewind(*end, now_ms()).map_err(io_error)? {
+                    tracing::warn!(
+                        shard = self.group.0,
+                        topic_id = id.topic.0,
+                        partition = id.index,
+                        from = end,
+                        to = next,
+                        "records copied by an interrupted snapshot install removed (the install starts over)"
+                    );
+                    write.extend(w);
+                }
+            }
+        }
+        keys::delete_hard_state(&mut write, self.group, HardState::Installing);
+        self.write_durably(write).await
+    }
+
     /// Starts `partition` over at `start` (its peers hold nothing below), durably.
     pub(crate) async fn restart_partition(&self, partition: PartitionId, start: u64) -> io::Result<()> {
         let _order = self.order.lock().await;

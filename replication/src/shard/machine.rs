@@ -198,10 +198,28 @@ impl ShardMachine {
             openraft::storage::RaftLogStorage::truncate_after(&mut log, applied).await?;
         }
         let started = Instant::now();
+        // Where each partition to copy into ends now, durably first: copied
+        // records are not in this replica's log, so if a crash stops the
+        // install before its last write they must go (`undo_interrupted_install`),
+        // or entries appended later would land after them, at the wrong offsets.
+        let ends: Vec<(u64, u32, u64)> = image
+            .partitions
+            .iter()
+            .filter_map(|mark| {
+                let next = self.log.next_offset_of(mark.id())?;
+                (next < mark.end).then_some((mark.topic, mark.partition, next))
+            })
+            .collect();
+        if !ends.is_empty() {
+            let mut marker = AtomicWrite::new();
+            keys::put_hard_state(&mut marker, self.group, HardState::Installing, Postcard::encode(&ends)?);
+            self.log.write_durably(marker).await?;
+        }
         for mark in &image.partitions {
             self.copy_partition(image.source, mark).await?;
         }
         let mut write = AtomicWrite::new();
+        keys::delete_hard_state(&mut write, self.group, HardState::Installing);
         let theirs: BTreeSet<u64> = image.groups.iter().map(|g| g.group).collect();
         for group in self.groups().difference(&theirs) {
             write.extend(clear_state(*group));
@@ -236,6 +254,23 @@ impl ShardMachine {
             "shard snapshot installed"
         );
         Ok(())
+    }
+
+    /// Undoes the copies of a snapshot install that a crash interrupted
+    /// (see `install`): each partition it was copying into goes back to where
+    /// it ended before. Runs at start, before Raft does; openraft then sends
+    /// the snapshot again, or the entries, as to any replica behind.
+    pub(crate) async fn undo_interrupted_install(&self) -> io::Result<()> {
+        let Some(bytes) = self.store.raft_hard_state(self.group, HardState::Installing).map_err(io_error)? else {
+            return Ok(());
+        };
+        let ends: Vec<(u64, u32, u64)> = Postcard::decode(&bytes, "interrupted install marker")?;
+        let ends: Vec<(PartitionId, u64)> = ends
+            .into_iter()
+            .map(|(topic, index, end)| (PartitionId::new(sluice_storage::TopicId(topic), index), end))
+            .collect();
+        tracing::warn!(shard = self.group.0, partitions = ends.len(), "undoing a snapshot install a crash interrupted");
+        self.log.undo_copies(&ends).await
     }
 
     /// The last applied entry whose writes are in the store (readable now).

@@ -27,16 +27,6 @@ use super::{ShardCommand, ShardHost, ShardLog, ShardMachine, ShardResponse, Shar
 use crate::network::{GroupNetwork, Peers, RaftService};
 use crate::node::{report_of, ClusterConfig, GroupReport, COMMIT_WAIT, LEADER_WAIT};
 
-/// How often a shard leader heartbeats. Slower than the metadata group's: a
-/// shard's leader and followers are the busiest tasks of a loaded broker,
-/// and a heartbeat that waits behind record batches must not look like a
-/// dead leader.
-const SHARD_HEARTBEAT: Duration = Duration::from_millis(250);
-
-/// A shard follower that hears no leader for a random time in this range
-/// stands for election: a failover takes about this long plus one round.
-const SHARD_ELECTION_TIMEOUT: (Duration, Duration) = (Duration::from_millis(1000), Duration::from_millis(2000));
-
 /// Most entries (record batches, up to a request's size each) in one
 /// append-entries message, so a lagging follower catches up in bounded
 /// messages rather than one huge one.
@@ -46,18 +36,34 @@ const SHARD_MAX_PAYLOAD_ENTRIES: u64 = 16;
 /// (it copies the records it lacks before it answers).
 const SHARD_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn shard_raft_config(group: GroupId, snapshot_entries: u64) -> io::Result<openraft::Config> {
+/// openraft's settings for a shard. Its timing is slower than the metadata
+/// group's: a shard's leader and followers are the busiest tasks of a loaded
+/// broker, and a heartbeat that waits behind record batches must not look
+/// like a dead leader (`ClusterConfig::shard_election_timeout`).
+///
+/// A restarted leader never takes its leadership back without an election
+/// (openraft's `enable_leader_restore`, on by default, is turned off): a
+/// leader sends entries to followers before its own write of them is
+/// durable, so after a SIGKILL its log may lack entries the followers hold;
+/// leading again in the same term, it would write different entries under
+/// the same ids, which the followers take as matching (found by the kill
+/// loop: a dead-letter partition's replicas differed). A new term gives its
+/// new entries new ids, and the followers' stale ones are replaced.
+fn shard_raft_config(group: GroupId, config: &ClusterConfig) -> io::Result<openraft::Config> {
     let ms = |d: Duration| d.as_millis() as u64;
+    let snapshot_entries = config.shard_snapshot_entries;
+    let election = config.shard_election_timeout;
     openraft::Config {
         cluster_name: format!("sluice-shard-{}", group.0),
-        heartbeat_interval: ms(SHARD_HEARTBEAT),
-        election_timeout_min: ms(SHARD_ELECTION_TIMEOUT.0),
-        election_timeout_max: ms(SHARD_ELECTION_TIMEOUT.1),
+        heartbeat_interval: ms(election / 4).max(1),
+        election_timeout_min: ms(election),
+        election_timeout_max: ms(election * 2),
         max_payload_entries: SHARD_MAX_PAYLOAD_ENTRIES,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_entries.max(1)),
         // Entries a follower a little behind still gets from the log, not a snapshot.
         max_in_snapshot_log_to_keep: (snapshot_entries / 5).max(1),
         install_snapshot_timeout: ms(SHARD_SNAPSHOT_TIMEOUT),
+        enable_leader_restore: Some(false),
         ..Default::default()
     }
     .validate()
@@ -152,7 +158,7 @@ impl ShardNode {
     /// Starts the peer (recovering its log) and serves its RPCs.
     pub async fn start(config: &ClusterConfig, start: ShardStart) -> io::Result<ShardNode> {
         let ShardStart { group, store, writer, connections, service, host, partitions } = start;
-        let raft_config = Arc::new(shard_raft_config(group, config.shard_snapshot_entries)?);
+        let raft_config = Arc::new(shard_raft_config(group, config)?);
         let log = ShardLog::open(store.clone(), writer.clone(), group, host.clone(), partitions)?;
         let copier = Copier {
             group,
@@ -161,6 +167,7 @@ impl ShardNode {
             addresses: Arc::new(config.peers.clone()),
         };
         let machine = ShardMachine::open(store, writer, group, log.clone(), host, copier)?;
+        machine.undo_interrupted_install().await?;
         let network = GroupNetwork::<ShardTypes>::new(connections, group, config.peers.clone());
         let raft = Raft::new(config.node_id, raft_config, network, log.clone(), machine.clone())
             .await
@@ -218,9 +225,9 @@ impl ShardNode {
     /// The lease this broker holds on the shard now, if it leads it, with
     /// the end of its log at this moment: once every entry up to there is
     /// applied and stored here ([`ShardNode::stored_index`]), the store holds
-    /// everything committed before the lease (a broker restarted with a
-    /// committed vote for itself leads again at once, before it has applied
-    /// what it had committed, so being leader alone does not say that).
+    /// everything committed before the lease (a leader elected right after a
+    /// restart may not yet have applied what it had committed, so being
+    /// leader alone does not say that).
     pub fn lease(&self) -> Option<(ShardLease, u64)> {
         let leader = self.raft.as_leader().ok()?;
         let committed = leader.to_committed_leader_id();

@@ -12,7 +12,11 @@ use crate::output::{self, Format};
 pub enum ClusterCommand {
     /// Brokers with their endpoints and roles, the metadata leader and term,
     /// each replica's lag (asked of the leader), and each shard's leader.
-    Status,
+    Status {
+        /// Also list which broker leads each partition of these topics.
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+    },
     /// Replace a lost broker: start the new one first (the same --node-id on
     /// an empty data dir, or a new id), then run this against any other
     /// broker. Each Raft group's leader drops the old replica, adds the new
@@ -33,7 +37,7 @@ pub enum ClusterCommand {
 
 pub async fn run(info: ClusterInfo, command: ClusterCommand, format: Format) -> anyhow::Result<()> {
     match command {
-        ClusterCommand::Status => status(info, format).await,
+        ClusterCommand::Status { topics } => status(info, &topics, format).await,
         ClusterCommand::Replace { broker, new_id, address } => {
             replace(info, broker, new_id.unwrap_or(broker), &address, format).await
         }
@@ -99,8 +103,10 @@ fn rows(m: &pb::MetadataResponse) -> Vec<Row> {
         .collect()
 }
 
-async fn status(info: ClusterInfo, format: Format) -> anyhow::Result<()> {
+async fn status(info: ClusterInfo, topics: &[String], format: Format) -> anyhow::Result<()> {
     let m = info.metadata_with_progress().await?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let partitions = if names.is_empty() { Vec::new() } else { info.partition_leaders(&names).await? };
     let status = m.metadata.clone().unwrap_or_default();
     let rows = rows(&m);
     if format == Format::Json {
@@ -119,9 +125,19 @@ async fn status(info: ClusterInfo, format: Format) -> anyhow::Result<()> {
                 })
             })
             .collect();
+        let partitions: Vec<_> = partitions
+            .iter()
+            .map(|p| {
+                json!({
+                    "topic": p.topic, "partition": p.partition, "shard": p.shard, "leader": p.leader,
+                    "leader_endpoint": p.leader_endpoint, "epoch": p.epoch,
+                })
+            })
+            .collect();
         output::print(json!({
             "clustered": m.clustered, "answered_by": m.broker_id, "metadata_leader": status.leader,
             "term": status.term, "committed_index": status.committed_index, "brokers": brokers, "shards": shards,
+            "partitions": partitions,
         }))?;
         return Ok(());
     }
@@ -156,6 +172,13 @@ async fn status(info: ClusterInfo, format: Format) -> anyhow::Result<()> {
             st.snapshot_index,
             st.purged_index
         )?;
+    }
+    if !partitions.is_empty() {
+        outln!("topic	partition	shard	leader	endpoint")?;
+        for p in &partitions {
+            let leader = if p.leader == 0 { "-".to_owned() } else { p.leader.to_string() };
+            outln!("{}	{}	{}	{}	{}", p.topic, p.partition, p.shard, leader, p.leader_endpoint)?;
+        }
     }
     Ok(())
 }
