@@ -394,7 +394,9 @@ impl GroupActor {
         let mut items = Vec::with_capacity(take);
         for (partition, offset, recovered) in self.dead_letters.waiting.drain(..take) {
             let Some(state) = self.state.message(partition, offset).cloned() else { continue };
-            let search_from = if recovered { state.dead_letter_from } else { None };
+            // Set by an earlier attempt whose outcome is unknown (a crash, a lost
+            // answer): a copy may already be in the dead-letter topic from there on.
+            let search_from = state.dead_letter_from;
             if !recovered {
                 let end = dlq.as_ref().map_or(0, |d| {
                     let target = partition % d.partitions.len().max(1) as u32;
@@ -598,10 +600,13 @@ impl GroupActor {
                         deadline_ms: deadline,
                     });
                 }
-                None => {
+                // Below the partition's start: retention removed it. Otherwise this
+                // broker's replica has not caught up yet (a cluster): later.
+                None if self.topic.partition(p).map(|h| off < h.earliest()).unwrap_or(false) => {
                     self.settle_expired(p, off, &mut out);
                     tracing::warn!(partition = p, offset = off, "message expired by retention before redelivery");
                 }
+                None => self.state.return_due(p, off),
             }
         }
         self.rotation = self.rotation.wrapping_add(1);

@@ -136,6 +136,16 @@ pub(super) async fn write_batch(
             }
         };
         let Some(record) = record.filter(|r| r.offset == offset) else {
+            // In a cluster this broker's replica of the partition may not have
+            // caught up yet: only a record below its start is gone.
+            let removed = topic.partition(p).map(|h| offset < h.earliest()).unwrap_or(false);
+            if !removed {
+                outcome.failed.push((p, offset));
+                outcome.error = Some(Error::ClusterUnavailable(format!(
+                    "partition {p} offset {offset} is not readable on this broker yet (its replica is catching up)"
+                )));
+                continue;
+            }
             tracing::warn!(
                 group = %settings.name,
                 topic = %topic.name,

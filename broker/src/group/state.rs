@@ -88,7 +88,9 @@ fn entry_for(parts: &mut [Part], p: u32, off: u64, attempt: u32) -> Result<Optio
     if e.state.acked {
         return Ok(None);
     }
-    if e.dead_lettering {
+    // Being dead-lettered, or an earlier dead-letter append's outcome is
+    // unknown (its answer was lost): it must not end both acked and dead-lettered.
+    if e.dead_lettering || e.state.dead_letter_from.is_some() {
         return Err(AckError::DeadLettered);
     }
     if e.state.attempts != attempt {
@@ -412,6 +414,12 @@ impl GroupState {
     }
 
     /// Schedules a message that is neither leased nor scheduled (a dead-lettering that failed).
+    ///
+    /// # Correctness
+    /// The dead-letter marker stays: a failed append may still have been
+    /// stored (in a cluster, an answer lost with the leader, or a proposal
+    /// committed after it timed out), so the next attempt looks for a copy
+    /// from the marker on, and acks of the message are refused meanwhile.
     pub fn schedule(&mut self, p: u32, off: u64, due: i64, out: &mut AtomicWrite) {
         let id = self.id;
         let Some(e) = self.parts[p as usize].entries.get_mut(&off) else { return };
@@ -419,7 +427,6 @@ impl GroupState {
             return;
         }
         e.dead_lettering = false;
-        e.state.dead_letter_from = None;
         if e.state.due_ms > 0 {
             self.due.remove(&(e.state.due_ms, p, off));
         }
