@@ -88,9 +88,7 @@ fn entry_for(parts: &mut [Part], p: u32, off: u64, attempt: u32) -> Result<Optio
     if e.state.acked {
         return Ok(None);
     }
-    // Being dead-lettered, or an earlier dead-letter append's outcome is
-    // unknown (its answer was lost): it must not end both acked and dead-lettered.
-    if e.dead_lettering || e.state.dead_letter_from.is_some() {
+    if e.dead_lettering {
         return Err(AckError::DeadLettered);
     }
     if e.state.attempts != attempt {
@@ -319,6 +317,12 @@ impl GroupState {
     pub fn ack(&mut self, p: u32, off: u64, attempt: u32, out: &mut AtomicWrite) -> Result<(), AckError> {
         let id = self.id;
         let Some(e) = entry_for(&mut self.parts, p, off, attempt)? else { return Ok(()) };
+        // An earlier dead-letter append's outcome is unknown (its answer was
+        // lost): the message must not end both acked and dead-lettered. (Only
+        // acks: a nack or an expiry must still end the lease.)
+        if e.state.dead_letter_from.is_some() {
+            return Err(AckError::DeadLettered);
+        }
         let lease = e.lease.take();
         let due = std::mem::take(&mut e.state.due_ms);
         e.state.acked = true;
