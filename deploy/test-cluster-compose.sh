@@ -23,8 +23,9 @@ if ! docker info >/dev/null 2>&1; then
   exit 0
 fi
 if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else COMPOSE=(docker-compose); fi
-export SLUICE_GRPC_PORT_1="${SLUICE_GRPC_PORT_1:-55061}" SLUICE_GRPC_PORT_2="${SLUICE_GRPC_PORT_2:-55062}" \
-  SLUICE_GRPC_PORT_3="${SLUICE_GRPC_PORT_3:-55063}"
+# Below the kernel's ephemeral range (32768+), as in test-compose.sh.
+export SLUICE_GRPC_PORT_1="${SLUICE_GRPC_PORT_1:-25061}" SLUICE_GRPC_PORT_2="${SLUICE_GRPC_PORT_2:-25062}" \
+  SLUICE_GRPC_PORT_3="${SLUICE_GRPC_PORT_3:-25063}"
 PROJECT="sluice-cluster-test-$$"
 DC=("${COMPOSE[@]}" -p "$PROJECT" -f deploy/cluster.yml)
 port() { local v="SLUICE_GRPC_PORT_$1"; echo "${!v}"; }

@@ -17,7 +17,9 @@ if ! docker info >/dev/null 2>&1; then
   exit 0
 fi
 if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else COMPOSE=(docker-compose); fi
-export SLUICE_GRPC_PORT="${SLUICE_GRPC_PORT:-55051}" SLUICE_METRICS_PORT="${SLUICE_METRICS_PORT:-59464}"
+# Below the kernel's ephemeral range (32768+): a port there can be held, at the moment the
+# container starts, by any outgoing connection on the machine ("address already in use").
+export SLUICE_GRPC_PORT="${SLUICE_GRPC_PORT:-25051}" SLUICE_METRICS_PORT="${SLUICE_METRICS_PORT:-29464}"
 PROJECT="sluice-test-$$"
 DC=("${COMPOSE[@]}" -p "$PROJECT" -f deploy/docker-compose.yml)
 CLI=(target/release/sluice --addr "http://127.0.0.1:$SLUICE_GRPC_PORT")
