@@ -119,7 +119,7 @@ pub struct SettingArgs {
     /// Log entries between a shard's snapshots; its log is dropped up to each [default: 5000]
     #[arg(long, env = "SLUICE_SHARD_SNAPSHOT_ENTRIES")]
     pub shard_snapshot_entries: Option<u64>,
-    /// A shard follower that hears no leader for this long to twice this (ms) stands for election [default: 1000]
+    /// A shard follower that hears no leader for this long to twice this (ms) stands for election [default: 400]
     #[arg(long, env = "SLUICE_SHARD_ELECTION_TIMEOUT_MS")]
     pub shard_election_timeout_ms: Option<u64>,
 }

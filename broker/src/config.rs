@@ -80,7 +80,7 @@ pub struct BrokerConfig {
     pub shard_snapshot_entries: u64,
     /// A shard follower that hears no leader for a random time between this
     /// and twice this (ms) stands for election; a killed leader's partitions
-    /// are unwritable for about one to two of these. Default 1000.
+    /// are unwritable for about one to two of these. Default 400.
     pub shard_election_timeout_ms: u64,
 }
 

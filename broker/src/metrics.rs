@@ -72,6 +72,9 @@ pub const STORAGE_POISONED: &str = "sluice_storage_poisoned";
 pub const CLUSTER_METADATA_LEADER: &str = "sluice_cluster_metadata_leader";
 /// Brokers that have registered their endpoint in the cluster catalog, as this broker has applied it.
 pub const CLUSTER_BROKERS: &str = "sluice_cluster_brokers";
+/// Raft groups this broker may not vote in: it lost its data and waits for
+/// `sluice cluster replace` (0 on a healthy broker).
+pub const CLUSTER_FENCED_GROUPS: &str = "sluice_cluster_fenced_groups";
 pub use sluice_storage::metric_names::{CORRUPTION, GROUP_COMMIT_REQUESTS, POISONINGS, WRITE_SECONDS, WRITTEN_BYTES};
 
 /// Installs the global recorder and returns the handle that renders it.
@@ -106,6 +109,10 @@ fn describe() {
     counter!(REJECTED, "Requests (or ack ids) answered with an error, by sluice-reason");
     gauge!(CLUSTER_METADATA_LEADER, "Id of the metadata group's leader as this broker knows it; 0 when none is known");
     gauge!(CLUSTER_BROKERS, "Brokers registered in the cluster catalog, as applied on this broker");
+    gauge!(
+        CLUSTER_FENCED_GROUPS,
+        "Raft groups this broker does not vote in: it lost its data and waits to be added back (sluice cluster replace)"
+    );
     counter!(CONNECTIONS, "TCP connections accepted on the gRPC port");
     gauge!(OPEN_STREAMS, "ProduceStream and Subscribe streams open now");
     gauge!(GROUP_BACKLOG, "Messages of the group's topic not yet acked by the group, by group and partition");

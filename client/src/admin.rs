@@ -4,7 +4,7 @@ use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use tonic::transport::Channel;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Topic administration.
 #[derive(Debug, Clone)]
@@ -20,11 +20,23 @@ impl Admin {
 
     /// Creates a topic; `config` fields left at zero take the broker's defaults.
     pub async fn create_topic(&self, name: &str, partitions: u32, config: pb::TopicConfig) -> Result<pb::TopicInfo> {
-        let r = self
-            .client
-            .clone()
-            .create_topic(pb::CreateTopicRequest { name: name.into(), partitions, config: Some(config) })
-            .await?;
+        self.create_replicated_topic(name, partitions, 0, config).await
+    }
+
+    /// Creates a topic held by `replication_factor` brokers (0: the
+    /// broker's default, three in a cluster of three or more); in a cluster
+    /// of more brokers, a smaller set trades durability for less traffic
+    /// and disk.
+    pub async fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        config: pb::TopicConfig,
+    ) -> Result<pb::TopicInfo> {
+        let request =
+            pb::CreateTopicRequest { name: name.into(), partitions, config: Some(config), replication_factor };
+        let r = self.client.clone().create_topic(request).await?;
         Ok(r.into_inner().topic.unwrap_or_default())
     }
 
@@ -33,9 +45,37 @@ impl Admin {
         Ok(self.client.clone().list_topics(pb::ListTopicsRequest {}).await?.into_inner().topics)
     }
 
-    /// A topic with its partitions' offsets, sizes and segments.
+    /// A topic with its partitions' offsets, sizes and segments. In a
+    /// cluster, a broker that holds no replica of the topic (a smaller
+    /// replication factor) answers `not_leader` naming one that does: asked there.
     pub async fn describe_topic(&self, name: &str) -> Result<pb::DescribeTopicResponse> {
-        Ok(self.client.clone().describe_topic(pb::DescribeTopicRequest { name: name.into() }).await?.into_inner())
+        let request = pb::DescribeTopicRequest { name: name.into() };
+        self.where_held(|mut c| {
+            let request = request.clone();
+            async move { c.describe_topic(request).await }
+        })
+        .await
+    }
+
+    /// `call`, made again at the broker a `not_leader` answer names (at most
+    /// three times): a broker outside a placed topic's replicas (a smaller
+    /// replication factor) sends describes of it and its groups there.
+    async fn where_held<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut client = self.client.clone();
+        for _ in 0..3 {
+            match call(client.clone()).await.map_err(Error::from) {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(e) => match e.leader_hint() {
+                    Some(hint) => client = AdminClient::new(crate::connect::channel(&hint.endpoint)?),
+                    None => return Err(e),
+                },
+            }
+        }
+        Ok(call(client).await?.into_inner())
     }
 
     /// Changes the non-zero fields of `config`.
@@ -88,7 +128,12 @@ impl Admin {
 
     /// A group's settings, progress per partition and members.
     pub async fn describe_group(&self, name: &str) -> Result<pb::GroupInfo> {
-        Ok(self.client.clone().describe_group(pb::DescribeGroupRequest { name: name.into() }).await?.into_inner())
+        let request = pb::DescribeGroupRequest { name: name.into() };
+        self.where_held(|mut c| {
+            let request = request.clone();
+            async move { c.describe_group(request).await }
+        })
+        .await
     }
 
     /// Moves a group (all partitions, or one) to a target.

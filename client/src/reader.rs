@@ -7,7 +7,7 @@ use sluice_proto::v1 as pb;
 use sluice_proto::v1::consumer_client::ConsumerClient;
 use tonic::transport::Channel;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Where a reader starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,18 +33,34 @@ pub struct PartitionReader {
     pub max_messages: u32,
 }
 
+/// Most `not_leader` answers a reader follows to find a replica.
+const MAX_REDIRECTS: u32 = 3;
+
 impl PartitionReader {
-    /// A reader positioned at `start`.
+    /// A reader positioned at `start`. In a cluster, a broker that holds no
+    /// replica of the partition (its topic has a smaller replication factor)
+    /// answers `not_leader` naming one that does: the reader goes there.
     pub async fn new(channel: Channel, topic: &str, partition: u32, start: StartAt) -> Result<Self> {
         let mut client = ConsumerClient::new(channel).max_decoding_message_size(usize::MAX);
         let timestamp_ms = match start {
             StartAt::Timestamp(t) => Some(t),
             _ => None,
         };
-        let o = client
-            .get_offsets(pb::GetOffsetsRequest { topic: topic.into(), partition, timestamp_ms })
-            .await?
-            .into_inner();
+        let request = pb::GetOffsetsRequest { topic: topic.into(), partition, timestamp_ms };
+        let mut redirects = 0;
+        let o = loop {
+            match client.get_offsets(request.clone()).await.map_err(Error::from) {
+                Ok(o) => break o.into_inner(),
+                Err(e) => match e.leader_hint() {
+                    Some(hint) if redirects < MAX_REDIRECTS => {
+                        redirects += 1;
+                        let channel = crate::connect::channel(&hint.endpoint)?;
+                        client = ConsumerClient::new(channel).max_decoding_message_size(usize::MAX);
+                    }
+                    _ => return Err(e),
+                },
+            }
+        };
         let offset = match start {
             StartAt::Earliest => o.earliest_offset,
             StartAt::Latest => o.latest_offset,

@@ -19,6 +19,7 @@
 //! in-memory engine (`suite_test.rs`).
 
 mod codec;
+pub mod fence;
 pub mod log_store;
 pub mod membership;
 pub mod meta;
@@ -28,6 +29,7 @@ pub mod shard;
 #[cfg(test)]
 mod suite_test;
 
+pub use fence::Fence;
 pub use log_store::LogStore;
 pub use membership::{ReplaceError, ReplaceProgress, ReplaceStage, Replacement};
 pub use meta::{Catalog, CatalogTopic, MetaCommand, MetaResponse, MetaStateMachine};

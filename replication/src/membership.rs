@@ -24,7 +24,8 @@ use openraft::{BasicNode, ChangeMembers, Raft};
 use serde::{Deserialize, Serialize};
 use sluice_proto::internal::v1 as pb;
 use sluice_proto::internal::v1::raft_client::RaftClient;
-use sluice_storage::raft::GroupId;
+use sluice_storage::raft::{GroupId, HardState};
+use sluice_storage::Store;
 
 use crate::codec::{Format, Postcard};
 use crate::network::{NetTypes, Peers};
@@ -69,6 +70,15 @@ pub enum ReplaceStage {
     /// The new replica is a voter holding the log: this group is done
     /// (promoted now, or found so).
     Done,
+    /// A placed shard (a topic of a smaller replication factor) holds the
+    /// old broker and keeps it: replacing a placed shard's replica is not
+    /// built, and with fewer than three replicas it has no majority to
+    /// change its membership without the lost one anyway. Its other
+    /// replicas serve what they hold; writes need the old broker back.
+    NotReplaced {
+        /// The shard's replica set.
+        replicas: Vec<u64>,
+    },
 }
 
 impl std::fmt::Display for ReplaceStage {
@@ -79,6 +89,12 @@ impl std::fmt::Display for ReplaceStage {
             ReplaceStage::CatchingUp { matched: None, last } => write!(f, "catching up: 0 of {last} entries"),
             ReplaceStage::CatchingUp { matched: Some(m), last } => write!(f, "catching up: {m} of {last} entries"),
             ReplaceStage::Done => write!(f, "done: the new replica is a voter"),
+            ReplaceStage::NotReplaced { replicas } => write!(
+                f,
+                "not replaced: a placed shard with replicas {replicas:?} (a topic of a smaller replication \
+                 factor) keeps its replica set, old broker included; with fewer than three replicas its topics \
+                 commit no writes without it (replacing a placed shard's replica is not built yet)"
+            ),
         }
     }
 }
@@ -138,10 +154,22 @@ pub(crate) enum StepAnswer {
 
 /// Whether `raft`'s replica holds nothing: no entry, no snapshot, nothing
 /// purged. (Its vote does not count: a leader that still lists this broker
-/// as a voter heartbeats it before the replacement.)
-pub(crate) fn is_empty<C: NetTypes, SM: RaftStateMachine<C>>(raft: &Raft<C, SM>) -> bool {
+/// as a voter heartbeats it before the replacement.) `started_empty` is
+/// [`empty_on_disk`] before the Raft started: right after a start its
+/// metrics may not show what it loaded yet, and a replica that held
+/// anything never becomes empty again.
+pub(crate) fn is_empty<C: NetTypes, SM: RaftStateMachine<C>>(raft: &Raft<C, SM>, started_empty: bool) -> bool {
     let m = raft.metrics().borrow_watched().clone();
-    m.last_log_index.is_none() && m.snapshot.is_none() && m.purged.is_none()
+    started_empty && m.last_log_index.is_none() && m.snapshot.is_none() && m.purged.is_none()
+}
+
+/// Whether `group`'s replica holds nothing on disk (no entry, no snapshot,
+/// nothing purged); read before its Raft starts.
+pub(crate) fn empty_on_disk(store: &Store, group: GroupId) -> std::io::Result<bool> {
+    use crate::codec::io_error;
+    Ok(store.raft_last_entry(group).map_err(io_error)?.is_none()
+        && store.raft_hard_state(group, HardState::Snapshot).map_err(io_error)?.is_none()
+        && store.raft_hard_state(group, HardState::Purged).map_err(io_error)?.is_none())
 }
 
 /// Runs one step of `step` at this broker's peer `raft`, if it leads.
@@ -169,7 +197,14 @@ pub(crate) async fn replace_step<C: NetTypes, SM: RaftStateMachine<C>>(
         };
     }
     if !voters.contains(&new) && !learners.contains(&new) {
-        if !new_is_empty {
+        // The old id on its new disk may hold entries of this group although
+        // it is not a member now: the leader kept sending to it while it was
+        // still listed as a voter (after the driver asked its standing, before
+        // the removal committed). They are this group's own, at terms no
+        // higher than the leader's: as a learner it gets the rest, and any
+        // conflicting tail is truncated. A new id holding data got it
+        // elsewhere (another cluster, an old volume): a person must look.
+        if !new_is_empty && old != new {
             return StepAnswer::Refused(format!(
                 "broker {new} holds data of this group but is not one of its replicas: start it on an empty data dir"
             ));
@@ -225,15 +260,17 @@ pub(crate) struct GroupHandle {
 
 /// Asks the broker at `addr` which of its groups' replicas are empty.
 pub(crate) async fn standing(peers: &Peers, addr: &str) -> Result<BTreeMap<u64, bool>, String> {
+    Ok(standing_of(peers, addr, 0).await?.groups.into_iter().map(|g| (g.group, g.empty)).collect())
+}
+
+/// Asks the broker at `addr` for its standing, as broker `asking` (0: not a
+/// broker setting itself up).
+pub(crate) async fn standing_of(peers: &Peers, addr: &str, asking: u64) -> Result<pb::StandingReply, String> {
     let channel = peers.channel(addr)?;
-    let mut request = tonic::Request::new(pb::StandingRequest {});
+    let mut request = tonic::Request::new(pb::StandingRequest { asking });
     request.set_timeout(Duration::from_secs(3));
-    let reply = RaftClient::new(channel)
-        .standing(request)
-        .await
-        .map_err(|s| format!("{}: {}", s.code(), s.message()))?
-        .into_inner();
-    Ok(reply.groups.into_iter().map(|g| (g.group, g.empty)).collect())
+    let reply = RaftClient::new(channel).standing(request).await;
+    Ok(reply.map_err(|s| format!("{}: {}", s.code(), s.message()))?.into_inner())
 }
 
 async fn send_step(peers: &Peers, addr: &str, group: GroupId, step: &ReplaceStep) -> Result<StepAnswer, String> {
@@ -255,6 +292,22 @@ async fn send_step(peers: &Peers, addr: &str, group: GroupId, step: &ReplaceStep
         return Err(reply.error);
     }
     Postcard::decode(&reply.payload, "replace step answer").map_err(|e| e.to_string())
+}
+
+/// Tells the broker at `addr` that its replica of `group` may vote again
+/// (`crate::fence`).
+async fn admit(peers: &Peers, addr: &str, group: GroupId) -> Result<(), String> {
+    let channel = peers.channel(addr)?;
+    let request = pb::RaftRequest { group: group.0, rpc: pb::RaftRpc::Admit as i32, payload: Default::default() };
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(Duration::from_secs(3));
+    let reply = RaftClient::new(channel).call(request).await;
+    let reply = reply.map_err(|s| format!("{}: {}", s.code(), s.message()))?.into_inner();
+    if reply.error.is_empty() {
+        Ok(())
+    } else {
+        Err(reply.error)
+    }
 }
 
 /// Walks every group in `groups` (the metadata group first) through the
@@ -305,7 +358,15 @@ pub(crate) async fn replace_broker(
                         last_stage = Some(stage);
                     }
                     if done {
-                        break;
+                        // The new replica is a voter holding the log: it may vote.
+                        match admit(peers, new_addr, group).await {
+                            Ok(()) => break,
+                            Err(e) => {
+                                last_error = format!("admitting broker {new} to vote: {e}");
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                                continue;
+                            }
+                        }
                     }
                     if waiting {
                         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -339,6 +400,10 @@ async fn step_once(
         .await
         .map_err(|e| format!("broker {new} at {new_addr} does not answer ({e}): start it first"))?;
     let Some(new_is_empty) = empty.get(&handle.group.0).copied() else {
+        if handle.group.0 >= crate::meta::FIRST_PLACED_SHARD {
+            // Started from the catalog, which the new broker may not have applied yet.
+            return Err(format!("broker {new} runs no replica of placed shard {} yet", handle.group.0));
+        }
         return Ok(StepAnswer::Refused(format!(
             "broker {new} runs no group {}: it must be started with the same number of brokers in --peers",
             handle.group.0

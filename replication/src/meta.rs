@@ -11,7 +11,7 @@
 //! in one atomic write, so after a crash the catalog on disk is exactly the
 //! state after the last-applied entry, and openraft re-applies what follows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +40,17 @@ openraft::declare_raft_types!(
 /// The metadata group is group 0 of a broker's store.
 pub const META_GROUP: GroupId = GroupId(0);
 
+/// The catalog feature level this build knows: every command it can apply.
+/// A broker registers it with its endpoint, and a command of a higher level
+/// than some registered broker's is refused at the proposer (that broker
+/// could not decode it and would stop its metadata group): a rolling upgrade
+/// uses new commands only once every broker runs the new build.
+/// - 0: topics, groups, broker endpoints;
+/// - 1: `RemoveBroker`, `SetBrokerDiskFull`, `SetShardLeader`, and topics
+///   placed on a replica set smaller than the cluster (`CreateTopic` with a
+///   replication factor below the number of `brokers` it lists).
+pub const FEATURE_LEVEL: u32 = 1;
+
 /// A change to the catalog, proposed by a broker and applied by all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "op")]
@@ -56,6 +67,15 @@ pub enum MetaCommand {
         config: TopicConfig,
         /// When it was created, by the proposer's clock.
         created_ms: i64,
+        /// Place it where this topic is, with its replication factor (a
+        /// dead-letter topic beside its group's topic); if that topic exists.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        beside: Option<String>,
+        /// The cluster's brokers as the proposer knew them (the metadata
+        /// group's members), among which a replica set is chosen; empty: the
+        /// brokers registered in the catalog.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        brokers: Vec<u64>,
     },
     /// Replace the settings of topic `name` if it exists.
     UpdateTopic {
@@ -102,13 +122,55 @@ pub enum MetaCommand {
         /// The broker's id.
         broker: u64,
     },
-    /// Record where broker `broker` serves clients.
+    /// Record whether broker `broker`'s data volume is below its free-space
+    /// reserve: such a broker refuses produce, so shard leadership is not
+    /// handed to it (it hands its own away) until it has space again.
+    SetBrokerDiskFull {
+        /// The broker's id.
+        broker: u64,
+        /// Below the reserve now.
+        full: bool,
+    },
+    /// Record that broker `broker` leads shard `shard` in `term` (ignored
+    /// if a later term is recorded): brokers outside the shard's replica set
+    /// learn where to send its clients from this.
+    SetShardLeader {
+        /// The shard's id.
+        shard: u64,
+        /// The leader's broker id.
+        broker: u64,
+        /// The term it was elected in.
+        term: u64,
+    },
+    /// Record where broker `broker` serves clients, and the catalog feature
+    /// level its build knows ([`FEATURE_LEVEL`]).
     SetBrokerEndpoint {
         /// The broker's id.
         broker: u64,
         /// Its client endpoint, `host:port`.
         endpoint: String,
+        /// Its build's [`FEATURE_LEVEL`] (0: a build from before levels).
+        #[serde(default)]
+        features: u32,
     },
+}
+
+impl MetaCommand {
+    /// The catalog feature level a broker needs to apply this command.
+    pub fn feature_level(&self) -> u32 {
+        match self {
+            MetaCommand::RemoveBroker { .. }
+            | MetaCommand::SetBrokerDiskFull { .. }
+            | MetaCommand::SetShardLeader { .. } => 1,
+            // Placed: an older build would spread it over every broker instead.
+            MetaCommand::CreateTopic { replication_factor, brokers, .. }
+                if (*replication_factor as usize) < brokers.len() =>
+            {
+                1
+            }
+            _ => 0,
+        }
+    }
 }
 
 impl fmt::Display for MetaCommand {
@@ -122,8 +184,12 @@ impl fmt::Display for MetaCommand {
             MetaCommand::CreateGroup { name, topic, .. } => write!(f, "create group {name} on {topic}"),
             MetaCommand::UpdateGroup { name, .. } => write!(f, "update group {name}"),
             MetaCommand::DeleteGroup { name } => write!(f, "delete group {name}"),
-            MetaCommand::SetBrokerEndpoint { broker, endpoint } => write!(f, "broker {broker} at {endpoint}"),
+            MetaCommand::SetBrokerEndpoint { broker, endpoint, .. } => write!(f, "broker {broker} at {endpoint}"),
             MetaCommand::RemoveBroker { broker } => write!(f, "remove broker {broker}"),
+            MetaCommand::SetBrokerDiskFull { broker, full } => write!(f, "broker {broker} disk full: {full}"),
+            MetaCommand::SetShardLeader { shard, broker, term } => {
+                write!(f, "shard {shard} led by broker {broker} in term {term}")
+            }
         }
     }
 }
@@ -171,6 +237,14 @@ pub enum MetaResponse {
         /// That topic.
         topic: String,
     },
+    /// The dead-letter topic is placed on other brokers than the group's
+    /// topic (a replication factor below the cluster's); nothing changed.
+    GroupDeadLettersApart {
+        /// The group's topic.
+        topic: String,
+        /// The dead-letter topic.
+        dead_letter_topic: String,
+    },
     /// Done (for commands that cannot fail).
     Done,
 }
@@ -189,6 +263,11 @@ pub struct CatalogTopic {
     pub config: TopicConfig,
     /// When it was created.
     pub created_ms: i64,
+    /// The placed shard holding all its partitions (a replication factor
+    /// below the cluster's); `None`: its partitions are spread over the
+    /// shards every broker holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u64>,
 }
 
 /// A consumer group as the cluster knows it.
@@ -205,6 +284,34 @@ pub struct CatalogGroup {
     pub settings: serde_json::Value,
     /// When it was created.
     pub created_ms: i64,
+    /// Its topic's placed shard (the group actor reads its topic's records
+    /// on its own broker, so it runs where they are); `None`: a shard every
+    /// broker holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u64>,
+}
+
+/// The first id of a placed shard: one whose replicas are a chosen subset of
+/// the brokers, made for topics whose replication factor is below the
+/// cluster's. Shards below it are the ones every broker holds, numbered from 1.
+pub const FIRST_PLACED_SHARD: u64 = 1 << 20;
+
+/// A placed shard: the brokers that hold a replica of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CatalogShard {
+    /// Its replicas' broker ids, in ascending order.
+    pub replicas: Vec<u64>,
+}
+
+/// Who leads a shard, as last recorded by its leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ShardLeader {
+    /// The leader's broker id.
+    pub broker: u64,
+    /// The term it was elected in.
+    pub term: u64,
 }
 
 /// What the metadata group agrees on.
@@ -220,27 +327,48 @@ pub struct Catalog {
     pub groups: BTreeMap<String, CatalogGroup>,
     /// Client endpoints by broker id.
     pub brokers: BTreeMap<u64, String>,
+    /// Brokers whose data volume is below its free-space reserve.
+    #[serde(default)]
+    pub disk_full: BTreeSet<u64>,
+    /// Placed shards by id (see [`FIRST_PLACED_SHARD`]).
+    #[serde(default)]
+    pub shards: BTreeMap<u64, CatalogShard>,
+    /// Shard leaders as their leaders recorded them, by shard id.
+    #[serde(default)]
+    pub shard_leaders: BTreeMap<u64, ShardLeader>,
+    /// Each registered broker's catalog feature level (absent: 0).
+    #[serde(default)]
+    pub broker_features: BTreeMap<u64, u32>,
 }
 
 const NEXT_TOPIC_ID: &[u8] = b"next-topic-id";
 const TOPIC: &str = "topic/";
 const BROKER: &str = "broker/";
 const GROUP: &str = "group/";
+const DISK_FULL: &str = "disk-full/";
+const BROKER_FEATURES: &str = "broker-features/";
+const SHARD: &str = "shard/";
+const SHARD_LEADER: &str = "shard-leader/";
 
 impl Catalog {
     /// Applies `command`, adding the records it changes to `write`.
     fn apply(&mut self, command: &MetaCommand, group_id: GroupId, write: &mut AtomicWrite) -> io::Result<MetaResponse> {
         Ok(match command {
-            MetaCommand::CreateTopic { name, partitions, replication_factor, config, created_ms } => {
+            MetaCommand::CreateTopic { name, partitions, replication_factor, config, created_ms, beside, brokers } => {
                 if let Some(t) = self.topics.get(name) {
                     return Ok(MetaResponse::TopicExists { id: t.id });
                 }
+                let (shard, replication_factor) = match beside.as_ref().and_then(|b| self.topics.get(b)) {
+                    Some(other) => (other.shard, other.replication_factor),
+                    None => (self.place(*replication_factor, brokers, group_id, write)?, *replication_factor),
+                };
                 let topic = CatalogTopic {
                     id: TopicId(self.next_topic_id),
                     partitions: *partitions,
-                    replication_factor: *replication_factor,
+                    replication_factor,
                     config: *config,
                     created_ms: *created_ms,
+                    shard,
                 };
                 self.next_topic_id += 1;
                 keys::put_record(write, group_id, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
@@ -279,12 +407,16 @@ impl Catalog {
                 if let Some(missing) = self.missing_topic(topic, dead_letter_topic) {
                     return Ok(MetaResponse::GroupTopicNotFound { topic: missing });
                 }
+                if let Some(refused) = self.dead_letters_apart(topic, dead_letter_topic) {
+                    return Ok(refused);
+                }
                 let group = CatalogGroup {
                     id: self.next_topic_id,
                     topic: topic.clone(),
                     dead_letter_topic: dead_letter_topic.clone(),
                     settings: settings.clone(),
                     created_ms: *created_ms,
+                    shard: self.topics.get(topic).and_then(|t| t.shard),
                 };
                 self.next_topic_id += 1;
                 keys::put_record(write, group_id, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
@@ -300,6 +432,9 @@ impl Catalog {
                 if let Some(missing) = self.missing_topic(&topic, dead_letter_topic) {
                     return Ok(MetaResponse::GroupTopicNotFound { topic: missing });
                 }
+                if let Some(refused) = self.dead_letters_apart(&topic, dead_letter_topic) {
+                    return Ok(refused);
+                }
                 let Some(group) = self.groups.get_mut(name) else { return Ok(MetaResponse::GroupNotFound) };
                 group.dead_letter_topic = dead_letter_topic.clone();
                 group.settings = settings.clone();
@@ -313,16 +448,106 @@ impl Catalog {
                 keys::delete_record(write, group_id, format!("{GROUP}{name}").as_bytes());
                 MetaResponse::GroupDeleted
             }
-            MetaCommand::SetBrokerEndpoint { broker, endpoint } => {
+            MetaCommand::SetBrokerEndpoint { broker, endpoint, features } => {
                 self.brokers.insert(*broker, endpoint.clone());
+                self.broker_features.insert(*broker, *features);
                 keys::put_record(write, group_id, format!("{BROKER}{broker}").as_bytes(), encode(endpoint)?);
+                keys::put_record(write, group_id, format!("{BROKER_FEATURES}{broker}").as_bytes(), encode(features)?);
                 MetaResponse::Done
             }
             MetaCommand::RemoveBroker { broker } => {
                 self.brokers.remove(broker);
+                self.disk_full.remove(broker);
+                self.broker_features.remove(broker);
                 keys::delete_record(write, group_id, format!("{BROKER}{broker}").as_bytes());
+                keys::delete_record(write, group_id, format!("{BROKER_FEATURES}{broker}").as_bytes());
+                keys::delete_record(write, group_id, format!("{DISK_FULL}{broker}").as_bytes());
                 MetaResponse::Done
             }
+            MetaCommand::SetShardLeader { shard, broker, term } => {
+                let known = self.shard_leaders.get(shard).map_or(0, |l| l.term);
+                if *term >= known {
+                    let leader = ShardLeader { broker: *broker, term: *term };
+                    self.shard_leaders.insert(*shard, leader);
+                    keys::put_record(write, group_id, format!("{SHARD_LEADER}{shard}").as_bytes(), encode(&leader)?);
+                }
+                MetaResponse::Done
+            }
+            MetaCommand::SetBrokerDiskFull { broker, full } => {
+                let key = format!("{DISK_FULL}{broker}");
+                if *full {
+                    self.disk_full.insert(*broker);
+                    keys::put_record(write, group_id, key.as_bytes(), encode(&true)?);
+                } else {
+                    self.disk_full.remove(broker);
+                    keys::delete_record(write, group_id, key.as_bytes());
+                }
+                MetaResponse::Done
+            }
+        })
+    }
+
+    /// Where a new topic of `replication_factor` goes: `None` (the shards
+    /// every broker holds) unless it is below the number of `brokers` (if
+    /// empty: those registered in the catalog); else the
+    /// placed shard of those replica sets of that size that hold the fewest
+    /// partitions, made (and recorded in `write`) if it does not exist yet.
+    /// The candidate sets are runs of consecutive brokers in id order, each
+    /// broker starting one, so placed shards spread over the brokers evenly.
+    fn place(
+        &mut self,
+        replication_factor: u32,
+        brokers: &[u64],
+        group_id: GroupId,
+        write: &mut AtomicWrite,
+    ) -> io::Result<Option<u64>> {
+        let mut brokers: Vec<u64> =
+            if brokers.is_empty() { self.brokers.keys().copied().collect() } else { brokers.to_vec() };
+        brokers.sort_unstable();
+        brokers.dedup();
+        let size = replication_factor as usize;
+        if size == 0 || size >= brokers.len() {
+            return Ok(None);
+        }
+        let mut best: Option<(u64, Vec<u64>)> = None;
+        for first in 0..brokers.len() {
+            let mut replicas: Vec<u64> = (0..size).map(|i| brokers[(first + i) % brokers.len()]).collect();
+            replicas.sort_unstable();
+            let existing = self.shards.iter().find(|(_, s)| s.replicas == replicas).map(|(id, _)| *id);
+            let load = existing.map_or(0, |id| {
+                self.topics.values().filter(|t| t.shard == Some(id)).map(|t| u64::from(t.partitions)).sum()
+            });
+            if best.as_ref().is_none_or(|(l, _)| load < *l) {
+                best = Some((load, replicas));
+            }
+        }
+        let Some((_, replicas)) = best else { return Ok(None) };
+        if let Some((id, _)) = self.shards.iter().find(|(_, s)| s.replicas == replicas) {
+            return Ok(Some(*id));
+        }
+        let id = self.shards.keys().next_back().map_or(FIRST_PLACED_SHARD, |last| last + 1);
+        let shard = CatalogShard { replicas };
+        keys::put_record(write, group_id, format!("{SHARD}{id}").as_bytes(), encode(&shard)?);
+        self.shards.insert(id, shard);
+        Ok(Some(id))
+    }
+
+    /// The placed shards that `broker` holds a replica of.
+    pub fn shards_of(&self, broker: u64) -> impl Iterator<Item = (u64, &CatalogShard)> + '_ {
+        self.shards.iter().filter(move |(_, s)| s.replicas.contains(&broker)).map(|(id, s)| (*id, s))
+    }
+
+    /// A refusal if a group of `topic` could not dead-letter into
+    /// `dead_letter_topic` (both in the catalog): its actor searches and
+    /// appends the dead-letter topic's partitions on its own broker, so they
+    /// must be held wherever the group's shard is: on every broker, or on the
+    /// topic's own placed shard.
+    fn dead_letters_apart(&self, topic: &str, dead_letter_topic: &str) -> Option<MetaResponse> {
+        let dead = self.topics.get(dead_letter_topic)?;
+        let shard = self.topics.get(topic)?.shard;
+        (dead.shard.is_some() && dead.shard != shard).then(|| MetaResponse::GroupDeadLettersApart {
+            topic: topic.to_owned(),
+            dead_letter_topic: dead_letter_topic.to_owned(),
         })
     }
 
@@ -335,6 +560,13 @@ impl Catalog {
             .then(|| dead_letter_topic.to_owned())
     }
 
+    /// The registered brokers whose build knows less than feature `level`,
+    /// with the level each knows.
+    pub fn brokers_below(&self, level: u32) -> Vec<(u64, u32)> {
+        let known = |b: &u64| self.broker_features.get(b).copied().unwrap_or(0);
+        self.brokers.keys().map(|b| (*b, known(b))).filter(|(_, l)| *l < level).collect()
+    }
+
     /// Every record of the catalog, for a snapshot install.
     fn put_all(&self, group_id: GroupId, write: &mut AtomicWrite) -> io::Result<()> {
         keys::put_record(write, group_id, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
@@ -344,8 +576,20 @@ impl Catalog {
         for (broker, endpoint) in &self.brokers {
             keys::put_record(write, group_id, format!("{BROKER}{broker}").as_bytes(), encode(endpoint)?);
         }
+        for (broker, features) in &self.broker_features {
+            keys::put_record(write, group_id, format!("{BROKER_FEATURES}{broker}").as_bytes(), encode(features)?);
+        }
         for (name, group) in &self.groups {
             keys::put_record(write, group_id, format!("{GROUP}{name}").as_bytes(), encode(group)?);
+        }
+        for broker in &self.disk_full {
+            keys::put_record(write, group_id, format!("{DISK_FULL}{broker}").as_bytes(), encode(&true)?);
+        }
+        for (id, shard) in &self.shards {
+            keys::put_record(write, group_id, format!("{SHARD}{id}").as_bytes(), encode(shard)?);
+        }
+        for (id, leader) in &self.shard_leaders {
+            keys::put_record(write, group_id, format!("{SHARD_LEADER}{id}").as_bytes(), encode(leader)?);
         }
         Ok(())
     }
@@ -364,6 +608,18 @@ impl Catalog {
             } else if let Some(id) = key.strip_prefix(BROKER) {
                 let id = id.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad broker key"))?;
                 catalog.brokers.insert(id, decode(&value, "broker endpoint")?);
+            } else if let Some(id) = key.strip_prefix(BROKER_FEATURES) {
+                let id = id.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad features key"))?;
+                catalog.broker_features.insert(id, decode(&value, "broker features")?);
+            } else if let Some(id) = key.strip_prefix(SHARD_LEADER) {
+                let id = id.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad shard-leader key"))?;
+                catalog.shard_leaders.insert(id, decode(&value, "shard leader")?);
+            } else if let Some(id) = key.strip_prefix(SHARD) {
+                let id = id.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad shard key"))?;
+                catalog.shards.insert(id, decode(&value, "placed shard")?);
+            } else if let Some(id) = key.strip_prefix(DISK_FULL) {
+                let id = id.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad disk-full key"))?;
+                catalog.disk_full.insert(id);
             } else {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unknown catalog record {key}")));
             }
@@ -438,6 +694,26 @@ impl MetaStateMachine {
     /// Broker `id`'s registered client endpoint, without copying the catalog.
     pub fn broker_endpoint(&self, id: u64) -> Option<String> {
         self.state().catalog.brokers.get(&id).cloned()
+    }
+
+    /// The leader placed shard `shard` last recorded, without copying the catalog.
+    pub fn shard_leader(&self, shard: u64) -> Option<u64> {
+        self.state().catalog.shard_leaders.get(&shard).map(|l| l.broker)
+    }
+
+    /// The registered brokers whose build knows less than feature `level`.
+    pub fn brokers_below(&self, level: u32) -> Vec<(u64, u32)> {
+        self.state().catalog.brokers_below(level)
+    }
+
+    /// Topic `name`'s replication factor, without copying the catalog.
+    pub fn replication_factor(&self, name: &str) -> Option<u32> {
+        self.state().catalog.topics.get(name).map(|t| t.replication_factor)
+    }
+
+    /// The brokers whose data volume is below its reserve, without copying the catalog.
+    pub fn disk_full(&self) -> BTreeSet<u64> {
+        self.state().catalog.disk_full.clone()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -551,10 +827,14 @@ mod tests {
     }
 
     fn create_topic(name: &str) -> MetaCommand {
+        create_placed(name, 1, 3, None)
+    }
+
+    fn create_placed(name: &str, partitions: u32, replication_factor: u32, beside: Option<&str>) -> MetaCommand {
         MetaCommand::CreateTopic {
             name: name.into(),
-            partitions: 1,
-            replication_factor: 3,
+            partitions,
+            replication_factor,
             config: TopicConfig {
                 retention_ms: 0,
                 retention_bytes: 0,
@@ -564,6 +844,8 @@ mod tests {
                 durability: sluice_storage::Durability::Always,
             },
             created_ms: 1,
+            beside: beside.map(str::to_owned),
+            brokers: Vec::new(),
         }
     }
 
@@ -575,6 +857,107 @@ mod tests {
             settings: serde_json::json!({ "opaque": true }),
             created_ms: 2,
         }
+    }
+
+    /// A catalog of brokers 1, 2 and 3.
+    fn three_brokers() -> Catalog {
+        let mut c = Catalog::default();
+        for broker in 1..=3 {
+            apply(&mut c, MetaCommand::SetBrokerEndpoint { broker, endpoint: format!("b{broker}:9092"), features: 1 });
+        }
+        c
+    }
+
+    #[test]
+    fn topics_below_the_cluster_replication_factor_are_placed_on_the_least_loaded_replica_set() {
+        let mut c = three_brokers();
+        apply(&mut c, create_placed("full", 4, 3, None));
+        assert_eq!(c.topics["full"].shard, None, "as many replicas as brokers: the shards every broker holds");
+        apply(&mut c, create_placed("one-a", 4, 1, None));
+        apply(&mut c, create_placed("one-b", 2, 1, None));
+        apply(&mut c, create_placed("one-c", 1, 1, None));
+        apply(&mut c, create_placed("one-d", 1, 1, None));
+        let replicas = |c: &Catalog, t: &str| c.shards[&c.topics[t].shard.expect("placed")].replicas.clone();
+        assert_eq!(replicas(&c, "one-a"), vec![1]);
+        assert_eq!(replicas(&c, "one-b"), vec![2], "the emptiest replica set");
+        assert_eq!(replicas(&c, "one-c"), vec![3]);
+        assert_eq!(replicas(&c, "one-d"), vec![3], "broker 3 holds 1 partition, broker 2 holds 2");
+        assert_eq!(c.topics["one-c"].shard, c.topics["one-d"].shard, "one shard per replica set");
+        apply(&mut c, create_placed("two", 3, 2, None));
+        assert_eq!(replicas(&c, "two"), vec![1, 2]);
+        assert!(c.shards.keys().all(|id| *id >= FIRST_PLACED_SHARD));
+        assert_eq!(c.shards_of(2).count(), 2, "broker 2: its own shard and the pair");
+
+        // A dead-letter topic made beside its group's topic shares its shard and factor.
+        apply(&mut c, create_placed("one-a-dlq", 4, 3, Some("one-a")));
+        assert_eq!(
+            (c.topics["one-a-dlq"].shard, c.topics["one-a-dlq"].replication_factor),
+            (c.topics["one-a"].shard, 1)
+        );
+        assert!(matches!(apply(&mut c, create_group("g", "one-a", "one-a-dlq")), MetaResponse::GroupCreated { .. }));
+        assert_eq!(c.groups["g"].shard, c.topics["one-a"].shard, "a group runs where its topic is");
+        assert!(matches!(
+            apply(&mut c, create_group("g-full-dlq", "one-a", "full")),
+            MetaResponse::GroupCreated { .. }
+        ));
+        assert_eq!(
+            apply(&mut c, create_group("g-apart", "one-a", "one-b")),
+            MetaResponse::GroupDeadLettersApart { topic: "one-a".into(), dead_letter_topic: "one-b".into() }
+        );
+        assert_eq!(
+            apply(&mut c, create_group("g-full", "full", "two")),
+            MetaResponse::GroupDeadLettersApart { topic: "full".into(), dead_letter_topic: "two".into() }
+        );
+    }
+
+    #[tokio::test]
+    async fn placed_shards_and_their_leaders_survive_a_reload() {
+        let mut c = three_brokers();
+        apply(&mut c, create_placed("one", 1, 1, None));
+        let shard = c.topics["one"].shard.expect("placed");
+        apply(&mut c, MetaCommand::SetShardLeader { shard, broker: 1, term: 5 });
+        apply(&mut c, MetaCommand::SetShardLeader { shard, broker: 2, term: 4 });
+        assert_eq!(c.shard_leaders[&shard], ShardLeader { broker: 1, term: 5 }, "an older term is ignored");
+        let (store, _) = Store::open_in_memory(&sluice_storage::MemoryDisk::new()).expect("store");
+        let (writer, _join) =
+            sluice_storage::spawn_writer(store.clone(), sluice_storage::WriterConfig::default()).expect("writer");
+        let mut all = AtomicWrite::new();
+        c.put_all(META_GROUP, &mut all).expect("put all");
+        writer.write(all).await.expect("write");
+        assert_eq!(Catalog::load(store.raft_records(META_GROUP).expect("records")).expect("load"), c);
+    }
+
+    #[test]
+    fn commands_name_the_feature_level_they_need_and_old_registrations_count_as_zero() {
+        let among = |command: MetaCommand, members: Vec<u64>| match command {
+            MetaCommand::CreateTopic { name, partitions, replication_factor, config, created_ms, beside, .. } => {
+                MetaCommand::CreateTopic {
+                    name,
+                    partitions,
+                    replication_factor,
+                    config,
+                    created_ms,
+                    beside,
+                    brokers: members,
+                }
+            }
+            other => other,
+        };
+        assert_eq!(among(create_placed("full", 1, 3, None), vec![1, 2, 3]).feature_level(), 0);
+        assert_eq!(among(create_placed("dlq", 1, 3, Some("full")), vec![1, 2, 3]).feature_level(), 0);
+        assert_eq!(among(create_placed("pair", 1, 2, None), vec![1, 2, 3]).feature_level(), 1);
+        assert_eq!(MetaCommand::RemoveBroker { broker: 3 }.feature_level(), 1);
+        // A registration written by a build from before levels has no `features`.
+        let old: MetaCommand =
+            serde_json::from_str(r#"{"op":"set-broker-endpoint","broker":3,"endpoint":"b3:9092"}"#).expect("decode");
+        assert_eq!(old, MetaCommand::SetBrokerEndpoint { broker: 3, endpoint: "b3:9092".into(), features: 0 });
+        let mut c = three_brokers();
+        assert!(c.brokers_below(FEATURE_LEVEL).is_empty());
+        apply(&mut c, old);
+        assert_eq!(c.brokers_below(FEATURE_LEVEL), vec![(3, 0)]);
+        assert!(c.brokers_below(0).is_empty(), "level-0 commands are never held up");
+        apply(&mut c, MetaCommand::RemoveBroker { broker: 3 });
+        assert!(c.brokers_below(FEATURE_LEVEL).is_empty(), "a removed broker holds nothing back");
     }
 
     #[test]

@@ -31,6 +31,7 @@ use sluice_storage::{PartitionId, TopicId};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::{decode, encode, Format, GroupWire, Postcard};
+use crate::fence::Fence;
 use crate::meta::{MetaStateMachine, MetaTypes};
 use crate::shard::snapshot::{serve_read, ReadBatches};
 use crate::shard::{ShardMachine, ShardTypes};
@@ -210,26 +211,43 @@ impl<C: NetTypes> RaftNetworkV2<C> for PeerClient<C> {
 #[derive(Clone)]
 pub struct RaftService {
     meta: Raft<MetaTypes, MetaStateMachine>,
+    /// The metadata replica held nothing on disk at start.
+    meta_started_empty: bool,
+    catalog: MetaStateMachine,
+    fence: Fence,
     shards: Arc<std::sync::RwLock<HashMap<u64, ServedShard>>>,
 }
 
-/// A shard this broker holds a replica of: its Raft peer, and its state
-/// machine (which serves record copies for snapshot installs).
-type ServedShard = (Raft<ShardTypes, ShardMachine>, ShardMachine);
+/// A shard this broker holds a replica of: its Raft peer, its state machine
+/// (which serves record copies for snapshot installs), and whether it held
+/// nothing on disk at start.
+type ServedShard = (Raft<ShardTypes, ShardMachine>, ShardMachine, bool);
 
 impl RaftService {
-    /// Serves the metadata group's peer `meta`.
-    pub(crate) fn new(meta: Raft<MetaTypes, MetaStateMachine>) -> Self {
-        RaftService { meta, shards: Default::default() }
+    /// Serves the metadata group's peer `meta` (with whether it started
+    /// empty on disk; its state machine is `catalog`); the groups `fence`
+    /// holds neither vote nor campaign.
+    pub(crate) fn new(
+        (meta, meta_started_empty): (Raft<MetaTypes, MetaStateMachine>, bool),
+        catalog: MetaStateMachine,
+        fence: Fence,
+    ) -> Self {
+        let elections = meta.clone();
+        fence.govern(crate::meta::META_GROUP, move |on| elections.runtime_config().elect(on));
+        RaftService { meta, meta_started_empty, catalog, fence, shards: Default::default() }
     }
 
-    /// Serves `raft`, this broker's peer of shard `group`, from now on.
-    pub(crate) fn add_shard(&self, group: GroupId, raft: Raft<ShardTypes, ShardMachine>, machine: ShardMachine) {
-        self.shards.write().unwrap_or_else(|e| e.into_inner()).insert(group.0, (raft, machine));
+    /// Serves `served` (this broker's peer of shard `group`) from now on;
+    /// its elections follow the fence.
+    pub(crate) fn add_shard(&self, group: GroupId, served: ServedShard) {
+        let elections = served.0.clone();
+        self.fence.govern(group, move |on| elections.runtime_config().elect(on));
+        self.shards.write().unwrap_or_else(|e| e.into_inner()).insert(group.0, served);
     }
 
     /// Stops serving shard `group`.
     pub(crate) fn remove_shard(&self, group: GroupId) {
+        self.fence.release(group);
         self.shards.write().unwrap_or_else(|e| e.into_inner()).remove(&group.0);
     }
 
@@ -239,12 +257,27 @@ impl RaftService {
     }
 
     async fn dispatch(&self, request: pb::RaftRequest) -> Result<Vec<u8>, String> {
+        let group = GroupId(request.group);
+        // A fenced replica may neither vote nor lead: a leadership handed to it would start
+        // an election on a vote it may have granted to another before it lost its data.
+        let refused = [pb::RaftRpc::Vote, pb::RaftRpc::PreVote, pb::RaftRpc::TransferLeader];
+        if refused.iter().any(|r| *r as i32 == request.rpc) && self.fence.is_fenced(group) {
+            return Err(format!(
+                "group {}: this broker lost its data and neither votes nor leads until it is added \
+                 back (sluice cluster replace)",
+                group.0
+            ));
+        }
+        if request.rpc == pb::RaftRpc::Admit as i32 {
+            self.fence.lift(group).await.map_err(|e| e.to_string())?;
+            return Postcard::encode(&()).map_err(|e| e.to_string());
+        }
         if request.group == crate::meta::META_GROUP.0 {
             return serve(&self.meta, request.rpc, &request.payload).await;
         }
         let shard = self.shards.read().unwrap_or_else(|e| e.into_inner()).get(&request.group).cloned();
         match shard {
-            Some((_, machine)) if request.rpc == pb::RaftRpc::ReadBatches as i32 => {
+            Some((_, machine, _)) if request.rpc == pb::RaftRpc::ReadBatches as i32 => {
                 let read: ReadBatches =
                     Postcard::decode(&request.payload, "read-batches request").map_err(|e| e.to_string())?;
                 let partition = PartitionId::new(TopicId(read.topic), read.partition);
@@ -252,7 +285,7 @@ impl RaftService {
                 let batches = serve_read(machine.store().clone(), read, offsets).await?;
                 Postcard::encode(&batches).map_err(|e| e.to_string())
             }
-            Some((raft, _)) => serve(&raft, request.rpc, &request.payload).await,
+            Some((raft, _, _)) => serve(&raft, request.rpc, &request.payload).await,
             None => Err(format!("this broker runs no replication group {}", request.group)),
         }
     }
@@ -290,7 +323,7 @@ where
             let step = Postcard::decode(payload, "replace step").map_err(|e| e.to_string())?;
             Postcard::encode(&crate::membership::replace_step(raft, step).await)
         }
-        Ok(pb::RaftRpc::Unspecified | pb::RaftRpc::ReadBatches) | Err(_) => {
+        Ok(pb::RaftRpc::Unspecified | pb::RaftRpc::ReadBatches | pb::RaftRpc::Admit) | Err(_) => {
             return Err(format!("unknown raft rpc {rpc} for this group"))
         }
     };
@@ -298,15 +331,21 @@ where
 }
 
 impl RaftService {
-    /// Which of this broker's replicas are empty, by group.
+    /// Which of this broker's replicas are empty, and which fenced, by group.
     fn standing(&self) -> Vec<pb::GroupStanding> {
+        let meta = crate::meta::META_GROUP;
         let mut groups = vec![pb::GroupStanding {
-            group: crate::meta::META_GROUP.0,
-            empty: crate::membership::is_empty(&self.meta),
+            group: meta.0,
+            empty: crate::membership::is_empty(&self.meta, self.meta_started_empty),
+            fenced: self.fence.is_fenced(meta),
         }];
         let shards = self.shards.read().unwrap_or_else(|e| e.into_inner());
-        for (group, (raft, _)) in shards.iter() {
-            groups.push(pb::GroupStanding { group: *group, empty: crate::membership::is_empty(raft) });
+        for (group, (raft, _, started_empty)) in shards.iter() {
+            groups.push(pb::GroupStanding {
+                group: *group,
+                empty: crate::membership::is_empty(raft, *started_empty),
+                fenced: self.fence.is_fenced(GroupId(*group)),
+            });
         }
         groups.sort_by_key(|g| g.group);
         groups
@@ -340,10 +379,12 @@ impl pb::raft_server::Raft for RaftService {
 
     async fn standing(
         &self,
-        _request: tonic::Request<pb::StandingRequest>,
+        request: tonic::Request<pb::StandingRequest>,
     ) -> Result<tonic::Response<pb::StandingReply>, tonic::Status> {
         let broker = self.meta.metrics().borrow_watched().id;
-        Ok(tonic::Response::new(pb::StandingReply { broker, groups: self.standing() }))
+        let asking = request.into_inner().asking;
+        let asking_registered = asking != 0 && self.catalog.broker_endpoint(asking).is_some();
+        Ok(tonic::Response::new(pb::StandingReply { broker, groups: self.standing(), asking_registered }))
     }
 
     async fn call(

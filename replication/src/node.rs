@@ -10,12 +10,14 @@ use std::time::Duration;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Raft};
+use sluice_storage::raft::GroupId;
 use sluice_storage::{Store, WriterHandle};
 
 use sluice_proto::internal::v1 as pb;
 use sluice_proto::internal::v1::raft_client::RaftClient;
 
 use crate::codec::{decode, encode};
+use crate::fence::Fence;
 use crate::log_store::LogStore;
 use crate::meta::{Catalog, MetaCommand, MetaResponse, MetaStateMachine, MetaTypes, META_GROUP};
 use crate::network::{GroupNetwork, Peers, RaftService};
@@ -29,7 +31,7 @@ pub const DEFAULT_SHARD_SNAPSHOT_ENTRIES: u64 = 5000;
 /// partitions and groups are unwritable for about one to two of these (the
 /// followers also refuse votes until the old leader's lease, the upper
 /// bound, has run out).
-pub const DEFAULT_SHARD_ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
+pub const DEFAULT_SHARD_ELECTION_TIMEOUT: Duration = Duration::from_millis(400);
 
 /// How a broker takes part in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +118,9 @@ pub enum ProposeError {
     },
     /// The group cannot take writes now (no quorum, shutting down, storage failure).
     Unavailable(String),
+    /// A registered broker runs a build that could not apply the command
+    /// (an upgrade in progress): nothing was proposed.
+    Unsupported(String),
 }
 
 impl std::fmt::Display for ProposeError {
@@ -126,6 +131,7 @@ impl std::fmt::Display for ProposeError {
                 write!(f, "not the metadata leader, and no leader is known yet")
             }
             ProposeError::Unavailable(why) => write!(f, "metadata group unavailable: {why}"),
+            ProposeError::Unsupported(why) => f.write_str(why),
         }
     }
 }
@@ -172,6 +178,9 @@ pub struct MetaNode {
     peers: BTreeMap<u64, String>,
     connections: Peers,
     service: RaftService,
+    fence: Fence,
+    /// The metadata replica held nothing on disk at start.
+    started_empty: bool,
 }
 
 impl MetaNode {
@@ -185,13 +194,22 @@ impl MetaNode {
     ) -> io::Result<MetaNode> {
         let raft_config = Arc::new(config.metadata_raft_config()?);
         let log = LogStore::open(store.clone(), writer.clone(), META_GROUP)?;
-        let machine = MetaStateMachine::open(store, writer)?;
+        let machine = MetaStateMachine::open(store.clone(), writer.clone())?;
         let network = GroupNetwork::<MetaTypes>::new(connections.clone(), META_GROUP, config.peers.clone());
+        let started_empty = crate::membership::empty_on_disk(&store, META_GROUP)?;
+        let fence = Fence::open(&store, writer, started_empty)?;
         let raft = Raft::new(config.node_id, raft_config, network, log, machine.clone())
             .await
             .map_err(|e| io::Error::other(format!("starting the metadata group: {e}")))?;
-        let service = RaftService::new(raft.clone());
-        Ok(MetaNode { id: config.node_id, raft, machine, peers: config.peers.clone(), connections, service })
+        let service = RaftService::new((raft.clone(), started_empty), machine.clone(), fence.clone());
+        let peers = config.peers.clone();
+        Ok(MetaNode { id: config.node_id, raft, machine, peers, connections, service, fence, started_empty })
+    }
+
+    /// Which of this broker's groups may not vote yet (it lost its data and
+    /// waits to be added back).
+    pub fn fence(&self) -> &Fence {
+        &self.fence
     }
 
     /// The service answering the other brokers' Raft RPCs for this peer and
@@ -207,8 +225,11 @@ impl MetaNode {
 
     /// Makes every configured broker a voter, if the group has never been
     /// set up; a no-op on a group that has (so every broker may call it at
-    /// every start).
+    /// every start). Setting it up decides that this broker's empty
+    /// replicas are a new cluster's: they vote ([`crate::fence`]).
     pub async fn initialize(&self) -> io::Result<()> {
+        // Setting the group up is the decision that this is a new cluster.
+        self.fence.decided_new();
         let members: BTreeMap<u64, BasicNode> =
             self.peers.iter().map(|(id, addr)| (*id, BasicNode { addr: addr.clone() })).collect();
         match self.raft.initialize(members).await {
@@ -227,23 +248,38 @@ impl MetaNode {
     /// waits (retrying every half second) while it cannot tell.
     pub async fn set_up_or_join(&self, shards: &[std::sync::Arc<crate::ShardNode>]) -> io::Result<bool> {
         let mut logged = false;
-        while crate::membership::is_empty(&self.raft) {
+        while crate::membership::is_empty(&self.raft, self.started_empty) {
             let mut asks = Vec::new();
             for (id, addr) in self.peers.iter().filter(|(id, _)| **id != self.id) {
-                let (id, addr, peers) = (*id, addr.clone(), self.connections.clone());
-                asks.push(async move { (id, crate::membership::standing(&peers, &addr).await) });
+                let (id, addr, peers, me) = (*id, addr.clone(), self.connections.clone(), self.id);
+                asks.push(async move { (id, crate::membership::standing_of(&peers, &addr, me).await) });
             }
             let answers = futures::future::join_all(asks).await;
             let mut empty = 1;
             for (id, answer) in answers {
+                let answer = answer.map(|reply| {
+                    let meta_empty = reply.groups.iter().any(|g| g.group == META_GROUP.0 && g.empty);
+                    (meta_empty, reply.asking_registered)
+                });
                 match answer {
-                    Ok(groups) if groups.get(&META_GROUP.0) == Some(&false) => {
-                        tracing::info!(
+                    Ok((false, true)) => {
+                        tracing::warn!(
                             peer = id,
-                            "the cluster exists and this broker's data dir is empty: not setting groups up; \
-                             waiting to be added (sluice cluster replace {})",
+                            "the cluster exists and this broker's data dir is empty: it lost its data; not \
+                             setting groups up, voting in none; waiting to be added (sluice cluster replace {})",
                             self.id
                         );
+                        let groups = std::iter::once(META_GROUP).chain(shards.iter().map(|s| s.group()));
+                        self.fence.fence(groups).await?;
+                        return Ok(false);
+                    }
+                    Ok((false, false)) => {
+                        tracing::info!(
+                            peer = id,
+                            "the cluster exists and this broker is new to it: not setting groups up; waiting \
+                             for its leaders (a new cluster's) or to be added (sluice cluster replace)"
+                        );
+                        self.fence.decided_new();
                         return Ok(false);
                     }
                     Ok(_) => empty += 1,
@@ -259,21 +295,27 @@ impl MetaNode {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        self.initialize().await?;
-        for shard in shards {
+        self.fence.decided_new();
+        if !self.fence.is_fenced(META_GROUP) {
+            self.initialize().await?;
+        }
+        // A group still fenced after a restart in the middle of a replacement
+        // waits to be added: setting it up would make an empty voter of it.
+        for shard in shards.iter().filter(|s| !self.fence.is_fenced(s.group())) {
             shard.initialize(&self.peers).await?;
         }
         Ok(true)
     }
 
     /// Replaces broker `replacement.old` by `replacement.new` in the
-    /// metadata group and in every one of `shards` (see
-    /// [`crate::membership`]), reporting each step to `progress`; a new id
-    /// then takes the old one's place in the catalog. Safe to run again
-    /// after an interruption.
+    /// metadata group, in every one of `shards` and in every one of
+    /// `elsewhere` (shards this broker holds no replica of, whose leaders it
+    /// learns from the catalog), see [`crate::membership`], reporting each
+    /// step to `progress`; a new id then takes the old one's place in the
+    /// catalog. Safe to run again after an interruption.
     pub async fn replace_broker(
         &self,
-        shards: &[std::sync::Arc<crate::ShardNode>],
+        (shards, elsewhere): (&[std::sync::Arc<crate::ShardNode>], &[GroupId]),
         replacement: crate::Replacement,
         progress: impl FnMut(crate::ReplaceProgress),
     ) -> Result<(), crate::ReplaceError> {
@@ -293,11 +335,42 @@ impl MetaNode {
             },
         }];
         groups.extend(shards.iter().map(|s| s.group_handle()));
+        for group in elsewhere {
+            let (machine, number) = (self.machine.clone(), group.0);
+            let (meta, peers) = (self.raft.clone(), self.peers.clone());
+            groups.push(crate::membership::GroupHandle {
+                group: *group,
+                leader: Box::new(move || machine.shard_leader(number)),
+                addresses: Box::new(move || {
+                    addresses_of(meta.metrics().borrow_watched().membership_config.nodes(), &peers)
+                }),
+            });
+        }
+        if replacement.old != new {
+            // Checked before any group changes: the last step needs it.
+            let remove = MetaCommand::RemoveBroker { broker: replacement.old };
+            self.supported(&remove).map_err(|e| crate::ReplaceError::Refused(e.to_string()))?;
+        }
         crate::membership::replace_broker(&self.connections, &groups, &replacement, &new_addr, progress).await?;
         if replacement.old != new {
-            self.propose(MetaCommand::RemoveBroker { broker: replacement.old }).await.map_err(|e| {
-                crate::ReplaceError::TimedOut(format!("removing broker {} from the catalog: {e}", replacement.old))
-            })?;
+            let old = replacement.old;
+            self.propose(MetaCommand::RemoveBroker { broker: old })
+                .await
+                .map_err(|e| crate::ReplaceError::TimedOut(format!("removing broker {old} from the catalog: {e}")))?;
+            // So that `sluice cluster status` here, right after, no longer lists it.
+            let mut changes = self.subscribe();
+            let applied = tokio::time::timeout(LEADER_WAIT, async {
+                while self.catalog().brokers.contains_key(&old) {
+                    if changes.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+            if applied.await.is_err() {
+                return Err(crate::ReplaceError::TimedOut(format!(
+                    "broker {old}'s removal from the catalog is committed but not yet applied on this broker"
+                )));
+            }
         }
         Ok(())
     }
@@ -318,6 +391,7 @@ impl MetaNode {
     /// lease confirmed by a quorum (openraft then refuses writes without naming
     /// a leader), it retries for up to [`LEADER_WAIT`].
     pub async fn propose(&self, command: MetaCommand) -> Result<MetaResponse, ProposeError> {
+        self.supported(&command)?;
         let deadline = std::time::Instant::now() + LEADER_WAIT;
         let mut pause = Duration::from_millis(10);
         loop {
@@ -340,7 +414,24 @@ impl MetaNode {
 
     /// Proposes `command` here only: `NotLeader` when this broker is not the leader.
     pub async fn propose_local(&self, command: MetaCommand) -> Result<MetaResponse, ProposeError> {
+        self.supported(&command)?;
         propose_at(&self.raft, command).await
+    }
+
+    /// Refuses `command` while a registered broker's build could not apply it
+    /// (`meta::FEATURE_LEVEL`).
+    fn supported(&self, command: &MetaCommand) -> Result<(), ProposeError> {
+        let level = command.feature_level();
+        let behind = self.machine.brokers_below(level);
+        if behind.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = behind.iter().map(|(b, l)| format!("broker {b} (level {l})")).collect();
+        Err(ProposeError::Unsupported(format!(
+            "{command} needs catalog feature level {level}, and {} runs an older build: upgrade every broker \
+             first (docs/REPLICATION.md, Upgrades)",
+            list.join(", ")
+        )))
     }
 
     async fn forward(&self, leader: u64, addr: &str, command: MetaCommand) -> Result<MetaResponse, ProposeError> {
@@ -380,6 +471,17 @@ impl MetaNode {
     /// `not_leader` answers.
     pub fn broker_endpoint(&self, id: u64) -> Option<String> {
         self.machine.broker_endpoint(id)
+    }
+
+    /// Topic `name`'s replication factor as this broker's catalog has it.
+    pub fn replication_factor(&self, name: &str) -> Option<u32> {
+        self.machine.replication_factor(name)
+    }
+
+    /// The brokers whose data volume is below its free-space reserve (as
+    /// each last recorded it): no shard leadership is handed to them.
+    pub fn disk_full(&self) -> std::collections::BTreeSet<u64> {
+        self.machine.disk_full()
     }
 
     /// The leader this broker knows of.

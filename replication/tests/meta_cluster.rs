@@ -1,7 +1,8 @@
 //! Three metadata peers, each over its own RocksDB store and writer, talking
 //! over real gRPC on loopback ports: they elect a leader, replicate catalog
 //! changes to all, redirect proposals made at a follower, elect again when the
-//! leader stops, and a stopped peer catches up from its own disk and the log.
+//! leader stops, and a stopped peer catches up from its own disk and the log;
+//! a broker of an older build holds back the commands it could not apply.
 //! (The broker-level cluster test with three broker processes comes with the
 //! broker's cluster flags; this one checks the replication crate on its own.)
 
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_replication::meta::MetaCommand;
+use sluice_replication::meta::{MetaCommand, FEATURE_LEVEL};
 use sluice_replication::{ClusterConfig, MetaNode, MetaResponse, Peers, ProposeError};
 use sluice_storage::{spawn_writer, Store, StoreConfig, TopicConfig, TopicId, WriterConfig};
 use tokio::net::TcpListener;
@@ -97,6 +98,8 @@ fn create(name: &str) -> MetaCommand {
             durability: Default::default(),
         },
         created_ms: 1,
+        beside: None,
+        brokers: Vec::new(),
     }
 }
 
@@ -157,6 +160,68 @@ async fn three_peers_replicate_the_catalog_across_a_leader_stop() {
     let catalogs: Vec<_> = peers.values().map(|p| p.node.catalog()).collect();
     assert!(catalogs.windows(2).all(|w| w[0] == w[1]), "all three catalogs are equal: {catalogs:#?}");
 
+    for (_, p) in peers {
+        p.stop().await;
+    }
+}
+
+/// A rolling upgrade: a broker registered by a build from before feature
+/// levels (level 0) blocks the commands it could not decode, at the
+/// proposer, with a message naming it; once it registers the current level,
+/// they go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_an_older_broker_cannot_apply_waits_for_its_upgrade() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let mut listeners = BTreeMap::new();
+    let mut addrs = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        addrs.insert(id, l.local_addr().expect("addr").to_string());
+        listeners.insert(id, l);
+    }
+    let mut peers = BTreeMap::new();
+    for (id, listener) in listeners {
+        peers.insert(id, start_peer(id, &addrs, dirs[(id - 1) as usize].path(), listener).await);
+    }
+    agreed_leader(&peers).await;
+    let register = |broker: u64, features: u32| MetaCommand::SetBrokerEndpoint {
+        broker,
+        endpoint: format!("127.0.0.1:{}", 9000 + broker),
+        features,
+    };
+    for id in [1, 2] {
+        peers[&1].node.propose(register(id, FEATURE_LEVEL)).await.expect("register");
+    }
+    peers[&1].node.propose(register(3, 0)).await.expect("an old build registers without a level");
+    wait_for(Duration::from_secs(5), "every peer knows broker 3's level", || {
+        peers.values().all(|p| p.node.catalog().broker_features.get(&3) == Some(&0))
+    })
+    .await;
+
+    let disk_full = MetaCommand::SetBrokerDiskFull { broker: 2, full: true };
+    for id in 1..=3u64 {
+        match peers[&id].node.propose(disk_full.clone()).await {
+            Err(ProposeError::Unsupported(why)) => {
+                assert!(why.contains("broker 3 (level 0)"), "names the old broker: {why}")
+            }
+            other => panic!("proposed at broker {id} while broker 3 is at level 0: {other:?}"),
+        }
+    }
+    assert!(peers[&1].node.catalog().disk_full.is_empty(), "nothing was applied");
+    // Commands every build knows are not held up.
+    let created = peers[&2].node.propose(create("orders")).await.expect("a level-0 command");
+    assert_eq!(created, MetaResponse::TopicCreated { id: TopicId(0) });
+
+    peers[&1].node.propose(register(3, FEATURE_LEVEL)).await.expect("broker 3 upgraded");
+    wait_for(Duration::from_secs(5), "every peer knows broker 3 upgraded", || {
+        peers.values().all(|p| p.node.catalog().brokers_below(FEATURE_LEVEL).is_empty())
+    })
+    .await;
+    peers[&3].node.propose(disk_full).await.expect("proposed once every broker knows it");
+    wait_for(Duration::from_secs(5), "every peer applied it", || {
+        peers.values().all(|p| p.node.catalog().disk_full.contains(&2))
+    })
+    .await;
     for (_, p) in peers {
         p.stop().await;
     }

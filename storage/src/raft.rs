@@ -44,6 +44,9 @@ pub enum HardState {
     /// A snapshot install under way: where each partition it copies records
     /// into ended before, so a crash in the middle can be undone at start.
     Installing = 6,
+    /// Which groups this broker must not vote in yet: it lost its data and
+    /// waits to be added back (kept under the metadata group only).
+    Fenced = 7,
 }
 
 fn prefix(group: GroupId, kind: u8) -> Vec<u8> {

@@ -37,6 +37,16 @@ impl TestCluster {
 
     /// `start`, with `extra` flags for every broker.
     pub async fn start_with(n: usize, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_prepared(n, extra, |_, root| Ok(root.join("data"))).await
+    }
+
+    /// `start_with`, where `prepare` chooses broker `id`'s data directory
+    /// under its temporary directory (e.g. on a small filesystem it mounts).
+    pub async fn start_prepared(
+        n: usize,
+        extra: &[&str],
+        mut prepare: impl FnMut(u64, &std::path::Path) -> anyhow::Result<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
         let mut links = BTreeMap::new();
         for from in 1..=n as u64 {
@@ -68,7 +78,7 @@ impl TestCluster {
                 "127.0.0.1:0",
             ];
             args.extend_from_slice(extra);
-            brokers.push(TestBroker::start_with(&args).await?);
+            brokers.push(TestBroker::start_prepared(&args, &[], |root| prepare(me, root)).await?);
         }
         let cluster_addrs = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         Ok(TestCluster { brokers, links, cluster_addrs })

@@ -7,6 +7,7 @@ pub mod payload;
 pub mod ports;
 pub mod proxy;
 pub mod raw;
+pub mod tmpfs;
 
 pub use cluster::TestCluster;
 pub use proxy::{Fault, FaultProxy};
@@ -271,6 +272,16 @@ impl TestBroker {
         anyhow::ensure!(status.success(), "kill -TERM failed");
         let exit = tokio::time::timeout(within, child.wait()).await.context("broker did not exit after SIGTERM")??;
         Ok(exit.code())
+    }
+
+    /// Whether the broker's process has exited by itself (a crash, an
+    /// abort); it is then no longer running.
+    pub fn has_exited(&mut self) -> bool {
+        let exited = self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+        if exited {
+            self.child = None;
+        }
+        exited
     }
 
     /// Waits at most `within` for the broker to exit by itself (a crash, an

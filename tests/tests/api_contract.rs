@@ -46,7 +46,7 @@ async fn invalid_names_are_invalid_argument_on_every_rpc() -> anyhow::Result<()>
     let mut admin = AdminClient::new(broker.channel());
     let mut producer = ProducerClient::new(broker.channel());
     let mut consumer = ConsumerClient::new(broker.channel());
-    admin.create_topic(pb::CreateTopicRequest { name: "t".into(), partitions: 1, config: None }).await?;
+    admin.create_topic(pb::CreateTopicRequest { name: "t".into(), partitions: 1, ..Default::default() }).await?;
     create_group(broker.channel(), "g", group_config("t", 1000)).await?;
     let bad = "a/b";
     let produce = pb::ProduceRequest { topic: bad.into(), messages: vec![message("x")], ..Default::default() };
@@ -283,7 +283,7 @@ async fn ack_nack_and_modify_answer_ok_with_a_reason_for_every_id_not_applied() 
     let broker = TestBroker::start_with(&["--metrics-listen", "127.0.0.1:0"]).await?;
     let mut admin = AdminClient::new(broker.channel());
     let mut consumer = ConsumerClient::new(broker.channel());
-    admin.create_topic(pb::CreateTopicRequest { name: "t".into(), partitions: 1, config: None }).await?;
+    admin.create_topic(pb::CreateTopicRequest { name: "t".into(), partitions: 1, ..Default::default() }).await?;
     create_group(broker.channel(), "g", group_config("t", 30_000)).await?;
     produce_values(broker.channel(), "t", (0..4).map(|i| format!("m{i}"))).await?;
     let ids = pull(&mut consumer, 4).await?;
@@ -395,7 +395,7 @@ async fn modify_ack_deadline_reports_messages_that_hold_no_lease() -> anyhow::Re
     let broker = TestBroker::start().await?;
     let mut admin = AdminClient::new(broker.channel());
     let mut consumer = ConsumerClient::new(broker.channel());
-    admin.create_topic(pb::CreateTopicRequest { name: "t".into(), partitions: 1, config: None }).await?;
+    admin.create_topic(pb::CreateTopicRequest { name: "t".into(), partitions: 1, ..Default::default() }).await?;
     create_group(broker.channel(), "g", group_config("t", 30_000)).await?;
     produce_values(broker.channel(), "t", (0..3).map(|i| format!("m{i}"))).await?;
     let ids = pull(&mut consumer, 3).await?;

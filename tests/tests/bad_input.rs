@@ -22,7 +22,8 @@ async fn bad_requests_get_clear_statuses_and_touch_nothing() -> anyhow::Result<(
     let mut admin = AdminClient::new(broker.channel());
     let mut producer = ProducerClient::new(broker.channel());
     let mut consumer = ConsumerClient::new(broker.channel());
-    let create = |name: &str, partitions: u32| pb::CreateTopicRequest { name: name.into(), partitions, config: None };
+    let create =
+        |name: &str, partitions: u32| pb::CreateTopicRequest { name: name.into(), partitions, ..Default::default() };
 
     admin.create_topic(create("t", 2)).await?;
     producer.produce(produce("t", Some(0), vec![msg(10)])).await?;
@@ -101,7 +102,16 @@ async fn bad_requests_get_clear_statuses_and_touch_nothing() -> anyhow::Result<(
                     name: "d".into(),
                     partitions: 1,
                     config: Some(pb::TopicConfig { durability: 42, ..Default::default() }),
+                    ..Default::default()
                 })
+                .await
+                .expect_err("rejected"),
+            Code::InvalidArgument,
+        ),
+        (
+            "replicas a single broker cannot hold",
+            admin
+                .create_topic(pb::CreateTopicRequest { replication_factor: 2, ..create("r", 1) })
                 .await
                 .expect_err("rejected"),
             Code::InvalidArgument,

@@ -59,10 +59,11 @@ async fn three_brokers_form_the_metadata_group_and_survive_a_leader_kill() -> an
         .await?;
     let text = String::from_utf8_lossy(&cli.stdout);
     assert!(cli.status.success() && text.contains(&format!("metadata leader {leader},")), "{text}");
-    // Only the broker table counts: the shard table below it ends its rows with a commit
-    // index, which is 0 for a shard that has not elected yet.
+    // Only the broker table counts (its rows end with the lag, then the disk's state):
+    // the shard table below it ends its rows with a commit index, which is 0 for a
+    // shard that has not elected yet.
     let brokers = text.lines().take_while(|l| !l.starts_with("shard\t"));
-    assert_eq!(brokers.filter(|l| l.ends_with("\t0")).count(), 3, "three replicas with lag 0:\n{text}");
+    assert_eq!(brokers.filter(|l| l.ends_with("\t0\tok")).count(), 3, "three replicas with lag 0:\n{text}");
 
     // SIGKILL the leader: the two others elect one of themselves; the killed broker
     // restarts on its data and rejoins. SLUICE_CLUSTER_ROUNDS repeats it (make soak: 20).

@@ -302,7 +302,15 @@ async fn shard_leaders_spread_and_move_off_a_stopping_broker() -> anyhow::Result
     let exit = cluster.broker_mut(3).terminate(Duration::from_secs(30)).await?;
     assert_eq!(exit, Some(0), "clean exit");
     let log = cluster.broker(3).log()?;
-    assert!(log.contains("shard leaderships moved off this stopping broker moved=2 kept=0"), "{log}");
+    // It led two (or more, if an election under load put another one there meanwhile).
+    let line = log.lines().find(|l| l.contains("shard leaderships moved off this stopping broker"));
+    let line = line.ok_or_else(|| anyhow::anyhow!("no hand-over logged:\n{log}"))?;
+    let field = |name: &str| -> Option<u64> {
+        let rest = &line[line.find(&format!("{name}="))? + name.len() + 1..];
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    assert_eq!(field("kept"), Some(0), "{line}");
+    assert!(field("moved").is_some_and(|m| m >= 2), "{line}");
     let info = sluice_client::ClusterInfo::new(cluster.broker(1).channel());
     eventually(Duration::from_secs(5), "every shard led by a broker still up", || async {
         let shards = info.metadata().await?.shards;

@@ -8,6 +8,8 @@
 //!   log; then, with another broker SIGKILLed, it is part of the quorum:
 //!   every acknowledged record and the group's progress survive, and nothing
 //!   acknowledged is delivered again;
+//! - until then it votes in no group: with another broker down, the third
+//!   is not elected;
 //! - asked to replace a broker that still holds its data by itself, nothing
 //!   is removed;
 //! - a new id takes a lost broker's place the same way, and the lost one
@@ -18,12 +20,14 @@ use std::time::{Duration, Instant};
 
 use sluice_client::proto as pb;
 use sluice_client::{Admin, ClusterInfo, Consumer, ConsumerConfig};
-use sluice_tests::cluster::produce_to_leader;
+use sluice_tests::cluster::{produce_to_leader, METADATA_LEADER};
 use sluice_tests::{eventually, group_config, read_all, TestCluster};
 
 const PARTITIONS: u32 = 4;
 const MESSAGES: usize = 160;
 const ACKED: usize = 60;
+/// Groups a broker that lost its data does not vote in yet.
+const FENCED_GROUPS: &str = "sluice_cluster_fenced_groups";
 const SNAPSHOT_EVERY: &[&str] = &["--shard-snapshot-entries", "20"];
 
 fn value(r: &pb::Record) -> String {
@@ -81,6 +85,34 @@ fn stages_of(steps: &[(u64, String)]) -> Vec<Vec<&str>> {
         .collect()
 }
 
+/// Waits until broker `at` no longer sees broker `waiting` lead any shard
+/// (it led some before it lost its disk), then watches for `window` that it
+/// leads none again.
+async fn never_leads(cluster: &TestCluster, at: u64, waiting: u64, window: Duration) -> anyhow::Result<()> {
+    let info = ClusterInfo::new(cluster.broker(at).channel());
+    let led = || async {
+        let shards = info.metadata().await?.shards;
+        anyhow::Ok(
+            shards
+                .iter()
+                .filter(|s| s.status.as_ref().is_some_and(|st| st.leader == waiting))
+                .map(|s| s.id)
+                .collect::<Vec<_>>(),
+        )
+    };
+    eventually(Duration::from_secs(20), "the shards broker 3 led are elected elsewhere", || async {
+        Ok(led().await?.is_empty().then_some(()))
+    })
+    .await?;
+    let until = Instant::now() + window;
+    while Instant::now() < until {
+        let led = led().await?;
+        anyhow::ensure!(led.is_empty(), "broker {waiting}, waiting to be replaced, leads shards {led:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 const REPLACED: &[&str] = &["removed", "learner_added", "done"];
 
 /// Reads what is left for the group through broker `via` and checks
@@ -128,12 +160,36 @@ async fn a_broker_on_an_empty_disk_is_replaced_under_its_own_id() -> anyhow::Res
         Ok(cluster.broker(3).log()?.contains("the cluster exists and this broker's data dir is empty").then_some(()))
     })
     .await?;
+
+    // It votes in no group until it is added back: the metadata group and its six shards.
+    eventually(Duration::from_secs(5), "broker 3 reports its groups fenced", || async {
+        Ok((cluster.broker(3).metric(FENCED_GROUPS, &[]).await? == 7.0).then_some(()))
+    })
+    .await?;
+    // With the metadata leader killed too, the other broker must not win an election: an empty voter would grant it, though it may lack
+    // entries the lost disk helped commit. Watched for about ten election timeouts.
+    let lost = cluster.agreed_leader(&[1, 2], Some(3)).await?;
+    let survivor = 3 - lost;
+    cluster.broker_mut(lost).kill9().await?;
+    let watch_until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < watch_until {
+        let leader = cluster.broker(survivor).metric(METADATA_LEADER, &[]).await? as u64;
+        assert_ne!(leader, survivor, "broker {survivor} was elected with the vote of a broker that lost its data");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.broker_mut(lost).start_again().await?;
+    cluster.agreed_leader(&[1, 2], Some(3)).await?;
     let steps = replace(&cluster, 1, 3, 3, "").await?;
-    // A group whose leader was broker 3 elected a new leader, which starts with
-    // no progress for broker 3 and may have sent it everything already: done at once.
+    // A group that elected a leader since broker 3 came back (its leader was broker 3 or the
+    // killed one, or leadership spread back) starts with no progress for broker 3 and sent it
+    // everything: done at once (safe: broker 3 voted in no election meanwhile). The others
+    // remove and add it back (every group does so in the new-id test below).
     let stages = stages_of(&steps);
     assert!(stages.iter().all(|s| s == REPLACED || s == &["done"]), "steps: {steps:?}");
-    assert!(stages.iter().filter(|s| *s == REPLACED).count() >= 3, "most groups replaced the replica: {steps:?}");
+    eventually(Duration::from_secs(5), "broker 3 votes in every group again", || async {
+        Ok((cluster.broker(3).metric(FENCED_GROUPS, &[]).await? == 0.0).then_some(()))
+    })
+    .await?;
 
     // Broker 3 holds every record again (copied: the others' logs are purged).
     let expected = records_at(&cluster, 1).await?;
@@ -158,6 +214,11 @@ async fn a_new_broker_id_takes_a_lost_brokers_place() -> anyhow::Result<()> {
     cluster.agreed_leader(&cluster.ids(), None).await?;
     cluster.leaders_spread(1).await?;
     let acked = fill(&cluster, 1).await?;
+    // Topics of two replicas: the first goes to brokers 1 and 2, the second to 2 and 3.
+    let admin = Admin::new(cluster.broker(1).channel());
+    for topic in ["pair-a", "pair-b"] {
+        admin.create_replicated_topic(topic, 1, 2, pb::TopicConfig::default()).await?;
+    }
 
     // Broker 3 is lost for good; broker 4 starts with brokers 1 and 2 as peers.
     cluster.broker_mut(3).kill9().await?;
@@ -167,10 +228,20 @@ async fn a_new_broker_id_takes_a_lost_brokers_place() -> anyhow::Result<()> {
     println!("without an address: {refused}");
     let steps = replace(&cluster, 2, 3, 4, &addr).await?;
     assert!(stages_of(&steps).iter().all(|s| s == REPLACED), "every group replaced broker 3: {steps:?}");
+    let kept: Vec<u64> = steps.iter().filter(|(_, s)| s == "not_replaced").map(|(g, _)| *g).collect();
+    assert_eq!(kept.len(), 1, "the placed shard of pair-b keeps broker 3, and is reported: {steps:?}");
+    assert!(kept[0] >= 1 << 20, "a placed shard's id: {kept:?}");
 
-    let brokers: Vec<u64> =
-        ClusterInfo::new(cluster.broker(4).channel()).metadata().await?.brokers.iter().map(|b| b.id).collect();
-    assert!(!brokers.contains(&3), "broker 3 left the catalog: {brokers:?}");
+    // The broker that ran the replacement has applied the removal when it answers; the others
+    // apply it within a second (the catalog's promise).
+    let ids = |m: pb::MetadataResponse| m.brokers.iter().map(|b| b.id).collect::<Vec<u64>>();
+    let brokers = ids(ClusterInfo::new(cluster.broker(2).channel()).metadata().await?);
+    assert!(!brokers.contains(&3), "broker 3 left broker 2's catalog: {brokers:?}");
+    eventually(Duration::from_secs(1), "broker 3 leaves broker 4's catalog", || async {
+        let brokers = ids(ClusterInfo::new(cluster.broker(4).channel()).metadata().await?);
+        Ok((!brokers.contains(&3)).then_some(()))
+    })
+    .await?;
     let expected = records_at(&cluster, 1).await?;
     eventually(Duration::from_secs(30), "broker 4 serves every record as broker 1 does", || async {
         Ok((records_at(&cluster, 4).await.ok().as_ref() == Some(&expected)).then_some(()))
@@ -183,4 +254,76 @@ async fn a_new_broker_id_takes_a_lost_brokers_place() -> anyhow::Result<()> {
     cluster.agreed_leader(&[2, 4], Some(1)).await?;
     produce_to_leader(&cluster.broker(4).addr, "kept", 1, &["after".into()]).await?;
     drain(&cluster, 4, &acked, MESSAGES - ACKED + 1).await
+}
+
+/// Four brokers: a topic of replication factor 3 is a placed shard on
+/// brokers 1, 2 and 3. Broker 3's disk is lost; replaced under its own id,
+/// its replica of the placed shard is replaced too (a majority of three
+/// remains without it), fenced until then, and afterwards it forms the
+/// placed shard's quorum with broker 2 while broker 1 is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_replica_on_an_empty_disk_is_replaced_under_its_own_id() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(4, SNAPSHOT_EVERY).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    let admin = Admin::new(cluster.broker(4).channel());
+    admin.create_replicated_topic("triple", 2, 3, pb::TopicConfig::default()).await?;
+    let addr4 = cluster.broker(4).addr.clone();
+    let mut acked = [0u64; 2];
+    for i in 0..60u64 {
+        let p = (i % 2) as u32;
+        let stored = produce_to_leader(&addr4, "triple", p, &[format!("t-{i:03}")]).await?;
+        assert_eq!(stored.offset, acked[p as usize], "dense offsets on {p}");
+        acked[p as usize] += 1;
+    }
+    let leaders = ClusterInfo::new(cluster.broker(4).channel()).partition_leaders(&["triple"]).await?;
+    let shard = leaders.first().map(|p| p.shard).ok_or_else(|| anyhow::anyhow!("no partition of triple reported"))?;
+    assert!(shard >= 1 << 20, "a placed shard: {shard}");
+
+    cluster.broker_mut(3).kill9().await?;
+    cluster.broker_mut(3).wipe_data()?;
+    cluster.broker_mut(3).start_again().await?;
+    eventually(Duration::from_secs(20), "broker 3 sees the cluster exists", || async {
+        Ok(cluster.broker(3).log()?.contains("the cluster exists and this broker's data dir is empty").then_some(()))
+    })
+    .await?;
+    // While it waits, its replicas catch up from the leaders that still list it, yet no
+    // shard's leadership may be handed to it (it may not vote, so it may not lead): watched
+    // for longer than the leadership spreading takes to hand a shard to its preferred broker.
+    never_leads(&cluster, 1, 3, Duration::from_secs(10)).await?;
+    let steps = replace(&cluster, 1, 3, 3, "").await?;
+    let placed: Vec<&str> =
+        steps.iter().filter(|(g, s)| *g == shard && s != "catching_up").map(|(_, s)| s.as_str()).collect();
+    assert!(placed == REPLACED || placed == ["done"], "the placed shard's replica is replaced: {steps:?}");
+    assert!(steps.iter().all(|(_, s)| s != "not_replaced"), "nothing is left out: {steps:?}");
+    eventually(Duration::from_secs(5), "broker 3 votes in every group again", || async {
+        Ok((cluster.broker(3).metric(FENCED_GROUPS, &[]).await? == 0.0).then_some(()))
+    })
+    .await?;
+
+    // Broker 3 holds the placed topic's records again, and with broker 1 down it is
+    // half of the placed shard's quorum.
+    let expected: Vec<Vec<String>> = {
+        let mut out = Vec::new();
+        for p in 0..2 {
+            out.push(read_all(cluster.broker(1).channel(), "triple", p).await?.iter().map(value).collect());
+        }
+        out
+    };
+    eventually(Duration::from_secs(30), "broker 3 serves the placed topic as broker 1 does", || async {
+        let mut got = Vec::new();
+        for p in 0..2 {
+            match read_all(cluster.broker(3).channel(), "triple", p).await {
+                Ok(records) => got.push(records.iter().map(value).collect::<Vec<String>>()),
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok((got == expected).then_some(()))
+    })
+    .await?;
+    cluster.broker_mut(1).kill9().await?;
+    let stored =
+        tokio::time::timeout(Duration::from_secs(30), produce_to_leader(&addr4, "triple", 0, &["after".into()]))
+            .await??;
+    assert_eq!(stored.offset, acked[0], "appended after every acknowledged record, by brokers 2 and 3");
+    Ok(())
 }

@@ -4,13 +4,13 @@
 //! everything acknowledged is there, intact, also after a SIGKILL.
 //! Needs root (mount); without it the test says so and skips, except under CI=true.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_client::proto as pb;
 use sluice_client::{Admin, Consumer, ConsumerConfig};
+use sluice_tests::tmpfs::{self, Tmpfs};
 use sluice_tests::{create_group, eventually, group_config, message, read_all, TestBroker};
 use tonic::Code;
 
@@ -18,42 +18,17 @@ const VOLUME_BYTES: u64 = 192 << 20;
 const RESERVE_BYTES: u64 = 32 << 20;
 const HEADROOM_BYTES: u64 = 12 << 20;
 
-/// Unmounts the tmpfs when the test ends, however it ends.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn mount_tmpfs(at: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(at)?;
-    let status =
-        Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={VOLUME_BYTES}"), "tmpfs"]).arg(at).status()?;
-    anyhow::ensure!(status.success(), "mount -t tmpfs failed ({status}); this test needs root");
-    Ok(())
-}
-
 fn value(i: u64) -> Bytes {
     let mut v = format!("{i:012}").into_bytes();
     v.resize(1024, b'a' + (i % 26) as u8);
     Bytes::from(v)
 }
 
-fn free_bytes(path: &Path) -> anyhow::Result<u64> {
-    Ok(sluice_storage::disk_space::available_bytes(path)?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_refuses_produce_keeps_serving_and_recovers_without_restart() -> anyhow::Result<()> {
-    let probe = tempfile::tempdir()?;
-    if let Err(e) = mount_tmpfs(&probe.path().join("vol")) {
-        anyhow::ensure!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but cannot mount a tmpfs: {e}");
-        eprintln!("\n!!! SKIPPING disk_full: {e}\n");
+    if !Tmpfs::available("disk_full")? {
         return Ok(());
     }
-    drop(Mount(probe.path().join("vol")));
 
     let mut mount = None;
     let reserve = RESERVE_BYTES.to_string();
@@ -61,10 +36,10 @@ async fn full_disk_refuses_produce_keeps_serving_and_recovers_without_restart() 
         &["--write-buffer-bytes", "4194304", "--min-free-disk-bytes", &reserve],
         &[],
         |root| {
-            let vol = root.join("vol");
-            mount_tmpfs(&vol)?;
-            mount = Some(Mount(vol.clone()));
-            Ok(vol.join("data"))
+            let vol = Tmpfs::mount(&root.join("vol"), VOLUME_BYTES)?;
+            let data = vol.path().join("data");
+            mount = Some(vol);
+            Ok(data)
         },
     )
     .await?;
@@ -74,9 +49,7 @@ async fn full_disk_refuses_produce_keeps_serving_and_recovers_without_restart() 
     create_group(broker.channel(), "g", group_config("t", 30_000)).await?;
 
     // Leave only a little above the reserve.
-    let filler = volume.join("filler");
-    let fill = free_bytes(&volume)?.saturating_sub(RESERVE_BYTES + HEADROOM_BYTES);
-    std::fs::write(&filler, vec![0u8; fill as usize])?;
+    let filler = tmpfs::fill(&volume, RESERVE_BYTES + HEADROOM_BYTES)?;
 
     let mut producer = pb::producer_client::ProducerClient::new(broker.channel());
     let mut acked = 0u64;

@@ -81,6 +81,7 @@ fn templates() -> Vec<(&'static str, Vec<u8>)> {
                 name: "fz2".into(),
                 partitions: 2,
                 config: Some(pb::TopicConfig { retention_ms: 60_000, durability: 1, ..Default::default() }),
+                ..Default::default()
             }
             .encode_to_vec(),
         ),
@@ -168,8 +169,8 @@ async fn hostile_requests_get_statuses_and_the_broker_stays_healthy() -> anyhow:
     let broker = TestBroker::start_with(&["--max-partitions", "64"]).await?;
     let mut admin = AdminClient::new(broker.channel());
     let mut producer = ProducerClient::new(broker.channel());
-    admin.create_topic(pb::CreateTopicRequest { name: "keep".into(), partitions: 1, config: None }).await?;
-    admin.create_topic(pb::CreateTopicRequest { name: "fz".into(), partitions: 1, config: None }).await?;
+    admin.create_topic(pb::CreateTopicRequest { name: "keep".into(), partitions: 1, ..Default::default() }).await?;
+    admin.create_topic(pb::CreateTopicRequest { name: "fz".into(), partitions: 1, ..Default::default() }).await?;
     create_group(broker.channel(), "fzg", group_config("fz", 1000)).await?;
     let kept = Bytes::from_static(b"acknowledged before the attack");
     let produce_keep =

@@ -10,7 +10,9 @@ use std::time::Duration;
 use sluice_replication::MetaNode;
 use tokio_util::sync::CancellationToken;
 
+use super::placed::PlacedShards;
 use crate::group::GroupRegistry;
+use crate::partition::ReplicatedPartitions;
 use crate::topic::TopicRegistry;
 
 /// How soon a failed reconciliation (a failed write) is tried again.
@@ -19,6 +21,7 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Follows the catalog until `stop`.
 pub(super) async fn follow(
     node: Arc<MetaNode>,
+    (placed, replicated): (Arc<PlacedShards>, Arc<ReplicatedPartitions>),
     topics: Arc<TopicRegistry>,
     groups: Arc<GroupRegistry>,
     stop: CancellationToken,
@@ -27,8 +30,14 @@ pub(super) async fn follow(
     loop {
         changes.borrow_and_update();
         let catalog = node.catalog();
-        // Groups go before their topics, and come after them.
-        let mut result = groups.follow_removals(&catalog).await;
+        // Placed shards before their topics; groups go before their topics, and come after them.
+        let mut result = placed
+            .follow(&catalog, &replicated)
+            .await
+            .map_err(|e| crate::error::Error::ClusterUnavailable(format!("starting a placed shard: {e}")));
+        if result.is_ok() {
+            result = groups.follow_removals(&catalog).await;
+        }
         if result.is_ok() {
             result = topics.follow(&catalog).await;
         }

@@ -11,8 +11,11 @@
 //! groups run), and [`Cluster::start`] once they do.
 
 mod follow;
+mod leadership;
+mod placed;
 mod view;
 
+pub use leadership::LeadershipMover;
 pub use view::{ClusterReport, ClusterView, GroupLeader, PartitionLeader};
 
 use std::net::SocketAddr;
@@ -29,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::group::GroupRegistry;
-use crate::metrics::{CLUSTER_BROKERS, CLUSTER_METADATA_LEADER};
+use crate::metrics::{CLUSTER_BROKERS, CLUSTER_FENCED_GROUPS, CLUSTER_METADATA_LEADER};
 use crate::partition::replicated::{shard_of, SHARDS_PER_BROKER};
 use crate::partition::{ReplicatedPartitions, Watermarks};
 use crate::server::ServeError;
@@ -40,6 +43,7 @@ pub struct ClusterCore {
     node: Arc<MetaNode>,
     shards: Vec<Arc<ShardNode>>,
     replicated: Arc<ReplicatedPartitions>,
+    placed: Arc<placed::PlacedShards>,
 }
 
 impl ClusterCore {
@@ -52,7 +56,6 @@ impl ClusterCore {
 /// The running cluster side of a broker.
 pub struct Cluster {
     node: Arc<MetaNode>,
-    shards: Vec<Arc<ShardNode>>,
     replicated: Arc<ReplicatedPartitions>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
@@ -88,12 +91,23 @@ impl Cluster {
                 .map_err(|e| io("starting the metadata group", e))?,
         );
         let shard_count = SHARDS_PER_BROKER * config.peers.len() as u64;
-        let mut logs: BTreeMap<u64, Vec<PartitionLog>> = BTreeMap::new();
         let recovered_logs = recovered.topics.iter_mut().flat_map(|(_, logs)| std::mem::take(logs));
-        for log in recovered_logs.chain(std::mem::take(&mut recovered.untracked)) {
-            logs.entry(shard_of(log.id(), shard_count)).or_default().push(log);
-        }
+        let mut unplaced: std::collections::HashMap<_, _> =
+            recovered_logs.chain(std::mem::take(&mut recovered.untracked)).map(|log| (log.id(), log)).collect();
         let watermarks = Arc::new(Watermarks::new(defaults));
+        let placed = Arc::new(placed::PlacedShards::new(
+            config.clone(),
+            (store.clone(), writer.clone()),
+            node.clone(),
+            watermarks.clone(),
+        ));
+        let catalog = node.catalog();
+        let placed_logs =
+            placed.claim(&catalog, &mut unplaced).map_err(|e| io("reading the placed shards' partitions", e))?;
+        let mut logs: BTreeMap<u64, Vec<PartitionLog>> = BTreeMap::new();
+        for (id, log) in unplaced {
+            logs.entry(shard_of(id, shard_count)).or_default().push(log);
+        }
         let mut shards = BTreeMap::new();
         for number in 1..=shard_count {
             let start = ShardStart {
@@ -112,8 +126,17 @@ impl Cluster {
             }
             shards.insert(number, Arc::new(shard));
         }
-        let replicated = Arc::new(ReplicatedPartitions::new(store, shards.clone(), watermarks, node.clone()));
-        Ok(ClusterCore { node, shards: shards.into_values().collect(), replicated })
+        let full: Vec<Arc<ShardNode>> = shards.values().cloned().collect();
+        for (number, partitions) in placed_logs {
+            let replicas = catalog.shards.get(&number).map(|s| s.replicas.clone()).unwrap_or_default();
+            let shard = placed
+                .start(number, &replicas, partitions)
+                .await
+                .map_err(|e| io(&format!("starting placed shard {number}"), e))?;
+            shards.insert(number, shard);
+        }
+        let replicated = Arc::new(ReplicatedPartitions::new(store, (shards, shard_count), watermarks, node.clone()));
+        Ok(ClusterCore { node, shards: full, replicated, placed })
     }
 
     /// Serves the other brokers, sets the groups up (once, cluster-wide),
@@ -128,7 +151,7 @@ impl Cluster {
         retention_check: Duration,
     ) -> Result<Cluster, ServeError> {
         let io = |what: &str, source: std::io::Error| ServeError::Io { what: what.to_owned(), source };
-        let ClusterCore { node, shards, replicated } = core;
+        let ClusterCore { node, shards, replicated, placed } = core;
         let listener =
             TcpListener::bind(listen).await.map_err(|e| io(&format!("binding cluster-listen {listen}"), e))?;
         let stop = CancellationToken::new();
@@ -154,10 +177,12 @@ impl Cluster {
         });
         topics.attach_cluster(node.clone(), config.peers.len());
         groups.attach_cluster(node.clone());
-        tasks.spawn(follow::follow(node.clone(), topics, groups, stop.clone()));
+        tasks.spawn(follow::follow(node.clone(), (placed, replicated.clone()), topics, groups, stop.clone()));
+        tasks.spawn(placed::record_leaders(node.clone(), replicated.clone(), stop.clone()));
         tasks.spawn(register(node.clone(), client_endpoint, stop.clone()));
         tasks.spawn(gauges(node.clone(), stop.clone()));
-        tasks.spawn(spread_leaders(shards.clone(), stop.clone()));
+        tasks.spawn(leadership::spread_leaders(node.clone(), replicated.clone(), stop.clone()));
+        tasks.spawn(leadership::watch_disk(node.clone(), replicated.clone(), stop.clone()));
         tasks.spawn(retention(replicated.clone(), retention_check, stop.clone()));
         tasks.close();
         tracing::info!(
@@ -167,7 +192,7 @@ impl Cluster {
             shards = shards.len(),
             "cluster member started (metadata group and shards)"
         );
-        Ok(Cluster { node, shards, replicated, stop, tasks })
+        Ok(Cluster { node, replicated, stop, tasks })
     }
 
     /// A read-only view for the front doors.
@@ -177,7 +202,7 @@ impl Cluster {
 
     /// What moves this broker's shard leaderships away when it stops.
     pub fn leadership(&self) -> LeadershipMover {
-        LeadershipMover { shards: self.shards.clone() }
+        LeadershipMover::new(self.replicated.clone())
     }
 
     /// Stops the peer and its listener; afterwards nothing of the cluster side
@@ -185,73 +210,10 @@ impl Cluster {
     pub async fn stop(self) {
         self.stop.cancel();
         self.tasks.wait().await;
-        for shard in &self.shards {
+        for shard in self.replicated.shard_nodes() {
             shard.shutdown().await;
         }
         self.node.shutdown().await;
-    }
-}
-
-/// Moves a stopping broker's shard leaderships to caught-up replicas, so
-/// its partitions and groups are served elsewhere at once instead of after
-/// an election timeout.
-#[derive(Clone)]
-pub struct LeadershipMover {
-    shards: Vec<Arc<ShardNode>>,
-}
-
-impl LeadershipMover {
-    /// Hands over every shard this broker leads and waits (at most
-    /// `within`) until it leads none. A shard no replica could take stays
-    /// (a replica down or behind): it is elected elsewhere after the stop.
-    pub async fn move_off(&self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        let mut moved = 0;
-        for shard in &self.shards {
-            if shard.is_leader() && shard.hand_over_to_any().await {
-                moved += 1;
-            }
-        }
-        while self.shards.iter().any(|s| s.is_leader()) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let kept = self.shards.iter().filter(|s| s.is_leader()).count();
-        tracing::info!(moved, kept, "shard leaderships moved off this stopping broker");
-    }
-}
-
-/// How often a broker looks for shards it leads that another broker should.
-const SPREAD_EVERY: Duration = Duration::from_secs(2);
-
-/// The broker that should lead shard `number` (from 1) when it is up: the
-/// shards go round their voters (ascending ids), so each broker leads its
-/// share of partitions and groups, also after a broker was replaced by a new id.
-fn preferred_leader(number: u64, voters: &[u64]) -> Option<u64> {
-    voters.get(((number.max(1) - 1) % voters.len().max(1) as u64) as usize).copied()
-}
-
-/// Spreads shard leadership: a shard this broker leads whose preferred
-/// broker is up and holds every entry is handed over to it. Elections put
-/// every leader wherever a timer fired first (often one broker leads all);
-/// this moves them back, also after a broker that was down returns.
-async fn spread_leaders(shards: Vec<Arc<ShardNode>>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(SPREAD_EVERY) => {}
-        }
-        for (i, shard) in shards.iter().enumerate() {
-            let number = i as u64 + 1;
-            if !shard.is_leader() {
-                continue;
-            }
-            let mut voters = shard.voters();
-            voters.sort_unstable();
-            let Some(preferred) = preferred_leader(number, &voters) else { continue };
-            if shard.hand_over(preferred).await {
-                tracing::info!(shard = number, to = preferred, "shard leadership handed to its preferred broker");
-            }
-        }
     }
 }
 
@@ -270,8 +232,20 @@ async fn retention(partitions: Arc<ReplicatedPartitions>, every: Duration, stop:
 /// leader takes it (at start there may be none yet).
 async fn register(node: Arc<MetaNode>, endpoint: String, stop: CancellationToken) {
     let mut pause = Duration::from_millis(100);
+    // Registered means "ran in this cluster before" to a broker deciding
+    // whether its empty data dir is a lost disk: not before that is decided.
+    while !node.fence().decided() {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
     loop {
-        let command = MetaCommand::SetBrokerEndpoint { broker: node.id(), endpoint: endpoint.clone() };
+        let command = MetaCommand::SetBrokerEndpoint {
+            broker: node.id(),
+            endpoint: endpoint.clone(),
+            features: sluice_replication::meta::FEATURE_LEVEL,
+        };
         match node.propose(command).await {
             Ok(_) => {
                 tracing::info!(%endpoint, "registered in the cluster catalog");
@@ -287,7 +261,7 @@ async fn register(node: Arc<MetaNode>, endpoint: String, stop: CancellationToken
     }
 }
 
-/// Keeps the leader and broker-count gauges current: the leader is polled
+/// Keeps the leader, broker-count and fenced-group gauges current: the leader is polled
 /// (openraft's metrics), the catalog read only when it changed.
 async fn gauges(node: Arc<MetaNode>, stop: CancellationToken) {
     let mut changes = node.subscribe();
@@ -300,6 +274,7 @@ async fn gauges(node: Arc<MetaNode>, stop: CancellationToken) {
             last_leader = leader;
         }
         metrics::gauge!(CLUSTER_METADATA_LEADER).set(leader.unwrap_or(0) as f64);
+        metrics::gauge!(CLUSTER_FENCED_GROUPS).set(node.fence().fenced_groups() as f64);
         if catalog_changed {
             metrics::gauge!(CLUSTER_BROKERS).set(node.catalog().brokers.len() as f64);
         }

@@ -3,9 +3,11 @@
 //! catalog, the metadata group's and every shard's state, and which broker
 //! leads each partition, in plain numbers.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use sluice_replication::{GroupReport, MetaNode, ReplaceError, ReplaceProgress, Replacement};
+use sluice_replication::{GroupReport, MetaNode, ReplaceError, ReplaceProgress, ReplaceStage, Replacement};
+use sluice_storage::raft::GroupId;
 use sluice_storage::PartitionId;
 
 use crate::partition::ReplicatedPartitions;
@@ -24,6 +26,8 @@ pub struct ClusterReport {
     pub broker_id: u64,
     /// Registered brokers: id and client endpoint, by id.
     pub brokers: Vec<(u64, String)>,
+    /// Brokers whose data volume is below its free-space reserve.
+    pub disk_full: std::collections::BTreeSet<u64>,
     /// The metadata group.
     pub metadata: GroupReport,
     /// Every shard, by number.
@@ -72,9 +76,34 @@ impl ClusterView {
     pub async fn replace_broker(
         &self,
         replacement: Replacement,
-        progress: impl FnMut(ReplaceProgress),
+        mut progress: impl FnMut(ReplaceProgress),
     ) -> Result<(), ReplaceError> {
-        self.node.replace_broker(&self.replicated.shard_nodes(), replacement, progress).await
+        // A placed shard of three or more replicas holding the old broker has a
+        // majority without it: under the same id (an empty disk) its replica is
+        // replaced like any other. Moving a placed replica to a new id (a change
+        // of its replica set) is not built, nor can a shard of one or two
+        // replicas change its membership without the lost one.
+        let mut placed = BTreeSet::new();
+        for (group, shard) in self.node.catalog().shards.iter().filter(|(_, s)| s.replicas.contains(&replacement.old)) {
+            if replacement.old == replacement.new && shard.replicas.len() >= 3 {
+                placed.insert(*group);
+                continue;
+            }
+            progress(ReplaceProgress {
+                group: *group,
+                stage: ReplaceStage::NotReplaced { replicas: shard.replicas.clone() },
+            });
+        }
+        let placed_shard = |n: &u64| *n >= sluice_replication::meta::FIRST_PLACED_SHARD;
+        let mut shards = Vec::new();
+        for (number, shard) in self.replicated.numbered_shards() {
+            if !placed_shard(&number) || placed.remove(&number) {
+                shards.push(shard);
+            }
+        }
+        // Those this broker holds no replica of are walked through their recorded leaders.
+        let elsewhere: Vec<GroupId> = placed.into_iter().map(GroupId).collect();
+        self.node.replace_broker((&shards, &elsewhere), replacement, &mut progress).await
     }
 
     /// The report, read from this broker's catalog and Raft state (no
@@ -86,8 +115,13 @@ impl ClusterView {
         // A shard's leader (with its endpoint, if registered) and term.
         let leader_of = |shard: u64| {
             let report = shards.iter().find(|(n, _)| *n == shard).map(|(_, r)| r);
-            let leader = report.and_then(|r| r.leader).map(|id| (id, catalog.brokers.get(&id).cloned()));
-            (leader, report.map_or(0, |r| r.term))
+            // A placed shard this broker holds no replica of: as its leader recorded it.
+            let (leader, term) = match (report, catalog.shard_leaders.get(&shard)) {
+                (Some(r), _) => (r.leader, r.term),
+                (None, Some(l)) => (Some(l.broker), l.term),
+                (None, None) => (None, 0),
+            };
+            (leader.map(|id| (id, catalog.brokers.get(&id).cloned())), term)
         };
         let mut partitions = Vec::new();
         for name in topics {
@@ -109,6 +143,7 @@ impl ClusterView {
             groups: group_leaders,
             broker_id: self.node.id(),
             brokers: catalog.brokers.into_iter().collect(),
+            disk_full: catalog.disk_full,
             metadata: self.node.report(),
             shards,
             partitions,

@@ -129,6 +129,11 @@ pub(super) enum Command {
 /// Most exhausted messages handed to one dead-lettering task.
 const DEAD_LETTER_BATCH: usize = 4096;
 
+/// The longest a dead-lettering task may run (waiting for its marks, the
+/// search, the appends); past it the batch counts as failed and is retried,
+/// and the next task (see `DeadLetterQueue::new`) may start.
+const DEAD_LETTER_TASK_LIMIT: Duration = Duration::from_secs(12);
+
 /// Exhausted messages waiting to be dead-lettered, and whether a batch is
 /// being written now.
 pub(super) struct DeadLetterQueue {
@@ -140,13 +145,31 @@ pub(super) struct DeadLetterQueue {
     /// Which actor of the group this is (in a cluster: the shard term it
     /// started in), so a report from an earlier one's task is told apart.
     generation: u64,
+    /// Held by the running dead-lettering task of any actor of this group
+    /// on this broker: see `new`.
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl DeadLetterQueue {
     /// A queue holding what recovery found half dead-lettered.
-    pub(super) fn new(actor: mpsc::WeakSender<Command>, recovered: Vec<(u32, u64)>, generation: u64) -> Self {
+    ///
+    /// # Correctness
+    /// In a cluster the group's actor is restarted whenever its lease ends
+    /// (a failed proposal ends it, also in the same term), and the previous
+    /// actor's task may still be appending the very messages this one
+    /// recovered: its append not yet readable, a search now would miss it and
+    /// write each again (the kill loop saw one batch written five times).
+    /// `one_at_a_time`, shared by every actor of the group on this broker,
+    /// makes a task wait until the previous one has ended (within
+    /// [`DEAD_LETTER_TASK_LIMIT`]) before it searches.
+    pub(super) fn new(
+        actor: mpsc::WeakSender<Command>,
+        recovered: Vec<(u32, u64)>,
+        generation: u64,
+        one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+    ) -> Self {
         let waiting = recovered.into_iter().map(|(p, off)| (p, off, true)).collect();
-        DeadLetterQueue { waiting, in_flight: false, actor, generation }
+        DeadLetterQueue { waiting, in_flight: false, actor, generation, one_at_a_time }
     }
 }
 
@@ -406,13 +429,31 @@ impl GroupActor {
             }
             items.push(dead_letter::Exhausted { partition, offset, state, search_from });
         }
-        // Committed before the task's appends: the writer keeps submission order.
-        self.persistence.persist(marks).await;
+        // The marks must be committed before any append starts: in a cluster
+        // the dead-letter partition is in another Raft group than the group's
+        // state, so submission order alone does not order them. A mark that
+        // did not commit (the lease ended) would leave a copy no later attempt
+        // knows to look for.
+        let (marked, marks_committed) = oneshot::channel();
+        self.persistence.reply_after_commit(marks, marked, ()).await;
         self.dead_letters.in_flight = true;
         let (ctx, topic, actor) = (self.ctx.clone(), self.topic.clone(), self.dead_letters.actor.clone());
         let generation = self.dead_letters.generation;
+        let one_at_a_time = self.dead_letters.one_at_a_time.clone();
         self.ctx.tracker.spawn(async move {
-            let outcome = dead_letter::write_batch(&ctx, &topic, items, &settings, now).await;
+            let _turn = one_at_a_time.lock_owned().await;
+            let ids: Vec<(u32, u64)> = items.iter().map(|i| (i.partition, i.offset)).collect();
+            let task = async {
+                match marks_committed.await {
+                    Ok(Ok(())) => dead_letter::write_batch(&ctx, &topic, items, &settings, now).await,
+                    Ok(Err(e)) => dead_letter::BatchOutcome::not_written(ids.clone(), e),
+                    Err(_) => dead_letter::BatchOutcome::not_written(ids.clone(), Error::ShuttingDown),
+                }
+            };
+            let outcome = tokio::time::timeout(DEAD_LETTER_TASK_LIMIT, task).await.unwrap_or_else(|_| {
+                let why = format!("dead-lettering took longer than {DEAD_LETTER_TASK_LIMIT:?}");
+                dead_letter::BatchOutcome::not_written(ids, Error::ClusterUnavailable(why))
+            });
             if let Some(actor) = actor.upgrade() {
                 // The group may be gone (deleted, shutting down): then so is the need to ack.
                 let _ = actor.send(Command::DeadLettered(generation, outcome)).await;

@@ -114,6 +114,9 @@ impl GroupRegistry {
             }
             MetaResponse::GroupExists => Err(Error::GroupExists(name.to_owned())),
             MetaResponse::GroupTopicNotFound { topic } => Err(Error::TopicNotFound(topic)),
+            MetaResponse::GroupDeadLettersApart { topic, dead_letter_topic } => {
+                Err(dead_letters_apart(&topic, &dead_letter_topic))
+            }
             other => Err(unexpected("create group", &other)),
         }
     }
@@ -138,6 +141,9 @@ impl GroupRegistry {
             }
             MetaResponse::GroupNotFound => Err(Error::GroupNotFound(name.to_owned())),
             MetaResponse::GroupTopicNotFound { topic } => Err(Error::TopicNotFound(topic)),
+            MetaResponse::GroupDeadLettersApart { topic, dead_letter_topic } => {
+                Err(dead_letters_apart(&topic, &dead_letter_topic))
+            }
             other => Err(unexpected("update group", &other)),
         }
     }
@@ -177,4 +183,16 @@ impl GroupRegistry {
     async fn await_local<T>(&self, group: &str, mut check: impl FnMut(&Self) -> Option<T>) -> Result<T> {
         await_applied(&self.changed, &format!("group `{group}`"), || check(self)).await
     }
+}
+
+/// The refusal of a dead-letter topic placed on other brokers than the group's topic.
+fn dead_letters_apart(topic: &str, dead_letter_topic: &str) -> Error {
+    Error::invalid(
+        "dead_letter_topic",
+        format!(
+            "`{dead_letter_topic}` is held by other brokers than `{topic}` (their replication factors are below the \
+             cluster's and they were placed apart); use a dead-letter topic of the cluster's replication factor, or \
+             let the group create one beside `{topic}` (name a topic that does not exist yet)"
+        ),
+    )
 }

@@ -2,6 +2,7 @@
 //! with headers that say where each came from and why it failed.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_proto::v1 as pb;
@@ -73,6 +74,17 @@ pub(super) struct BatchOutcome {
     pub error: Option<Error>,
 }
 
+impl BatchOutcome {
+    /// Nothing of `ids` (partition, offset) written, because of `error`: retried later.
+    pub(super) fn not_written(ids: Vec<(u32, u64)>, error: Error) -> Self {
+        BatchOutcome { failed: ids, error: Some(error), ..Default::default() }
+    }
+}
+
+fn ids_of(items: &[Exhausted]) -> Vec<(u32, u64)> {
+    items.iter().map(|i| (i.partition, i.offset)).collect()
+}
+
 /// Dead letters bound for one dead-letter partition in one append.
 struct Chunk {
     ids: Vec<(u32, u64)>,
@@ -98,24 +110,16 @@ pub(super) async fn write_batch(
     settings: &GroupConfig,
     now: i64,
 ) -> BatchOutcome {
-    let mut outcome = BatchOutcome::default();
     let dlq = match ctx.topics.get(&settings.dead_letter_topic) {
         Ok(dlq) => dlq,
-        Err(e) => {
-            outcome.failed = items.iter().map(|i| (i.partition, i.offset)).collect();
-            outcome.error = Some(e);
-            return outcome;
-        }
+        Err(e) => return BatchOutcome::not_written(ids_of(&items), e),
     };
     let targets = dlq.partitions.len().max(1) as u32;
     let already = match find_written(&dlq, topic, &items, targets, settings).await {
         Ok(found) => found,
-        Err(e) => {
-            outcome.failed = items.iter().map(|i| (i.partition, i.offset)).collect();
-            outcome.error = Some(e);
-            return outcome;
-        }
+        Err(e) => return BatchOutcome::not_written(ids_of(&items), e),
     };
+    let mut outcome = BatchOutcome::default();
     let mut batches: BTreeMap<u32, Vec<Chunk>> = BTreeMap::new();
     for item in items {
         if already.contains(&(item.partition, item.offset)) {
@@ -197,6 +201,10 @@ pub(super) async fn write_batch(
     outcome
 }
 
+/// How long a search waits for this broker's replica of a dead-letter
+/// partition to catch up with its leader; past it the batch is retried later.
+const SEARCH_CATCH_UP: Duration = Duration::from_secs(5);
+
 /// The recovered items whose dead letter is already in the dead-letter topic:
 /// scans each dead-letter partition from the earliest `search_from` of its
 /// items to its end, reading the source headers.
@@ -217,7 +225,9 @@ async fn find_written(
     let mut found = HashSet::new();
     for (target, start) in from {
         let partition = dlq.partition(target)?;
-        let end = partition.latest();
+        // An earlier append whose answer was lost may be committed at the
+        // leader and not yet here: read as far as the leader has committed.
+        let end = partition.caught_up_end(&dlq.name, SEARCH_CATCH_UP).await?;
         let mut next = start.max(partition.earliest());
         while next < end {
             let records = partition.read(OffsetRange::new(next, end), 1024, 8 << 20).await?;

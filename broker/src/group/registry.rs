@@ -151,7 +151,12 @@ impl GroupRegistry {
                     members: BTreeMap::new(),
                     owners: vec![None; partitions],
                     rotation: 0,
-                    dead_letters: super::actor::DeadLetterQueue::new(tx.downgrade(), recovered_dead_letters, 0),
+                    dead_letters: super::actor::DeadLetterQueue::new(
+                        tx.downgrade(),
+                        recovered_dead_letters,
+                        0,
+                        Arc::default(),
+                    ),
                     persistence: Persistence::Local(self.ctx.writer.clone()),
                 };
                 let stop = stop.clone();
@@ -168,6 +173,7 @@ impl GroupRegistry {
                     start,
                     replicated,
                     queue: tx.downgrade(),
+                    dead_lettering: Arc::default(),
                 };
                 self.ctx.tracker.spawn(group.serve(rx, stop.clone()))
             }
@@ -251,7 +257,8 @@ impl GroupRegistry {
             return Ok(());
         }
         let dead_letter_topic = TopicName::parse("dead_letter_topic", settings.dead_letter_topic.clone())?;
-        match self.ctx.topics.create(&dead_letter_topic, topic.partitions.len() as u32, dlq_defaults).await {
+        let beside = crate::topic::Replicas::Beside(topic.name.clone());
+        match self.ctx.topics.create(&dead_letter_topic, topic.partitions.len() as u32, beside, dlq_defaults).await {
             // Created meanwhile (in a cluster, through another broker): as good.
             Ok(_) | Err(Error::TopicExists(_)) => Ok(()),
             Err(e) => Err(e),

@@ -55,6 +55,8 @@ pub(super) struct ReplicatedGroup {
     pub replicated: Arc<ReplicatedPartitions>,
     /// The group's own queue, for its dead-lettering tasks' reports.
     pub queue: mpsc::WeakSender<Command>,
+    /// One dead-lettering task at a time across the group's actors here.
+    pub dead_lettering: Arc<tokio::sync::Mutex<()>>,
     /// Where a group that has never run starts reading (`None`: as the catalog says).
     pub start: Option<StartAt>,
 }
@@ -72,6 +74,14 @@ impl ReplicatedGroup {
     pub(super) async fn serve(self, mut rx: mpsc::Receiver<Command>, stop: CancellationToken) {
         let shard = match self.shard() {
             Ok(shard) => shard,
+            Err(e @ Error::NotLeader { .. }) => {
+                tracing::debug!(group = %self.name, error = %e, "group placed on other brokers: redirecting its clients");
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = self.redirect(&mut rx) => {}
+                }
+                return;
+            }
             Err(e) => {
                 tracing::error!(group = %self.name, error = %e, "group has no shard here; not served");
                 return;
@@ -135,6 +145,19 @@ impl ReplicatedGroup {
         }
     }
 
+    /// Answers every request of a group whose shard this broker holds no
+    /// replica of (its topic is placed on other brokers) with where its
+    /// shard's leader is, as the catalog last recorded it; until the queue closes.
+    async fn redirect(&self, rx: &mut mpsc::Receiver<Command>) {
+        while let Some(cmd) = rx.recv().await {
+            let elsewhere = || match self.shard() {
+                Err(e) => e,
+                Ok(_) => Error::ClusterUnavailable(format!("group `{}` is moving to this broker; retry", self.name)),
+            };
+            self.answer_with(cmd, elsewhere);
+        }
+    }
+
     /// Answers `cmd` while the group is not served here: with the leader to
     /// go to, or (`taking_over`: this broker leads, and is applying what it
     /// committed before) with a retry.
@@ -149,6 +172,11 @@ impl ReplicatedGroup {
             let (leader, term) = shard.leader();
             self.replicated.not_leader(format!("group `{}`", self.name), leader, term)
         };
+        self.answer_with(cmd, not_leader);
+    }
+
+    /// Answers `cmd` with `error()` (a snapshot from what is stored here).
+    fn answer_with(&self, cmd: Command, not_leader: impl Fn() -> Error) {
         match cmd {
             Command::Pull { reply, .. } => drop(reply.send(Err(not_leader()))),
             Command::Ack { reply, .. } | Command::Nack { reply, .. } | Command::Extend { reply, .. } => {
@@ -228,7 +256,12 @@ impl ReplicatedGroup {
             members: BTreeMap::new(),
             owners: vec![None; self.topic.partitions.len()],
             rotation: 0,
-            dead_letters: DeadLetterQueue::new(self.queue.clone(), recovered_dead_letters, lease.term),
+            dead_letters: DeadLetterQueue::new(
+                self.queue.clone(),
+                recovered_dead_letters,
+                lease.term,
+                self.dead_lettering.clone(),
+            ),
             persistence,
         })
     }

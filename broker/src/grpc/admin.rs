@@ -12,7 +12,7 @@ use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 use crate::group::GroupRegistry;
 use crate::name::TopicName;
-use crate::topic::{Topic, TopicRegistry};
+use crate::topic::{Replicas, Topic, TopicRegistry};
 
 use super::groups;
 
@@ -79,7 +79,7 @@ fn apply_config(c: &pb::TopicConfig, s: &mut TopicConfig) -> Result<()> {
 }
 
 /// The proto view of a topic.
-pub fn topic_info(t: &Topic) -> pb::TopicInfo {
+pub fn topic_info(t: &Topic, replication_factor: u32) -> pb::TopicInfo {
     let s = t.settings();
     pb::TopicInfo {
         name: t.name.clone(),
@@ -93,6 +93,7 @@ pub fn topic_info(t: &Topic) -> pb::TopicInfo {
             durability: durability_to_pb(s.durability) as i32,
         }),
         created_ms: t.created_ms,
+        replication_factor,
     }
 }
 
@@ -115,12 +116,18 @@ impl Admin for AdminService {
         if let Some(c) = &req.config {
             apply_config(c, &mut settings)?;
         }
-        let topic = self.registry.create(&name, req.partitions, settings).await?;
-        Ok(Response::new(pb::CreateTopicResponse { topic: Some(topic_info(&topic)) }))
+        let replicas = match req.replication_factor {
+            0 => Replicas::Default,
+            n => Replicas::Factor(n),
+        };
+        let topic = self.registry.create(&name, req.partitions, replicas, settings).await?;
+        let info = topic_info(&topic, self.registry.replication_factor(&topic.name));
+        Ok(Response::new(pb::CreateTopicResponse { topic: Some(info) }))
     }
 
     async fn list_topics(&self, _: Request<pb::ListTopicsRequest>) -> Result<Response<pb::ListTopicsResponse>, Status> {
-        let topics = self.registry.list().iter().map(|t| topic_info(t)).collect();
+        let topics =
+            self.registry.list().iter().map(|t| topic_info(t, self.registry.replication_factor(&t.name))).collect();
         Ok(Response::new(pb::ListTopicsResponse { topics }))
     }
 
@@ -151,7 +158,10 @@ impl Admin for AdminService {
                     .collect(),
             });
         }
-        Ok(Response::new(pb::DescribeTopicResponse { topic: Some(topic_info(&topic)), partitions }))
+        Ok(Response::new(pb::DescribeTopicResponse {
+            topic: Some(topic_info(&topic, self.registry.replication_factor(&topic.name))),
+            partitions,
+        }))
     }
 
     async fn update_topic(
@@ -163,7 +173,9 @@ impl Admin for AdminService {
         let mut check = validate::topic(&self.registry, "name", &req.name)?.settings();
         apply_config(&config, &mut check)?;
         let topic = self.registry.update(&req.name, |s| *s = check).await?;
-        Ok(Response::new(pb::UpdateTopicResponse { topic: Some(topic_info(&topic)) }))
+        Ok(Response::new(pb::UpdateTopicResponse {
+            topic: Some(topic_info(&topic, self.registry.replication_factor(&topic.name))),
+        }))
     }
 
     async fn delete_topic(

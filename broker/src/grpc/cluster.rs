@@ -55,7 +55,11 @@ fn metadata(report: ClusterReport) -> pb::MetadataResponse {
     pb::MetadataResponse {
         clustered: true,
         broker_id: report.broker_id,
-        brokers: report.brokers.into_iter().map(|(id, endpoint)| pb::ClusterBroker { id, endpoint }).collect(),
+        brokers: report
+            .brokers
+            .into_iter()
+            .map(|(id, endpoint)| pb::ClusterBroker { id, endpoint, disk_full: report.disk_full.contains(&id) })
+            .collect(),
         metadata: Some(group_status(report.metadata)),
         shards: report
             .shards
@@ -98,6 +102,7 @@ fn progress(p: ReplaceProgress) -> pb::ReplaceBrokerProgress {
         ReplaceStage::LearnerAdded => ("learner_added", None, 0),
         ReplaceStage::CatchingUp { matched, last } => ("catching_up", matched, last),
         ReplaceStage::Done => ("done", None, 0),
+        ReplaceStage::NotReplaced { .. } => ("not_replaced", None, 0),
     };
     pb::ReplaceBrokerProgress { group: p.group, stage: stage.to_owned(), matched_index, last_index, detail }
 }
@@ -167,7 +172,7 @@ impl Cluster for ClusterService {
             None => pb::MetadataResponse {
                 clustered: false,
                 broker_id: 0,
-                brokers: vec![pb::ClusterBroker { id: 0, endpoint: self.endpoint.clone() }],
+                brokers: vec![pb::ClusterBroker { id: 0, endpoint: self.endpoint.clone(), disk_full: false }],
                 metadata: None,
                 shards: Vec::new(),
                 partitions: Vec::new(),

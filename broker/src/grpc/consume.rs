@@ -11,7 +11,11 @@ use tonic::{Request, Response, Status};
 use super::deliver::Delivery;
 use super::validate;
 use crate::error::Error;
+use crate::partition::forward::LEADER_END;
 use crate::topic::TopicRegistry;
+
+/// How long a leader asked for its committed end waits for its log to apply.
+const LEADER_END_WAIT: Duration = Duration::from_secs(3);
 
 /// Most messages one fetch returns.
 pub const MAX_FETCH_MESSAGES: u32 = 10_000;
@@ -98,18 +102,19 @@ impl Consumer for ConsumeService {
         &self,
         req: Request<pb::GetOffsetsRequest>,
     ) -> Result<Response<pb::GetOffsetsResponse>, Status> {
+        // A broker searching for its own unanswered append asks the leader
+        // for the end of everything committed (`Forwarder::leader_end`).
+        let at_leader = req.metadata().contains_key(LEADER_END);
         let req = req.into_inner();
         let topic = validate::topic_to_serve(&self.registry, "topic", &req.topic).await?;
         let p = topic.partition(req.partition)?;
+        p.held_here()?;
         let timestamp_offset = match req.timestamp_ms {
             Some(ts) => Some(p.offset_for_timestamp(ts).await?),
             None => None,
         };
-        Ok(Response::new(pb::GetOffsetsResponse {
-            earliest_offset: p.earliest(),
-            latest_offset: p.latest(),
-            timestamp_offset,
-        }))
+        let latest_offset = if at_leader { p.leader_end(LEADER_END_WAIT).await? } else { p.latest() };
+        Ok(Response::new(pb::GetOffsetsResponse { earliest_offset: p.earliest(), latest_offset, timestamp_offset }))
     }
 
     async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {

@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use sluice_proto::v1::consumer_client::ConsumerClient;
 use sluice_proto::v1::producer_client::ProducerClient;
-use sluice_proto::v1::{Message, ProduceRequest};
+use sluice_proto::v1::{GetOffsetsRequest, Message, ProduceRequest};
 use sluice_storage::ProducerSeq;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
@@ -29,6 +30,10 @@ pub const FORWARDED: &str = "sluice-forwarded";
 /// Request metadata of a client that follows `not_leader` itself: its
 /// produces are redirected, not forwarded.
 pub const REDIRECT: &str = "sluice-redirect";
+
+/// Request metadata of a `GetOffsets` that must be answered by the
+/// partition's leader once its whole log is applied (`leader_end`).
+pub const LEADER_END: &str = "sluice-leader-end";
 
 /// How long a forwarded append may take before it counts as failed.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,6 +91,25 @@ impl Forwarder {
             Error::ClusterUnavailable(format!("the leader {endpoint} answered an append without offsets"))
         })?;
         Ok(AppendResult { base_offset, duplicate: answer.duplicate })
+    }
+}
+
+impl Forwarder {
+    /// The committed end of `partition` of `topic` at its leader, the
+    /// broker whose client endpoint is `endpoint`, once every entry of the
+    /// leader's log is applied (`GetOffsets` with [`LEADER_END`]; a broker
+    /// that no longer leads answers `not_leader`): what a replica must hold
+    /// before a search of it can miss nothing committed.
+    pub async fn leader_end(&self, endpoint: &str, topic: &str, partition: u32) -> Result<u64> {
+        let request = GetOffsetsRequest { topic: topic.to_owned(), partition, timestamp_ms: None };
+        let mut request = tonic::Request::new(request);
+        request.metadata_mut().insert(LEADER_END, tonic::metadata::MetadataValue::from_static("1"));
+        let answer = ConsumerClient::new(self.channel(endpoint)?)
+            .get_offsets(request)
+            .await
+            .map_err(|s| refusal(endpoint, &s))?
+            .into_inner();
+        Ok(answer.latest_offset)
     }
 }
 

@@ -157,6 +157,29 @@ impl PartitionHandle {
         }
     }
 
+    /// At the partition's leader, its committed end once the leader's whole
+    /// log is applied (see `ReplicatedPartitions::leader_end`); a single
+    /// broker's own end. `not_leader` where this broker does not lead it.
+    pub async fn leader_end(&self, within: Duration) -> Result<u64> {
+        match &self.route {
+            Route::Replicated(shards) => shards.leader_end_here(self.shared.id, &self.shared.committed, within).await,
+            Route::Actor(_) => Ok(self.latest()),
+        }
+    }
+
+    /// The partition's end below which every committed record is readable
+    /// here, waiting at most `within` for this replica to catch up (see
+    /// `ReplicatedPartitions::caught_up_end`); a single broker's own end.
+    /// What a search for an unanswered append of this broker must cover.
+    pub async fn caught_up_end(&self, topic: &str, within: Duration) -> Result<u64> {
+        match &self.route {
+            Route::Replicated(shards) => {
+                shards.caught_up_end(topic, self.shared.id, &self.shared.committed, within).await
+            }
+            Route::Actor(_) => Ok(self.latest()),
+        }
+    }
+
     /// Why the actor no longer answers: its topic was deleted, or the broker is stopping.
     fn stopped(&self) -> Error {
         if self.shared.deleted.load(Ordering::Acquire) {
@@ -213,8 +236,18 @@ impl PartitionHandle {
         rx.await.map_err(|_| self.stopped())?
     }
 
+    /// `not_leader` (naming a replica) where this broker holds no replica of
+    /// the partition: its topic's replication factor leaves this broker out.
+    pub fn held_here(&self) -> Result<()> {
+        match &self.route {
+            Route::Replicated(shards) => shards.held_here(self.shared.id),
+            Route::Actor(_) => Ok(()),
+        }
+    }
+
     /// Timestamp of the record at `offset`, if stored.
     pub async fn timestamp_at(&self, offset: u64) -> Result<Option<i64>> {
+        self.held_here()?;
         if offset >= self.latest() || offset < self.earliest() {
             return Ok(None);
         }
@@ -242,6 +275,7 @@ impl PartitionHandle {
         max_wait: Duration,
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Vec<StoredRecord>> {
+        self.held_here()?;
         let (earliest, latest) = (self.earliest(), self.latest());
         if offset < earliest || offset > latest {
             return Err(Error::OffsetOutOfRange { offset, earliest, latest });
@@ -267,6 +301,7 @@ impl PartitionHandle {
     /// most `max_messages` and about `max_bytes`; no waiting. What retention
     /// removed is simply absent.
     pub async fn read(&self, range: OffsetRange, max_messages: usize, max_bytes: usize) -> Result<Vec<StoredRecord>> {
+        self.held_here()?;
         let range = OffsetRange::new(range.start.max(self.earliest()), range.end.min(self.latest()));
         if range.is_empty() {
             return Ok(Vec::new());

@@ -5,14 +5,19 @@
 //! where the shard's leader is; elsewhere it is refused with the leader's
 //! client endpoint and epoch, for the client to go there.
 //!
-//! Which shard a partition belongs to is a function of its ids and the
-//! cluster's shard count ([`shard_of`]): every broker computes the same, and
-//! a batch can reach a replica before its catalog has created the topic.
+//! Which shard a partition belongs to: a topic whose replication factor is
+//! below the number of brokers is placed on one shard of that many replicas,
+//! recorded in the catalog (`Placement`); any other partition belongs to the
+//! shards every broker holds, by a function of its ids and their count
+//! ([`shard_of`]), which every broker computes alike even before its catalog
+//! has created the topic. A broker outside a placed shard's replicas holds
+//! none of its partitions and sends their clients to its leader.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use sluice_proto::v1::Message;
+use sluice_replication::meta::{Catalog, ShardLeader};
 use sluice_replication::{
     BatchCommand, MetaNode, ShardCommand, ShardHost, ShardNode, ShardProposeError, ShardResponse,
 };
@@ -130,45 +135,123 @@ impl RecordRef for MessageRef<'_> {
 /// This broker's shards, and how appends reach them.
 pub struct ReplicatedPartitions {
     store: Arc<Store>,
-    shards: BTreeMap<u64, Arc<ShardNode>>,
+    /// The shards this broker holds a replica of, by number: every shard of
+    /// the whole cluster, and the placed shards it is a replica of (started
+    /// as the catalog makes them).
+    shards: RwLock<BTreeMap<u64, Arc<ShardNode>>>,
+    /// How many shards every broker holds (numbered 1 to this).
     shard_count: u64,
+    placement: RwLock<Placement>,
     watermarks: Arc<Watermarks>,
     meta: Arc<MetaNode>,
     forwarder: Forwarder,
 }
 
+/// Where the catalog placed topics and groups of a replication factor below
+/// the number of brokers, and who leads those shards; copied from the
+/// catalog as it changes (`follow`), so an append looks it up without the catalog.
+#[derive(Default)]
+struct Placement {
+    topics: HashMap<TopicId, u64>,
+    groups: HashMap<u64, u64>,
+    replicas: HashMap<u64, Vec<u64>>,
+    leaders: HashMap<u64, ShardLeader>,
+}
+
 impl std::fmt::Debug for ReplicatedPartitions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplicatedPartitions").field("shards", &self.shard_count).finish_non_exhaustive()
+        f.debug_struct("ReplicatedPartitions").field("shard_count", &self.shard_count).finish_non_exhaustive()
     }
 }
 
 impl ReplicatedPartitions {
-    /// The shard side of a broker: `shards` (by number, all of the cluster's)
-    /// over `store`, reporting to `watermarks`; `meta` names leaders' endpoints.
+    /// The shard side of a broker: `shards` (by number: those every broker
+    /// holds, and the placed ones this broker holds) over `store`, reporting
+    /// to `watermarks`; `meta` names leaders' endpoints. `shard_count` is how
+    /// many shards every broker holds.
     pub fn new(
         store: Arc<Store>,
-        shards: BTreeMap<u64, Arc<ShardNode>>,
+        (shards, shard_count): (BTreeMap<u64, Arc<ShardNode>>, u64),
         watermarks: Arc<Watermarks>,
         meta: Arc<MetaNode>,
     ) -> Self {
-        let shard_count = shards.len() as u64;
-        ReplicatedPartitions { store, shards, shard_count, watermarks, meta, forwarder: Forwarder::default() }
+        let replicated = ReplicatedPartitions {
+            store,
+            shards: RwLock::new(shards),
+            shard_count,
+            placement: RwLock::default(),
+            watermarks,
+            meta,
+            forwarder: Forwarder::default(),
+        };
+        replicated.follow(&replicated.meta.catalog());
+        replicated
     }
 
-    fn shard(&self, id: PartitionId) -> Result<&Arc<ShardNode>> {
-        self.shard_numbered(shard_of(id, self.shard_count))
+    fn shards(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<ShardNode>>> {
+        // Every change is a single map operation.
+        self.shards.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn shard_numbered(&self, number: u64) -> Result<&Arc<ShardNode>> {
-        self.shards.get(&number).ok_or_else(|| {
-            Error::ClusterUnavailable(format!("this broker runs no shard {number} (a configuration mismatch?)"))
-        })
+    fn placement(&self) -> std::sync::RwLockReadGuard<'_, Placement> {
+        self.placement.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Copies the placements and placed shards' leaders from `catalog`.
+    pub fn follow(&self, catalog: &Catalog) {
+        let placement = Placement {
+            topics: catalog.topics.values().filter_map(|t| Some((t.id, t.shard?))).collect(),
+            groups: catalog.groups.values().filter_map(|g| Some((g.id, g.shard?))).collect(),
+            replicas: catalog.shards.iter().map(|(id, s)| (*id, s.replicas.clone())).collect(),
+            leaders: catalog.shard_leaders.iter().map(|(id, l)| (*id, *l)).collect(),
+        };
+        *self.placement.write().unwrap_or_else(|e| e.into_inner()) = placement;
+    }
+
+    /// Takes this broker's new replica of placed shard `number`.
+    pub fn add_shard(&self, number: u64, node: Arc<ShardNode>) {
+        self.shards.write().unwrap_or_else(|e| e.into_inner()).insert(number, node);
+    }
+
+    /// Whether this broker holds a replica of shard `number`.
+    pub fn holds(&self, number: u64) -> bool {
+        self.shards().contains_key(&number)
+    }
+
+    fn shard(&self, id: PartitionId) -> Result<Arc<ShardNode>> {
+        self.shard_numbered(self.shard_number(id), || format!("partition {}", id.index))
+    }
+
+    /// This broker's replica of shard `number`; `not_leader` (naming its
+    /// leader, or a replica, as the catalog last recorded) when it holds none:
+    /// `of` names what was asked for.
+    fn shard_numbered(&self, number: u64, of: impl FnOnce() -> String) -> Result<Arc<ShardNode>> {
+        if let Some(shard) = self.shards().get(&number) {
+            return Ok(shard.clone());
+        }
+        let placement = self.placement();
+        let Some(replicas) = placement.replicas.get(&number) else {
+            return Err(Error::ClusterUnavailable(format!(
+                "this broker runs no shard {number} yet (its catalog has not reached the change that made it): retry; \
+                 if it persists, check that every broker has the same --peers"
+            )));
+        };
+        let (leader, term) = match placement.leaders.get(&number) {
+            Some(l) => (Some(l.broker), l.term),
+            None => (replicas.first().copied(), 0),
+        };
+        Err(self.not_leader(of(), leader, term))
     }
 
     /// The shard that holds consumer group `group` (its id).
     pub fn group_shard(&self, group: u64) -> Result<Arc<ShardNode>> {
-        self.shard_numbered(shard_of_group(group, self.shard_count)).cloned()
+        self.shard_numbered(self.group_shard_number(group), || format!("group {group}"))
+    }
+
+    /// `not_leader` where this broker holds no replica of partition `id`
+    /// (its topic's replication factor leaves it out): reads go to a replica.
+    pub fn held_here(&self, id: PartitionId) -> Result<()> {
+        self.shard(id).map(|_| ())
     }
 
     /// The answer for a request about `of` ("partition 3", "group `g`") that
@@ -186,11 +269,14 @@ impl ReplicatedPartitions {
         shared: &Arc<Shared>,
         settings: &Arc<RwLock<TopicConfig>>,
     ) -> Result<u64> {
-        let shard = self.shard(id)?;
+        self.watermarks.register(id, shared, settings);
+        let Ok(shard) = self.shard(id) else {
+            // Not a replica here: its clients are sent to one.
+            return Ok(0);
+        };
         if shard.with_partition(id, |_| ()).is_none() {
             shard.adopt(PartitionLog::new(&self.store, id, now_ms()));
         }
-        self.watermarks.register(id, shared, settings);
         Ok(shard.with_partition(id, |log| log.log_start()).unwrap_or(0))
     }
 
@@ -268,9 +354,81 @@ impl ReplicatedPartitions {
         }
     }
 
+    /// At the leader of partition `id`'s shard: the partition's committed
+    /// end once every entry of this broker's log is applied (waiting at most
+    /// `within`), so it covers every record the shard has committed, also
+    /// one a previous leader appended whose answer was lost. `None` where
+    /// this broker does not lead the shard.
+    pub(super) async fn leader_end(
+        &self,
+        id: PartitionId,
+        committed: &tokio::sync::watch::Sender<u64>,
+        within: std::time::Duration,
+    ) -> Result<Option<u64>> {
+        let shard = self.shard(id)?;
+        let Some((_, end)) = shard.lease() else { return Ok(None) };
+        shard.stored_reached(end, within).await;
+        if shard.stored_index() < end {
+            return Err(Error::ClusterUnavailable(format!(
+                "partition {}: this leader's log up to entry {end} is not committed yet",
+                id.index
+            )));
+        }
+        Ok(Some(*committed.borrow()))
+    }
+
+    /// `leader_end`, answered by a leader only: elsewhere `not_leader`.
+    pub(super) async fn leader_end_here(
+        &self,
+        id: PartitionId,
+        committed: &tokio::sync::watch::Sender<u64>,
+        within: std::time::Duration,
+    ) -> Result<u64> {
+        match self.leader_end(id, committed, within).await? {
+            Some(end) => Ok(end),
+            None => {
+                let (leader, term) = self.shard(id)?.leader();
+                Err(self.not_leader(format!("partition {}", id.index), leader, term))
+            }
+        }
+    }
+
+    /// The end of partition `id` below which every record its shard has
+    /// committed is readable here, waiting at most `within` for this replica:
+    /// the leader's end (`leader_end`, here or asked over the leader's client
+    /// API), once this replica's watermark has reached it. A search for what
+    /// an earlier, unanswered append wrote covers this much, or it may miss
+    /// the append and write it again.
+    pub(super) async fn caught_up_end(
+        &self,
+        topic: &str,
+        id: PartitionId,
+        committed: &tokio::sync::watch::Sender<u64>,
+        within: std::time::Duration,
+    ) -> Result<u64> {
+        if let Some(end) = self.leader_end(id, committed, within).await? {
+            return Ok(end);
+        }
+        let (leader, term) = self.shard(id)?.leader();
+        let Some(endpoint) = leader.and_then(|l| self.meta.broker_endpoint(l)) else {
+            return Err(self.not_leader(format!("partition {}", id.index), leader, term));
+        };
+        let end = self.forwarder.leader_end(&endpoint, topic, id.index).await?;
+        let mut watermark = committed.subscribe();
+        let reached = matches!(tokio::time::timeout(within, watermark.wait_for(|c| *c >= end)).await, Ok(Ok(_)));
+        if reached {
+            Ok(end)
+        } else {
+            Err(Error::ClusterUnavailable(format!(
+                "partition {} of `{topic}` on this broker has not caught up yet (its leader has committed up to offset {end})",
+                id.index
+            )))
+        }
+    }
+
     /// Appends a client's `messages` to partition `id` of `topic`: through
     /// the shard here if this broker leads it, else forwarded to the leader
-    /// over its client API (one hop; see `forward.rs`).
+    /// over its client API (at most two hops, when the first names another leader; see `forward.rs`).
     pub(super) async fn append_or_forward(
         &self,
         topic: &str,
@@ -281,7 +439,14 @@ impl ReplicatedPartitions {
         match self.append(id, messages, producer).await {
             Err(Error::NotLeader { leader: Some(endpoint), .. }) => {
                 metrics::counter!(crate::metrics::PRODUCE_FORWARDED).increment(1);
-                self.forwarder.append(&endpoint, topic, id.index, messages, producer).await
+                match self.forwarder.append(&endpoint, topic, id.index, messages, producer).await {
+                    // The hint was stale (a leader moved, or a placed shard's leader not yet
+                    // recorded): the broker it named knows better; one more hop, no more.
+                    Err(Error::NotLeader { leader: Some(next), .. }) if next != endpoint => {
+                        self.forwarder.append(&next, topic, id.index, messages, producer).await
+                    }
+                    other => other,
+                }
             }
             other => other,
         }
@@ -302,7 +467,8 @@ impl ReplicatedPartitions {
     /// holds (each replica decides for itself, from the topic's settings and
     /// its own segments), then gives the space back in the background.
     pub async fn apply_retention(&self) {
-        for (number, shard) in &self.shards {
+        let shards: Vec<(u64, Arc<ShardNode>)> = self.shards().iter().map(|(n, s)| (*n, s.clone())).collect();
+        for (number, shard) in shards {
             let trims = match shard.trim(now_ms()).await {
                 Ok(trims) => trims,
                 Err(e) => {
@@ -320,23 +486,34 @@ impl ReplicatedPartitions {
         }
     }
 
-    /// This broker's peers of every shard, in shard order.
+    /// This broker's peers of every shard it holds, in shard order.
     pub fn shard_nodes(&self) -> Vec<Arc<ShardNode>> {
-        self.shards.values().cloned().collect()
+        self.shards().values().cloned().collect()
     }
 
-    /// Every shard's number and Raft state, as this broker sees it.
+    /// This broker's peers of every shard it holds, with their numbers.
+    pub fn numbered_shards(&self) -> Vec<(u64, Arc<ShardNode>)> {
+        self.shards().iter().map(|(n, s)| (*n, s.clone())).collect()
+    }
+
+    /// Every held shard's number and Raft state, as this broker sees it.
     pub fn reports(&self) -> Vec<(u64, sluice_replication::GroupReport)> {
-        self.shards.iter().map(|(number, node)| (*number, node.report())).collect()
+        self.shards().iter().map(|(number, node)| (*number, node.report())).collect()
     }
 
     /// The number of the shard that holds consumer group `group` (its id).
     pub fn group_shard_number(&self, group: u64) -> u64 {
-        shard_of_group(group, self.shard_count)
+        self.placement().groups.get(&group).copied().unwrap_or_else(|| shard_of_group(group, self.shard_count))
     }
 
     /// The number of the shard that holds `id`.
     pub fn shard_number(&self, id: PartitionId) -> u64 {
-        shard_of(id, self.shard_count)
+        self.placement().topics.get(&id.topic).copied().unwrap_or_else(|| shard_of(id, self.shard_count))
+    }
+
+    /// The leader of placed shard `number` as the catalog last recorded it
+    /// (broker, term), for a shard this broker holds no replica of.
+    pub fn recorded_leader(&self, number: u64) -> Option<(u64, u64)> {
+        self.placement().leaders.get(&number).map(|l| (l.broker, l.term))
     }
 }

@@ -11,7 +11,7 @@ use sluice_replication::meta::{Catalog, MetaCommand, MetaResponse};
 use sluice_replication::{MetaNode, ProposeError};
 use sluice_storage::{now_ms, TopicConfig, TopicMeta};
 
-use super::{Topic, TopicRegistry};
+use super::{Replicas, Topic, TopicRegistry};
 use crate::error::{Error, Result};
 use crate::name::TopicName;
 
@@ -22,13 +22,18 @@ const APPLY_WAIT: Duration = Duration::from_secs(5);
 /// What the registry needs of the cluster.
 pub(super) struct Attached {
     node: Arc<MetaNode>,
-    /// Replicas per partition of a new topic: min(3, brokers).
+    /// Replicas per partition of a new topic by default: min(3, brokers).
     replication_factor: u32,
+    /// The brokers of the cluster (the most replicas a topic can have).
+    brokers: u32,
 }
 
 impl From<ProposeError> for Error {
     fn from(e: ProposeError) -> Self {
-        Error::ClusterUnavailable(e.to_string())
+        match e {
+            ProposeError::Unsupported(why) => Error::FailedPrecondition(why),
+            e => Error::ClusterUnavailable(e.to_string()),
+        }
     }
 }
 
@@ -42,9 +47,15 @@ impl TopicRegistry {
     /// start, before clients are served.
     pub fn attach_cluster(&self, node: Arc<MetaNode>, brokers: usize) {
         let replication_factor = brokers.clamp(1, 3) as u32;
-        if self.cluster.set(Attached { node, replication_factor }).is_err() {
+        let brokers = brokers.max(1) as u32;
+        if self.cluster.set(Attached { node, replication_factor, brokers }).is_err() {
             tracing::warn!("the topic registry was attached to a cluster twice; keeping the first");
         }
+    }
+
+    /// How many brokers hold topic `name`'s partitions: 1 on a single broker.
+    pub fn replication_factor(&self, name: &str) -> u32 {
+        self.cluster.get().and_then(|c| c.node.replication_factor(name)).unwrap_or(1)
     }
 
     /// Makes this broker's topics what `catalog` says: topics it no longer
@@ -93,14 +104,31 @@ impl TopicRegistry {
         cluster: &Attached,
         name: &TopicName,
         partitions: u32,
+        replicas: Replicas,
         settings: TopicConfig,
     ) -> Result<Arc<Topic>> {
+        let (replication_factor, beside) = match replicas {
+            Replicas::Default | Replicas::Factor(0) => (cluster.replication_factor, None),
+            Replicas::Factor(n) if n <= cluster.brokers => (n, None),
+            Replicas::Factor(n) => {
+                return Err(Error::invalid(
+                    "replication_factor",
+                    format!(
+                        "must be 1..={} (the brokers of this cluster) or 0 for the default, got {n}",
+                        cluster.brokers
+                    ),
+                ))
+            }
+            Replicas::Beside(topic) => (cluster.replication_factor, Some(topic)),
+        };
         let command = MetaCommand::CreateTopic {
             name: name.as_str().to_owned(),
             partitions,
-            replication_factor: cluster.replication_factor,
+            replication_factor,
             config: settings,
             created_ms: now_ms(),
+            beside,
+            brokers: cluster.node.addresses().into_keys().collect(),
         };
         match cluster.node.propose(command).await? {
             MetaResponse::TopicCreated { id } => {

@@ -88,6 +88,19 @@ impl std::fmt::Debug for TopicRegistry {
     }
 }
 
+/// How many brokers hold a new topic's partitions, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replicas {
+    /// The broker's default: min(3, brokers) in a cluster, 1 alone.
+    Default,
+    /// This many brokers (1 to the number of brokers).
+    Factor(u32),
+    /// On the brokers that hold this topic, as many (a dead-letter topic
+    /// beside its group's topic, so the group's actor finds both on its
+    /// broker); the default if that topic is gone.
+    Beside(String),
+}
+
 impl TopicRegistry {
     /// Starts the actors of every recovered topic.
     pub fn new(recovered: Recovered, ctx: PartitionContext, root: CancellationToken) -> Self {
@@ -183,9 +196,23 @@ impl TopicRegistry {
     /// whoever creates a topic has checked its name. In a cluster the
     /// metadata group allocates its id, and this returns once this broker
     /// serves it.
-    pub async fn create(&self, name: &TopicName, partitions: u32, settings: TopicConfig) -> Result<Arc<Topic>> {
+    pub async fn create(
+        &self,
+        name: &TopicName,
+        partitions: u32,
+        replicas: Replicas,
+        settings: TopicConfig,
+    ) -> Result<Arc<Topic>> {
         if let Some(cluster) = self.cluster.get() {
-            return self.create_in_cluster(cluster, name, partitions, settings).await;
+            return self.create_in_cluster(cluster, name, partitions, replicas, settings).await;
+        }
+        if let Replicas::Factor(n) = replicas {
+            if n > 1 {
+                return Err(Error::invalid(
+                    "replication_factor",
+                    format!("a single broker holds one copy of each partition: give 0 or 1, not {n}"),
+                ));
+            }
         }
         let mut next_id = self.next_id.lock().await;
         if self.read_map().contains_key(name.as_str()) {

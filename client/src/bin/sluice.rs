@@ -81,6 +81,9 @@ enum TopicCommand {
         name: String,
         #[arg(long, short, default_value_t = 1)]
         partitions: u32,
+        /// How many brokers hold each partition; the broker's default (three in a cluster of three or more) when unset.
+        #[arg(long, default_value_t = 0)]
+        replication_factor: u32,
         #[command(flatten)]
         config: TopicConfigArgs,
     },
@@ -229,13 +232,14 @@ fn print_topic(t: &pb::TopicInfo) -> std::io::Result<()> {
     let c = t.config.unwrap_or_default();
     let durability = pb::Durability::try_from(c.durability).map_or("?", |d| d.as_str_name());
     outln!(
-        "{}\tpartitions={}\tretention_ms={}\tretention_bytes={}\tsegment_bytes={}\tdurability={}",
+        "{}\tpartitions={}\tretention_ms={}\tretention_bytes={}\tsegment_bytes={}\tdurability={}\treplicas={}",
         t.name,
         t.partitions,
         c.retention_ms,
         c.retention_bytes,
         c.segment_bytes,
-        durability
+        durability,
+        t.replication_factor
     )
 }
 
@@ -283,8 +287,9 @@ async fn status(admin: Admin, format: Format) -> anyhow::Result<()> {
 async fn topic(admin: Admin, cmd: TopicCommand, format: Format) -> anyhow::Result<()> {
     let json = format == Format::Json;
     match cmd {
-        TopicCommand::Create { name, partitions, config } => {
-            print_topic(&admin.create_topic(&name, partitions, config.to_pb()?).await?)?
+        TopicCommand::Create { name, partitions, replication_factor, config } => {
+            let created = admin.create_replicated_topic(&name, partitions, replication_factor, config.to_pb()?).await?;
+            print_topic(&created)?
         }
         TopicCommand::List if json => output::print(admin.list_topics().await?.iter().map(output::topic).collect())?,
         TopicCommand::List => {

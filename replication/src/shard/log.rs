@@ -118,6 +118,9 @@ pub(crate) struct Inner {
     committed: Option<LogIdOf<ShardTypes>>,
 }
 
+/// The key prefix of a shard's record of a partition log it made.
+const PARTITION_RECORD: &[u8] = b"partition/";
+
 /// One shard's Raft log; cheap to clone (clones share it).
 #[derive(Clone)]
 pub struct ShardLog {
@@ -187,6 +190,41 @@ impl ShardLog {
         let _ = rx.wait_for(|w| *w >= index).await;
     }
 
+    /// The partitions whose logs `group` made on this broker (a record written
+    /// with each log's first write): which recovered logs are a placed
+    /// shard's, also for a topic this broker's catalog has not applied yet.
+    pub fn recorded_partitions(store: &Store, group: GroupId) -> io::Result<Vec<PartitionId>> {
+        let mut found = Vec::new();
+        for (key, _) in store.raft_records(group).map_err(io_error)? {
+            let Some(rest) = key.strip_prefix(PARTITION_RECORD) else { continue };
+            let parsed = std::str::from_utf8(rest).ok().and_then(|r| {
+                let (topic, index) = r.split_once('/')?;
+                Some(PartitionId::new(sluice_storage::TopicId(topic.parse().ok()?), index.parse().ok()?))
+            });
+            match parsed {
+                Some(id) => found.push(id),
+                None => return Err(io::Error::new(io::ErrorKind::InvalidData, "bad shard partition record")),
+            }
+        }
+        Ok(found)
+    }
+
+    /// `partition`'s log in `inner`, made (with its ownership record in
+    /// `write`) if the shard holds none yet.
+    fn log_of<'a>(
+        &self,
+        inner: &'a mut Inner,
+        partition: PartitionId,
+        created_ms: i64,
+        write: &mut AtomicWrite,
+    ) -> &'a mut PartitionLog {
+        inner.partitions.entry(partition).or_insert_with(|| {
+            let key = format!("{}/{}", partition.topic.0, partition.index);
+            keys::put_record(write, self.group, &[PARTITION_RECORD, key.as_bytes()].concat(), Vec::new());
+            PartitionLog::new(&self.store, partition, created_ms)
+        })
+    }
+
     /// Takes `partition`'s log into the shard (a topic created after start).
     /// A partition already held (created by an early batch) is kept as is.
     pub fn adopt(&self, log: PartitionLog) {
@@ -231,7 +269,7 @@ impl ShardLog {
             return Ok((kept(Some(ShardResponse::Refused(format!("malformed batch: {e}"))))?, false));
         }
         let settings = self.host.settings(id);
-        let log = inner.partitions.entry(id).or_insert_with(|| PartitionLog::new(&self.store, id, batch.timestamp_ms));
+        let log = self.log_of(inner, id, batch.timestamp_ms, write);
         let appended =
             log.append_encoded(&batch.body, batch.count, batch.producer_seq(), batch.timestamp_ms, &settings);
         let sync = settings.durability == Durability::Always;
@@ -334,11 +372,8 @@ impl ShardLog {
                 // Its topic was deleted here since the snapshot was taken.
                 return Ok(());
             }
-            let log = inner
-                .partitions
-                .entry(partition)
-                .or_insert_with(|| PartitionLog::new(&self.store, partition, now_ms()));
             let mut write = AtomicWrite::new();
+            let log = self.log_of(&mut inner, partition, now_ms(), &mut write);
             for raw in batches {
                 write.extend(log.append_copy(raw, &settings).map_err(io_error)?);
             }
@@ -384,11 +419,10 @@ impl ShardLog {
         let _order = self.order.lock().await;
         let write = {
             let mut inner = self.inner();
-            let log = inner
-                .partitions
-                .entry(partition)
-                .or_insert_with(|| PartitionLog::new(&self.store, partition, now_ms()));
-            log.restart_at(start, now_ms()).map_err(io_error)?
+            let mut write = AtomicWrite::new();
+            let log = self.log_of(&mut inner, partition, now_ms(), &mut write);
+            write.extend(log.restart_at(start, now_ms()).map_err(io_error)?);
+            write
         };
         self.write_durably(write).await?;
         self.host.log_started(partition, start);

@@ -134,6 +134,10 @@ pub struct ShardNode {
     service: RaftService,
     /// Where this broker reaches each configured broker.
     peers: BTreeMap<u64, String>,
+    /// Connections to the other brokers.
+    connections: Peers,
+    /// The replica held nothing on disk at start.
+    started_empty: bool,
 }
 
 /// Everything a shard peer is started with.
@@ -159,6 +163,7 @@ impl ShardNode {
     pub async fn start(config: &ClusterConfig, start: ShardStart) -> io::Result<ShardNode> {
         let ShardStart { group, store, writer, connections, service, host, partitions } = start;
         let raft_config = Arc::new(shard_raft_config(group, config)?);
+        let started_empty = crate::membership::empty_on_disk(&store, group)?;
         let log = ShardLog::open(store.clone(), writer.clone(), group, host.clone(), partitions)?;
         let copier = Copier {
             group,
@@ -168,12 +173,13 @@ impl ShardNode {
         };
         let machine = ShardMachine::open(store, writer, group, log.clone(), host, copier)?;
         machine.undo_interrupted_install().await?;
-        let network = GroupNetwork::<ShardTypes>::new(connections, group, config.peers.clone());
+        let network = GroupNetwork::<ShardTypes>::new(connections.clone(), group, config.peers.clone());
         let raft = Raft::new(config.node_id, raft_config, network, log.clone(), machine.clone())
             .await
             .map_err(|e| io::Error::other(format!("starting shard {}: {e}", group.0)))?;
-        service.add_shard(group, raft.clone(), machine.clone());
-        Ok(ShardNode { id: config.node_id, group, raft, log, machine, service, peers: config.peers.clone() })
+        service.add_shard(group, (raft.clone(), machine.clone(), started_empty));
+        let peers = config.peers.clone();
+        Ok(ShardNode { id: config.node_id, group, raft, log, machine, service, peers, connections, started_empty })
     }
 
     /// Makes `replicas` (broker id → cluster address) the shard's voters if
@@ -303,13 +309,28 @@ impl ShardNode {
             .and_then(|r| r.get(&to).cloned())
             .flatten()
             .is_some_and(|matched| Some(matched.index) == metrics.last_log_index);
-        if !caught_up {
+        if !caught_up || !self.may_lead(to, &metrics).await {
             return false;
         }
         match self.raft.trigger().transfer_leader(to).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(shard = self.group.0, to, error = %e, "could not hand the shard's leadership over");
+                false
+            }
+        }
+    }
+
+    /// Whether broker `to` says its replica may lead: not fenced (it lost its
+    /// data and waits to be added back; it would refuse the hand-over, and
+    /// this leader would stop heartbeating for an election timeout).
+    async fn may_lead(&self, to: u64, metrics: &openraft::RaftMetrics<ShardTypes>) -> bool {
+        let addresses = crate::node::addresses_of(metrics.membership_config.nodes(), &self.peers);
+        let Some(addr) = addresses.get(&to) else { return false };
+        match crate::membership::standing_of(&self.connections, addr, 0).await {
+            Ok(reply) => reply.groups.iter().any(|g| g.group == self.group.0 && !g.fenced),
+            Err(e) => {
+                tracing::debug!(shard = self.group.0, to, error = %e, "not handing the shard over: no standing");
                 false
             }
         }
@@ -325,6 +346,17 @@ impl ShardNode {
             }
         }
         false
+    }
+
+    /// This shard's group.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Whether this replica holds nothing of its group yet (never set up,
+    /// nothing replicated to it).
+    pub fn is_empty(&self) -> bool {
+        crate::membership::is_empty(&self.raft, self.started_empty)
     }
 
     /// What the replacement driver walks for this shard.

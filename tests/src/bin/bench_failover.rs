@@ -8,7 +8,7 @@
 //! sample and the distribution. A benchmark, not a test: it asserts nothing.
 //!
 //! `bench-failover [--kills N] [--shard-election-timeout-ms MS]` (default 20
-//! kills, 1000 ms); `--smoke`: 2 kills.
+//! kills, the broker's default 400 ms); `--smoke`: 2 kills.
 
 use std::time::{Duration, Instant};
 
@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .position(|a| a == "--shard-election-timeout-ms")
         .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| "1000".into());
+        .unwrap_or_else(|| "400".into());
     println!("brokers run with --shard-election-timeout-ms {timeout}");
     let mut cluster = TestCluster::start_with(3, &["--shard-election-timeout-ms", &timeout]).await?;
     cluster.agreed_leader(&cluster.ids(), None).await?;

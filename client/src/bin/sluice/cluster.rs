@@ -45,10 +45,12 @@ pub async fn run(info: ClusterInfo, command: ClusterCommand, format: Format) -> 
 }
 
 async fn replace(info: ClusterInfo, old: u64, new: u64, address: &str, format: Format) -> anyhow::Result<()> {
-    let mut done = 0;
+    let (mut done, mut kept) = (0, 0);
     info.replace_broker(old, new, address, |step| {
-        if step.stage == "done" {
-            done += 1;
+        match step.stage.as_str() {
+            "done" => done += 1,
+            "not_replaced" => kept += 1,
+            _ => {}
         }
         let group = if step.group == 0 { "metadata".to_owned() } else { format!("shard {}", step.group) };
         // Printing is best effort here: the replacement goes on if stdout is closed.
@@ -65,6 +67,9 @@ async fn replace(info: ClusterInfo, old: u64, new: u64, address: &str, format: F
     .await?;
     if format != Format::Json {
         outln!("broker {old} replaced by broker {new} in {done} groups")?;
+        if kept > 0 {
+            outln!("{kept} placed shard(s) keep broker {old} in their replica set (see above)")?;
+        }
     }
     Ok(())
 }
@@ -76,6 +81,7 @@ struct Row {
     role: &'static str,
     matched: Option<u64>,
     lag: Option<u64>,
+    disk_full: bool,
 }
 
 /// Each broker's role and progress as the answer shows them.
@@ -98,6 +104,7 @@ fn rows(m: &pb::MetadataResponse) -> Vec<Row> {
                 role,
                 matched: progress.and_then(|p| p.matched_index),
                 lag: progress.map(|p| p.lag),
+                disk_full: b.disk_full,
             }
         })
         .collect()
@@ -112,7 +119,12 @@ async fn status(info: ClusterInfo, topics: &[String], format: Format) -> anyhow:
     if format == Format::Json {
         let brokers: Vec<_> = rows
             .iter()
-            .map(|r| json!({ "id": r.id, "endpoint": r.endpoint, "role": r.role, "matched_index": r.matched, "lag": r.lag }))
+            .map(|r| {
+                json!({
+                    "id": r.id, "endpoint": r.endpoint, "role": r.role, "matched_index": r.matched, "lag": r.lag,
+                    "disk_full": r.disk_full,
+                })
+            })
             .collect();
         let shards: Vec<_> = m
             .shards
@@ -154,10 +166,11 @@ async fn status(info: ClusterInfo, topics: &[String], format: Format) -> anyhow:
         status.committed_index,
         m.broker_id
     )?;
-    outln!("broker\tendpoint\trole\tmatched\tlag")?;
+    outln!("broker\tendpoint\trole\tmatched\tlag\tdisk")?;
     let show = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
     for r in rows {
-        outln!("{}\t{}\t{}\t{}\t{}", r.id, r.endpoint, r.role, show(r.matched), show(r.lag))?;
+        let disk = if r.disk_full { "full" } else { "ok" };
+        outln!("{}\t{}\t{}\t{}\t{}\t{disk}", r.id, r.endpoint, r.role, show(r.matched), show(r.lag))?;
     }
     outln!("shard\tleader\tterm\tcommitted\tsnapshot\tpurged")?;
     for s in &m.shards {

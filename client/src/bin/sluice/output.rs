@@ -30,6 +30,7 @@ pub fn topic(t: &pb::TopicInfo) -> Value {
         "name": t.name, "partitions": t.partitions, "created_ms": t.created_ms,
         "retention_ms": c.retention_ms, "retention_bytes": c.retention_bytes, "segment_bytes": c.segment_bytes,
         "segment_ms": c.segment_ms, "max_message_bytes": c.max_message_bytes, "durability": durability(c.durability),
+        "replication_factor": t.replication_factor,
     })
 }
 
