@@ -20,6 +20,7 @@ if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else C
 # Below the kernel's ephemeral range (32768+): a port there can be held, at the moment the
 # container starts, by any outgoing connection on the machine ("address already in use").
 export SLUICE_GRPC_PORT="${SLUICE_GRPC_PORT:-25051}" SLUICE_METRICS_PORT="${SLUICE_METRICS_PORT:-29464}"
+export SLUICE_GATEWAY_PORT="${SLUICE_GATEWAY_PORT:-28080}"
 PROJECT="sluice-test-$$"
 DC=("${COMPOSE[@]}" -p "$PROJECT" -f deploy/docker-compose.yml)
 CLI=(target/release/sluice --addr "http://127.0.0.1:$SLUICE_GRPC_PORT")
@@ -51,6 +52,18 @@ seq 1 500 | sed 's/^/msg-/' | "${CLI[@]}" produce compose-test
 got=$("${CLI[@]}" consume compose-test | wc -l)
 [ "$got" -eq 500 ] || { echo "FAIL: consumed $got of 500" >&2; exit 1; }
 
+# One event in through the HTTP gateway's published port (bash's /dev/tcp: no curl needed).
+exec 3<>"/dev/tcp/127.0.0.1/$SLUICE_GATEWAY_PORT"
+printf 'POST /v1/topics/compose-test/events HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n\r\nmsg-http' >&3
+answer=$(cat <&3)
+exec 3<&-
+case "$answer" in
+  "HTTP/1.1 202"*) ;;
+  *) echo "FAIL: the gateway did not accept an event: $answer" >&2; exit 1 ;;
+esac
+got=$("${CLI[@]}" consume compose-test | wc -l)
+[ "$got" -eq 501 ] || { echo "FAIL: after the HTTP event, consumed $got of 501" >&2; exit 1; }
+
 "${DC[@]}" --profile demo run --rm demo | tee /tmp/sluice-compose-demo.$$ | grep "smoke ok" >/dev/null \
   || { echo "FAIL: the demo service did not complete its round trip" >&2; cat /tmp/sluice-compose-demo.$$ >&2; exit 1; }
 rm -f /tmp/sluice-compose-demo.$$
@@ -64,5 +77,5 @@ echo "broker stopped cleanly on SIGTERM in $(( $(date +%s) - started )) s"
 "${DC[@]}" start broker
 wait_healthy
 got=$("${CLI[@]}" consume compose-test | wc -l)
-[ "$got" -eq 500 ] || { echo "FAIL: after restart only $got of 500 messages are there" >&2; exit 1; }
-echo "container test passed: image $((size / 1024 / 1024)) MiB, non-root, healthy, data kept across restart"
+[ "$got" -eq 501 ] || { echo "FAIL: after restart only $got of 501 messages are there" >&2; exit 1; }
+echo "container test passed: image $((size / 1024 / 1024)) MiB, non-root, healthy, HTTP gateway published, data kept across restart"

@@ -47,6 +47,9 @@ pub struct SettingArgs {
     /// Prometheus listen address, empty to disable [default: 127.0.0.1:9464]
     #[arg(long, env = "SLUICE_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// HTTP gateway (CloudEvents in) listen address, empty to disable [default: 127.0.0.1:8080]
+    #[arg(long, env = "SLUICE_GATEWAY_LISTEN")]
+    pub gateway_listen: Option<String>,
     /// Log format, `text` or `json` [default: text]; levels via RUST_LOG
     #[arg(long, env = "SLUICE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -156,6 +159,7 @@ impl SettingArgs {
             listen,
             data_dir,
             metrics_listen,
+            gateway_listen,
             log_format,
             retention_ms,
             retention_bytes,

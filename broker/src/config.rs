@@ -22,6 +22,9 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Prometheus `/metrics` listen address; empty disables it. Default `127.0.0.1:9464`.
     pub metrics_listen: String,
+    /// The HTTP gateway's listen address (`POST /v1/topics/{topic}/events`,
+    /// CloudEvents in); empty disables it. Default `127.0.0.1:8080`.
+    pub gateway_listen: String,
     /// `text` or `json` logs. Default `text`.
     pub log_format: String,
     /// Default retention by age for new topics; 0 keeps forever. Default 7 days.
@@ -90,6 +93,7 @@ impl Default for BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("./data"),
             metrics_listen: "127.0.0.1:9464".into(),
+            gateway_listen: "127.0.0.1:8080".into(),
             log_format: "text".into(),
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: 0,
@@ -185,6 +189,9 @@ impl BrokerConfig {
         self.cluster()?;
         if !self.metrics_listen.is_empty() {
             check(self.metrics_listen.parse::<SocketAddr>().is_ok(), "metrics-listen", "must be host:port or empty")?;
+        }
+        if !self.gateway_listen.is_empty() {
+            check(self.gateway_listen.parse::<SocketAddr>().is_ok(), "gateway-listen", "must be host:port or empty")?;
         }
         Ok(())
     }

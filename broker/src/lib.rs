@@ -9,6 +9,7 @@ pub mod error;
 pub mod group;
 pub mod grpc;
 pub mod health_check;
+pub mod http;
 pub mod metrics;
 pub mod name;
 pub mod partition;

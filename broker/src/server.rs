@@ -199,6 +199,16 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         config.max_inflight_produce_bytes,
         config.max_batch_messages,
     );
+    if let Ok(addr) = config.gateway_listen.parse::<std::net::SocketAddr>() {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Io { what: format!("binding the HTTP gateway on {addr}"), source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| ServeError::Io { what: "reading the gateway address".into(), source })?;
+        println!("sluice-broker gateway on {bound}");
+        tokio::spawn(crate::http::serve(listener, produce_path.clone(), max, rpc_stop.clone()));
+    }
     let producer =
         ProducerServer::new(ProduceService::new(produce_path, rpc_stop.clone())).max_decoding_message_size(max);
     let consumer = ConsumerServer::new(ConsumeService::new(registry.clone(), groups.clone(), rpc_stop.clone()))

@@ -24,6 +24,24 @@ struct Peer {
     writer: std::thread::JoinHandle<()>,
 }
 
+/// Three peers on loopback ports, each on its own temporary data dir
+/// (kept alive by the returned dirs), with their addresses.
+async fn start_three() -> (Vec<tempfile::TempDir>, BTreeMap<u64, String>, BTreeMap<u64, Peer>) {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+    let mut listeners = BTreeMap::new();
+    let mut addrs = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        addrs.insert(id, l.local_addr().expect("addr").to_string());
+        listeners.insert(id, l);
+    }
+    let mut peers = BTreeMap::new();
+    for (id, listener) in listeners {
+        peers.insert(id, start_peer(id, &addrs, dirs[(id - 1) as usize].path(), listener).await);
+    }
+    (dirs, addrs, peers)
+}
+
 async fn start_peer(id: u64, addrs: &BTreeMap<u64, String>, dir: &std::path::Path, listener: TcpListener) -> Peer {
     let (store, _) = Store::open(dir, &StoreConfig::default()).expect("open store");
     let (writer, writer_thread) = spawn_writer(store.clone(), WriterConfig::default()).expect("writer");
@@ -105,19 +123,7 @@ fn create(name: &str) -> MetaCommand {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_peers_replicate_the_catalog_across_a_leader_stop() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let mut listeners = BTreeMap::new();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        addrs.insert(id, l.local_addr().expect("addr").to_string());
-        listeners.insert(id, l);
-    }
-    let mut peers = BTreeMap::new();
-    for (id, listener) in listeners {
-        let dir = dirs[(id - 1) as usize].path();
-        peers.insert(id, start_peer(id, &addrs, dir, listener).await);
-    }
+    let (dirs, addrs, mut peers) = start_three().await;
 
     let leader = agreed_leader(&peers).await;
     let follower = *peers.keys().find(|id| **id != leader).expect("a follower");
@@ -171,18 +177,7 @@ async fn three_peers_replicate_the_catalog_across_a_leader_stop() {
 /// they go through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_an_older_broker_cannot_apply_waits_for_its_upgrade() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-    let mut listeners = BTreeMap::new();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        addrs.insert(id, l.local_addr().expect("addr").to_string());
-        listeners.insert(id, l);
-    }
-    let mut peers = BTreeMap::new();
-    for (id, listener) in listeners {
-        peers.insert(id, start_peer(id, &addrs, dirs[(id - 1) as usize].path(), listener).await);
-    }
+    let (_dirs, _addrs, peers) = start_three().await;
     agreed_leader(&peers).await;
     let register = |broker: u64, features: u32| MetaCommand::SetBrokerEndpoint {
         broker,

@@ -3,6 +3,7 @@
 //! Tests talk to it only through gRPC and the public client.
 
 pub mod cluster;
+pub mod http;
 pub mod payload;
 pub mod ports;
 pub mod proxy;
@@ -66,6 +67,8 @@ pub struct TestBroker {
     pub addr: String,
     /// `host:port` of `/metrics`, when started with `--metrics-listen`.
     pub metrics_addr: Option<String>,
+    /// `host:port` of the HTTP gateway, when started with `--gateway-listen`.
+    pub gateway_addr: Option<String>,
     data_dir: PathBuf,
     extra: Vec<String>,
     envs: Vec<(String, String)>,
@@ -113,6 +116,7 @@ impl TestBroker {
             data_dir,
             addr: ports::reserve_addr()?,
             metrics_addr: None,
+            gateway_addr: None,
             extra,
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             starts: 0,
@@ -204,6 +208,9 @@ impl TestBroker {
         if !self.extra.iter().any(|a| a == "--metrics-listen") {
             cmd.arg("--metrics-listen").arg("");
         }
+        if !self.extra.iter().any(|a| a == "--gateway-listen") {
+            cmd.arg("--gateway-listen").arg("");
+        }
         cmd.args(&self.extra)
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
@@ -221,6 +228,9 @@ impl TestBroker {
             if let Some(m) = l.strip_prefix("sluice-broker metrics on ") {
                 self.metrics_addr = Some(m.to_owned());
             }
+            if let Some(g) = l.strip_prefix("sluice-broker gateway on ") {
+                self.gateway_addr = Some(g.to_owned());
+            }
             addr = l.strip_prefix("sluice-broker listening on ").map(str::to_owned);
         }
         let Some(addr) = addr else {
@@ -231,6 +241,11 @@ impl TestBroker {
             // Keep the metrics port across restarts, like the gRPC one.
             if let Some(i) = self.extra.iter().position(|a| a == "--metrics-listen") {
                 self.extra[i + 1] = m.clone();
+            }
+        }
+        if let Some(g) = &self.gateway_addr {
+            if let Some(i) = self.extra.iter().position(|a| a == "--gateway-listen") {
+                self.extra[i + 1] = g.clone();
             }
         }
         self.child = Some(child);

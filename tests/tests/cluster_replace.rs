@@ -85,6 +85,19 @@ fn stages_of(steps: &[(u64, String)]) -> Vec<Vec<&str>> {
         .collect()
 }
 
+/// Broker `id` loses its disk: SIGKILLed, its data dir wiped, started
+/// again; returns once it has found the cluster exists (and waits to be
+/// added back).
+async fn lose_disk(cluster: &mut TestCluster, id: u64) -> anyhow::Result<()> {
+    cluster.broker_mut(id).kill9().await?;
+    cluster.broker_mut(id).wipe_data()?;
+    cluster.broker_mut(id).start_again().await?;
+    eventually(Duration::from_secs(20), "the broker sees the cluster exists", || async {
+        Ok(cluster.broker(id).log()?.contains("the cluster exists and this broker's data dir is empty").then_some(()))
+    })
+    .await
+}
+
 /// Waits until broker `at` no longer sees broker `waiting` lead any shard
 /// (it led some before it lost its disk), then watches for `window` that it
 /// leads none again.
@@ -153,13 +166,7 @@ async fn a_broker_on_an_empty_disk_is_replaced_under_its_own_id() -> anyhow::Res
     assert!(stages_of(&steps).iter().all(|s| s == &["done"]), "nothing replaced: {steps:?}");
 
     // Broker 3's disk is lost; it comes back empty and waits to be added.
-    cluster.broker_mut(3).kill9().await?;
-    cluster.broker_mut(3).wipe_data()?;
-    cluster.broker_mut(3).start_again().await?;
-    eventually(Duration::from_secs(20), "broker 3 sees the cluster exists", || async {
-        Ok(cluster.broker(3).log()?.contains("the cluster exists and this broker's data dir is empty").then_some(()))
-    })
-    .await?;
+    lose_disk(&mut cluster, 3).await?;
 
     // It votes in no group until it is added back: the metadata group and its six shards.
     eventually(Duration::from_secs(5), "broker 3 reports its groups fenced", || async {
@@ -279,13 +286,7 @@ async fn a_placed_replica_on_an_empty_disk_is_replaced_under_its_own_id() -> any
     let shard = leaders.first().map(|p| p.shard).ok_or_else(|| anyhow::anyhow!("no partition of triple reported"))?;
     assert!(shard >= 1 << 20, "a placed shard: {shard}");
 
-    cluster.broker_mut(3).kill9().await?;
-    cluster.broker_mut(3).wipe_data()?;
-    cluster.broker_mut(3).start_again().await?;
-    eventually(Duration::from_secs(20), "broker 3 sees the cluster exists", || async {
-        Ok(cluster.broker(3).log()?.contains("the cluster exists and this broker's data dir is empty").then_some(()))
-    })
-    .await?;
+    lose_disk(&mut cluster, 3).await?;
     // While it waits, its replicas catch up from the leaders that still list it, yet no
     // shard's leadership may be handed to it (it may not vote, so it may not lead): watched
     // for longer than the leadership spreading takes to hand a shard to its preferred broker.

@@ -15,7 +15,9 @@ pub const LEADER_KEY: &str = "sluice-leader";
 /// With `not_leader`: the leader's epoch (its shard's Raft term).
 pub const LEADER_EPOCH_KEY: &str = "sluice-leader-epoch";
 
-fn code_and_reason(e: &Error) -> (Code, &'static str) {
+/// The gRPC code and stable reason of `e`: the one table every front door
+/// maps from (the HTTP gateway maps the code to a status).
+pub(crate) fn code_and_reason(e: &Error) -> (Code, &'static str) {
     use sluice_storage::Error as S;
     match e {
         Error::InvalidArgument { .. } => (Code::InvalidArgument, "invalid_argument"),

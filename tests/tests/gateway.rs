@@ -1,0 +1,171 @@
+//! The HTTP gateway against the real broker: CloudEvents in every HTTP mode
+//! and plain bodies go in over HTTP and come out of gRPC reads as records
+//! with the Kafka binding's headers; every refusal has its status, reason
+//! and message, and stores nothing.
+
+use sluice_client::proto as pb;
+use sluice_client::Admin;
+use sluice_tests::http::{post, Answer};
+use sluice_tests::{read_all, TestBroker};
+
+const PATH: &str = "/v1/topics/events/events";
+
+fn header<'a>(r: &'a pb::Record, key: &str) -> Option<&'a str> {
+    r.headers.iter().find(|h| h.key == key).and_then(|h| std::str::from_utf8(&h.value).ok())
+}
+
+/// The (partition, offset) of each event a `202` reports.
+fn stored(answer: &Answer) -> anyhow::Result<Vec<(u32, u64)>> {
+    anyhow::ensure!(
+        answer.status == 202,
+        "expected 202, got {}: {}",
+        answer.status,
+        String::from_utf8_lossy(&answer.body)
+    );
+    let json = answer.json()?;
+    let events = json["events"].as_array().ok_or_else(|| anyhow::anyhow!("no events in {json}"))?;
+    events
+        .iter()
+        .map(|e| {
+            let p = e["partition"].as_u64().ok_or_else(|| anyhow::anyhow!("no partition in {e}"))?;
+            let o = e["offset"].as_u64().ok_or_else(|| anyhow::anyhow!("no offset in {e}"))?;
+            Ok((p as u32, o))
+        })
+        .collect()
+}
+
+/// The status, reason and (non-empty) message of a refusal.
+fn refusal(answer: &Answer) -> anyhow::Result<(u16, String)> {
+    let json = answer.json()?;
+    let reason = json["error"]["reason"].as_str().unwrap_or_default().to_owned();
+    let message = json["error"]["message"].as_str().unwrap_or_default();
+    anyhow::ensure!(!message.is_empty(), "a refusal says why: {json}");
+    Ok((answer.status, reason))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudevents_in_every_mode_are_stored_per_the_kafka_binding() -> anyhow::Result<()> {
+    let broker = TestBroker::start_with(&["--gateway-listen", "127.0.0.1:0"]).await?;
+    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("the broker reported no gateway"))?;
+    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+
+    // Binary mode: attributes in ce-* headers (percent-encoded), the body is the data.
+    let binary = post(
+        &gateway,
+        PATH,
+        &[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "b-1"),
+            ("ce-source", "/orders"),
+            ("ce-type", "order.created"),
+            ("ce-note", "caf%C3%A9"),
+            ("ce-partitionkey", "customer-9"),
+            ("content-type", "application/json"),
+        ],
+        br#"{"order":1}"#,
+    )
+    .await?;
+    assert_eq!(stored(&binary)?, vec![(0, 0)]);
+
+    // Structured mode: one JSON event.
+    let structured = post(
+        &gateway,
+        PATH,
+        &[("content-type", "application/cloudevents+json; charset=utf-8")],
+        br#"{"specversion":"1.0","id":"s-1","source":"/orders","type":"order.paid","amount":12,"data":{"paid":true}}"#,
+    )
+    .await?;
+    assert_eq!(stored(&structured)?, vec![(0, 1)]);
+
+    // Batch mode: three events, one request, consecutive offsets.
+    let batch = post(
+        &gateway,
+        PATH,
+        &[("content-type", "application/cloudevents-batch+json")],
+        br#"[{"specversion":"1.0","id":"x-1","source":"/s","type":"t","data":"one"},
+            {"specversion":"1.0","id":"x-2","source":"/s","type":"t","datacontenttype":"text/plain","data":"two"},
+            {"specversion":"1.0","id":"x-3","source":"/s","type":"t","data_base64":"AAH/"}]"#,
+    )
+    .await?;
+    assert_eq!(stored(&batch)?, vec![(0, 2), (0, 3), (0, 4)]);
+
+    // A body that is not a CloudEvent is stored as it is.
+    let plain = post(&gateway, PATH, &[("content-type", "text/csv")], b"a,b\n1,2\n").await?;
+    assert_eq!(stored(&plain)?, vec![(0, 5)]);
+
+    let records = read_all(broker.channel(), "events", 0).await?;
+    assert_eq!(records.len(), 6, "one record per event");
+    let b = &records[0];
+    assert_eq!(&b.value[..], br#"{"order":1}"#);
+    assert_eq!(header(b, "ce_id"), Some("b-1"));
+    assert_eq!(header(b, "ce_type"), Some("order.created"));
+    assert_eq!(header(b, "ce_note"), Some("café"));
+    assert_eq!(header(b, "content-type"), Some("application/json"));
+    assert_eq!(b.key.as_deref(), Some(&b"customer-9"[..]), "partitionkey is the key");
+    let s = &records[1];
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&s.value)?, serde_json::json!({"paid": true}));
+    assert_eq!(header(s, "ce_amount"), Some("12"));
+    assert_eq!(header(s, "content-type"), Some("application/json"));
+    assert_eq!(&records[2].value[..], b"\"one\"", "JSON data stays JSON");
+    assert_eq!(&records[3].value[..], b"two", "text data is the text");
+    assert_eq!(&records[4].value[..], &[0u8, 1, 255], "base64 data is the bytes");
+    assert_eq!(header(&records[4], "ce_id"), Some("x-3"));
+    assert_eq!(&records[5].value[..], b"a,b\n1,2\n");
+    assert_eq!(header(&records[5], "content-type"), Some("text/csv"));
+    assert!(records[5].headers.iter().all(|h| !h.key.starts_with("ce_")), "a plain body has no event attributes");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_events_get_their_status_and_store_nothing() -> anyhow::Result<()> {
+    let broker = TestBroker::start_with(&[
+        "--gateway-listen",
+        "127.0.0.1:0",
+        "--max-request-bytes",
+        "65536",
+        "--max-message-bytes",
+        "65536",
+    ])
+    .await?;
+    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("the broker reported no gateway"))?;
+    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    let structured = [("content-type", "application/cloudevents+json")];
+
+    let unknown = post(&gateway, "/v1/topics/nope/events", &[("content-type", "text/plain")], b"x").await?;
+    assert_eq!(refusal(&unknown)?, (404, "topic_not_found".into()));
+    let bad_name = post(&gateway, "/v1/topics/no%20spaces/events", &[], b"x").await?;
+    assert_eq!(refusal(&bad_name)?.0, 400);
+    let cases: &[&[u8]] = &[
+        br#"{"specversion":"1.0","source":"/s","type":"t"}"#,
+        br#"{"specversion":"0.3","id":"1","source":"/s","type":"t"}"#,
+        br#"{"specversion":"1.0","id":"1","source":"/s","type":"t","Upper":"x"}"#,
+        b"{not json",
+    ];
+    for body in cases {
+        let answer = post(&gateway, PATH, &structured, body).await?;
+        assert_eq!(refusal(&answer)?, (400, "invalid_argument".into()), "{}", String::from_utf8_lossy(body));
+    }
+    // One bad event refuses its whole batch.
+    let batch = post(
+        &gateway,
+        PATH,
+        &[("content-type", "application/cloudevents-batch+json")],
+        br#"[{"specversion":"1.0","id":"1","source":"/s","type":"t"},{"specversion":"1.0","id":"2","source":"/s"}]"#,
+    )
+    .await?;
+    assert_eq!(refusal(&batch)?, (400, "invalid_argument".into()));
+    // A binary event without a type.
+    let binary = post(&gateway, PATH, &[("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-source", "/s")], b"").await?;
+    assert_eq!(refusal(&binary)?, (400, "invalid_argument".into()));
+    // Larger than --max-request-bytes: refused before it is stored.
+    let big = vec![b'x'; 70_000];
+    let too_large = post(&gateway, PATH, &[("content-type", "application/octet-stream")], &big).await?;
+    assert_eq!(refusal(&too_large)?, (413, "too_large".into()));
+
+    let records = read_all(broker.channel(), "events", 0).await?;
+    assert!(records.is_empty(), "nothing refused was stored: {records:?}");
+    // The gateway still takes a good event.
+    let ok = post(&gateway, PATH, &[("content-type", "text/plain")], b"fine").await?;
+    assert_eq!(stored(&ok)?, vec![(0, 0)]);
+    Ok(())
+}
