@@ -12,7 +12,7 @@ BROKER=target/release/sluice-broker
 SLUICE=target/release/sluice
 
 start_broker() {
-  "$BROKER" --listen 127.0.0.1:0 --data-dir "$DATA/broker" --metrics-listen "" > "$DATA/out" 2>> "$DATA/log" &
+  "$BROKER" --listen 127.0.0.1:0 --data-dir "$DATA/broker" --metrics-listen "" --gateway-listen "" > "$DATA/out" 2>> "$DATA/log" &
   PID=$!
   for _ in $(seq 1 200); do grep -q "listening on" "$DATA/out" 2>/dev/null && break; sleep 0.05; done
   ADDR="http://$(sed -n 's/^sluice-broker listening on //p' "$DATA/out")"

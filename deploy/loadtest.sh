@@ -9,7 +9,7 @@ ADDR="${SLUICE_ADDR:-127.0.0.1:50051}"; ADDR="${ADDR#http://}"
 ARGS=()
 if [ "${1:-}" = "--smoke" ]; then
   dir=$(mktemp -d)
-  target/release/sluice-broker --listen 127.0.0.1:0 --data-dir "$dir" --metrics-listen "" > "$dir/out" 2> "$dir/log" &
+  target/release/sluice-broker --listen 127.0.0.1:0 --data-dir "$dir" --metrics-listen "" --gateway-listen "" > "$dir/out" 2> "$dir/log" &
   pid=$!
   trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
   for _ in $(seq 1 100); do grep -q "listening on" "$dir/out" 2>/dev/null && break; sleep 0.1; done

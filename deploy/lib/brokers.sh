@@ -11,7 +11,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # start NAME ARGS...: starts a broker, waits until it prints its address, sets ADDR.
 start() {
   local name=$1; shift
-  "$BROKER" --data-dir "$DATA/$name" --metrics-listen "" "$@" > "$DATA/$name.out" 2> "$DATA/$name.log" &
+  "$BROKER" --data-dir "$DATA/$name" --metrics-listen "" --gateway-listen "" "$@" > "$DATA/$name.out" 2> "$DATA/$name.log" &
   PIDS+=($!)
   for _ in $(seq 1 200); do grep -q "listening on" "$DATA/$name.out" 2>/dev/null && break; sleep 0.05; done
   ADDR="http://$(sed -n 's/^sluice-broker listening on //p' "$DATA/$name.out")"

@@ -45,7 +45,7 @@ FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION.value[0]
 
 def start_broker(binary, data_dir, extra=()):
     proc = subprocess.Popen(
-        [binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--metrics-listen", "", *extra],
+        [binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--metrics-listen", "", "--gateway-listen", "", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline().strip()
     prefix = "sluice-broker listening on "

@@ -29,7 +29,7 @@ async fn log_written_to_a_file_has_no_colour_codes() -> anyhow::Result<()> {
 async fn output_on_a_terminal(no_color: Option<&str>) -> anyhow::Result<String> {
     let data = tempfile::tempdir()?;
     let broker = format!(
-        "exec {} --listen 127.0.0.1:0 --metrics-listen '' --data-dir {}",
+        "exec {} --listen 127.0.0.1:0 --metrics-listen '' --gateway-listen '' --data-dir {}",
         binary("sluice-broker").display(),
         data.path().join("data").display()
     );
