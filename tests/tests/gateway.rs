@@ -169,3 +169,37 @@ async fn refused_events_get_their_status_and_store_nothing() -> anyhow::Result<(
     assert_eq!(stored(&ok)?, vec![(0, 0)]);
     Ok(())
 }
+
+/// In a cluster every broker's gateway takes events for any partition: the
+/// produce path forwards them to the partition's leader, and `202` means a
+/// majority of its replicas hold them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broker_of_a_cluster_takes_events() -> anyhow::Result<()> {
+    let cluster = sluice_tests::cluster::TestCluster::start_with(3, &["--gateway-listen", "127.0.0.1:0"]).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    Admin::new(cluster.broker(1).channel()).create_topic("events", 3, pb::TopicConfig::default()).await?;
+    let mut stored_at = Vec::new();
+    for id in cluster.ids() {
+        let gateway = cluster.broker(id).gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("no gateway"))?;
+        for p in 0..3u32 {
+            // The partition key picks the partition: each broker is the leader of some, a follower of others.
+            let key = (0..).map(|k| format!("k{k}")).find(|k| sluice_proto::partition_for_key(k.as_bytes(), 3) == p);
+            let key = key.ok_or_else(|| anyhow::anyhow!("no key for partition {p}"))?;
+            let event = format!(
+                r#"{{"specversion":"1.0","id":"{id}-{p}","source":"/b{id}","type":"t","partitionkey":"{key}"}}"#
+            );
+            let answer =
+                post(&gateway, PATH, &[("content-type", "application/cloudevents+json")], event.as_bytes()).await?;
+            let stored = stored(&answer)?;
+            assert_eq!(stored.len(), 1);
+            assert_eq!(stored[0].0, p, "routed by partitionkey");
+            stored_at.push((format!("{id}-{p}"), stored[0]));
+        }
+    }
+    for (id, (p, offset)) in stored_at {
+        let records = read_all(cluster.broker(1).channel(), "events", p).await?;
+        let record = records.iter().find(|r| r.offset == offset);
+        assert_eq!(record.and_then(|r| header(r, "ce_id")), Some(id.as_str()), "event {id} at {p}/{offset}");
+    }
+    Ok(())
+}
