@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod group;
 pub mod grpc;
 pub mod health_check;

@@ -209,6 +209,10 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         println!("sluice-broker gateway on {bound}");
         tokio::spawn(crate::http::serve(listener, produce_path.clone(), max, rpc_stop.clone()));
     }
+    let events = sluice_proto::v1::events_server::EventsServer::new(crate::grpc::events::EventsService::new(
+        produce_path.clone(),
+    ))
+    .max_decoding_message_size(max);
     let producer =
         ProducerServer::new(ProduceService::new(produce_path, rpc_stop.clone())).max_decoding_message_size(max);
     let consumer = ConsumerServer::new(ConsumeService::new(registry.clone(), groups.clone(), rpc_stop.clone()))
@@ -286,6 +290,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         .add_service(reflection_v1alpha)
         .add_service(admin)
         .add_service(producer)
+        .add_service(events)
         .add_service(consumer)
         .add_service(scaler)
         .add_service(cluster_service)

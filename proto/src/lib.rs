@@ -9,6 +9,18 @@ pub mod v1 {
     tonic::include_proto!("sluice.v1");
 }
 
+/// The CloudEvents protobuf format (`proto/io/cloudevents/v1`, vendored
+/// from the CloudEvents specification), taken by `sluice.v1.Events`.
+pub mod io {
+    /// CloudEvents.
+    pub mod cloudevents {
+        /// Version 1.
+        pub mod v1 {
+            tonic::include_proto!("io.cloudevents.v1");
+        }
+    }
+}
+
 /// KEDA's External Scaler interface (`proto/externalscaler`).
 pub mod externalscaler {
     tonic::include_proto!("externalscaler");

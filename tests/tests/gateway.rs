@@ -170,6 +170,21 @@ async fn refused_events_get_their_status_and_store_nothing() -> anyhow::Result<(
     Ok(())
 }
 
+/// POSTs a structured event as a client should: a `503` with `Retry-After`
+/// (a partition whose leader is not elected yet, right after its topic was
+/// created) is retried, for at most 20 s.
+async fn post_as_a_client(gateway: &str, event: &[u8]) -> anyhow::Result<Answer> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let answer = post(gateway, PATH, &[("content-type", "application/cloudevents+json")], event).await?;
+        let retry = answer.status == 503 && answer.header("retry-after").is_some();
+        if !retry || std::time::Instant::now() >= deadline {
+            return Ok(answer);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// In a cluster every broker's gateway takes events for any partition: the
 /// produce path forwards them to the partition's leader, and `202` means a
 /// majority of its replicas hold them.
@@ -188,8 +203,7 @@ async fn every_broker_of_a_cluster_takes_events() -> anyhow::Result<()> {
             let event = format!(
                 r#"{{"specversion":"1.0","id":"{id}-{p}","source":"/b{id}","type":"t","partitionkey":"{key}"}}"#
             );
-            let answer =
-                post(&gateway, PATH, &[("content-type", "application/cloudevents+json")], event.as_bytes()).await?;
+            let answer = post_as_a_client(&gateway, event.as_bytes()).await?;
             let stored = stored(&answer)?;
             assert_eq!(stored.len(), 1);
             assert_eq!(stored[0].0, p, "routed by partitionkey");
@@ -201,5 +215,83 @@ async fn every_broker_of_a_cluster_takes_events() -> anyhow::Result<()> {
         let record = records.iter().find(|r| r.offset == offset);
         assert_eq!(record.and_then(|r| header(r, "ce_id")), Some(id.as_str()), "event {id} at {p}/{offset}");
     }
+    Ok(())
+}
+
+/// `sluice.v1.Events/Publish` takes the CloudEvents protobuf format and
+/// stores each event exactly as the HTTP gateway does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_publish_stores_events_as_the_gateway_does() -> anyhow::Result<()> {
+    use sluice_proto::io::cloudevents::v1::cloud_event::cloud_event_attribute_value::Attr;
+    use sluice_proto::io::cloudevents::v1::cloud_event::{CloudEventAttributeValue, Data};
+    use sluice_proto::io::cloudevents::v1::{CloudEvent, CloudEventBatch};
+    use sluice_proto::v1::events_client::EventsClient;
+
+    let broker = TestBroker::start_with(&["--gateway-listen", "127.0.0.1:0"]).await?;
+    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("the broker reported no gateway"))?;
+    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    let attr = |a: Attr| CloudEventAttributeValue { attr: Some(a) };
+    let event = CloudEvent {
+        id: "g-1".into(),
+        source: "/orders".into(),
+        spec_version: "1.0".into(),
+        r#type: "order.created".into(),
+        attributes: [
+            ("datacontenttype".to_owned(), attr(Attr::CeString("application/json".into()))),
+            ("partitionkey".to_owned(), attr(Attr::CeString("customer-9".into()))),
+            ("amount".to_owned(), attr(Attr::CeInteger(12))),
+            ("paid".to_owned(), attr(Attr::CeBoolean(true))),
+            ("time".to_owned(), attr(Attr::CeTimestamp(prost_types::Timestamp { seconds: 1_522_900_584, nanos: 0 }))),
+        ]
+        .into_iter()
+        .collect(),
+        data: Some(Data::TextData(r#"{"order":1}"#.into())),
+    };
+    let mut client = EventsClient::new(broker.channel());
+    let request = pb::PublishRequest { topic: "events".into(), batch: Some(CloudEventBatch { events: vec![event] }) };
+    let answer = client.publish(request).await?.into_inner();
+    assert_eq!((answer.partitions, answer.offsets), (vec![0], vec![0]));
+
+    // The same event over HTTP, in binary mode.
+    let http = post(
+        &gateway,
+        PATH,
+        &[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "g-1"),
+            ("ce-source", "/orders"),
+            ("ce-type", "order.created"),
+            ("ce-partitionkey", "customer-9"),
+            ("ce-amount", "12"),
+            ("ce-paid", "true"),
+            ("ce-time", "2018-04-05T03:56:24Z"),
+            ("content-type", "application/json"),
+        ],
+        br#"{"order":1}"#,
+    )
+    .await?;
+    assert_eq!(stored(&http)?, vec![(0, 1)]);
+    let records = read_all(broker.channel(), "events", 0).await?;
+    let sorted = |r: &pb::Record| {
+        let mut h: Vec<(String, Vec<u8>)> = r.headers.iter().map(|h| (h.key.clone(), h.value.to_vec())).collect();
+        h.sort();
+        (r.key.clone(), r.value.clone(), h)
+    };
+    assert_eq!(sorted(&records[0]), sorted(&records[1]), "stored alike by either door");
+
+    // One invalid event refuses the batch, with the reason, and stores nothing.
+    let bad = CloudEvent {
+        id: "".into(),
+        source: "/s".into(),
+        spec_version: "1.0".into(),
+        r#type: "t".into(),
+        ..Default::default()
+    };
+    let request = pb::PublishRequest { topic: "events".into(), batch: Some(CloudEventBatch { events: vec![bad] }) };
+    let status = client.publish(request).await.expect_err("an event without an id is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("no id"), "{}", status.message());
+    assert_eq!(status.metadata().get("sluice-reason").and_then(|v| v.to_str().ok()), Some("invalid_argument"));
+    assert_eq!(read_all(broker.channel(), "events", 0).await?.len(), 2, "nothing more stored");
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cluster;
 pub mod consume;
 pub mod deliver;
+pub mod events;
 pub mod groups;
 pub mod produce;
 pub mod scaler;

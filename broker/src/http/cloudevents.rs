@@ -1,14 +1,6 @@
-//! The CloudEvents 1.0 HTTP binding in (binary, structured and batch
-//! modes, and plain bodies), stored per the CloudEvents Kafka binding: each
-//! attribute a `ce_<name>` header, `datacontenttype` as `content-type`, the
-//! event's data as the value, the `partitionkey` extension as the key. A
-//! gRPC consumer then sees ordinary records, and a push can turn them back
-//! into HTTP without loss.
-//!
-//! # Correctness
-//! Every event has `specversion` 1.0 and non-empty `id`, `source` and
-//! `type`; attribute names are lower-case ASCII letters and digits. Nothing
-//! that fails these is stored: one bad event in a batch refuses the batch.
+//! The CloudEvents 1.0 HTTP binding in: binary, structured and batch
+//! modes, and plain bodies. Each event is stored per the Kafka binding
+//! ([`crate::event`]).
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -16,19 +8,14 @@ use serde_json::{Map, Value};
 use sluice_proto::v1::{Header, Message};
 
 use crate::error::{Error, Result};
+use crate::event::{stored_message as event_message, CONTENT_TYPE_HEADER};
 
 /// The content type of one event in structured mode.
 pub const STRUCTURED: &str = "application/cloudevents+json";
 /// The content type of a batch of events.
 pub const BATCH: &str = "application/cloudevents-batch+json";
-/// Kafka binding: the header prefix of an event attribute.
-pub const ATTRIBUTE_HEADER_PREFIX: &str = "ce_";
-/// Kafka binding: the header holding `datacontenttype`.
-pub const CONTENT_TYPE_HEADER: &str = "content-type";
 /// HTTP binary mode: the header prefix of an event attribute.
 const HTTP_ATTRIBUTE_PREFIX: &str = "ce-";
-/// Longest attribute name taken (the spec asks for at most 20).
-const MAX_ATTRIBUTE_NAME: usize = 64;
 
 /// How a request body is to be read, from its headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,47 +146,6 @@ fn attributes_of(fields: Map<String, Value>, which: &str) -> Result<Vec<(String,
         attributes.push((name, text));
     }
     Ok(attributes)
-}
-
-/// Checks the attributes and builds the stored message.
-fn event_message(
-    attributes: Vec<(String, String)>,
-    content_type: Option<String>,
-    value: Bytes,
-    which: &str,
-) -> Result<Message> {
-    let get = |name: &str| attributes.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-    match get("specversion") {
-        Some("1.0") => {}
-        Some(other) => return Err(invalid(format!("{which}: specversion {other:?} is not supported; send 1.0"))),
-        None => return Err(invalid(format!("{which} has no specversion"))),
-    }
-    for required in ["id", "source", "type"] {
-        if get(required).is_none_or(str::is_empty) {
-            return Err(invalid(format!("{which} has no {required}")));
-        }
-    }
-    let mut headers = Vec::with_capacity(attributes.len() + 1);
-    let mut key = None;
-    for (name, value) in &attributes {
-        let valid = !name.is_empty()
-            && name.len() <= MAX_ATTRIBUTE_NAME
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if !valid {
-            return Err(invalid(format!(
-                "{which}: attribute name {name:?} must be 1 to {MAX_ATTRIBUTE_NAME} lower-case letters or digits"
-            )));
-        }
-        if name == "partitionkey" {
-            key = Some(Bytes::from(value.clone()));
-        }
-        headers
-            .push(Header { key: format!("{ATTRIBUTE_HEADER_PREFIX}{name}"), value: value.as_bytes().to_vec().into() });
-    }
-    if let Some(c) = content_type {
-        headers.push(Header { key: CONTENT_TYPE_HEADER.into(), value: c.into_bytes().into() });
-    }
-    Ok(Message { key, value, headers })
 }
 
 #[cfg(test)]
