@@ -50,6 +50,12 @@ pub struct SettingArgs {
     /// HTTP gateway (CloudEvents in) listen address, empty to disable [default: 127.0.0.1:8080]
     #[arg(long, env = "SLUICE_GATEWAY_LISTEN")]
     pub gateway_listen: Option<String>,
+    /// Most open HTTP gateway connections; one over is closed at once [default: 10000]
+    #[arg(long, env = "SLUICE_GATEWAY_MAX_CONNECTIONS")]
+    pub gateway_max_connections: Option<usize>,
+    /// How long a gateway request head or body may take to arrive, and a keep-alive connection stay idle, ms [default: 10000]
+    #[arg(long, env = "SLUICE_GATEWAY_READ_TIMEOUT_MS")]
+    pub gateway_read_timeout_ms: Option<u64>,
     /// Log format, `text` or `json` [default: text]; levels via RUST_LOG
     #[arg(long, env = "SLUICE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -160,6 +166,8 @@ impl SettingArgs {
             data_dir,
             metrics_listen,
             gateway_listen,
+            gateway_max_connections,
+            gateway_read_timeout_ms,
             log_format,
             retention_ms,
             retention_bytes,

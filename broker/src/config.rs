@@ -25,6 +25,11 @@ pub struct BrokerConfig {
     /// The HTTP gateway's listen address (`POST /v1/topics/{topic}/events`,
     /// CloudEvents in); empty disables it. Default `127.0.0.1:8080`.
     pub gateway_listen: String,
+    /// Most open gateway connections (one over is closed at once). Default 10,000.
+    pub gateway_max_connections: usize,
+    /// How long a gateway request head or body may take to arrive, and a
+    /// keep-alive connection stay idle. Default 10 s.
+    pub gateway_read_timeout_ms: u64,
     /// `text` or `json` logs. Default `text`.
     pub log_format: String,
     /// Default retention by age for new topics; 0 keeps forever. Default 7 days.
@@ -94,6 +99,8 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./data"),
             metrics_listen: "127.0.0.1:9464".into(),
             gateway_listen: "127.0.0.1:8080".into(),
+            gateway_max_connections: 10_000,
+            gateway_read_timeout_ms: 10_000,
             log_format: "text".into(),
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: 0,
@@ -193,6 +200,16 @@ impl BrokerConfig {
         if !self.gateway_listen.is_empty() {
             check(self.gateway_listen.parse::<SocketAddr>().is_ok(), "gateway-listen", "must be host:port or empty")?;
         }
+        check(
+            (1..=1_000_000).contains(&self.gateway_max_connections),
+            "gateway-max-connections",
+            "must be 1..=1000000",
+        )?;
+        check(
+            (100..=600_000).contains(&self.gateway_read_timeout_ms),
+            "gateway-read-timeout-ms",
+            "must be 100..=600000",
+        )?;
         Ok(())
     }
 

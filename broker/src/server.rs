@@ -207,7 +207,12 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
             .local_addr()
             .map_err(|source| ServeError::Io { what: "reading the gateway address".into(), source })?;
         println!("sluice-broker gateway on {bound}");
-        tokio::spawn(crate::http::serve(listener, produce_path.clone(), max, rpc_stop.clone()));
+        let limits = crate::http::Limits {
+            max_body: max,
+            max_connections: config.gateway_max_connections,
+            read_timeout: Duration::from_millis(config.gateway_read_timeout_ms),
+        };
+        tokio::spawn(crate::http::serve(listener, produce_path.clone(), limits, rpc_stop.clone()));
     }
     let events = sluice_proto::v1::events_server::EventsServer::new(crate::grpc::events::EventsService::new(
         produce_path.clone(),

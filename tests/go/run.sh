@@ -22,7 +22,7 @@ rm -rf "$OUT" && mkdir -p "$OUT/src"
 # Without a module option protoc-gen-go writes each file under its full go_package path,
 # which is the GOPATH layout.
 protoc -I proto --go_out="$OUT/src" --go-grpc_out="$OUT/src" \
-  proto/sluice/v1/*.proto proto/externalscaler/externalscaler.proto
+  proto/sluice/v1/*.proto proto/externalscaler/externalscaler.proto proto/io/cloudevents/v1/cloudevents.proto
 PKG=github.com/sluice-mq/sluice/gen/go
 for f in sluice/v1/admin.pb.go sluice/v1/admin_grpc.pb.go sluice/v1/consumer_grpc.pb.go externalscaler/externalscaler_grpc.pb.go; do
   [ -f "$OUT/src/$PKG/$f" ] || { echo "protoc did not write $PKG/$f: is go_package set?"; exit 1; }

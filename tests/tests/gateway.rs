@@ -295,3 +295,106 @@ async fn grpc_publish_stores_events_as_the_gateway_does() -> anyhow::Result<()> 
     assert_eq!(read_all(broker.channel(), "events", 0).await?.len(), 2, "nothing more stored");
     Ok(())
 }
+
+/// Reads from `stream` until the peer closes it; fails if it is still open
+/// after `within`. Returns what was read.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> anyhow::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read)
+        .await
+        .map_err(|_| anyhow::anyhow!("the gateway kept the connection open for {within:?}"))?;
+    Ok(got)
+}
+
+/// A slow or idle client holds a connection only for the read timeout:
+/// a head that never completes and an idle keep-alive connection are
+/// closed, a body that stalls is answered `408`, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed_after_the_read_timeout() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let broker =
+        TestBroker::start_with(&["--gateway-listen", "127.0.0.1:0", "--gateway-read-timeout-ms", "500"]).await?;
+    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("the broker reported no gateway"))?;
+    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    let limit = std::time::Duration::from_secs(5);
+
+    // A head that never completes (slowloris).
+    let mut slow = TcpStream::connect(&gateway).await?;
+    slow.write_all(b"POST /v1/topics/events/events HTTP/1.1\r\nhost: x\r\nce-id: 1\r\n").await?;
+    closed_within(&mut slow, limit).await?;
+
+    // A body that stops after 10 of its 100 bytes.
+    let mut stalled = TcpStream::connect(&gateway).await?;
+    stalled
+        .write_all(b"POST /v1/topics/events/events HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\nonly ten b")
+        .await?;
+    let answer = closed_within(&mut stalled, limit).await?;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "a stalled body is answered 408: {answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+
+    // A keep-alive connection, once answered and idle.
+    let mut idle = TcpStream::connect(&gateway).await?;
+    idle.write_all(
+        b"POST /v1/topics/events/events HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok",
+    )
+    .await?;
+    let answer = closed_within(&mut idle, limit).await?;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 202"), "answered, then closed when idle");
+
+    let records = read_all(broker.channel(), "events", 0).await?;
+    assert_eq!(records.len(), 1, "only the complete request was stored");
+    assert_eq!(&records[0].value[..], b"ok");
+    Ok(())
+}
+
+/// At `gateway-max-connections` open connections another one is closed at
+/// once; when one closes, a new one is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_at_once() -> anyhow::Result<()> {
+    use tokio::net::TcpStream;
+    let broker = TestBroker::start_with(&[
+        "--gateway-listen",
+        "127.0.0.1:0",
+        "--gateway-max-connections",
+        "4",
+        "--gateway-read-timeout-ms",
+        "20000",
+    ])
+    .await?;
+    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("the broker reported no gateway"))?;
+    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(&gateway).await?);
+    }
+    // Well inside the 20 s idle timeout: only the cap can close it.
+    let mut surplus = TcpStream::connect(&gateway).await?;
+    closed_within(&mut surplus, std::time::Duration::from_secs(5)).await?;
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match post(&gateway, PATH, &[("content-type", "text/plain")], b"in").await {
+            Ok(answer) if answer.status == 202 => break,
+            other => {
+                anyhow::ensure!(
+                    std::time::Instant::now() < deadline,
+                    "no connection served after one closed: {other:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    Ok(())
+}

@@ -5,54 +5,131 @@
 //! partition's leader are the same. Answers `202` with each event's
 //! partition and offset once durable; errors come from the one table
 //! ([`status`]).
+//!
+//! # Hostile clients
+//! Connections are capped (`gateway-max-connections`; one over the cap is
+//! closed at once); a connection that sends no complete request head within
+//! `gateway-read-timeout-ms` (also an idle keep-alive one) is closed, and a
+//! body not received in full within it is answered `408`; a body above
+//! `max-request-bytes` is refused (`413`) from its `content-length`, or as
+//! soon as it grows past it. Memory per connection is thus bounded by the
+//! head buffer and the body cap, and their number by the cap.
 
 pub mod cloudevents;
 pub mod status;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use futures::StreamExt;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::name::TopicName;
 use crate::topic::produce::{ProduceBatch, Producer};
 
-/// Serves the gateway on `listener` until `stop`; bodies above `max_body`
-/// bytes are refused (`413`) before they are read in full.
-pub async fn serve(listener: TcpListener, producer: Producer, max_body: usize, stop: CancellationToken) {
+/// Most bytes of a request head (request line and headers).
+const MAX_HEAD_BYTES: usize = 64 << 10;
+
+/// The gateway's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest body, bytes.
+    pub max_body: usize,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// How long a request head, or a whole body, may take to arrive (and
+    /// how long a keep-alive connection may stay idle).
+    pub read_timeout: Duration,
+}
+
+#[derive(Clone)]
+struct Gateway {
+    producer: Producer,
+    limits: Limits,
+}
+
+/// Serves the gateway on `listener` until `stop`, within `limits`.
+pub async fn serve(listener: TcpListener, producer: Producer, limits: Limits, stop: CancellationToken) {
     let app = axum::Router::new()
         .route("/v1/topics/{topic}/events", axum::routing::post(publish))
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(producer);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-        tracing::warn!(error = %e, "the HTTP gateway stopped");
+        .with_state(Gateway { producer, limits });
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "the HTTP gateway could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            metrics::counter!(crate::metrics::REJECTED, "reason" => "too_many_connections").increment(1);
+            tracing::debug!(%peer, "gateway connection refused: at gateway-max-connections");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        // The router serves hyper's request bodies as they are.
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.read_timeout)
+                .max_buf_size(MAX_HEAD_BYTES);
+            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "gateway connection ended");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(permit);
+        });
     }
 }
 
 /// `POST /v1/topics/{topic}/events`.
 async fn publish(
-    State(producer): State<Producer>,
+    State(gateway): State<Gateway>,
     Path(topic): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    match publish_events(&producer, topic, &headers, body).await {
+    match publish_events(&gateway, topic, &headers, body).await {
         Ok(answer) => (StatusCode::ACCEPTED, axum::Json(answer)).into_response(),
         Err(failure) => failure.into_response(),
     }
 }
 
 async fn publish_events(
-    producer: &Producer,
+    gateway: &Gateway,
     topic: String,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<serde_json::Value, status::Failure> {
-    let body = body.map_err(status::Failure::from_rejection)?;
+    let body = read_body(headers, body, gateway.limits).await?;
     let topic = TopicName::parse("topic", topic)?;
     let content_type = match headers.get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str()) {
         None => None,
@@ -68,7 +145,7 @@ async fn publish_events(
     }
     let messages = cloudevents::messages(&pairs, content_type.as_deref(), body)?;
     let batch = ProduceBatch { topic, partition: None, messages, producer: None, forward: true };
-    let produced = producer.produce(batch).await?;
+    let produced = gateway.producer.produce(batch).await?;
     let events: Vec<serde_json::Value> = produced
         .partitions
         .iter()
@@ -76,4 +153,31 @@ async fn publish_events(
         .map(|(p, o)| serde_json::json!({ "partition": p, "offset": o }))
         .collect();
     Ok(serde_json::json!({ "events": events }))
+}
+
+/// The whole body, within the size cap and the read timeout.
+async fn read_body(headers: &HeaderMap, body: Body, limits: Limits) -> Result<Bytes, status::Failure> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return Err(status::Failure::too_large());
+    }
+    let mut chunks = body.into_data_stream();
+    let mut buffer = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    let read = async {
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| status::Failure::bad_body(&e.to_string()))?;
+            if buffer.len() + chunk.len() > limits.max_body {
+                return Err(status::Failure::too_large());
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limits.read_timeout, read).await {
+        Ok(result) => result.map(|()| buffer.freeze()),
+        Err(_) => Err(status::Failure::body_timeout(limits.read_timeout)),
+    }
 }

@@ -3,7 +3,6 @@
 //! stable reason and the message go in a JSON body, and back-pressure and
 //! unavailability say when to retry (`Retry-After`).
 
-use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tonic::Code;
@@ -22,16 +21,26 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A body the gateway could not read: too large (`413`) or cut off.
-    pub fn from_rejection(rejection: BytesRejection) -> Failure {
-        let status = rejection.status();
-        let (reason, message) = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ("too_large", "the body is larger than the broker's max-request-bytes; split the batch".to_owned())
-        } else {
-            ("bad_body", format!("could not read the body: {}", rejection.body_text()))
-        };
+    fn new(status: StatusCode, reason: &'static str, message: String) -> Failure {
         metrics::counter!(crate::metrics::REJECTED, "reason" => reason).increment(1);
         Failure { status, reason, message }
+    }
+
+    /// A body larger than the cap (`413`).
+    pub fn too_large() -> Failure {
+        let message = "the body is larger than the broker's max-request-bytes; split the batch".to_owned();
+        Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+
+    /// A body that did not arrive in full within `timeout` (`408`).
+    pub fn body_timeout(timeout: std::time::Duration) -> Failure {
+        let message = format!("the body did not arrive within {} ms (gateway-read-timeout-ms)", timeout.as_millis());
+        Failure::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
+
+    /// A body the connection broke off (`400`).
+    pub fn bad_body(why: &str) -> Failure {
+        Failure::new(StatusCode::BAD_REQUEST, "bad_body", format!("could not read the body: {why}"))
     }
 
     /// The HTTP status.
@@ -61,10 +70,9 @@ pub fn http_status(code: Code) -> StatusCode {
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let (code, reason) = crate::grpc::status::code_and_reason(&e);
-        metrics::counter!(crate::metrics::REJECTED, "reason" => reason).increment(1);
         // A full disk is not the client's rate: no point in a quick retry, but still retryable.
         let status = if reason == "disk_full" { StatusCode::INSUFFICIENT_STORAGE } else { http_status(code) };
-        Failure { status, reason, message: e.to_string() }
+        Failure::new(status, reason, e.to_string())
     }
 }
 
