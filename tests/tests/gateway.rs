@@ -14,6 +14,17 @@ fn header<'a>(r: &'a pb::Record, key: &str) -> Option<&'a str> {
     r.headers.iter().find(|h| h.key == key).and_then(|h| std::str::from_utf8(&h.value).ok())
 }
 
+/// A broker with its gateway on a free port (and `extra` flags), and a
+/// topic `events` of one partition; with the gateway's address.
+async fn gateway_broker(extra: &[&str]) -> anyhow::Result<(TestBroker, String)> {
+    let mut args = vec!["--gateway-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let broker = TestBroker::start_with(&args).await?;
+    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("the broker reported no gateway"))?;
+    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    Ok((broker, gateway))
+}
+
 /// The (partition, offset) of each event a `202` reports.
 fn stored(answer: &Answer) -> anyhow::Result<Vec<(u32, u64)>> {
     anyhow::ensure!(
@@ -45,9 +56,7 @@ fn refusal(answer: &Answer) -> anyhow::Result<(u16, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudevents_in_every_mode_are_stored_per_the_kafka_binding() -> anyhow::Result<()> {
-    let broker = TestBroker::start_with(&["--gateway-listen", "127.0.0.1:0"]).await?;
-    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("the broker reported no gateway"))?;
-    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    let (broker, gateway) = gateway_broker(&[]).await?;
 
     // Binary mode: attributes in ce-* headers (percent-encoded), the body is the data.
     let binary = post(
@@ -118,17 +127,7 @@ async fn cloudevents_in_every_mode_are_stored_per_the_kafka_binding() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_events_get_their_status_and_store_nothing() -> anyhow::Result<()> {
-    let broker = TestBroker::start_with(&[
-        "--gateway-listen",
-        "127.0.0.1:0",
-        "--max-request-bytes",
-        "65536",
-        "--max-message-bytes",
-        "65536",
-    ])
-    .await?;
-    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("the broker reported no gateway"))?;
-    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    let (broker, gateway) = gateway_broker(&["--max-request-bytes", "65536", "--max-message-bytes", "65536"]).await?;
     let structured = [("content-type", "application/cloudevents+json")];
 
     let unknown = post(&gateway, "/v1/topics/nope/events", &[("content-type", "text/plain")], b"x").await?;
@@ -227,9 +226,7 @@ async fn grpc_publish_stores_events_as_the_gateway_does() -> anyhow::Result<()> 
     use sluice_proto::io::cloudevents::v1::{CloudEvent, CloudEventBatch};
     use sluice_proto::v1::events_client::EventsClient;
 
-    let broker = TestBroker::start_with(&["--gateway-listen", "127.0.0.1:0"]).await?;
-    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("the broker reported no gateway"))?;
-    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    let (broker, gateway) = gateway_broker(&[]).await?;
     let attr = |a: Attr| CloudEventAttributeValue { attr: Some(a) };
     let event = CloudEvent {
         id: "g-1".into(),
@@ -323,10 +320,7 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Du
 async fn slow_and_idle_connections_are_closed_after_the_read_timeout() -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
-    let broker =
-        TestBroker::start_with(&["--gateway-listen", "127.0.0.1:0", "--gateway-read-timeout-ms", "500"]).await?;
-    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("the broker reported no gateway"))?;
-    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    let (broker, gateway) = gateway_broker(&["--gateway-read-timeout-ms", "500"]).await?;
     let limit = std::time::Duration::from_secs(5);
 
     // A head that never completes (slowloris).
@@ -364,17 +358,8 @@ async fn slow_and_idle_connections_are_closed_after_the_read_timeout() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_are_closed_at_once() -> anyhow::Result<()> {
     use tokio::net::TcpStream;
-    let broker = TestBroker::start_with(&[
-        "--gateway-listen",
-        "127.0.0.1:0",
-        "--gateway-max-connections",
-        "4",
-        "--gateway-read-timeout-ms",
-        "20000",
-    ])
-    .await?;
-    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("the broker reported no gateway"))?;
-    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    let (_broker, gateway) =
+        gateway_broker(&["--gateway-max-connections", "4", "--gateway-read-timeout-ms", "20000"]).await?;
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(TcpStream::connect(&gateway).await?);

@@ -42,11 +42,6 @@ impl Failure {
     pub fn bad_body(why: &str) -> Failure {
         Failure::new(StatusCode::BAD_REQUEST, "bad_body", format!("could not read the body: {why}"))
     }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
 }
 
 /// The HTTP status of a gRPC code.
