@@ -56,6 +56,9 @@ pub struct SettingArgs {
     /// How long a gateway request head or body may take to arrive, and a keep-alive connection stay idle, ms [default: 10000]
     #[arg(long, env = "SLUICE_GATEWAY_READ_TIMEOUT_MS")]
     pub gateway_read_timeout_ms: Option<u64>,
+    /// Where push subscriptions may send: host names, `*.domain` or `*` (public addresses only), IPs, CIDR blocks; comma-separated [default: none]
+    #[arg(long, env = "SLUICE_PUSH_ALLOWED_ENDPOINTS")]
+    pub push_allowed_endpoints: Option<String>,
     /// Log format, `text` or `json` [default: text]; levels via RUST_LOG
     #[arg(long, env = "SLUICE_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -168,6 +171,7 @@ impl SettingArgs {
             gateway_listen,
             gateway_max_connections,
             gateway_read_timeout_ms,
+            push_allowed_endpoints,
             log_format,
             retention_ms,
             retention_bytes,

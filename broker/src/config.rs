@@ -30,6 +30,10 @@ pub struct BrokerConfig {
     /// How long a gateway request head or body may take to arrive, and a
     /// keep-alive connection stay idle. Default 10 s.
     pub gateway_read_timeout_ms: u64,
+    /// Where push subscriptions may send (comma-separated host names,
+    /// `*.domain` or `*` for public addresses, IPs and CIDR blocks); empty,
+    /// the default, pushes nowhere. See `push::allowlist`.
+    pub push_allowed_endpoints: String,
     /// `text` or `json` logs. Default `text`.
     pub log_format: String,
     /// Default retention by age for new topics; 0 keeps forever. Default 7 days.
@@ -101,6 +105,7 @@ impl Default for BrokerConfig {
             gateway_listen: "127.0.0.1:8080".into(),
             gateway_max_connections: 10_000,
             gateway_read_timeout_ms: 10_000,
+            push_allowed_endpoints: String::new(),
             log_format: "text".into(),
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: 0,
@@ -210,6 +215,9 @@ impl BrokerConfig {
             "gateway-read-timeout-ms",
             "must be 100..=600000",
         )?;
+        if let Err(reason) = crate::push::Allowlist::parse(&self.push_allowed_endpoints) {
+            return Err(ConfigError { field: "push-allowed-endpoints", reason });
+        }
         Ok(())
     }
 

@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod name;
 pub mod partition;
+pub mod push;
 pub mod server;
 pub mod topic;
 

@@ -75,6 +75,12 @@ pub const CLUSTER_BROKERS: &str = "sluice_cluster_brokers";
 /// Raft groups this broker may not vote in: it lost its data and waits for
 /// `sluice cluster replace` (0 on a healthy broker).
 pub const CLUSTER_FENCED_GROUPS: &str = "sluice_cluster_fenced_groups";
+/// Push requests by group and outcome.
+pub const PUSH_REQUESTS: &str = "sluice_push_requests_total";
+/// Push request to answer (or failure), by group.
+pub const PUSH_LATENCY: &str = "sluice_push_request_seconds";
+/// Push requests a group's dispatcher may have in flight now.
+pub const PUSH_CONCURRENCY: &str = "sluice_push_concurrency_limit";
 pub use sluice_storage::metric_names::{CORRUPTION, GROUP_COMMIT_REQUESTS, POISONINGS, WRITE_SECONDS, WRITTEN_BYTES};
 
 /// Installs the global recorder and returns the handle that renders it.
@@ -112,6 +118,12 @@ fn describe() {
     gauge!(
         CLUSTER_FENCED_GROUPS,
         "Raft groups this broker does not vote in: it lost its data and waits to be added back (sluice cluster replace)"
+    );
+    counter!(PUSH_REQUESTS, "Push requests by group and outcome (delivered, partially_failed, retry_after, failed)");
+    histogram!(PUSH_LATENCY, Unit::Seconds, "Push request to its answer or failure, by group");
+    gauge!(
+        PUSH_CONCURRENCY,
+        "Push requests a group's dispatcher may have in flight now (halved while the endpoint fails)"
     );
     counter!(CONNECTIONS, "TCP connections accepted on the gRPC port");
     gauge!(OPEN_STREAMS, "ProduceStream and Subscribe streams open now");

@@ -214,6 +214,11 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         };
         tokio::spawn(crate::http::serve(listener, produce_path.clone(), limits, rpc_stop.clone()));
     }
+    let allowlist = crate::push::Allowlist::parse(&config.push_allowed_endpoints).unwrap_or_default();
+    if !allowlist.is_empty() {
+        tracing::info!(allowed = %config.push_allowed_endpoints, "push subscriptions may send to these endpoints");
+    }
+    tokio::spawn(crate::push::supervise(groups.clone(), crate::push::PushClient::new(allowlist), rpc_stop.clone()));
     let events = sluice_proto::v1::events_server::EventsServer::new(crate::grpc::events::EventsService::new(
         produce_path.clone(),
     ))

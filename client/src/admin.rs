@@ -110,9 +110,15 @@ impl Admin {
         Ok(self
             .client
             .clone()
-            .update_group(pb::UpdateGroupRequest { name: name.into(), config: Some(config) })
+            .update_group(pb::UpdateGroupRequest { name: name.into(), config: Some(config), clear_push: false })
             .await?
             .into_inner())
+    }
+
+    /// Makes a push group a pull group again (its dispatcher stops).
+    pub async fn stop_pushing(&self, name: &str) -> Result<pb::GroupInfo> {
+        let request = pb::UpdateGroupRequest { name: name.into(), config: Some(Default::default()), clear_push: true };
+        Ok(self.client.clone().update_group(request).await?.into_inner())
     }
 
     /// Deletes a group and its state.

@@ -8,6 +8,7 @@ pub mod payload;
 pub mod ports;
 pub mod proxy;
 pub mod raw;
+pub mod sink;
 pub mod tmpfs;
 
 pub use cluster::TestCluster;

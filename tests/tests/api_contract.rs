@@ -136,6 +136,7 @@ async fn invalid_names_are_invalid_argument_on_every_rpc() -> anyhow::Result<()>
                     .update_group(pb::UpdateGroupRequest {
                         name: bad.into(),
                         config: Some(pb::GroupConfig { ack_deadline_ms: 2000, ..Default::default() }),
+                        clear_push: false,
                     })
                     .await,
             ),
@@ -148,6 +149,7 @@ async fn invalid_names_are_invalid_argument_on_every_rpc() -> anyhow::Result<()>
                     .update_group(pb::UpdateGroupRequest {
                         name: "g".into(),
                         config: Some(pb::GroupConfig { dead_letter_topic: bad.into(), ..Default::default() }),
+                        clear_push: false,
                     })
                     .await,
             ),

@@ -104,6 +104,7 @@ fn templates() -> Vec<(&'static str, Vec<u8>)> {
             pb::UpdateGroupRequest {
                 name: "fzg".into(),
                 config: Some(pb::GroupConfig { ack_deadline_ms: 900, ..Default::default() }),
+                clear_push: false,
             }
             .encode_to_vec(),
         ),

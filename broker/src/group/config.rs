@@ -52,6 +52,100 @@ pub struct GroupConfig {
     /// The group's own name (kept here for dead-letter headers).
     #[serde(default)]
     pub name: String,
+    /// Set: a dispatcher in the broker pushes the group's messages to an
+    /// HTTP endpoint (`crate::push`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushConfig>,
+}
+
+/// A push subscription's settings (ranges in `PushConfig::validate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PushConfig {
+    /// `http://host[:port]/path`, checked against the broker's allowlist.
+    pub endpoint: String,
+    /// Most events per request.
+    pub batch_size: u32,
+    /// How long a batch may wait to fill, ms.
+    pub max_batching_window_ms: u32,
+    /// Most requests in flight.
+    pub max_concurrency: u32,
+    /// Request timeout, ms.
+    pub timeout_ms: u32,
+    /// Extra headers on every request (sorted by name).
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+}
+
+/// Most events in one push request.
+pub const MAX_PUSH_BATCH: u32 = 1000;
+/// Longest push batching window, ms.
+pub const MAX_PUSH_WINDOW_MS: u32 = 60_000;
+/// Most push requests in flight per group.
+pub const MAX_PUSH_CONCURRENCY: u32 = 1000;
+/// Default push request timeout (shortened to fit the ack deadline), ms.
+pub const DEFAULT_PUSH_TIMEOUT_MS: u32 = 10_000;
+/// Default push concurrency.
+pub const DEFAULT_PUSH_CONCURRENCY: u32 = 8;
+/// Headers the dispatcher sets itself, so a push config may not.
+const RESERVED_PUSH_HEADERS: &[&str] = &["content-type", "content-length", "host", "transfer-encoding", "connection"];
+
+impl PushConfig {
+    /// Rejects settings outside their ranges, naming the field; a push must
+    /// end (answer and all) within the lease it was sent under.
+    pub fn validate(&self, ack_deadline_ms: u32) -> Result<()> {
+        if self.endpoint.is_empty() {
+            return Err(Error::invalid(
+                "config.push.endpoint",
+                "name the URL to push to, e.g. http://handler:8080/events",
+            ));
+        }
+        if !(1..=MAX_PUSH_BATCH).contains(&self.batch_size) {
+            return Err(Error::invalid("config.push.batch_size", format!("must be 1..={MAX_PUSH_BATCH}")));
+        }
+        if self.max_batching_window_ms > MAX_PUSH_WINDOW_MS {
+            return Err(Error::invalid(
+                "config.push.max_batching_window_ms",
+                format!("must be at most {MAX_PUSH_WINDOW_MS}"),
+            ));
+        }
+        if !(1..=MAX_PUSH_CONCURRENCY).contains(&self.max_concurrency) {
+            return Err(Error::invalid("config.push.max_concurrency", format!("must be 1..={MAX_PUSH_CONCURRENCY}")));
+        }
+        if self.timeout_ms < 10
+            || u64::from(self.timeout_ms) + u64::from(self.max_batching_window_ms) > u64::from(ack_deadline_ms)
+        {
+            return Err(Error::invalid(
+                "config.push.timeout_ms",
+                format!(
+                    "must be at least 10 ms, and with max_batching_window_ms ({} ms) at most the ack deadline ({ack_deadline_ms} ms), so an answer comes while the lease holds",
+                    self.max_batching_window_ms
+                ),
+            ));
+        }
+        for (name, value) in &self.headers {
+            let valid_name = axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok();
+            if !valid_name || axum::http::HeaderValue::from_str(value).is_err() {
+                return Err(Error::invalid("config.push.headers", format!("{name:?} is not a valid HTTP header")));
+            }
+            let lower = name.to_ascii_lowercase();
+            if RESERVED_PUSH_HEADERS.contains(&lower.as_str())
+                || lower.starts_with("ce-")
+                || lower.starts_with("sluice-")
+            {
+                return Err(Error::invalid(
+                    "config.push.headers",
+                    format!("{name:?} is set by the dispatcher (content-type, ce-*, sluice-* and framing headers)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The default timeout for a group with `ack_deadline_ms` and this window.
+    pub fn default_timeout_ms(ack_deadline_ms: u32, window_ms: u32) -> u32 {
+        DEFAULT_PUSH_TIMEOUT_MS.min(ack_deadline_ms.saturating_sub(window_ms))
+    }
 }
 
 /// Limits on group settings.
@@ -93,6 +187,9 @@ impl GroupConfig {
         if !(0.0..=1.0).contains(&b.jitter) {
             return Err(Error::invalid("config.backoff.jitter", "must be 0.0..=1.0"));
         }
+        if let Some(push) = &self.push {
+            push.validate(self.ack_deadline_ms)?;
+        }
         Ok(())
     }
 
@@ -121,6 +218,7 @@ mod tests {
             mode: GroupMode::Shared,
             created_ms: 0,
             name: "g".into(),
+            push: None,
         }
     }
 

@@ -17,7 +17,7 @@ pub mod state;
 mod subscription;
 
 pub use actor::{AckId, Delivered, GroupHandle, GroupSnapshot};
-pub use config::{BackoffConfig, GroupConfig, GroupMode};
+pub use config::{BackoffConfig, GroupConfig, GroupMode, PushConfig};
 pub use registry::{GroupContext, GroupRegistry, StartAt};
 pub use report::{report, GroupReport, PartitionReport};
 pub use subscription::{Subscription, MAX_CREDITS};

@@ -190,6 +190,11 @@ impl GroupRegistry {
         })
     }
 
+    /// A receiver that sees a change whenever a group appears, changes or goes here.
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     /// The group named `name`.
     pub fn get(&self, name: &str) -> Result<Arc<GroupHandle>> {
         self.read_map().get(name).cloned().ok_or_else(|| Error::GroupNotFound(name.to_owned()))

@@ -202,7 +202,7 @@ impl Admin for AdminService {
     }
 
     async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
-        Ok(Response::new(groups::update(&self.registry, &self.groups, req.into_inner()).await?))
+        Ok(Response::new(groups::update(&self.registry, &self.groups, &self.config, req.into_inner()).await?))
     }
 
     async fn delete_group(

@@ -8,9 +8,11 @@ use super::consume::record_to_pb;
 use super::validate;
 use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
+use crate::group::config::{PushConfig, DEFAULT_PUSH_CONCURRENCY};
 use crate::group::dead_letter_tools::{self, Redrive};
 use crate::group::{BackoffConfig, GroupConfig, GroupHandle, GroupMode, GroupRegistry, StartAt};
 use crate::name::{GroupName, TopicName};
+use crate::push::Allowlist;
 use crate::topic::TopicRegistry;
 
 const DEFAULT_ACK_DEADLINE_MS: u32 = 30_000;
@@ -41,9 +43,48 @@ fn apply_backoff(b: &pb::Backoff, s: &mut BackoffConfig) {
     }
 }
 
+/// A push config from a request, with defaults for unset fields, its
+/// endpoint checked against the broker's allowlist.
+fn push_settings(p: &pb::PushConfig, ack_deadline_ms: u32, config: &BrokerConfig) -> Result<PushConfig> {
+    let allowlist = Allowlist::parse(&config.push_allowed_endpoints)
+        .map_err(|reason| Error::invalid("push-allowed-endpoints", reason))?;
+    allowlist.check_endpoint("config.push.endpoint", &p.endpoint)?;
+    let mut headers: Vec<(String, String)> = p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    headers.sort();
+    let push = PushConfig {
+        endpoint: p.endpoint.clone(),
+        batch_size: p.batch_size.max(1),
+        max_batching_window_ms: p.max_batching_window_ms,
+        max_concurrency: if p.max_concurrency == 0 { DEFAULT_PUSH_CONCURRENCY } else { p.max_concurrency },
+        timeout_ms: if p.timeout_ms == 0 {
+            PushConfig::default_timeout_ms(ack_deadline_ms, p.max_batching_window_ms)
+        } else {
+            p.timeout_ms
+        },
+        headers,
+    };
+    push.validate(ack_deadline_ms)?;
+    Ok(push)
+}
+
+fn push_to_pb(p: &PushConfig) -> pb::PushConfig {
+    pb::PushConfig {
+        endpoint: p.endpoint.clone(),
+        batch_size: p.batch_size,
+        max_batching_window_ms: p.max_batching_window_ms,
+        max_concurrency: p.max_concurrency,
+        timeout_ms: p.timeout_ms,
+        // Values may be credentials: GroupInfo names the headers only.
+        headers: p.headers.iter().map(|(name, _)| (name.clone(), REDACTED.to_owned())).collect(),
+    }
+}
+
+/// What GroupInfo shows for a push header's value.
+const REDACTED: &str = "(set)";
+
 /// Builds a new group's settings from a request: unset fields (and a zero
 /// `ack_deadline_ms`, which is never valid) take the defaults.
-fn new_settings(c: &pb::GroupConfig) -> Result<(GroupConfig, StartAt)> {
+fn new_settings(c: &pb::GroupConfig, config: &BrokerConfig) -> Result<(GroupConfig, StartAt)> {
     if c.topic.is_empty() {
         return Err(Error::invalid("config.topic", "name the topic the group reads"));
     }
@@ -64,16 +105,19 @@ fn new_settings(c: &pb::GroupConfig) -> Result<(GroupConfig, StartAt)> {
     if let Some(b) = &c.backoff {
         apply_backoff(b, &mut backoff);
     }
+    let ack_deadline_ms = if c.ack_deadline_ms == 0 { DEFAULT_ACK_DEADLINE_MS } else { c.ack_deadline_ms };
+    let push = c.push.as_ref().map(|p| push_settings(p, ack_deadline_ms, config)).transpose()?;
     let settings = GroupConfig {
         id: 0,
         topic: c.topic.clone(),
-        ack_deadline_ms: if c.ack_deadline_ms == 0 { DEFAULT_ACK_DEADLINE_MS } else { c.ack_deadline_ms },
+        ack_deadline_ms,
         max_delivery_attempts: c.max_delivery_attempts.unwrap_or(0),
         dead_letter_topic: c.dead_letter_topic.clone(),
         backoff,
         mode,
         created_ms: 0,
         name: String::new(),
+        push,
     };
     settings.validate()?;
     Ok((settings, start))
@@ -99,6 +143,7 @@ pub async fn group_info(g: &GroupHandle) -> Result<pb::GroupInfo> {
             mode: mode_to_pb(s.mode) as i32,
             start: 0,
             start_timestamp_ms: 0,
+            push: s.push.as_ref().map(push_to_pb),
         }),
         members: report.members,
         partitions: report
@@ -147,7 +192,7 @@ pub async fn create(
 ) -> Result<pb::GroupInfo> {
     let name = GroupName::parse("name", req.name)?;
     let c = req.config.ok_or_else(|| Error::invalid("config", "a group needs a config naming its topic"))?;
-    let (settings, start) = new_settings(&c)?;
+    let (settings, start) = new_settings(&c, config)?;
     let group = groups.create(&name, settings, start, config.topic_defaults()).await?;
     describe(topics, &group).await
 }
@@ -157,6 +202,7 @@ pub async fn create(
 pub async fn update(
     topics: &TopicRegistry,
     groups: &GroupRegistry,
+    config: &BrokerConfig,
     req: pb::UpdateGroupRequest,
 ) -> Result<pb::GroupInfo> {
     validate::name("name", &req.name)?;
@@ -165,6 +211,16 @@ pub async fn update(
     if !c.topic.is_empty() || c.mode != 0 || c.start != 0 {
         return Err(Error::invalid("config", "topic, mode and start cannot change; create a new group instead"));
     }
+    if req.clear_push && c.push.is_some() {
+        return Err(Error::invalid("clear_push", "set either config.push or clear_push, not both"));
+    }
+    // Checked against the deadline the group will have (validate checks again under the lock).
+    let deadline = if c.ack_deadline_ms != 0 {
+        c.ack_deadline_ms
+    } else {
+        validate::group(groups, "name", &req.name)?.settings().ack_deadline_ms
+    };
+    let push = c.push.as_ref().map(|p| push_settings(p, deadline, config)).transpose()?;
     let group = groups
         .update(&req.name, |s| {
             if c.ack_deadline_ms != 0 {
@@ -178,6 +234,11 @@ pub async fn update(
             }
             if let Some(b) = &c.backoff {
                 apply_backoff(b, &mut s.backoff);
+            }
+            if push.is_some() {
+                s.push = push;
+            } else if req.clear_push {
+                s.push = None;
             }
         })
         .await?;

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use sluice_proto::v1::{Header, Message};
 
 use crate::error::{Error, Result};
-use crate::event::{stored_message as event_message, CONTENT_TYPE_HEADER};
+use crate::event::{is_json, stored_message as event_message, CONTENT_TYPE_HEADER};
 
 /// The content type of one event in structured mode.
 pub const STRUCTURED: &str = "application/cloudevents+json";
@@ -121,12 +121,6 @@ fn structured_event(event: Value, index: usize) -> Result<Message> {
     let content_type = content_type.or_else(|| (!value.is_empty()).then(|| "application/json".to_owned()));
     let attributes = attributes_of(fields, &which)?;
     event_message(attributes, content_type, value, &which)
-}
-
-/// Whether a media type is JSON (`application/json`, `…+json`).
-fn is_json(content_type: &str) -> bool {
-    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    media == "application/json" || media.ends_with("+json") || media == "text/json"
 }
 
 /// The attributes of a structured event as strings (the Kafka binding's

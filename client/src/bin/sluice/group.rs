@@ -30,6 +30,9 @@ pub enum GroupCommand {
         name: String,
         #[command(flatten)]
         config: GroupConfigArgs,
+        /// Stop pushing: the group becomes a pull group.
+        #[arg(long, conflicts_with = "push_endpoint")]
+        no_push: bool,
     },
     /// List groups.
     List {
@@ -96,11 +99,48 @@ pub struct GroupConfigArgs {
     /// Largest redelivery delay, ms.
     #[arg(long)]
     backoff_max_ms: Option<u32>,
+    /// Push the group's messages to this URL (http://host[:port]/path; the broker's
+    /// push-allowed-endpoints must list its host). On update, replaces the push settings.
+    #[arg(long)]
+    push_endpoint: Option<String>,
+    /// Events per push request (1-1000; default 1: binary mode).
+    #[arg(long, requires = "push_endpoint")]
+    push_batch_size: Option<u32>,
+    /// How long a push batch may wait to fill, ms (default 0).
+    #[arg(long, requires = "push_endpoint")]
+    push_window_ms: Option<u32>,
+    /// Most push requests in flight (default 8).
+    #[arg(long, requires = "push_endpoint")]
+    push_concurrency: Option<u32>,
+    /// Push request timeout, ms (default min(10000, ack deadline)).
+    #[arg(long, requires = "push_endpoint")]
+    push_timeout_ms: Option<u32>,
+    /// A header sent with every push, `Name: value` (repeatable).
+    #[arg(long = "push-header", requires = "push_endpoint")]
+    push_headers: Vec<String>,
 }
 
 impl GroupConfigArgs {
-    fn to_pb(&self) -> pb::GroupConfig {
-        pb::GroupConfig {
+    fn push(&self) -> anyhow::Result<Option<pb::PushConfig>> {
+        let Some(endpoint) = &self.push_endpoint else { return Ok(None) };
+        let mut headers = std::collections::HashMap::new();
+        for h in &self.push_headers {
+            let (name, value) =
+                h.split_once(':').with_context(|| format!("--push-header {h:?}: write `Name: value`"))?;
+            headers.insert(name.trim().to_owned(), value.trim().to_owned());
+        }
+        Ok(Some(pb::PushConfig {
+            endpoint: endpoint.clone(),
+            batch_size: self.push_batch_size.unwrap_or(0),
+            max_batching_window_ms: self.push_window_ms.unwrap_or(0),
+            max_concurrency: self.push_concurrency.unwrap_or(0),
+            timeout_ms: self.push_timeout_ms.unwrap_or(0),
+            headers,
+        }))
+    }
+
+    fn to_pb(&self) -> anyhow::Result<pb::GroupConfig> {
+        Ok(pb::GroupConfig {
             ack_deadline_ms: self.ack_deadline_ms.unwrap_or(0),
             max_delivery_attempts: self.max_attempts,
             dead_letter_topic: self.dead_letter_topic.clone().unwrap_or_default(),
@@ -110,16 +150,18 @@ impl GroupConfigArgs {
                 multiplier: None,
                 jitter: None,
             }),
+            push: self.push()?,
             ..Default::default()
-        }
+        })
     }
 }
 
 fn print_group(g: &pb::GroupInfo) -> std::io::Result<()> {
     let c = g.config.clone().unwrap_or_default();
     let mode = pb::GroupMode::try_from(c.mode).map_or("?", |m| m.as_str_name());
+    let push = c.push.as_ref().map_or(String::new(), |p| format!("\tpush={}", p.endpoint));
     outln!(
-        "{}\ttopic={}\tmode={}\tbacklog={}\tin_flight={}\toldest_unacked_ms={}\tdead_lettered={}\tmembers={}",
+        "{}\ttopic={}\tmode={}{push}\tbacklog={}\tin_flight={}\toldest_unacked_ms={}\tdead_lettered={}\tmembers={}",
         g.name,
         c.topic,
         mode,
@@ -144,7 +186,7 @@ pub async fn run(admin: Admin, cmd: GroupCommand, format: super::Format) -> anyh
             admin.peek_dead_letters(&group, max).await?.iter().map(super::output::record).collect(),
         )?,
         GroupCommand::Create { name, config, topic, mode, start } => {
-            let mut c = config.to_pb();
+            let mut c = config.to_pb()?;
             c.topic = topic;
             c.mode = match mode.as_str() {
                 "shared" => pb::GroupMode::Shared,
@@ -162,7 +204,8 @@ pub async fn run(admin: Admin, cmd: GroupCommand, format: super::Format) -> anyh
             }
             print_group(&admin.create_group(&name, c).await?)?;
         }
-        GroupCommand::Update { name, config } => print_group(&admin.update_group(&name, config.to_pb()).await?)?,
+        GroupCommand::Update { name, no_push: true, .. } => print_group(&admin.stop_pushing(&name).await?)?,
+        GroupCommand::Update { name, config, .. } => print_group(&admin.update_group(&name, config.to_pb()?).await?)?,
         GroupCommand::List { topic } => {
             for g in admin.list_groups(&topic).await? {
                 print_group(&g)?;

@@ -52,6 +52,10 @@ pub fn group(g: &pb::GroupInfo) -> Value {
         "ack_deadline_ms": c.ack_deadline_ms, "max_delivery_attempts": c.max_delivery_attempts, "dead_letter_topic": c.dead_letter_topic,
         "backlog": g.backlog_messages, "in_flight": g.in_flight, "oldest_unacked_age_ms": g.oldest_unacked_age_ms,
         "dead_lettered": g.dead_lettered, "members": g.members,
+        "push": c.push.as_ref().map(|p| json!({
+            "endpoint": p.endpoint, "batch_size": p.batch_size, "max_batching_window_ms": p.max_batching_window_ms,
+            "max_concurrency": p.max_concurrency, "timeout_ms": p.timeout_ms, "headers": p.headers,
+        })),
         "partitions": g.partitions.iter().map(|p| json!({
             "partition": p.partition, "committed": p.committed_offset, "latest": p.latest_offset, "backlog": p.backlog_messages,
             "backlog_bytes": p.backlog_bytes, "in_flight": p.in_flight, "oldest_unacked_age_ms": p.oldest_unacked_age_ms,
