@@ -54,6 +54,9 @@ run "hostile input ($((2000000 * scale)) inputs)" \
   SLUICE_FUZZ_INPUTS=$((2000000 * scale)) timeout 900 "${test_cmd[@]}" --test hostile_input -- --nocapture
 run "metadata group: $((20 * scale)) leader SIGKILLs and $((20 * scale)) partition rounds across three brokers" \
   SLUICE_CLUSTER_ROUNDS=$((20 * scale)) timeout 600 "${test_cmd[@]}" --test cluster -- --nocapture
+run "push subscriptions: $((20 * scale)) SIGKILLs while pushing, a handler down for a minute" \
+  SLUICE_PUSH_KILLS=$((20 * scale)) SLUICE_PUSH_DOWN_SECS=60 timeout 600 "${test_cmd[@]}" --test push -- --nocapture \
+  killed_while_pushing handler_that_was_down
 run "consumer group: $((20 * scale)) SIGKILLs of the group's leader across three brokers" \
   SLUICE_CLUSTER_GROUP_ROUNDS=$((20 * scale)) timeout 600 "${test_cmd[@]}" --test cluster_groups -- --nocapture \
   acknowledged_messages_stay_acknowledged
@@ -68,7 +71,7 @@ tests_passed=$(awk '/^test result:/ { p += $4 } END { print p }' "$log")
 summary=$(
   echo "Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores, ${elapsed} s, scale ${scale}: ${tests_passed} tests passed, 0 failed."
   echo
-  grep -hE "^chaos summary:|^crash test seed|^sent [0-9]+, acked|messages, [0-9]+ acked before SIGKILL|^hostile_input:|^overload |^acked [0-9]+ messages before the disk reserve|^produce resumed|^cluster: |^start refused|messages: stored once each|^created 10,000|^restart with 10,000|^good client|^probe served|^cluster kill loop summary:" "$log" \
+  grep -hE "^chaos summary:|^crash test seed|^sent [0-9]+, acked|messages, [0-9]+ acked before SIGKILL|^hostile_input:|^overload |^acked [0-9]+ messages before the disk reserve|^produce resumed|^cluster: |^start refused|messages: stored once each|^created 10,000|^restart with 10,000|^good client|^probe served|^cluster kill loop summary:|SIGKILLs while pushing|^handler down" "$log" \
     | sed -E 's/; log:.*//; s/^/- /'
   echo "- model check: $((10000 * scale)) random histories of produce/pull/ack/nack/expiry/seek/restart over the in-memory engine and $((100 * scale)) over RocksDB (reopened at every restart), against the reference model, all equal"
   echo "- storage contract: $((5000 * scale)) random append/rewind/reopen histories of a partition log over the in-memory engine and $((50 * scale)) over RocksDB, checked against a list of batches"
