@@ -75,6 +75,8 @@ pub const CLUSTER_BROKERS: &str = "sluice_cluster_brokers";
 /// Raft groups this broker may not vote in: it lost its data and waits for
 /// `sluice cluster replace` (0 on a healthy broker).
 pub const CLUSTER_FENCED_GROUPS: &str = "sluice_cluster_fenced_groups";
+/// Messages a group's filters settled without delivery.
+pub const GROUP_FILTERED: &str = "sluice_group_filtered_total";
 /// Push requests by group and outcome.
 pub const PUSH_REQUESTS: &str = "sluice_push_requests_total";
 /// Push request to answer (or failure), by group.
@@ -119,6 +121,7 @@ fn describe() {
         CLUSTER_FENCED_GROUPS,
         "Raft groups this broker does not vote in: it lost its data and waits to be added back (sluice cluster replace)"
     );
+    counter!(GROUP_FILTERED, "Messages settled without delivery because the group's filters did not match, by group");
     counter!(PUSH_REQUESTS, "Push requests by group and outcome (delivered, partially_failed, retry_after, failed)");
     histogram!(PUSH_LATENCY, Unit::Seconds, "Push request to its answer or failure, by group");
     gauge!(

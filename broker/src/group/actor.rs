@@ -621,6 +621,7 @@ impl GroupActor {
         }
         let mut deliveries = Vec::with_capacity(max.min(1024));
         let mut failure = None;
+        let mut filtered = 0u64;
         for (i, &(p, off)) in again.iter().enumerate() {
             let records = match self.read(p, off, off + 1).await {
                 Ok(records) => records,
@@ -633,6 +634,12 @@ impl GroupActor {
                 }
             };
             match records.into_iter().next() {
+                // Delivered before the group's filters changed: settled now.
+                Some(record) if !self.passes(&settings, p, &record) => {
+                    let attempt = self.state.lease_again(p, off, now, deadline, consumer, &mut out);
+                    let _ = self.state.ack(p, off, attempt, &mut out);
+                    filtered += 1;
+                }
                 Some(record) => {
                     let attempt = self.state.lease_again(p, off, now, deadline, consumer, &mut out);
                     deliveries.push(Delivered {
@@ -682,6 +689,11 @@ impl GroupActor {
                     break;
                 }
                 let attempt = self.state.lease_fresh(p, record.offset, now, deadline, consumer);
+                if !self.passes(&settings, p, &record) {
+                    let _ = self.state.ack(p, record.offset, attempt, &mut out);
+                    filtered += 1;
+                    continue;
+                }
                 deliveries.push(Delivered {
                     ack_id: AckId { partition: p, offset: record.offset, attempt },
                     record,
@@ -691,7 +703,20 @@ impl GroupActor {
         }
         self.state.flush_cursors(&mut out);
         metrics::counter!(crate::metrics::GROUP_DELIVERED_TOTAL).increment(deliveries.len() as u64);
+        if filtered > 0 {
+            metrics::counter!(crate::metrics::GROUP_FILTERED, "group" => settings.name.clone()).increment(filtered);
+            // Settling them made room: a waiting pull looks again at once.
+            if deliveries.len() < max {
+                self.bump_ready();
+            }
+        }
         Ok(Pulled { deliveries, write: out, failure })
+    }
+
+    /// Whether `record` of partition `p` passes the group's filters.
+    fn passes(&self, settings: &GroupConfig, p: u32, record: &StoredRecord) -> bool {
+        settings.filters.is_empty()
+            || super::filter::passes(&settings.filters, &crate::event::read_event(record, &settings.topic, p))
     }
 
     async fn read(&self, p: u32, from: u64, until: u64) -> Result<Vec<StoredRecord>> {

@@ -56,6 +56,10 @@ pub struct GroupConfig {
     /// HTTP endpoint (`crate::push`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push: Option<PushConfig>,
+    /// Knative-style filters, all of which an event must pass to be
+    /// delivered (`group::filter`); empty passes everything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<super::filter::Filter>,
 }
 
 /// A push subscription's settings (ranges in `PushConfig::validate`).
@@ -190,6 +194,7 @@ impl GroupConfig {
         if let Some(push) = &self.push {
             push.validate(self.ack_deadline_ms)?;
         }
+        super::filter::validate("config.filter", &self.filters)?;
         Ok(())
     }
 
@@ -219,6 +224,7 @@ mod tests {
             created_ms: 0,
             name: "g".into(),
             push: None,
+            filters: Vec::new(),
         }
     }
 

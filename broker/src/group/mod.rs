@@ -7,6 +7,7 @@ mod cluster;
 pub mod config;
 mod dead_letter;
 pub mod dead_letter_tools;
+pub mod filter;
 #[cfg(test)]
 mod model_check;
 mod persistence;

@@ -10,6 +10,7 @@ use crate::config::BrokerConfig;
 use crate::error::{Error, Result};
 use crate::group::config::{PushConfig, DEFAULT_PUSH_CONCURRENCY};
 use crate::group::dead_letter_tools::{self, Redrive};
+use crate::group::filter::Filter;
 use crate::group::{BackoffConfig, GroupConfig, GroupHandle, GroupMode, GroupRegistry, StartAt};
 use crate::name::{GroupName, TopicName};
 use crate::push::Allowlist;
@@ -67,6 +68,47 @@ fn push_settings(p: &pb::PushConfig, ack_deadline_ms: u32, config: &BrokerConfig
     Ok(push)
 }
 
+/// A group's filters from their protobuf form.
+fn filters_from_pb(list: &pb::EventFilters) -> Result<Vec<Filter>> {
+    list.filters.iter().map(filter_from_pb).collect()
+}
+
+fn filter_from_pb(f: &pb::EventFilter) -> Result<Filter> {
+    use pb::event_filter::Filter as F;
+    let pairs = |a: &pb::AttributeValues| a.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(match &f.filter {
+        Some(F::Exact(a)) => Filter::Exact(pairs(a)),
+        Some(F::Prefix(a)) => Filter::Prefix(pairs(a)),
+        Some(F::Suffix(a)) => Filter::Suffix(pairs(a)),
+        Some(F::All(list)) => Filter::All(filters_from_pb(list)?),
+        Some(F::Any(list)) => Filter::Any(filters_from_pb(list)?),
+        Some(F::Not(inner)) => Filter::Not(Box::new(filter_from_pb(inner)?)),
+        None => {
+            return Err(Error::invalid("config.filter", "a filter sets one of exact, prefix, suffix, all, any, not"))
+        }
+    })
+}
+
+fn filters_to_pb(filters: &[Filter]) -> pb::EventFilters {
+    pb::EventFilters { filters: filters.iter().map(filter_to_pb).collect() }
+}
+
+fn filter_to_pb(f: &Filter) -> pb::EventFilter {
+    use pb::event_filter::Filter as F;
+    let values = |m: &std::collections::BTreeMap<String, String>| pb::AttributeValues {
+        values: m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    let filter = match f {
+        Filter::Exact(m) => F::Exact(values(m)),
+        Filter::Prefix(m) => F::Prefix(values(m)),
+        Filter::Suffix(m) => F::Suffix(values(m)),
+        Filter::All(list) => F::All(filters_to_pb(list)),
+        Filter::Any(list) => F::Any(filters_to_pb(list)),
+        Filter::Not(inner) => F::Not(Box::new(filter_to_pb(inner))),
+    };
+    pb::EventFilter { filter: Some(filter) }
+}
+
 fn push_to_pb(p: &PushConfig) -> pb::PushConfig {
     pb::PushConfig {
         endpoint: p.endpoint.clone(),
@@ -118,6 +160,7 @@ fn new_settings(c: &pb::GroupConfig, config: &BrokerConfig) -> Result<(GroupConf
         created_ms: 0,
         name: String::new(),
         push,
+        filters: c.filter.as_ref().map(filters_from_pb).transpose()?.unwrap_or_default(),
     };
     settings.validate()?;
     Ok((settings, start))
@@ -144,6 +187,7 @@ pub async fn group_info(g: &GroupHandle) -> Result<pb::GroupInfo> {
             start: 0,
             start_timestamp_ms: 0,
             push: s.push.as_ref().map(push_to_pb),
+            filter: (!s.filters.is_empty()).then(|| filters_to_pb(&s.filters)),
         }),
         members: report.members,
         partitions: report
@@ -221,6 +265,7 @@ pub async fn update(
         validate::group(groups, "name", &req.name)?.settings().ack_deadline_ms
     };
     let push = c.push.as_ref().map(|p| push_settings(p, deadline, config)).transpose()?;
+    let filters = c.filter.as_ref().map(filters_from_pb).transpose()?;
     let group = groups
         .update(&req.name, |s| {
             if c.ack_deadline_ms != 0 {
@@ -239,6 +284,9 @@ pub async fn update(
                 s.push = push;
             } else if req.clear_push {
                 s.push = None;
+            }
+            if let Some(filters) = filters {
+                s.filters = filters;
             }
         })
         .await?;

@@ -23,6 +23,8 @@ macro_rules! outln {
 mod bench;
 #[path = "sluice/cluster.rs"]
 mod cluster;
+#[path = "sluice/filter.rs"]
+mod filter;
 #[path = "sluice/group.rs"]
 mod group;
 #[path = "sluice/output.rs"]

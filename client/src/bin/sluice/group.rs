@@ -33,6 +33,9 @@ pub enum GroupCommand {
         /// Stop pushing: the group becomes a pull group.
         #[arg(long, conflicts_with = "push_endpoint")]
         no_push: bool,
+        /// Remove the group's filters: every event is delivered.
+        #[arg(long, conflicts_with = "filters")]
+        no_filter: bool,
     },
     /// List groups.
     List {
@@ -118,6 +121,11 @@ pub struct GroupConfigArgs {
     /// A header sent with every push, `Name: value` (repeatable).
     #[arg(long = "push-header", requires = "push_endpoint")]
     push_headers: Vec<String>,
+    /// Deliver only events passing this filter (repeatable; all must pass): `attr=value`,
+    /// `attr^=prefix`, `attr$=suffix`, `attr!=value`, or Knative JSON such as
+    /// '{"any":[{"exact":{"type":"a"}},{"prefix":{"source":"/b"}}]}'. On update, replaces the filters.
+    #[arg(long = "filter")]
+    filters: Vec<String>,
 }
 
 impl GroupConfigArgs {
@@ -151,6 +159,13 @@ impl GroupConfigArgs {
                 jitter: None,
             }),
             push: self.push()?,
+            filter: if self.filters.is_empty() {
+                None
+            } else {
+                Some(pb::EventFilters {
+                    filters: self.filters.iter().map(|f| super::filter::parse(f)).collect::<anyhow::Result<_>>()?,
+                })
+            },
             ..Default::default()
         })
     }
@@ -160,6 +175,10 @@ fn print_group(g: &pb::GroupInfo) -> std::io::Result<()> {
     let c = g.config.clone().unwrap_or_default();
     let mode = pb::GroupMode::try_from(c.mode).map_or("?", |m| m.as_str_name());
     let push = c.push.as_ref().map_or(String::new(), |p| format!("\tpush={}", p.endpoint));
+    let push = match &c.filter {
+        Some(f) if !f.filters.is_empty() => format!("{push}\tfilter={}", super::filter::to_json(&f.filters)),
+        _ => push,
+    };
     outln!(
         "{}\ttopic={}\tmode={}{push}\tbacklog={}\tin_flight={}\toldest_unacked_ms={}\tdead_lettered={}\tmembers={}",
         g.name,
@@ -205,7 +224,13 @@ pub async fn run(admin: Admin, cmd: GroupCommand, format: super::Format) -> anyh
             print_group(&admin.create_group(&name, c).await?)?;
         }
         GroupCommand::Update { name, no_push: true, .. } => print_group(&admin.stop_pushing(&name).await?)?,
-        GroupCommand::Update { name, config, .. } => print_group(&admin.update_group(&name, config.to_pb()?).await?)?,
+        GroupCommand::Update { name, config, no_filter, .. } => {
+            let mut c = config.to_pb()?;
+            if no_filter {
+                c.filter = Some(pb::EventFilters::default());
+            }
+            print_group(&admin.update_group(&name, c).await?)?
+        }
         GroupCommand::List { topic } => {
             for g in admin.list_groups(&topic).await? {
                 print_group(&g)?;

@@ -52,6 +52,7 @@ pub fn group(g: &pb::GroupInfo) -> Value {
         "ack_deadline_ms": c.ack_deadline_ms, "max_delivery_attempts": c.max_delivery_attempts, "dead_letter_topic": c.dead_letter_topic,
         "backlog": g.backlog_messages, "in_flight": g.in_flight, "oldest_unacked_age_ms": g.oldest_unacked_age_ms,
         "dead_lettered": g.dead_lettered, "members": g.members,
+        "filter": c.filter.as_ref().map(|f| super::filter::to_json(&f.filters)),
         "push": c.push.as_ref().map(|p| json!({
             "endpoint": p.endpoint, "batch_size": p.batch_size, "max_batching_window_ms": p.max_batching_window_ms,
             "max_concurrency": p.max_concurrency, "timeout_ms": p.timeout_ms, "headers": p.headers,
