@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod delivery_time;
 pub mod error;
 pub mod event;
 pub mod group;

@@ -621,6 +621,7 @@ impl GroupActor {
         }
         let mut deliveries = Vec::with_capacity(max.min(1024));
         let mut failure = None;
+        // Settled by the filters or held for later: not delivered, but the pull read past them.
         let mut filtered = 0u64;
         for (i, &(p, off)) in again.iter().enumerate() {
             let records = match self.read(p, off, off + 1).await {
@@ -638,7 +639,7 @@ impl GroupActor {
                 Some(record) if !self.passes(&settings, p, &record) => {
                     let attempt = self.state.lease_again(p, off, now, deadline, consumer, &mut out);
                     let _ = self.state.ack(p, off, attempt, &mut out);
-                    filtered += 1;
+                    metrics::counter!(crate::metrics::GROUP_FILTERED, "group" => settings.name.clone()).increment(1);
                 }
                 Some(record) => {
                     let attempt = self.state.lease_again(p, off, now, deadline, consumer, &mut out);
@@ -688,10 +689,24 @@ impl GroupActor {
                 if record.offset != self.state.fresh_position(p).0 {
                     break;
                 }
+                let due = crate::delivery_time::deliver_at(
+                    record.headers.iter().map(|(k, v)| (k.as_str(), v.as_ref())),
+                    record.timestamp_ms,
+                );
+                if let Some(due) = due.filter(|due| *due > now && self.passes(&settings, p, &record)) {
+                    // Delayed: held until due; in an ordered group, so is the rest of the partition.
+                    self.state.defer_fresh(p, record.offset, due, &mut out);
+                    filtered += 1;
+                    if ordered {
+                        break;
+                    }
+                    continue;
+                }
                 let attempt = self.state.lease_fresh(p, record.offset, now, deadline, consumer);
                 if !self.passes(&settings, p, &record) {
                     let _ = self.state.ack(p, record.offset, attempt, &mut out);
                     filtered += 1;
+                    metrics::counter!(crate::metrics::GROUP_FILTERED, "group" => settings.name.clone()).increment(1);
                     continue;
                 }
                 deliveries.push(Delivered {
@@ -704,8 +719,7 @@ impl GroupActor {
         self.state.flush_cursors(&mut out);
         metrics::counter!(crate::metrics::GROUP_DELIVERED_TOTAL).increment(deliveries.len() as u64);
         if filtered > 0 {
-            metrics::counter!(crate::metrics::GROUP_FILTERED, "group" => settings.name.clone()).increment(filtered);
-            // Settling them made room: a waiting pull looks again at once.
+            // Passing them made room: a waiting pull looks again at once.
             if deliveries.len() < max {
                 self.bump_ready();
             }

@@ -312,6 +312,23 @@ impl GroupState {
         1
     }
 
+    /// Holds the next fresh offset of `p` (must be `fresh_position(p).0`)
+    /// until `due`, without delivering it: a delayed message. It is
+    /// scheduled like a redelivery, with no attempt yet, so its first
+    /// delivery is attempt 1 and a restart keeps its time.
+    pub fn defer_fresh(&mut self, p: u32, off: u64, due: i64, out: &mut AtomicWrite) {
+        let id = self.id;
+        let part = &mut self.parts[p as usize];
+        debug_assert_eq!(off, part.cursor.delivered);
+        let state = MessageState { attempts: 0, due_ms: due.max(1), ..MessageState::default() };
+        put_message(out, id, p, off, &state);
+        put_timer(out, id, state.due_ms, p, off);
+        self.due.insert((state.due_ms, p, off));
+        part.entries.insert(off, Entry { state, lease: None, persisted: true, dead_lettering: false });
+        part.cursor.delivered = off + 1;
+        self.dirty.insert(p);
+    }
+
     /// Acknowledges a delivery. Acking twice, or an already committed offset, is fine.
     /// A late ack (lease expired, not yet redelivered) is accepted.
     pub fn ack(&mut self, p: u32, off: u64, attempt: u32, out: &mut AtomicWrite) -> Result<(), AckError> {
@@ -521,6 +538,26 @@ mod tests {
     /// A failure of `offset` on partition 0, attempt `attempt`, for these tests.
     fn failure(offset: u64, attempt: u32, now: i64, delay_ms: i64, max_attempts: u32) -> Failure<'static> {
         Failure { partition: 0, offset, attempt, now, delay_ms, reason: "boom", consumer: "a", max_attempts }
+    }
+
+    #[test]
+    fn a_deferred_message_is_due_at_its_time_as_attempt_one_also_after_recovery() {
+        let mut g = GroupState::new(1, &[0]);
+        let mut out = AtomicWrite::new();
+        g.defer_fresh(0, 0, 5_000, &mut out);
+        assert_eq!(g.fresh_position(0), (1, 1), "past the cursor, not settled");
+        assert!(g.take_due(4_999, 10, |_| true).is_empty(), "not before its time");
+        assert_eq!(g.next_wakeup(0), Some(5_000));
+        let stored = RecoveredGroupState {
+            cursors: [(0, GroupCursor { committed: 0, delivered: 1, dead_lettered: 0 })].into_iter().collect(),
+            messages: [(0, [(0, g.message(0, 0).cloned().expect("kept"))].into_iter().collect())].into_iter().collect(),
+            ..Default::default()
+        };
+        for g in [&mut g, &mut GroupState::recover(1, 1, stored, 100)] {
+            assert!(g.take_due(4_999, 10, |_| true).is_empty(), "a restart neither forgets nor shortens the wait");
+            assert_eq!(g.take_due(5_000, 10, |_| true), vec![(0, 0)]);
+            assert_eq!(g.lease_again(0, 0, 5_000, 6_000, "c", &mut out), 1, "first delivery");
+        }
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub fn check_batch(messages: &[Message], max_batch: u32, max_message_bytes: u32)
                 format!("message {i} has {} headers; at most {MAX_HEADERS}", m.headers.len()),
             ));
         }
+        crate::delivery_time::validate(i, &m.headers)?;
     }
     Ok(())
 }
