@@ -112,10 +112,12 @@ async fn a_delayed_message_holds_back_its_partition_in_an_ordered_group() -> any
     let broker = broker_with_topic(&[]).await?;
     let config = pb::GroupConfig { mode: pb::GroupMode::Ordered as i32, ..group_config("jobs", 5000) };
     Admin::new(broker.channel()).create_group("ordered", config).await?;
+    let start = now_ms();
     produce(&broker, vec![message("first", &[("sluice-delay-ms", "1000".into())]), message("second", &[])]).await?;
     let got = pull_for(&broker, "ordered", Duration::from_millis(3000)).await?;
     let values: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
     assert_eq!(values, ["first", "second"], "order kept: the later message waits for the delayed one");
+    assert!(got[1].2 >= start + 1000, "the later message was held back {} ms, not the whole delay", got[1].2 - start);
     Ok(())
 }
 
