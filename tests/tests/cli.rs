@@ -150,3 +150,61 @@ async fn every_printing_command_ends_quietly_on_a_closed_pipe() -> anyhow::Resul
     }
     Ok(())
 }
+
+/// The events tour: a push group with a filter made by the CLI gets exactly
+/// the matching events `sluice event publish` sends; `--output json` shows
+/// the push and filter settings; `--no-filter` and `--no-push` undo them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tour_publishes_filters_and_pushes() -> anyhow::Result<()> {
+    use sluice_tests::sink::{Reply, Sink};
+    let broker = TestBroker::start_with(&["--push-allowed-endpoints", "127.0.0.1"]).await?;
+    let sink = Sink::start(|_| Reply::ok()).await?;
+    let (ok, _, err) = sluice(&broker, &["topic", "create", "orders", "--partitions", "2"], None)?;
+    assert!(ok, "{err}");
+    let endpoint = sink.url("/orders");
+    let args = [
+        "group",
+        "create",
+        "shipping",
+        "--topic",
+        "orders",
+        "--push-endpoint",
+        &endpoint,
+        "--push-batch-size",
+        "5",
+        "--push-header",
+        "X-Team: shipping",
+        "--filter",
+        "type=order.created",
+        "--filter",
+        r#"{"not":{"prefix":{"source":"/test"}}}"#,
+    ];
+    let (ok, out, err) = sluice(&broker, &args, None)?;
+    assert!(ok, "{err}");
+    assert!(out.contains("push=") && out.contains("filter="), "{out}");
+    for (kind, source) in [("order.created", "/shop"), ("order.created", "/test"), ("order.paid", "/shop")] {
+        let args = ["event", "publish", "orders", "--type", kind, "--source", source, "--data", r#"{"total":12}"#];
+        let (ok, out, err) = sluice(&broker, &args, None)?;
+        assert!(ok && out.starts_with("published "), "{out}{err}");
+    }
+    let got = sink.wait_until(std::time::Duration::from_secs(20), "the matching event", |r| !r.is_empty()).await?;
+    assert_eq!(got[0].header("ce-type"), "order.created");
+    assert_eq!(got[0].header("ce-source"), "/shop");
+    assert_eq!(got[0].header("content-type"), "application/json");
+    assert_eq!(got[0].header("x-team"), "shipping");
+    assert_eq!(got[0].body.as_ref(), br#"{"total":12}"#);
+
+    let (ok, out, _) = sluice(&broker, &["--output", "json", "group", "describe", "shipping"], None)?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    assert!(ok && v["push"]["endpoint"] == endpoint.as_str() && v["push"]["batch_size"] == 5, "{out}");
+    assert_eq!(v["filter"][0]["exact"]["type"], "order.created", "{out}");
+    assert_eq!(v["filter"][1]["not"]["prefix"]["source"], "/test", "{out}");
+    let (ok, out, err) = sluice(&broker, &["--output", "json", "group", "update", "shipping", "--no-filter"], None)?;
+    assert!(ok && !out.contains("filter="), "{out}{err}");
+    let (ok, out, err) = sluice(&broker, &["group", "update", "shipping", "--no-push"], None)?;
+    assert!(ok && !out.contains("push="), "{out}{err}");
+    let (ok, _, err) =
+        sluice(&broker, &["event", "publish", "orders", "--type", "t", "--source", "/s", "--attr", "Bad=x"], None)?;
+    assert!(!ok && err.contains("attribute"), "a clear error: {err}");
+    Ok(())
+}

@@ -23,6 +23,8 @@ macro_rules! outln {
 mod bench;
 #[path = "sluice/cluster.rs"]
 mod cluster;
+#[path = "sluice/event.rs"]
+mod event;
 #[path = "sluice/filter.rs"]
 mod filter;
 #[path = "sluice/group.rs"]
@@ -59,6 +61,9 @@ enum Command {
     /// Manage consumer groups and their dead letters.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Publish CloudEvents.
+    #[command(subcommand)]
+    Event(event::EventCommand),
     /// Load a broker and report msgs/s, MB/s and latency percentiles.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -226,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             None => consume(ch, c, cli.output).await,
         },
         Command::Group(g) => group::run(Admin::new(ch), g, cli.output).await,
+        Command::Event(e) => event::run(ch, e, cli.output).await,
         Command::Smoke { topic, count } => smoke::run(ch, &topic, count).await,
     }
 }
