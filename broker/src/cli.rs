@@ -56,6 +56,9 @@ pub struct SettingArgs {
     /// How long a gateway request head or body may take to arrive, and a keep-alive connection stay idle, ms [default: 10000]
     #[arg(long, env = "SLUICE_GATEWAY_READ_TIMEOUT_MS")]
     pub gateway_read_timeout_ms: Option<u64>,
+    /// Request body bytes the HTTP gateway holds at once across connections (past it: 429); at least max-request-bytes [default: 268435456]
+    #[arg(long, env = "SLUICE_GATEWAY_MAX_INFLIGHT_BODY_BYTES")]
+    pub gateway_max_inflight_body_bytes: Option<usize>,
     /// Where push subscriptions may send: host names, `*.domain` or `*` (public addresses only), IPs, CIDR blocks; comma-separated [default: none]
     #[arg(long, env = "SLUICE_PUSH_ALLOWED_ENDPOINTS")]
     pub push_allowed_endpoints: Option<String>,
@@ -171,6 +174,7 @@ impl SettingArgs {
             gateway_listen,
             gateway_max_connections,
             gateway_read_timeout_ms,
+            gateway_max_inflight_body_bytes,
             push_allowed_endpoints,
             log_format,
             retention_ms,

@@ -30,6 +30,9 @@ pub struct BrokerConfig {
     /// How long a gateway request head or body may take to arrive, and a
     /// keep-alive connection stay idle. Default 10 s.
     pub gateway_read_timeout_ms: u64,
+    /// Request body bytes the gateway holds at once, across all connections
+    /// (past it: `429`). At least `max-request-bytes`. Default 256 MiB.
+    pub gateway_max_inflight_body_bytes: usize,
     /// Where push subscriptions may send (comma-separated host names,
     /// `*.domain` or `*` for public addresses, IPs and CIDR blocks); empty,
     /// the default, pushes nowhere. See `push::allowlist`.
@@ -105,6 +108,7 @@ impl Default for BrokerConfig {
             gateway_listen: "127.0.0.1:8080".into(),
             gateway_max_connections: 10_000,
             gateway_read_timeout_ms: 10_000,
+            gateway_max_inflight_body_bytes: 256 << 20,
             push_allowed_endpoints: String::new(),
             log_format: "text".into(),
             retention_ms: 7 * 24 * 3600 * 1000,
@@ -214,6 +218,12 @@ impl BrokerConfig {
             (100..=600_000).contains(&self.gateway_read_timeout_ms),
             "gateway-read-timeout-ms",
             "must be 100..=600000",
+        )?;
+        check(
+            self.gateway_max_inflight_body_bytes >= self.max_request_bytes
+                && self.gateway_max_inflight_body_bytes <= u32::MAX as usize,
+            "gateway-max-inflight-body-bytes",
+            "must be at least max-request-bytes (one largest body must fit) and below 4 GiB",
         )?;
         if let Err(reason) = crate::push::Allowlist::parse(&self.push_allowed_endpoints) {
             return Err(ConfigError { field: "push-allowed-endpoints", reason });

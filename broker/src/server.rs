@@ -211,6 +211,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
             max_body: max,
             max_connections: config.gateway_max_connections,
             read_timeout: Duration::from_millis(config.gateway_read_timeout_ms),
+            inflight_body_bytes: config.gateway_max_inflight_body_bytes,
         };
         tokio::spawn(crate::http::serve(listener, produce_path.clone(), limits, rpc_stop.clone()));
     }

@@ -209,10 +209,18 @@ async fn every_broker_of_a_cluster_takes_events() -> anyhow::Result<()> {
             stored_at.push((format!("{id}-{p}"), stored[0]));
         }
     }
+    // Broker 1 may be the replica outside the majority that acknowledged an
+    // event: it serves it once it has caught up (a follower reads only what it
+    // knows is committed), not necessarily at once.
     for (id, (p, offset)) in stored_at {
-        let records = read_all(cluster.broker(1).channel(), "events", p).await?;
-        let record = records.iter().find(|r| r.offset == offset);
-        assert_eq!(record.and_then(|r| header(r, "ce_id")), Some(id.as_str()), "event {id} at {p}/{offset}");
+        let ch = cluster.broker(1).channel();
+        let record =
+            sluice_tests::eventually(std::time::Duration::from_secs(10), &format!("event {id} at broker 1"), || {
+                let ch = ch.clone();
+                async move { Ok(read_all(ch, "events", p).await?.into_iter().find(|r| r.offset == offset)) }
+            })
+            .await?;
+        assert_eq!(header(&record, "ce_id"), Some(id.as_str()), "event {id} at {p}/{offset}");
     }
     Ok(())
 }
@@ -382,4 +390,64 @@ async fn connections_over_the_cap_are_closed_at_once() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Bodies share one budget: while a slow request holds all of
+/// `gateway-max-inflight-body-bytes`, another is refused `429` with
+/// `Retry-After` (not buffered); once the slow one ends, requests pass
+/// again. A head above 64 KiB is answered `431`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_share_one_budget_and_oversized_heads_get_431() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let (broker, gateway) = gateway_broker(&[
+        "--max-request-bytes",
+        "1048576",
+        "--gateway-max-inflight-body-bytes",
+        "1048576",
+        "--gateway-read-timeout-ms",
+        "20000",
+    ])
+    .await?;
+    // Declares the whole budget and sends it slowly.
+    let mut hog = TcpStream::connect(&gateway).await?;
+    hog.write_all(b"POST /v1/topics/events/events HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\ncontent-length: 1000000\r\n\r\nstart")
+        .await?;
+    // Probes before the broker has read the slow request's head are stored.
+    let stored_probes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refused = sluice_tests::eventually(std::time::Duration::from_secs(5), "a 429 while the budget is held", || {
+        let (gateway, stored_probes) = (gateway.clone(), stored_probes.clone());
+        async move {
+            // 100 KB: more than the 48 KiB the slow request leaves.
+            let answer = post(&gateway, PATH, &[("content-type", "text/plain")], &[b'y'; 100_000]).await?;
+            if answer.status == 202 {
+                stored_probes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok((answer.status == 429).then_some(answer))
+        }
+    })
+    .await?;
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.json()?["error"]["reason"], "overloaded");
+    hog.write_all(&vec![b'x'; 1_000_000 - 5]).await?;
+    let answer = closed_or_answered(&mut hog).await?;
+    assert!(answer.starts_with("HTTP/1.1 202"), "the slow request completes: {answer}");
+    let answer = post(&gateway, PATH, &[("content-type", "text/plain")], &[b'y'; 100_000]).await?;
+    assert_eq!(answer.status, 202, "the budget is back");
+
+    let huge = "x".repeat(100 << 10);
+    let answer = post(&gateway, PATH, &[("content-type", "text/plain"), ("x-padding", &huge)], b"x").await?;
+    assert_eq!(answer.status, 431, "an oversized head");
+    let records = read_all(broker.channel(), "events", 0).await?;
+    let probes = stored_probes.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(records.len(), 2 + probes, "the refused requests stored nothing");
+    Ok(())
+}
+
+/// Reads the start of the answer on `stream` (up to its first 64 bytes).
+async fn closed_or_answered(stream: &mut tokio::net::TcpStream) -> anyhow::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf)).await??;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }

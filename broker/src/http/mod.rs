@@ -12,8 +12,11 @@
 //! `gateway-read-timeout-ms` (also an idle keep-alive one) is closed, and a
 //! body not received in full within it is answered `408`; a body above
 //! `max-request-bytes` is refused (`413`) from its `content-length`, or as
-//! soon as it grows past it. Memory per connection is thus bounded by the
-//! head buffer and the body cap, and their number by the cap.
+//! soon as it grows past it. A head above 64 KiB is answered `431`. The
+//! bodies being read or stored at once share one budget
+//! (`gateway-max-inflight-body-bytes`): a request that finds it spent waits
+//! at most 100 ms, then gets `429` with `Retry-After`. Memory is thus bounded
+//! by the connection cap times the head buffer, plus the body budget.
 
 pub mod cloudevents;
 pub mod status;
@@ -28,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -48,19 +51,26 @@ pub struct Limits {
     /// How long a request head, or a whole body, may take to arrive (and
     /// how long a keep-alive connection may stay idle).
     pub read_timeout: Duration,
+    /// Body bytes all requests may hold at once, from the first byte read to the answer.
+    pub inflight_body_bytes: usize,
 }
+
+/// How long a request waits for room in the body budget before `429`.
+const BUDGET_WAIT: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 struct Gateway {
     producer: Producer,
     limits: Limits,
+    /// Permits are body bytes (`Limits::inflight_body_bytes`).
+    bodies: Arc<Semaphore>,
 }
 
 /// Serves the gateway on `listener` until `stop`, within `limits`.
 pub async fn serve(listener: TcpListener, producer: Producer, limits: Limits, stop: CancellationToken) {
     let app = axum::Router::new()
         .route("/v1/topics/{topic}/events", axum::routing::post(publish))
-        .with_state(Gateway { producer, limits });
+        .with_state(Gateway { producer, limits, bodies: Arc::new(Semaphore::new(limits.inflight_body_bytes)) });
     let open = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {
@@ -91,6 +101,7 @@ pub async fn serve(listener: TcpListener, producer: Producer, limits: Limits, st
             builder
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.read_timeout)
+                .max_header_size(MAX_HEAD_BYTES)
                 .max_buf_size(MAX_HEAD_BYTES);
             let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
@@ -129,7 +140,8 @@ async fn publish_events(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<serde_json::Value, status::Failure> {
-    let body = read_body(headers, body, gateway.limits).await?;
+    // Held until the answer: the body lives on in the messages being stored.
+    let (body, _held) = read_body(headers, body, gateway).await?;
     let topic = TopicName::parse("topic", topic)?;
     let content_type = match headers.get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str()) {
         None => None,
@@ -155,8 +167,38 @@ async fn publish_events(
     Ok(serde_json::json!({ "events": events }))
 }
 
-/// The whole body, within the size cap and the read timeout.
-async fn read_body(headers: &HeaderMap, body: Body, limits: Limits) -> Result<Bytes, status::Failure> {
+/// `n` more bytes of the body budget, waiting at most `BUDGET_WAIT`.
+async fn reserve(
+    bodies: &Arc<Semaphore>,
+    held: &mut Option<OwnedSemaphorePermit>,
+    n: usize,
+) -> Result<(), status::Failure> {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    if n == 0 {
+        return Ok(());
+    }
+    let permit = match bodies.clone().try_acquire_many_owned(n) {
+        Ok(permit) => permit,
+        Err(_) => match tokio::time::timeout(BUDGET_WAIT, bodies.clone().acquire_many_owned(n)).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(Error::Overloaded("gateway-max-inflight-body-bytes").into()),
+        },
+    };
+    match held {
+        Some(h) => h.merge(permit),
+        None => *held = Some(permit),
+    }
+    Ok(())
+}
+
+/// The whole body, within the size cap, the body budget (the permit held
+/// for it is returned) and the read timeout.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    gateway: &Gateway,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), status::Failure> {
+    let limits = gateway.limits;
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -164,20 +206,26 @@ async fn read_body(headers: &HeaderMap, body: Body, limits: Limits) -> Result<By
     if declared.is_some_and(|n| n > limits.max_body as u64) {
         return Err(status::Failure::too_large());
     }
+    let mut held = None;
+    let declared = declared.map_or(0, |n| n as usize);
+    reserve(&gateway.bodies, &mut held, declared).await?;
     let mut chunks = body.into_data_stream();
-    let mut buffer = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    let mut buffer = BytesMut::with_capacity(declared);
     let read = async {
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(|e| status::Failure::bad_body(&e.to_string()))?;
             if buffer.len() + chunk.len() > limits.max_body {
                 return Err(status::Failure::too_large());
             }
+            // A body longer than declared (or with none declared) reserves as it grows.
+            let beyond = (buffer.len() + chunk.len()).saturating_sub(declared.max(buffer.len()));
+            reserve(&gateway.bodies, &mut held, beyond).await?;
             buffer.extend_from_slice(&chunk);
         }
         Ok(())
     };
     match tokio::time::timeout(limits.read_timeout, read).await {
-        Ok(result) => result.map(|()| buffer.freeze()),
+        Ok(result) => result.map(|()| (buffer.freeze(), held)),
         Err(_) => Err(status::Failure::body_timeout(limits.read_timeout)),
     }
 }
