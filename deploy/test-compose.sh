@@ -67,6 +67,10 @@ got=$("${CLI[@]}" consume compose-test | wc -l)
 "${DC[@]}" --profile demo run --rm demo | tee /tmp/sluice-compose-demo.$$ | grep "smoke ok" >/dev/null \
   || { echo "FAIL: the demo service did not complete its round trip" >&2; cat /tmp/sluice-compose-demo.$$ >&2; exit 1; }
 rm -f /tmp/sluice-compose-demo.$$
+"${DC[@]}" --profile demo run --rm events-demo | tee /tmp/sluice-events-demo.$$ | grep "events demo passed" >/dev/null \
+  || { echo "FAIL: the events demo did not complete" >&2; cat /tmp/sluice-events-demo.$$ >&2; "${DC[@]}" --profile demo logs handler broker | tail -40 >&2; exit 1; }
+cat /tmp/sluice-events-demo.$$
+rm -f /tmp/sluice-events-demo.$$
 
 cid=$("${DC[@]}" ps -q broker)
 started=$(date +%s)

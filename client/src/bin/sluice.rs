@@ -25,6 +25,8 @@ mod bench;
 mod cluster;
 #[path = "sluice/event.rs"]
 mod event;
+#[path = "sluice/events_demo.rs"]
+mod events_demo;
 #[path = "sluice/filter.rs"]
 mod filter;
 #[path = "sluice/group.rs"]
@@ -72,6 +74,15 @@ enum Command {
     /// The cluster: brokers, leaders, replica lag.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// The events floor end to end (HTTP in, a filtered push trigger, a handler, dead letters), each step printed.
+    EventsDemo {
+        /// The broker's HTTP gateway.
+        #[arg(long, default_value = "http://broker:8080")]
+        gateway: String,
+        /// The example handler (`sluice-example-handler`), as the broker reaches it.
+        #[arg(long, default_value = "http://handler:8080")]
+        handler: String,
+    },
     /// Round trip: create the topic if absent, produce, read back. Exits non-zero on any failure.
     Smoke {
         #[arg(long, default_value = "smoke")]
@@ -233,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(g) => group::run(Admin::new(ch), g, cli.output).await,
         Command::Event(e) => event::run(ch, e, cli.output).await,
         Command::Smoke { topic, count } => smoke::run(ch, &topic, count).await,
+        Command::EventsDemo { gateway, handler } => events_demo::run(Admin::new(ch), &gateway, &handler).await,
     }
 }
 
