@@ -15,7 +15,7 @@ if ! command -v h2load >/dev/null; then
 fi
 DATA=target/bench-gateway
 rm -rf "$DATA" && mkdir -p "$DATA"
-BROKER=target/release/sluice-broker
+BROKER=${SLUICE_BROKER_BIN:-target/release/sluice-broker}
 SLUICE=target/release/sluice
 "$BROKER" --listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 --data-dir "$DATA/broker" --metrics-listen "" \
   > "$DATA/out" 2> "$DATA/log" &

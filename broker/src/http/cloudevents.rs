@@ -2,13 +2,11 @@
 //! modes, and plain bodies. Each event is stored per the Kafka binding
 //! ([`crate::event`]).
 
-use base64::Engine as _;
 use bytes::Bytes;
-use serde_json::{Map, Value};
 use sluice_proto::v1::{Header, Message};
 
 use crate::error::{Error, Result};
-use crate::event::{is_json, stored_message as event_message, CONTENT_TYPE_HEADER};
+use crate::event::{stored_message as event_message, CONTENT_TYPE_HEADER};
 
 /// The content type of one event in structured mode.
 pub const STRUCTURED: &str = "application/cloudevents+json";
@@ -48,19 +46,8 @@ pub fn messages(headers: &[(String, String)], content_type: Option<&str>, body: 
     let binary = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("ce-specversion"));
     match mode(content_type, binary) {
         Mode::Binary => Ok(vec![binary_event(headers, content_type, body)?]),
-        Mode::Structured => {
-            let event = parse_json(&body)?;
-            Ok(vec![structured_event(event, 0)?])
-        }
-        Mode::Batch => {
-            let Value::Array(events) = parse_json(&body)? else {
-                return Err(invalid("a batch must be a JSON array of events"));
-            };
-            if events.is_empty() {
-                return Err(invalid("the batch is empty; send at least one event"));
-            }
-            events.into_iter().enumerate().map(|(i, e)| structured_event(e, i)).collect()
-        }
+        Mode::Structured => Ok(vec![super::structured::one(&body)?]),
+        Mode::Batch => super::structured::batch(&body),
         Mode::Plain => {
             let headers = content_type
                 .map(|c| vec![Header { key: CONTENT_TYPE_HEADER.into(), value: c.as_bytes().to_vec().into() }])
@@ -72,10 +59,6 @@ pub fn messages(headers: &[(String, String)], content_type: Option<&str>, body: 
 
 fn invalid(message: impl Into<String>) -> Error {
     Error::invalid("event", message)
-}
-
-fn parse_json(body: &[u8]) -> Result<Value> {
-    serde_json::from_slice(body).map_err(|e| invalid(format!("the body is not valid JSON: {e}")))
 }
 
 /// An event in binary mode: attributes from `ce-*` headers (percent-encoded
@@ -91,55 +74,6 @@ fn binary_event(headers: &[(String, String)], content_type: Option<&str>, body: 
         attributes.push((attribute.to_owned(), decoded.into_owned()));
     }
     event_message(attributes, content_type.map(str::to_owned), body, "the event")
-}
-
-/// An event in structured mode (`index`: its place in a batch).
-fn structured_event(event: Value, index: usize) -> Result<Message> {
-    let which = format!("event {index}");
-    let Value::Object(mut fields) = event else {
-        return Err(invalid(format!("{which} is not a JSON object")));
-    };
-    let data = fields.remove("data");
-    let data_base64 = fields.remove("data_base64");
-    let content_type = match fields.remove("datacontenttype") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(_) => return Err(invalid(format!("{which}: datacontenttype must be a string"))),
-    };
-    let value = match (data, data_base64) {
-        (Some(_), Some(_)) => return Err(invalid(format!("{which} has both data and data_base64; send one"))),
-        (None | Some(Value::Null), None) => Bytes::new(),
-        (None, Some(Value::String(b64))) => base64::engine::general_purpose::STANDARD
-            .decode(b64.as_bytes())
-            .map_err(|e| invalid(format!("{which}: data_base64 is not base64: {e}")))?
-            .into(),
-        (None, Some(_)) => return Err(invalid(format!("{which}: data_base64 must be a string"))),
-        // A string is the data itself unless the content type says JSON (then it is a JSON string).
-        (Some(Value::String(s)), None) if !content_type.as_deref().is_none_or(is_json) => Bytes::from(s),
-        (Some(data), None) => Bytes::from(data.to_string()),
-    };
-    let content_type = content_type.or_else(|| (!value.is_empty()).then(|| "application/json".to_owned()));
-    let attributes = attributes_of(fields, &which)?;
-    event_message(attributes, content_type, value, &which)
-}
-
-/// The attributes of a structured event as strings (the Kafka binding's
-/// header values): strings as they are, numbers and booleans printed.
-fn attributes_of(fields: Map<String, Value>, which: &str) -> Result<Vec<(String, String)>> {
-    let mut attributes = Vec::with_capacity(fields.len());
-    for (name, value) in fields {
-        let text = match value {
-            Value::String(s) => s,
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Null => continue,
-            Value::Array(_) | Value::Object(_) => {
-                return Err(invalid(format!("{which}: attribute {name} must be a string, number or boolean")))
-            }
-        };
-        attributes.push((name, text));
-    }
-    Ok(attributes)
 }
 
 #[cfg(test)]
@@ -188,7 +122,7 @@ mod tests {
         let out = messages(&[], Some("application/cloudevents+json; charset=UTF-8"), Bytes::from_static(body))
             .expect("valid");
         let m = &out[0];
-        let data: Value = serde_json::from_slice(&m.value).expect("JSON data");
+        let data: serde_json::Value = serde_json::from_slice(&m.value).expect("JSON data");
         assert_eq!(data, serde_json::json!({"appinfoA": "abc", "appinfoB": 123}));
         assert_eq!(header(m, "ce_comexampleothervalue"), Some(&b"5"[..]));
         assert_eq!(header(m, "content-type"), Some(&b"application/json"[..]));

@@ -20,6 +20,7 @@
 
 pub mod cloudevents;
 pub mod status;
+mod structured;
 
 use std::sync::Arc;
 use std::time::Duration;
