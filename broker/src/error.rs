@@ -24,6 +24,12 @@ pub enum Error {
     /// A group with that name exists already.
     #[error("group `{0}` already exists")]
     GroupExists(String),
+    /// No schedule has that name.
+    #[error("schedule `{0}` does not exist (sluice schedule list shows those that do)")]
+    ScheduleNotFound(String),
+    /// A schedule with that name exists already.
+    #[error("schedule `{0}` already exists; delete it first to change it")]
+    ScheduleExists(String),
     /// The operation conflicts with current state.
     #[error("{0}")]
     FailedPrecondition(String),

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod name;
 pub mod partition;
 pub mod push;
+pub mod schedule;
 pub mod server;
 pub mod topic;
 

@@ -83,6 +83,12 @@ pub const PUSH_REQUESTS: &str = "sluice_push_requests_total";
 pub const PUSH_LATENCY: &str = "sluice_push_request_seconds";
 /// Push requests a group's dispatcher may have in flight now.
 pub const PUSH_CONCURRENCY: &str = "sluice_push_concurrency_limit";
+/// Schedule ticks fired (events produced), by schedule.
+pub const SCHEDULE_FIRED: &str = "sluice_schedule_fired_total";
+/// Ticks that came due and were not fired (missed while down, or collapsed), by schedule.
+pub const SCHEDULE_MISSED: &str = "sluice_schedule_missed_ticks_total";
+/// Failed attempts to fire a tick (retried), by schedule.
+pub const SCHEDULE_FAILURES: &str = "sluice_schedule_failures_total";
 pub use sluice_storage::metric_names::{CORRUPTION, GROUP_COMMIT_REQUESTS, POISONINGS, WRITE_SECONDS, WRITTEN_BYTES};
 
 /// Installs the global recorder and returns the handle that renders it.
@@ -128,6 +134,12 @@ fn describe() {
         PUSH_CONCURRENCY,
         "Push requests a group's dispatcher may have in flight now (halved while the endpoint fails)"
     );
+    counter!(SCHEDULE_FIRED, "Schedule ticks fired (one event produced each), by schedule");
+    counter!(
+        SCHEDULE_MISSED,
+        "Schedule ticks that came due while the schedule was not running (or behind) and were not fired on their own, by schedule"
+    );
+    counter!(SCHEDULE_FAILURES, "Failed attempts to fire a schedule's tick (retried with backoff), by schedule");
     counter!(CONNECTIONS, "TCP connections accepted on the gRPC port");
     gauge!(OPEN_STREAMS, "ProduceStream and Subscribe streams open now");
     gauge!(GROUP_BACKLOG, "Messages of the group's topic not yet acked by the group, by group and partition");

@@ -20,6 +20,7 @@ use crate::group::GroupContext;
 use crate::group::GroupRegistry;
 use crate::grpc::{admin::AdminService, consume::ConsumeService, produce::ProduceService};
 use crate::partition::PartitionContext;
+use crate::schedule::ScheduleRegistry;
 use crate::topic::TopicRegistry;
 
 /// HTTP/2 flow-control window per connection.
@@ -134,6 +135,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     };
     let (recovered_groups, group_states) =
         (std::mem::take(&mut recovered.groups), std::mem::take(&mut recovered.group_states));
+    let recovered_schedules = std::mem::take(&mut recovered.schedules);
     let registry = Arc::new(TopicRegistry::new(recovered, ctx.clone(), actors_stop.clone()));
     let group_ctx = GroupContext {
         writer: ctx.writer.clone(),
@@ -142,6 +144,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         queue_depth: config.partition_queue_depth,
         replicated: ctx.replicated.clone(),
     };
+    let group_writer = ctx.writer.clone();
     drop(ctx);
     let groups = Arc::new(GroupRegistry::new(recovered_groups, group_states, group_ctx, actors_stop.clone()));
     let (topics, partitions) = registry.counts();
@@ -192,13 +195,23 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let reflection = reflection.build_v1()?;
 
     let max = config.max_request_bytes;
-    let admin = AdminServer::new(AdminService::new(registry.clone(), groups.clone(), config.clone()))
-        .max_decoding_message_size(max);
+    let schedules = Arc::new(match &cluster {
+        Some(cluster) => {
+            drop(group_writer);
+            ScheduleRegistry::cluster(cluster.meta_node(), registry.clone())
+        }
+        // Held by the registry until the runner and Admin stop, before the writer must.
+        None => ScheduleRegistry::local(recovered_schedules, group_writer, registry.clone()),
+    });
+    let admin =
+        AdminServer::new(AdminService::new(registry.clone(), groups.clone(), schedules.clone(), config.clone()))
+            .max_decoding_message_size(max);
     let produce_path = crate::topic::produce::Producer::new(
         registry.clone(),
         config.max_inflight_produce_bytes,
         config.max_batch_messages,
     );
+    tokio::spawn(crate::schedule::runner::run(schedules, registry.clone(), produce_path.clone(), rpc_stop.clone()));
     if let Ok(addr) = config.gateway_listen.parse::<std::net::SocketAddr>() {
         let listener = TcpListener::bind(addr)
             .await

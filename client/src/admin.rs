@@ -127,6 +127,29 @@ impl Admin {
         Ok(())
     }
 
+    /// Creates a schedule: an event produced to `config.topic` at each tick.
+    pub async fn create_schedule(&self, name: &str, config: pb::ScheduleConfig) -> Result<pb::ScheduleInfo> {
+        let request = pb::CreateScheduleRequest { name: name.into(), config: Some(config) };
+        Ok(self.client.clone().create_schedule(request).await?.into_inner())
+    }
+
+    /// Every schedule, with how far each has fired.
+    pub async fn list_schedules(&self) -> Result<Vec<pb::ScheduleInfo>> {
+        Ok(self.client.clone().list_schedules(pb::ListSchedulesRequest {}).await?.into_inner().schedules)
+    }
+
+    /// One schedule, with how far it has fired.
+    pub async fn describe_schedule(&self, name: &str) -> Result<pb::ScheduleInfo> {
+        let request = pb::DescribeScheduleRequest { name: name.into() };
+        Ok(self.client.clone().describe_schedule(request).await?.into_inner())
+    }
+
+    /// Deletes a schedule: it fires no more.
+    pub async fn delete_schedule(&self, name: &str) -> Result<()> {
+        self.client.clone().delete_schedule(pb::DeleteScheduleRequest { name: name.into() }).await?;
+        Ok(())
+    }
+
     /// Every group (of `topic`, if not empty).
     pub async fn list_groups(&self, topic: &str) -> Result<Vec<pb::GroupInfo>> {
         Ok(self.client.clone().list_groups(pb::ListGroupsRequest { topic: topic.into() }).await?.into_inner().groups)

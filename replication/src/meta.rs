@@ -23,6 +23,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use sluice_storage::raft::{self as keys, GroupId, HardState};
+use sluice_storage::schedule::ScheduleProgress;
 use sluice_storage::{AtomicWrite, Store, TopicConfig, TopicId, WriterHandle};
 
 use crate::codec::{decode, encode, io_error};
@@ -48,8 +49,9 @@ pub const META_GROUP: GroupId = GroupId(0);
 /// - 0: topics, groups, broker endpoints;
 /// - 1: `RemoveBroker`, `SetBrokerDiskFull`, `SetShardLeader`, and topics
 ///   placed on a replica set smaller than the cluster (`CreateTopic` with a
-///   replication factor below the number of `brokers` it lists).
-pub const FEATURE_LEVEL: u32 = 1;
+///   replication factor below the number of `brokers` it lists);
+/// - 2: schedules (`CreateSchedule`, `DeleteSchedule`, `AdvanceSchedule`).
+pub const FEATURE_LEVEL: u32 = 2;
 
 /// A change to the catalog, proposed by a broker and applied by all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +144,32 @@ pub enum MetaCommand {
         /// The term it was elected in.
         term: u64,
     },
+    /// Create schedule `name` unless it exists; it gets the next id.
+    CreateSchedule {
+        /// The schedule's name (already checked by the proposer).
+        name: String,
+        /// Its definition, as the broker encodes it (this crate does not read it).
+        settings: serde_json::Value,
+        /// When it was created, by the proposer's clock.
+        created_ms: i64,
+    },
+    /// Delete schedule `name` if it exists.
+    DeleteSchedule {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Record that schedule `name` (if it still has id `id`) committed to
+    /// fire the tick `progress` names; ignored unless it is past the stored
+    /// progress, so two runners racing (a deposed leader's and the new
+    /// one's) agree on one tick per sequence.
+    AdvanceSchedule {
+        /// The schedule's name.
+        name: String,
+        /// Its id (a schedule deleted and made again under the name is another).
+        id: u64,
+        /// The tick committed to fire.
+        progress: ScheduleProgress,
+    },
     /// Record where broker `broker` serves clients, and the catalog feature
     /// level its build knows ([`FEATURE_LEVEL`]).
     SetBrokerEndpoint {
@@ -162,6 +190,9 @@ impl MetaCommand {
             MetaCommand::RemoveBroker { .. }
             | MetaCommand::SetBrokerDiskFull { .. }
             | MetaCommand::SetShardLeader { .. } => 1,
+            MetaCommand::CreateSchedule { .. }
+            | MetaCommand::DeleteSchedule { .. }
+            | MetaCommand::AdvanceSchedule { .. } => 2,
             // Placed: an older build would spread it over every broker instead.
             MetaCommand::CreateTopic { replication_factor, brokers, .. }
                 if (*replication_factor as usize) < brokers.len() =>
@@ -184,6 +215,11 @@ impl fmt::Display for MetaCommand {
             MetaCommand::CreateGroup { name, topic, .. } => write!(f, "create group {name} on {topic}"),
             MetaCommand::UpdateGroup { name, .. } => write!(f, "update group {name}"),
             MetaCommand::DeleteGroup { name } => write!(f, "delete group {name}"),
+            MetaCommand::CreateSchedule { name, .. } => write!(f, "create schedule {name}"),
+            MetaCommand::DeleteSchedule { name } => write!(f, "delete schedule {name}"),
+            MetaCommand::AdvanceSchedule { name, progress, .. } => {
+                write!(f, "schedule {name} fires tick {} ({} ms)", progress.fired, progress.tick_ms)
+            }
             MetaCommand::SetBrokerEndpoint { broker, endpoint, .. } => write!(f, "broker {broker} at {endpoint}"),
             MetaCommand::RemoveBroker { broker } => write!(f, "remove broker {broker}"),
             MetaCommand::SetBrokerDiskFull { broker, full } => write!(f, "broker {broker} disk full: {full}"),
@@ -245,6 +281,24 @@ pub enum MetaResponse {
         /// The dead-letter topic.
         dead_letter_topic: String,
     },
+    /// The schedule was created with this id.
+    ScheduleCreated {
+        /// Its id.
+        id: u64,
+    },
+    /// A schedule of that name already existed; nothing changed.
+    ScheduleExists,
+    /// The schedule was deleted.
+    ScheduleDeleted,
+    /// No schedule of that name (or it has another id now); nothing changed.
+    ScheduleNotFound,
+    /// The schedule's progress was advanced as proposed.
+    ScheduleAdvanced,
+    /// The schedule had already fired that far; its progress is unchanged.
+    ScheduleStale {
+        /// The stored progress.
+        progress: ScheduleProgress,
+    },
     /// Done (for commands that cannot fail).
     Done,
 }
@@ -289,6 +343,21 @@ pub struct CatalogGroup {
     /// broker holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<u64>,
+}
+
+/// A schedule as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CatalogSchedule {
+    /// Its id, allocated by the metadata group (from the topics' counter).
+    pub id: u64,
+    /// Its definition, as the broker encodes it.
+    pub settings: serde_json::Value,
+    /// When it was created.
+    pub created_ms: i64,
+    /// How far it has fired.
+    #[serde(default)]
+    pub progress: ScheduleProgress,
 }
 
 /// The first id of a placed shard: one whose replicas are a chosen subset of
@@ -339,6 +408,9 @@ pub struct Catalog {
     /// Each registered broker's catalog feature level (absent: 0).
     #[serde(default)]
     pub broker_features: BTreeMap<u64, u32>,
+    /// Schedules by name.
+    #[serde(default)]
+    pub schedules: BTreeMap<String, CatalogSchedule>,
 }
 
 const NEXT_TOPIC_ID: &[u8] = b"next-topic-id";
@@ -349,6 +421,7 @@ const DISK_FULL: &str = "disk-full/";
 const BROKER_FEATURES: &str = "broker-features/";
 const SHARD: &str = "shard/";
 const SHARD_LEADER: &str = "shard-leader/";
+const SCHEDULE: &str = "schedule/";
 
 impl Catalog {
     /// Applies `command`, adding the records it changes to `write`.
@@ -447,6 +520,41 @@ impl Catalog {
                 }
                 keys::delete_record(write, group_id, format!("{GROUP}{name}").as_bytes());
                 MetaResponse::GroupDeleted
+            }
+            MetaCommand::CreateSchedule { name, settings, created_ms } => {
+                if self.schedules.contains_key(name) {
+                    return Ok(MetaResponse::ScheduleExists);
+                }
+                let schedule = CatalogSchedule {
+                    id: self.next_topic_id,
+                    settings: settings.clone(),
+                    created_ms: *created_ms,
+                    progress: ScheduleProgress::default(),
+                };
+                self.next_topic_id += 1;
+                keys::put_record(write, group_id, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
+                keys::put_record(write, group_id, format!("{SCHEDULE}{name}").as_bytes(), encode(&schedule)?);
+                let id = schedule.id;
+                self.schedules.insert(name.clone(), schedule);
+                MetaResponse::ScheduleCreated { id }
+            }
+            MetaCommand::DeleteSchedule { name } => {
+                if self.schedules.remove(name).is_none() {
+                    return Ok(MetaResponse::ScheduleNotFound);
+                }
+                keys::delete_record(write, group_id, format!("{SCHEDULE}{name}").as_bytes());
+                MetaResponse::ScheduleDeleted
+            }
+            MetaCommand::AdvanceSchedule { name, id, progress } => {
+                let Some(schedule) = self.schedules.get_mut(name).filter(|s| s.id == *id) else {
+                    return Ok(MetaResponse::ScheduleNotFound);
+                };
+                if progress.fired <= schedule.progress.fired {
+                    return Ok(MetaResponse::ScheduleStale { progress: schedule.progress });
+                }
+                schedule.progress = *progress;
+                keys::put_record(write, group_id, format!("{SCHEDULE}{name}").as_bytes(), encode(&*schedule)?);
+                MetaResponse::ScheduleAdvanced
             }
             MetaCommand::SetBrokerEndpoint { broker, endpoint, features } => {
                 self.brokers.insert(*broker, endpoint.clone());
@@ -591,6 +699,9 @@ impl Catalog {
         for (id, leader) in &self.shard_leaders {
             keys::put_record(write, group_id, format!("{SHARD_LEADER}{id}").as_bytes(), encode(leader)?);
         }
+        for (name, schedule) in &self.schedules {
+            keys::put_record(write, group_id, format!("{SCHEDULE}{name}").as_bytes(), encode(schedule)?);
+        }
         Ok(())
     }
 
@@ -603,6 +714,8 @@ impl Catalog {
                 catalog.next_topic_id = decode(&value, "topic id counter")?;
             } else if let Some(name) = key.strip_prefix(TOPIC) {
                 catalog.topics.insert(name.to_owned(), decode(&value, "catalog topic")?);
+            } else if let Some(name) = key.strip_prefix(SCHEDULE) {
+                catalog.schedules.insert(name.to_owned(), decode(&value, "catalog schedule")?);
             } else if let Some(name) = key.strip_prefix(GROUP) {
                 catalog.groups.insert(name.to_owned(), decode(&value, "catalog group")?);
             } else if let Some(id) = key.strip_prefix(BROKER) {
@@ -925,6 +1038,40 @@ mod tests {
         c.put_all(META_GROUP, &mut all).expect("put all");
         writer.write(all).await.expect("write");
         assert_eq!(Catalog::load(store.raft_records(META_GROUP).expect("records")).expect("load"), c);
+    }
+
+    #[tokio::test]
+    async fn schedules_advance_only_forward_and_survive_a_reload() {
+        let mut c = three_brokers();
+        let create = MetaCommand::CreateSchedule {
+            name: "tick".into(),
+            settings: serde_json::json!({"every": 1000}),
+            created_ms: 5,
+        };
+        let MetaResponse::ScheduleCreated { id } = apply(&mut c, create.clone()) else { panic!("not created") };
+        assert_eq!(apply(&mut c, create.clone()), MetaResponse::ScheduleExists);
+        assert_eq!(create.feature_level(), 2, "an older build cannot apply schedules");
+        let at = |fired, tick_ms| ScheduleProgress { fired, tick_ms, missed: 0 };
+        let advance = |id, progress| MetaCommand::AdvanceSchedule { name: "tick".into(), id, progress };
+        assert_eq!(apply(&mut c, advance(id, at(1, 1005))), MetaResponse::ScheduleAdvanced);
+        assert_eq!(
+            apply(&mut c, advance(id, at(1, 2005))),
+            MetaResponse::ScheduleStale { progress: at(1, 1005) },
+            "a racing runner's tick for the same sequence loses"
+        );
+        assert_eq!(apply(&mut c, advance(id + 1, at(2, 2005))), MetaResponse::ScheduleNotFound, "another id");
+        assert_eq!(apply(&mut c, advance(id, at(2, 2005))), MetaResponse::ScheduleAdvanced);
+        let (store, _) = Store::open_in_memory(&sluice_storage::MemoryDisk::new()).expect("store");
+        let (writer, _join) =
+            sluice_storage::spawn_writer(store.clone(), sluice_storage::WriterConfig::default()).expect("writer");
+        let mut all = AtomicWrite::new();
+        c.put_all(META_GROUP, &mut all).expect("put all");
+        writer.write(all).await.expect("write");
+        let loaded = Catalog::load(store.raft_records(META_GROUP).expect("records")).expect("load");
+        assert_eq!(loaded.schedules["tick"].progress, at(2, 2005));
+        assert_eq!(loaded, c);
+        assert_eq!(apply(&mut c, MetaCommand::DeleteSchedule { name: "tick".into() }), MetaResponse::ScheduleDeleted);
+        assert_eq!(apply(&mut c, MetaCommand::DeleteSchedule { name: "tick".into() }), MetaResponse::ScheduleNotFound);
     }
 
     #[test]

@@ -88,6 +88,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A schedule could not be encoded.
+    #[error("encoding schedule `{schedule}`: {source}")]
+    EncodeSchedule {
+        /// The schedule.
+        schedule: String,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A rewind asked for an offset the log cannot rewind to.
     #[error(
         "cannot rewind {partition} to offset {offset}: {reason} \

@@ -7,6 +7,11 @@
 //! |---|---|
 //! | `sluice-store-write` | a group-commit write (with its fsync, under `always`) fails |
 //! | `sluice-wal-sync` | a WAL fsync of `interval` writes fails (the periodic one, or the final one at shutdown) |
+//!
+//! The broker has its own points (behind its `failpoints` feature):
+//! `sluice-dead-letter-written` (abort with dead letters written, the source
+//! not yet acked) and `sluice-schedule-recorded` (abort with a schedule's
+//! tick recorded, its event not yet produced).
 
 #[cfg(feature = "failpoints")]
 use crate::Error;

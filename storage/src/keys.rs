@@ -31,6 +31,8 @@ pub const TAG_SEGMENT: u8 = 0x02;
 pub const TAG_PRODUCER: u8 = 0x03;
 /// Tag of consumer-group entries in `meta`.
 pub const TAG_GROUP: u8 = 0x04;
+/// Tag of schedule entries in `meta`.
+pub const TAG_SCHEDULE: u8 = 0x05;
 
 /// Key of the batch of `partition` starting at `offset`.
 pub fn record_key(partition: PartitionId, offset: u64) -> [u8; RECORD_KEY_LEN] {

@@ -30,6 +30,7 @@ mod offset;
 pub mod producer;
 pub mod raft;
 pub mod record;
+pub mod schedule;
 pub mod segment;
 pub mod store;
 pub mod topic;

@@ -61,6 +61,8 @@ pub struct Recovered {
     pub topics: Vec<(TopicMeta, Vec<PartitionLog>)>,
     /// Every group: name and the broker's configuration bytes.
     pub groups: Vec<(String, Vec<u8>)>,
+    /// Every schedule of a single broker: name and what is stored of it.
+    pub schedules: Vec<(String, crate::schedule::StoredSchedule)>,
     /// Stored group state by group id.
     pub group_states: HashMap<u64, crate::group::RecoveredGroupState>,
     /// Partitions stored without a topic entry: in a cluster, a replica
@@ -162,6 +164,10 @@ impl Store {
                 Some(&keys::TAG_GROUP) => {
                     let name = String::from_utf8(k[1..].to_vec()).map_err(|_| bad("group name"))?;
                     rec.groups.push((name, v.to_vec()));
+                }
+                Some(&keys::TAG_SCHEDULE) => {
+                    let name = String::from_utf8(k[1..].to_vec()).map_err(|_| bad("schedule name"))?;
+                    rec.schedules.push((name, serde_json::from_slice(v).map_err(|_| bad("schedule entry"))?));
                 }
                 Some(&TAG_PRODUCER) => {
                     let (p, id) = parse_partition_meta_key(k).ok_or_else(|| bad("producer key"))?;

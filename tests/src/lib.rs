@@ -9,6 +9,7 @@ pub mod ports;
 pub mod proxy;
 pub mod raw;
 pub mod sink;
+pub mod ticks;
 pub mod tmpfs;
 
 pub use cluster::TestCluster;

@@ -141,3 +141,26 @@ async fn a_crash_between_dead_letter_append_and_source_ack_writes_each_dead_lett
     assert_eq!(values, expected, "each message dead-lettered exactly once across the crash");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_recording_a_tick_and_producing_it_still_stores_the_tick_once() -> anyhow::Result<()> {
+    // The broker aborts right after the first tick is recorded, before its event is produced.
+    let envs = [("FAILPOINTS", "sluice-schedule-recorded=return")];
+    let mut broker = TestBroker::start_with_env(&[], &envs).await?;
+    let admin = Admin::new(broker.channel());
+    admin.create_topic("fp-ticks", 1, pb::TopicConfig::default()).await?;
+    let config = pb::ScheduleConfig { topic: "fp-ticks".into(), interval_ms: 200, ..Default::default() };
+    let created = admin.create_schedule("fp-tick", config).await?;
+    let code = broker.wait_exit(Duration::from_secs(20)).await?;
+    assert_ne!(code, Some(0), "the broker aborted at the failpoint");
+    broker.set_envs(&[]);
+    broker.start_again().await?;
+    let got = eventually(Duration::from_secs(20), "three ticks after the restart", || async {
+        let got = sluice_tests::ticks::ticks(&read_all(broker.channel(), "fp-ticks", 0).await?, created.id)?;
+        Ok((got.len() >= 3).then_some(got))
+    })
+    .await?;
+    assert_eq!(got[0].n, 1, "the tick recorded before the crash was produced after it: {got:?}");
+    sluice_tests::ticks::check_exactly_once(&got, created.created_ms, 200)?;
+    Ok(())
+}

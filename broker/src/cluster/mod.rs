@@ -200,6 +200,11 @@ impl Cluster {
         ClusterView::new(self.node.clone(), self.replicated.clone())
     }
 
+    /// This broker's peer in the metadata group (schedules live in its catalog).
+    pub fn meta_node(&self) -> Arc<MetaNode> {
+        self.node.clone()
+    }
+
     /// What moves this broker's shard leaderships away when it stops.
     pub fn leadership(&self) -> LeadershipMover {
         LeadershipMover::new(self.replicated.clone())

@@ -693,7 +693,8 @@ impl GroupActor {
                     record.headers.iter().map(|(k, v)| (k.as_str(), v.as_ref())),
                     record.timestamp_ms,
                 );
-                if let Some(due) = due.filter(|due| *due > now && self.passes(&settings, p, &record)) {
+                let passes = self.passes(&settings, p, &record);
+                if let Some(due) = due.filter(|due| *due > now && passes) {
                     // Delayed: held until due; in an ordered group, so is the rest of the partition.
                     self.state.defer_fresh(p, record.offset, due, &mut out);
                     filtered += 1;
@@ -703,7 +704,7 @@ impl GroupActor {
                     continue;
                 }
                 let attempt = self.state.lease_fresh(p, record.offset, now, deadline, consumer);
-                if !self.passes(&settings, p, &record) {
+                if !passes {
                     let _ = self.state.ack(p, record.offset, attempt, &mut out);
                     filtered += 1;
                     metrics::counter!(crate::metrics::GROUP_FILTERED, "group" => settings.name.clone()).increment(1);

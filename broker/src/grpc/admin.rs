@@ -14,7 +14,8 @@ use crate::group::GroupRegistry;
 use crate::name::TopicName;
 use crate::topic::{Replicas, Topic, TopicRegistry};
 
-use super::groups;
+use super::{groups, schedules};
+use crate::schedule::ScheduleRegistry;
 
 /// The Admin service.
 #[derive(Debug, Clone)]
@@ -22,13 +23,19 @@ pub struct AdminService {
     started_ms: i64,
     registry: Arc<TopicRegistry>,
     groups: Arc<GroupRegistry>,
+    schedules: Arc<ScheduleRegistry>,
     config: Arc<BrokerConfig>,
 }
 
 impl AdminService {
-    /// A service over `registry` and `groups`, with defaults and limits from `config`.
-    pub fn new(registry: Arc<TopicRegistry>, groups: Arc<GroupRegistry>, config: Arc<BrokerConfig>) -> Self {
-        AdminService { started_ms: sluice_storage::now_ms(), registry, groups, config }
+    /// A service over `registry`, `groups` and `schedules`, with defaults and limits from `config`.
+    pub fn new(
+        registry: Arc<TopicRegistry>,
+        groups: Arc<GroupRegistry>,
+        schedules: Arc<ScheduleRegistry>,
+        config: Arc<BrokerConfig>,
+    ) -> Self {
+        AdminService { started_ms: sluice_storage::now_ms(), registry, groups, schedules, config }
     }
 }
 
@@ -257,5 +264,37 @@ impl Admin for AdminService {
         req: Request<pb::PurgeDeadLettersRequest>,
     ) -> Result<Response<pb::PurgeDeadLettersResponse>, Status> {
         Ok(Response::new(groups::purge(&self.registry, &self.groups, req.into_inner()).await?))
+    }
+
+    async fn create_schedule(
+        &self,
+        req: Request<pb::CreateScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        validate::name("name", &req.get_ref().name)?;
+        Ok(Response::new(schedules::create(&self.schedules, req.into_inner()).await?))
+    }
+
+    async fn list_schedules(
+        &self,
+        _: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        Ok(Response::new(schedules::list(&self.schedules)))
+    }
+
+    async fn describe_schedule(
+        &self,
+        req: Request<pb::DescribeScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleInfo>, Status> {
+        validate::name("name", &req.get_ref().name)?;
+        Ok(Response::new(schedules::describe(&self.schedules, &req.get_ref().name)?))
+    }
+
+    async fn delete_schedule(
+        &self,
+        req: Request<pb::DeleteScheduleRequest>,
+    ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        validate::name("name", &req.get_ref().name)?;
+        self.schedules.delete(&req.get_ref().name).await?;
+        Ok(Response::new(pb::DeleteScheduleResponse {}))
     }
 }

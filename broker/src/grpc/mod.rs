@@ -9,5 +9,6 @@ pub mod events;
 pub mod groups;
 pub mod produce;
 pub mod scaler;
+pub mod schedules;
 pub mod status;
 pub mod validate;

@@ -26,6 +26,8 @@ pub(crate) fn code_and_reason(e: &Error) -> (Code, &'static str) {
         Error::TopicExists(_) => (Code::AlreadyExists, "topic_exists"),
         Error::GroupNotFound(_) => (Code::NotFound, "group_not_found"),
         Error::GroupExists(_) => (Code::AlreadyExists, "group_exists"),
+        Error::ScheduleNotFound(_) => (Code::NotFound, "schedule_not_found"),
+        Error::ScheduleExists(_) => (Code::AlreadyExists, "schedule_exists"),
         Error::FailedPrecondition(_) => (Code::FailedPrecondition, "failed_precondition"),
         Error::OffsetOutOfRange { .. } => (Code::OutOfRange, "offset_out_of_range"),
         Error::Overloaded(_) | Error::ProduceBudgetExhausted { .. } => (Code::ResourceExhausted, "overloaded"),

@@ -90,6 +90,12 @@ impl Allowlist {
             || self.nets.iter().any(|n| n.contains(&ip))
     }
 
+    /// Whether an address written in a URL (it never passes the resolver)
+    /// is allowed: listed as an address or block, or public under `*`.
+    pub fn allows_literal(&self, ip: IpAddr) -> bool {
+        self.allows(ip, HostMatch::None) || (is_public(canonical(ip)) && self.wildcards.contains(&String::new()))
+    }
+
     /// Checks an endpoint URL before it is stored: `http://host[:port]/path`
     /// with a host this list can allow. Names `field` in the error.
     pub fn check_endpoint(&self, field: &'static str, endpoint: &str) -> Result<()> {
@@ -110,10 +116,7 @@ impl Allowlist {
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let allowed = match host.parse::<IpAddr>() {
-            Ok(ip) => {
-                self.allows(ip, HostMatch::None)
-                    || (is_public(canonical(ip)) && self.wildcards.contains(&String::new()))
-            }
+            Ok(ip) => self.allows_literal(ip),
             Err(_) => self.host_match(host) != HostMatch::None || !self.nets.is_empty(),
         };
         if allowed {

@@ -18,7 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::allowlist::{is_public, Allowlist, HostMatch};
+use super::allowlist::Allowlist;
 use super::outcome::MAX_ANSWER_BYTES;
 
 /// How long a connection may take to open.
@@ -96,8 +96,7 @@ impl PushClient {
         if let Some(ip) =
             endpoint.host().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok())
         {
-            let wildcard = self.allowlist.host_match("*") == HostMatch::Wildcard && is_public(ip);
-            if !wildcard && !self.allowlist.allows(ip, HostMatch::None) {
+            if !self.allowlist.allows_literal(ip) {
                 return Err(format!("push: {ip} is not in push-allowed-endpoints"));
             }
         }

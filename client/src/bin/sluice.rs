@@ -33,6 +33,8 @@ mod filter;
 mod group;
 #[path = "sluice/output.rs"]
 mod output;
+#[path = "sluice/schedule.rs"]
+mod schedule;
 #[path = "sluice/smoke.rs"]
 mod smoke;
 
@@ -66,6 +68,9 @@ enum Command {
     /// Publish CloudEvents.
     #[command(subcommand)]
     Event(event::EventCommand),
+    /// Schedules: an event produced to a topic at each tick (cron with a time zone, or an interval).
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Load a broker and report msgs/s, MB/s and latency percentiles.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -243,6 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Group(g) => group::run(Admin::new(ch), g, cli.output).await,
         Command::Event(e) => event::run(ch, e, cli.output).await,
+        Command::Schedule(s) => schedule::run(Admin::new(ch), s, cli.output).await,
         Command::Smoke { topic, count } => smoke::run(ch, &topic, count).await,
         Command::EventsDemo { gateway, handler } => events_demo::run(Admin::new(ch), &gateway, &handler).await,
     }
