@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # (linked instead of compiling its C++ for 25 minutes), and a C/C++ toolchain.
 APT_PACKAGES := libclang-dev librocksdb-dev clang pkg-config nghttp2-client python3-venv
 
-.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop go-stubs image up down cluster cluster-down loadtest loadtest-smoke bench bench-smoke bench-cluster bench-scale bench-failover bench-gateway soak clean
+.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop go-stubs image up down cluster cluster-down loadtest loadtest-smoke bench bench-smoke bench-cluster bench-scale bench-failover bench-gateway bench-push soak clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -81,6 +81,7 @@ bench-smoke: build
 	bash deploy/bench-cluster.sh --smoke
 	bash deploy/bench-scale.sh --smoke
 	$(BIN)/bench-failover --smoke
+	bash deploy/bench-push.sh --smoke
 
 # The same produce workload against one broker and a three-broker cluster, in one run.
 bench-cluster: build
@@ -94,6 +95,11 @@ bench-gateway: build
 
 bench-failover: build
 	$(BIN)/bench-failover --kills 20
+
+# Push subscriptions: a backlog drained to the bench's own HTTP sink (100 and 1 event per
+# request), HTTP publish -> handler latency at 2,000 events/s, pull baselines (docs/BENCHMARKS.md).
+bench-push: build
+	bash deploy/bench-push.sh
 
 # Scale figures of a three-broker cluster: idle CPU with 1,000 partitions and 1,000 groups,
 # and 10,000 partitions created and served (docs/BENCHMARKS.md).
