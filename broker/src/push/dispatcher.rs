@@ -35,6 +35,8 @@ use crate::group::{AckId, Delivered, GroupHandle, GroupMode, PushConfig};
 
 /// The member name the dispatcher pulls as (in dead-letter headers).
 pub const CONSUMER: &str = "push-dispatcher";
+/// Most messages one pull leases (for several requests at once).
+const MAX_PULL: usize = 10_000;
 /// How long one pull waits for messages before the settings are read again.
 const PULL_WAIT: Duration = Duration::from_secs(1);
 /// How long a dispatcher away from the group's leader waits before trying again.
@@ -87,7 +89,9 @@ impl Dispatcher {
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
-            let batch = match self.collect(&push).await {
+            // Fill every free slot from one pull: each pull waits for its lease write.
+            let slots = if pause.is_zero() { limit.saturating_sub(in_flight.len()).max(1) } else { 1 };
+            let mut batch = match self.collect(&push, slots).await {
                 Ok(batch) => batch,
                 Err(Error::NotLeader { .. }) => {
                     tokio::select! {
@@ -104,23 +108,26 @@ impl Dispatcher {
                     }
                 }
             };
-            if batch.is_empty() {
-                continue;
+            while !batch.is_empty() {
+                let rest = batch.split_off(batch.len().min(push.batch_size as usize));
+                let (group, client) = (self.group.clone(), self.client.clone());
+                in_flight.spawn(push_batch(group, client, push.clone(), batch));
+                batch = rest;
             }
-            let (group, client) = (self.group.clone(), self.client.clone());
-            in_flight.spawn(push_batch(group, client, push, batch));
         }
         in_flight.abort_all();
         tracing::info!(group = %self.group.name, "push dispatcher stopped");
     }
 
-    /// Pulls up to `batch_size` messages: what is ready within a second, then
-    /// more until the batch is full or `max_batching_window_ms` has passed
+    /// Pulls messages for up to `slots` requests: what is ready within a
+    /// second (up to `slots` full batches); if that is less than one full
+    /// batch, more until it is full or `max_batching_window_ms` has passed
     /// since the first.
-    async fn collect(&self, push: &PushConfig) -> crate::error::Result<Vec<Delivered>> {
+    async fn collect(&self, push: &PushConfig, slots: usize) -> crate::error::Result<Vec<Delivered>> {
         let max = push.batch_size as usize;
-        let mut got = self.group.pull_wait(CONSUMER, max, PULL_WAIT, &self.stop).await?;
-        if got.is_empty() || push.max_batching_window_ms == 0 {
+        let ready = (max * slots).min(MAX_PULL);
+        let mut got = self.group.pull_wait(CONSUMER, ready, PULL_WAIT, &self.stop).await?;
+        if got.is_empty() || got.len() >= max || push.max_batching_window_ms == 0 {
             return Ok(got);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(u64::from(push.max_batching_window_ms));

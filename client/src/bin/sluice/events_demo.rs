@@ -1,7 +1,8 @@
 //! `sluice events-demo`: the events floor end to end, for the Compose demo
 //! (`docker compose run --rm events-demo`), each step printed: CloudEvents in
-//! over HTTP, a filtered push trigger delivering them to a handler, and a
-//! failing handler whose events end in the dead-letter topic. Exits non-zero
+//! over HTTP, a filtered push trigger delivering them to a handler, a
+//! failing handler whose events end in the dead-letter topic, and a schedule
+//! whose ticks a trigger pushes to the handler. Exits non-zero
 //! if a step does not happen within a minute.
 
 use std::time::{Duration, Instant};
@@ -142,8 +143,41 @@ pub async fn run(admin: Admin, gateway: &str, handler: &str) -> anyhow::Result<(
             header("sluice-dlq-reason")
         );
     }
-    admin.delete_group(&shipping).await?;
     admin.delete_group(&payments).await?;
+
+    let (reports, schedule) = (format!("demo-reports-{run}"), format!("demo-report-{run}"));
+    let config = pb::GroupConfig {
+        topic: TOPIC.into(),
+        start: latest,
+        push: Some(push("/ok")),
+        filter: Some(pb::EventFilters { filters: vec![exact("type", "report.due")] }),
+        ..Default::default()
+    };
+    admin.create_group(&reports, config).await?;
+    let before = received(handler).await?;
+    let timer = pb::ScheduleConfig {
+        topic: TOPIC.into(),
+        interval_ms: 1000,
+        event: Some(pb::ScheduleEvent {
+            r#type: "report.due".into(),
+            data: br#"{"report":"sales"}"#.to_vec().into(),
+            data_content_type: "application/json".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    admin.create_schedule(&schedule, timer).await?;
+    println!("6. schedule {schedule}: a report.due event on {TOPIC} every second; trigger {reports} pushes them to {handler}/ok");
+    let ticks = wait_for("the handler receiving two scheduled events", || async {
+        let now = received(handler).await?;
+        Ok((now >= before + 2).then_some(now - before))
+    })
+    .await?;
+    let fired = admin.describe_schedule(&schedule).await?.ticks_fired;
+    println!("7. the schedule fired {fired} ticks; the handler took {ticks} report.due events");
+    admin.delete_schedule(&schedule).await?;
+    admin.delete_group(&reports).await?;
+    admin.delete_group(&shipping).await?;
     println!("events demo passed");
     Ok(())
 }
