@@ -268,6 +268,8 @@ pub(super) struct GroupActor {
     pub rotation: u32,
     pub dead_letters: DeadLetterQueue,
     pub persistence: Persistence,
+    /// Records read past what pulls took, for the next pulls.
+    pub read_ahead: super::read_ahead::ReadAhead,
 }
 
 /// What a pull leased, what it must commit, and the read error that cut it short.
@@ -678,7 +680,7 @@ impl GroupActor {
             if n == 0 {
                 continue;
             }
-            let records = match self.read(p, next, next + n).await {
+            let records = match self.read_fresh(p, next, n, handle.latest()).await {
                 Ok(records) => records,
                 Err(e) => {
                     failure = Some(e);
@@ -732,6 +734,23 @@ impl GroupActor {
     fn passes(&self, settings: &GroupConfig, p: u32, record: &StoredRecord) -> bool {
         settings.filters.is_empty()
             || super::filter::passes(&settings.filters, &crate::event::read_event(record, &settings.topic, p))
+    }
+
+    /// `n` records of partition `p` from `from` (fewer if the read stops
+    /// early), reading ahead up to `latest` for the next pulls.
+    async fn read_fresh(&mut self, p: u32, from: u64, n: u64, latest: u64) -> Result<Vec<StoredRecord>> {
+        if let Some(kept) = self.read_ahead.take(p, from, n as usize) {
+            return Ok(kept);
+        }
+        let until = latest.min(from + n.max(super::read_ahead::MAX_RECORDS));
+        let range = OffsetRange::new(from, until);
+        let handle = self.topic.partition(p)?;
+        let mut read = handle.read(range, range.len() as usize, super::read_ahead::MAX_BYTES).await?;
+        // Large records stopped the read short of what the pull asks for: the rest, unbounded as before.
+        if let Some(last) = read.last().map(|r| r.offset).filter(|last| last + 1 < from + n) {
+            read.extend(self.read(p, last + 1, from + n).await?);
+        }
+        Ok(self.read_ahead.keep(p, read, n as usize))
     }
 
     async fn read(&self, p: u32, from: u64, until: u64) -> Result<Vec<StoredRecord>> {

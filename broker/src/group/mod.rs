@@ -11,6 +11,7 @@ pub mod filter;
 #[cfg(test)]
 mod model_check;
 mod persistence;
+mod read_ahead;
 mod registry;
 mod replicated;
 mod report;

@@ -158,6 +158,7 @@ impl GroupRegistry {
                         Arc::default(),
                     ),
                     persistence: Persistence::Local(self.ctx.writer.clone()),
+                    read_ahead: Default::default(),
                 };
                 let stop = stop.clone();
                 self.ctx.tracker.spawn(async move { actor.run(&mut rx, stop).await })

@@ -263,6 +263,7 @@ impl ReplicatedGroup {
                 self.dead_lettering.clone(),
             ),
             persistence,
+            read_ahead: Default::default(),
         })
     }
 
