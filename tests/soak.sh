@@ -57,6 +57,11 @@ run "metadata group: $((20 * scale)) leader SIGKILLs and $((20 * scale)) partiti
 run "push subscriptions: $((20 * scale)) SIGKILLs while pushing, a handler down for a minute" \
   SLUICE_PUSH_KILLS=$((20 * scale)) SLUICE_PUSH_DOWN_SECS=60 timeout 600 "${test_cmd[@]}" --test push -- --nocapture \
   killed_while_pushing handler_that_was_down
+run "schedules: $((30 * scale)) SIGKILLs at random moments, every tick stored once" \
+  SLUICE_SCHEDULE_KILLS=$((30 * scale)) timeout 900 "${test_cmd[@]}" --test schedules -- --nocapture \
+  ticks_are_fired_exactly_once_across_sigkill
+run "long timers: a message delayed an hour and an hourly schedule across three SIGKILLs" \
+  SLUICE_LONG_TIMER_SECS=3600 timeout 4200 "${test_cmd[@]}" --test long_timers -- --nocapture
 run "consumer group: $((20 * scale)) SIGKILLs of the group's leader across three brokers" \
   SLUICE_CLUSTER_GROUP_ROUNDS=$((20 * scale)) timeout 600 "${test_cmd[@]}" --test cluster_groups -- --nocapture \
   acknowledged_messages_stay_acknowledged
