@@ -208,3 +208,58 @@ async fn events_tour_publishes_filters_and_pushes() -> anyhow::Result<()> {
     assert!(!ok && err.contains("attribute"), "a clear error: {err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_tour_creates_lists_as_json_and_deletes() -> anyhow::Result<()> {
+    let broker = TestBroker::start().await?;
+    let (ok, _, err) = sluice(&broker, &["topic", "create", "jobs"], None)?;
+    assert!(ok, "{err}");
+    let args = [
+        "schedule",
+        "create",
+        "nightly",
+        "--topic",
+        "jobs",
+        "--cron",
+        "0 2 * * *",
+        "--time-zone",
+        "Europe/Paris",
+        "--type",
+        "report.due",
+        "--data",
+        r#"{"report":"sales"}"#,
+        "--attr",
+        "team=ops",
+    ];
+    let (ok, out, err) = sluice(&broker, &args, None)?;
+    assert!(ok && out.starts_with("created schedule nightly"), "{out}{err}");
+    let args = ["schedule", "create", "beat", "--topic", "jobs", "--every", "200ms", "--missed", "skip"];
+    let (ok, _, err) = sluice(&broker, &args, None)?;
+    assert!(ok, "{err}");
+    let (ok, out, err) =
+        sluice(&broker, &["schedule", "create", "bad", "--topic", "jobs", "--every", "5 parsecs"], None)?;
+    assert!(!ok && err.contains("5 parsecs"), "{out}{err}");
+    let fired = sluice_tests::eventually(std::time::Duration::from_secs(20), "two ticks of beat", || async {
+        let (ok, out, err) = sluice(&broker, &["--output", "json", "schedule", "list"], None)?;
+        anyhow::ensure!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let beat = v.as_array().and_then(|a| a.iter().find(|s| s["name"] == "beat")).cloned().unwrap_or_default();
+        Ok((beat["ticks_fired"].as_u64().unwrap_or(0) >= 2).then_some(v))
+    })
+    .await?;
+    let nightly = fired.as_array().and_then(|a| a.iter().find(|s| s["name"] == "nightly")).cloned().unwrap_or_default();
+    assert_eq!(nightly["cron"], "0 2 * * *");
+    assert_eq!(nightly["time_zone"], "Europe/Paris");
+    assert_eq!(nightly["missed_ticks"], "fire-once");
+    assert_eq!(nightly["event"]["type"], "report.due");
+    assert_eq!(nightly["event"]["datacontenttype"], "application/json");
+    assert_eq!(nightly["event"]["attributes"]["team"], "ops");
+    assert!(nightly["next_tick_ms"].as_i64().unwrap_or(0) > 0, "{nightly}");
+    let (ok, out, _) = sluice(&broker, &["schedule", "list"], None)?;
+    assert!(ok && out.contains("nightly") && out.contains("Europe/Paris"), "{out}");
+    let (ok, out, err) = sluice(&broker, &["schedule", "delete", "beat"], None)?;
+    assert!(ok && out.contains("deleted schedule beat"), "{out}{err}");
+    let (ok, _, err) = sluice(&broker, &["schedule", "describe", "beat"], None)?;
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    Ok(())
+}
