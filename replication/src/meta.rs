@@ -976,7 +976,10 @@ mod tests {
     fn three_brokers() -> Catalog {
         let mut c = Catalog::default();
         for broker in 1..=3 {
-            apply(&mut c, MetaCommand::SetBrokerEndpoint { broker, endpoint: format!("b{broker}:9092"), features: 1 });
+            apply(
+                &mut c,
+                MetaCommand::SetBrokerEndpoint { broker, endpoint: format!("b{broker}:9092"), features: FEATURE_LEVEL },
+            );
         }
         c
     }
