@@ -30,9 +30,14 @@ async fn the_metadata_leader_fires_and_a_new_leader_goes_on_exactly_once() -> an
     admin.create_topic("ticks", 1, pb::TopicConfig::default()).await?;
     let config = pb::ScheduleConfig { topic: "ticks".into(), interval_ms: EVERY_MS, ..Default::default() };
     let created = admin.create_schedule("heartbeat", config).await?;
+    // The catalog reaches the other brokers a commit round after the one that answered.
     for id in cluster.ids() {
-        let listed = Admin::new(cluster.broker(id).channel()).list_schedules().await?;
-        assert_eq!(listed.iter().map(|s| s.id).collect::<Vec<_>>(), vec![created.id], "broker {id}");
+        let admin = Admin::new(cluster.broker(id).channel());
+        eventually(WAIT, &format!("the schedule in broker {id}'s catalog"), || async {
+            let listed = admin.list_schedules().await?;
+            Ok((listed.iter().map(|s| s.id).collect::<Vec<_>>() == vec![created.id]).then_some(()))
+        })
+        .await?;
     }
     let before = stored(&cluster, follower, created.id, 3).await?;
     println!("{} ticks fired by the metadata leader, broker {leader}; killing it", before.len());
