@@ -443,8 +443,7 @@ impl Catalog {
                     created_ms: *created_ms,
                     shard,
                 };
-                self.next_topic_id += 1;
-                keys::put_record(write, group_id, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
+                self.take_id(group_id, write)?;
                 keys::put_record(write, group_id, format!("{TOPIC}{name}").as_bytes(), encode(&topic)?);
                 let id = topic.id;
                 self.topics.insert(name.clone(), topic);
@@ -491,8 +490,7 @@ impl Catalog {
                     created_ms: *created_ms,
                     shard: self.topics.get(topic).and_then(|t| t.shard),
                 };
-                self.next_topic_id += 1;
-                keys::put_record(write, group_id, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
+                self.take_id(group_id, write)?;
                 keys::put_record(write, group_id, format!("{GROUP}{name}").as_bytes(), encode(&group)?);
                 let id = group.id;
                 self.groups.insert(name.clone(), group);
@@ -531,8 +529,7 @@ impl Catalog {
                     created_ms: *created_ms,
                     progress: ScheduleProgress::default(),
                 };
-                self.next_topic_id += 1;
-                keys::put_record(write, group_id, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
+                self.take_id(group_id, write)?;
                 keys::put_record(write, group_id, format!("{SCHEDULE}{name}").as_bytes(), encode(&schedule)?);
                 let id = schedule.id;
                 self.schedules.insert(name.clone(), schedule);
@@ -593,6 +590,14 @@ impl Catalog {
                 MetaResponse::Done
             }
         })
+    }
+
+    /// Moves the id counter past the id just given out (`next_topic_id`,
+    /// shared by topics, groups and schedules), recording it in `write`.
+    fn take_id(&mut self, group_id: GroupId, write: &mut AtomicWrite) -> io::Result<()> {
+        self.next_topic_id += 1;
+        keys::put_record(write, group_id, NEXT_TOPIC_ID, encode(&self.next_topic_id)?);
+        Ok(())
     }
 
     /// Where a new topic of `replication_factor` goes: `None` (the shards
