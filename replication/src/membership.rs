@@ -333,7 +333,13 @@ pub(crate) async fn replace_broker(
         let deadline = Instant::now() + GROUP_DEADLINE;
         let mut last_stage = None;
         let mut last_error = String::new();
+        let mut reported_error = String::new();
         loop {
+            if last_error != reported_error {
+                // Each new reason once: why a group is not moving is what an operator needs.
+                tracing::info!(group = group.0, new, reason = %last_error, "replacement step waits");
+                reported_error.clone_from(&last_error);
+            }
             if Instant::now() >= deadline {
                 return Err(ReplaceError::TimedOut(format!(
                     "group {}: not done within {} s (last: {last_error}); run the replacement again to resume",

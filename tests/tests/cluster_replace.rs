@@ -272,6 +272,10 @@ async fn a_new_broker_id_takes_a_lost_brokers_place() -> anyhow::Result<()> {
 async fn a_placed_replica_on_an_empty_disk_is_replaced_under_its_own_id() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start_with(4, SNAPSHOT_EVERY).await?;
     cluster.agreed_leader(&cluster.ids(), None).await?;
+    // Until a shard has a leader, its first membership may be on the broker that set the
+    // cluster up alone: were that broker's disk lost now, the shard would have no replica
+    // to elect from (the brokers that never heard of it hold nothing to replace it with).
+    cluster.leaders_spread(1).await?;
     let admin = Admin::new(cluster.broker(4).channel());
     admin.create_replicated_topic("triple", 2, 3, pb::TopicConfig::default()).await?;
     let addr4 = cluster.broker(4).addr.clone();
@@ -291,7 +295,11 @@ async fn a_placed_replica_on_an_empty_disk_is_replaced_under_its_own_id() -> any
     // shard's leadership may be handed to it (it may not vote, so it may not lead): watched
     // for longer than the leadership spreading takes to hand a shard to its preferred broker.
     never_leads(&cluster, 1, 3, Duration::from_secs(10)).await?;
-    let steps = replace(&cluster, 1, 3, 3, "").await?;
+    let steps = replace(&cluster, 1, 3, 3, "").await.map_err(|e| {
+        let logs: Vec<String> =
+            cluster.ids().iter().map(|id| format!("broker {id}:\n{}", cluster.broker(*id).log_tail())).collect();
+        e.context(logs.join("\n"))
+    })?;
     let placed: Vec<&str> =
         steps.iter().filter(|(g, s)| *g == shard && s != "catching_up").map(|(_, s)| s.as_str()).collect();
     assert!(placed == REPLACED || placed == ["done"], "the placed shard's replica is replaced: {steps:?}");
