@@ -137,6 +137,21 @@ pub struct SettingArgs {
     /// A shard follower that hears no leader for this long to twice this (ms) stands for election [default: 400]
     #[arg(long, env = "SLUICE_SHARD_ELECTION_TIMEOUT_MS")]
     pub shard_election_timeout_ms: Option<u64>,
+    /// PEM certificate chain for TLS on the gRPC port and the HTTP gateway; reloaded on SIGHUP and change [default: plaintext]
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    pub tls_key: Option<String>,
+    /// PEM CA certificates that sign client certificates (mTLS)
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<String>,
+    /// TOML file of bearer tokens (SHA-256 digests); set, every request needs one [default: no authentication]
+    #[arg(long, env = "SLUICE_AUTH_TOKENS")]
+    pub auth_tokens: Option<String>,
+    /// Serve a non-loopback address without authentication (anyone reaching it may do anything)
+    #[arg(long, env = "SLUICE_INSECURE_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_allow_anonymous: Option<bool>,
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -201,6 +216,11 @@ impl SettingArgs {
             advertise,
             shard_snapshot_entries,
             shard_election_timeout_ms,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            auth_tokens,
+            insecure_allow_anonymous,
         );
         cfg.validate()?;
         Ok(cfg)

@@ -97,6 +97,22 @@ pub struct BrokerConfig {
     /// and twice this (ms) stands for election; a killed leader's partitions
     /// are unwritable for about one to two of these. Default 400.
     pub shard_election_timeout_ms: u64,
+    /// PEM certificate chain served on the gRPC port and the HTTP gateway;
+    /// empty serves plaintext. Reloaded on SIGHUP and when the file changes.
+    /// Default empty.
+    pub tls_cert: String,
+    /// PEM private key of `tls-cert`. Default empty.
+    pub tls_key: String,
+    /// PEM CA certificates that sign client certificates (mTLS); a client
+    /// certificate from any other CA fails the handshake. Default empty.
+    pub tls_client_ca: String,
+    /// TOML file of bearer tokens (stored as SHA-256 digests, see
+    /// `auth::tokens`); set, every request needs a listed token. Empty: no
+    /// authentication. Reloaded on SIGHUP and when the file changes. Default empty.
+    pub auth_tokens: String,
+    /// Serve a non-loopback address without authentication (anyone who
+    /// reaches the port may read, write and delete everything). Default false.
+    pub insecure_allow_anonymous: bool,
 }
 
 impl Default for BrokerConfig {
@@ -135,6 +151,11 @@ impl Default for BrokerConfig {
             advertise: String::new(),
             shard_snapshot_entries: sluice_replication::node::DEFAULT_SHARD_SNAPSHOT_ENTRIES,
             shard_election_timeout_ms: sluice_replication::node::DEFAULT_SHARD_ELECTION_TIMEOUT.as_millis() as u64,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_client_ca: String::new(),
+            auth_tokens: String::new(),
+            insecure_allow_anonymous: false,
         }
     }
 }
@@ -171,6 +192,7 @@ impl BrokerConfig {
             reason: e.rule.to_owned(),
         })?;
         check((1..=60_000).contains(&self.sync_interval_ms), "sync-interval-ms", "must be 1..=60000")?;
+        self.validate_security()?;
         let port = self.advertise.rsplit_once(':').and_then(|(host, port)| (!host.is_empty()).then_some(port));
         check(
             self.advertise.is_empty() || port.is_some_and(|p| p.parse::<u16>().is_ok()),
@@ -273,6 +295,40 @@ impl BrokerConfig {
         Ok(Some((config, listen)))
     }
 
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        check(self.tls_cert.is_empty() == self.tls_key.is_empty(), "tls-key", "tls-cert and tls-key go together")?;
+        check(
+            self.tls_client_ca.is_empty() || !self.tls_cert.is_empty(),
+            "tls-client-ca",
+            "client certificates need TLS: set tls-cert and tls-key too",
+        )?;
+        if self.auth_tokens.is_empty() && !self.insecure_allow_anonymous {
+            let gateway = self.gateway_listen.parse::<SocketAddr>().ok();
+            for (field, addr) in [("listen", Some(self.listen)), ("gateway-listen", gateway)] {
+                let Some(addr) = addr else { continue };
+                check(
+                    addr.ip().is_loopback(),
+                    field,
+                    &format!(
+                        "{addr} is reachable from other machines, and without authentication anyone there may \
+                         read, write and delete every topic: set auth-tokens (with TLS: tls-cert, tls-key), bind \
+                         127.0.0.1, or accept the risk with --insecure-allow-anonymous"
+                    ),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS files of the client-facing doors, if TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        (!self.tls_cert.is_empty()).then(|| crate::tls::TlsFiles {
+            cert: PathBuf::from(&self.tls_cert),
+            key: PathBuf::from(&self.tls_key),
+            client_ca: (!self.tls_client_ca.is_empty()).then(|| PathBuf::from(&self.tls_client_ca)),
+        })
+    }
+
     /// WAL fsync period for `interval` topics.
     pub fn sync_interval(&self) -> Duration {
         Duration::from_millis(self.sync_interval_ms)
@@ -325,6 +381,23 @@ mod tests {
         let cfg = BrokerConfig { max_message_bytes: 0, ..BrokerConfig::default() };
         assert_eq!(cfg.validate().map_err(|e| e.field), Err("max-message-bytes"));
         assert!(toml::from_str::<BrokerConfig>("no-such-setting = 1").is_err());
+    }
+
+    #[test]
+    fn a_public_address_needs_authentication_or_an_explicit_risk() {
+        let public = BrokerConfig { listen: "0.0.0.0:50051".parse().expect("addr"), ..BrokerConfig::default() };
+        let refused = public.validate().expect_err("anonymous on 0.0.0.0");
+        assert_eq!(refused.field, "listen");
+        assert!(refused.reason.contains("--insecure-allow-anonymous"), "{refused}");
+        let gateway = BrokerConfig { gateway_listen: "0.0.0.0:8080".into(), ..BrokerConfig::default() };
+        assert_eq!(gateway.validate().map_err(|e| e.field), Err("gateway-listen"));
+        let risk = BrokerConfig { insecure_allow_anonymous: true, ..public.clone() };
+        assert_eq!(risk.validate(), Ok(()));
+        let tokens = BrokerConfig { auth_tokens: "tokens.toml".into(), ..public };
+        assert_eq!(tokens.validate(), Ok(()));
+        assert_eq!(BrokerConfig::default().validate(), Ok(()), "loopback stays open");
+        let half = BrokerConfig { tls_cert: "c.pem".into(), ..BrokerConfig::default() };
+        assert_eq!(half.validate().map_err(|e| e.field), Err("tls-key"));
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub enum Error {
     /// quorum, an election in progress): retry with backoff.
     #[error("the cluster cannot complete this now: {0}; retry with backoff")]
     ClusterUnavailable(String),
+    /// The request carries no credentials, or ones the broker does not
+    /// accept; the message says which, never whether the resource exists.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A queue is full: back off and retry.
     #[error("{0} is full; retry with backoff")]
     Overloaded(&'static str),

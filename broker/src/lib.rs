@@ -2,6 +2,7 @@
 //! partition actors over `sluice-storage`. `run` is the whole broker; the
 //! binary only parses flags, sets up logging and signals, and calls it.
 
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -16,8 +17,10 @@ pub mod metrics;
 pub mod name;
 pub mod partition;
 pub mod push;
+pub mod reload;
 pub mod schedule;
 pub mod server;
+pub mod tls;
 pub mod topic;
 
 pub use config::BrokerConfig;

@@ -34,6 +34,12 @@ pub const FETCH_BYTES: &str = "sluice_fetch_bytes_total";
 pub const REJECTED: &str = "sluice_rejected_requests_total";
 /// TCP connections accepted.
 pub const CONNECTIONS: &str = "sluice_connections_accepted_total";
+/// TLS handshakes that failed (bad or foreign certificates, plaintext, timeouts).
+pub const TLS_HANDSHAKE_FAILURES: &str = "sluice_tls_handshake_failures_total";
+/// TLS certificate reloads, by result (`ok`, `failed`).
+pub const TLS_RELOADS: &str = "sluice_tls_reloads_total";
+/// Requests refused for missing or bad credentials, by door (`grpc`, `http`) and reason.
+pub const AUTH_FAILURES: &str = "sluice_auth_failures_total";
 /// Streams open now (ProduceStream, Subscribe).
 pub const OPEN_STREAMS: &str = "sluice_open_streams";
 /// Per group and partition: messages not yet acked.
@@ -141,6 +147,9 @@ fn describe() {
     );
     counter!(SCHEDULE_FAILURES, "Failed attempts to fire a schedule's tick (retried with backoff), by schedule");
     counter!(CONNECTIONS, "TCP connections accepted on the gRPC port");
+    counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed (foreign or bad certificates, plaintext, timeouts)");
+    counter!(TLS_RELOADS, "TLS certificate reloads by result (ok, failed: the previous certificate stays)");
+    counter!(AUTH_FAILURES, "Requests refused for missing or bad credentials, by door and reason");
     gauge!(OPEN_STREAMS, "ProduceStream and Subscribe streams open now");
     gauge!(GROUP_BACKLOG, "Messages of the group's topic not yet acked by the group, by group and partition");
     gauge!(GROUP_IN_FLIGHT, "Messages leased to consumers now, by group and partition");

@@ -56,6 +56,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS files or the token file do not load.
+    #[error("{0}")]
+    Security(String),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -194,6 +197,29 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         .build_v1alpha()?;
     let reflection = reflection.build_v1()?;
 
+    let auth = Arc::new(match config.auth_tokens.as_str() {
+        "" => crate::auth::Authenticator::open(),
+        path => crate::auth::Authenticator::with_tokens(path.into()).map_err(ServeError::Security)?,
+    });
+    if !auth.enabled() {
+        tracing::warn!(
+            listen = %config.listen,
+            "no authentication: every client that reaches the broker may read, write and delete everything \
+             (set auth-tokens, and TLS, on any address other machines can reach)"
+        );
+    }
+    let grpc_tls = match config.tls_files() {
+        Some(files) => Some(crate::tls::ServerTls::load(files, &[b"h2"]).map_err(ServeError::Security)?),
+        None => None,
+    };
+    let gateway_tls = match config.tls_files() {
+        Some(files) => Some(crate::tls::ServerTls::load(files, &[b"http/1.1"]).map_err(ServeError::Security)?),
+        None => None,
+    };
+    let mut reloadable: Vec<Arc<dyn crate::reload::Reload>> = vec![auth.clone()];
+    reloadable.extend(grpc_tls.iter().chain(gateway_tls.iter()).map(|t| t.clone() as Arc<dyn crate::reload::Reload>));
+    tokio::spawn(crate::reload::watch(reloadable, rpc_stop.clone()));
+
     let max = config.max_request_bytes;
     let schedules = Arc::new(match &cluster {
         Some(cluster) => {
@@ -226,7 +252,8 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
             read_timeout: Duration::from_millis(config.gateway_read_timeout_ms),
             inflight_body_bytes: config.gateway_max_inflight_body_bytes,
         };
-        tokio::spawn(crate::http::serve(listener, produce_path.clone(), limits, rpc_stop.clone()));
+        let door = crate::http::Door { listener, tls: gateway_tls, auth: auth.clone() };
+        tokio::spawn(crate::http::serve(door, produce_path.clone(), limits, rpc_stop.clone()));
     }
     let allowlist = crate::push::Allowlist::parse(&config.push_allowed_endpoints).unwrap_or_default();
     if !allowlist.is_empty() {
@@ -275,16 +302,6 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     println!("sluice-broker listening on {local}");
     tracing::info!(%local, startup_ms = started.elapsed().as_millis() as u64, "serving");
 
-    // Our own listener, so the server's tcp_nodelay setting does not apply: set it per
-    // connection, or Nagle and delayed ACKs add ~40 ms to every pipelined response.
-    let incoming = futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
-        metrics::counter!(crate::metrics::CONNECTIONS).increment(1);
-        conn.inspect(|s| {
-            if let Err(e) = s.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot disable Nagle on a connection");
-            }
-        })
-    });
     let draining = {
         let (shutdown, rpc_stop, health) = (shutdown.clone(), rpc_stop.clone(), health.clone());
         let leadership = cluster.as_ref().map(|c| c.leadership());
@@ -302,13 +319,14 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
             rpc_stop.cancel();
         }
     };
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // Room for many small requests in flight per connection: h2 sends GOAWAY
         // (ENHANCE_YOUR_CALM) when unread small DATA frames outgrow half the connection
         // window, which a producer with thousands of partitions reaches at the default 64 KiB.
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .layer(crate::auth::grpc::AuthLayer::new(auth))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -317,11 +335,31 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         .add_service(events)
         .add_service(consumer)
         .add_service(scaler)
-        .add_service(cluster_service)
-        .serve_with_incoming_shutdown(incoming, draining);
+        .add_service(cluster_service);
+    let server: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match grpc_tls {
+            None => {
+                // Our own listener, so the server's tcp_nodelay setting does not apply: set it per
+                // connection, or Nagle and delayed ACKs add ~40 ms to every pipelined response.
+                let incoming =
+                    futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+                        metrics::counter!(crate::metrics::CONNECTIONS).increment(1);
+                        conn.inspect(|s| {
+                            if let Err(e) = s.set_nodelay(true) {
+                                tracing::warn!(error = %e, "cannot disable Nagle on a connection");
+                            }
+                        })
+                    });
+                Box::pin(router.serve_with_incoming_shutdown(incoming, draining))
+            }
+            Some(tls) => {
+                let incoming = crate::tls::incoming(listener, tls, rpc_stop.clone());
+                Box::pin(router.serve_with_incoming_shutdown(incoming, draining))
+            }
+        };
     let grace = config.shutdown_grace();
     // Boxed so it can be dropped early: its services hold the registry and, through it, the writer.
-    let mut server = Box::pin(server);
+    let mut server = server;
     tokio::select! {
         r = &mut server => r?,
         _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {

@@ -1,8 +1,8 @@
 //! `Admin`: create, list, describe, update and delete topics.
 
+use crate::connect::Channel;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 
@@ -10,12 +10,14 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct Admin {
     client: AdminClient<Channel>,
+    channel: Channel,
 }
 
 impl Admin {
     /// An admin client on `channel`.
-    pub fn new(channel: Channel) -> Self {
-        Admin { client: AdminClient::new(channel) }
+    pub fn new(channel: impl Into<Channel>) -> Self {
+        let channel: Channel = channel.into();
+        Admin { client: AdminClient::new(channel.clone()), channel }
     }
 
     /// Creates a topic; `config` fields left at zero take the broker's defaults.
@@ -70,7 +72,7 @@ impl Admin {
             match call(client.clone()).await.map_err(Error::from) {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(e) => match e.leader_hint() {
-                    Some(hint) => client = AdminClient::new(crate::connect::channel(&hint.endpoint)?),
+                    Some(hint) => client = AdminClient::new(self.channel.to(&hint.endpoint)?),
                     None => return Err(e),
                 },
             }

@@ -3,23 +3,24 @@
 //! partition), and the view a person wants: progress asked of the leader,
 //! whichever broker was asked first.
 
+use crate::connect::Channel;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::cluster_client::ClusterClient;
-use tonic::transport::Channel;
 
-use crate::connect::channel;
 use crate::error::Result;
 
 /// Reads cluster metadata.
 #[derive(Debug, Clone)]
 pub struct ClusterInfo {
     client: ClusterClient<Channel>,
+    channel: Channel,
 }
 
 impl ClusterInfo {
     /// A cluster client on `channel`.
-    pub fn new(channel: Channel) -> Self {
-        ClusterInfo { client: ClusterClient::new(channel) }
+    pub fn new(channel: impl Into<Channel>) -> Self {
+        let channel: Channel = channel.into();
+        ClusterInfo { client: ClusterClient::new(channel.clone()), channel }
     }
 
     /// What the broker on this channel knows.
@@ -76,7 +77,7 @@ impl ClusterInfo {
             return Ok(answer);
         }
         let Some(leader) = answer.brokers.iter().find(|b| b.id == status.leader) else { return Ok(answer) };
-        let from_leader = match channel(&leader.endpoint) {
+        let from_leader = match self.channel.to(&leader.endpoint) {
             Ok(ch) => ClusterInfo::new(ch).metadata().await.ok(),
             Err(_) => None,
         };

@@ -19,12 +19,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::connect::Channel;
 use backon::Retryable;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::consumer_client::ConsumerClient;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 use crate::leaders::{Brokers, LeaderTracker};
@@ -131,7 +131,7 @@ fn now_ms() -> i64 {
 
 impl Consumer {
     /// A consumer of `group` on `channel`.
-    pub fn new(channel: Channel, group: &str, config: ConsumerConfig) -> Self {
+    pub fn new(channel: impl Into<Channel>, group: &str, config: ConsumerConfig) -> Self {
         Consumer {
             leader: Arc::new(Mutex::new(LeaderTracker::new(Brokers::new(channel)))),
             group: group.to_owned(),

@@ -15,6 +15,9 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The bearer token cannot be sent.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
     /// The producer or reader was closed.
     #[error("client closed")]
     Closed,

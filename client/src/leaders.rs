@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tonic::transport::Channel;
+use crate::connect::Channel;
 
 use crate::error::{Error, Result};
 
@@ -51,8 +51,8 @@ pub struct Brokers {
 
 impl Brokers {
     /// Starting from `seed`.
-    pub fn new(seed: Channel) -> Self {
-        Brokers { seed, channels: Arc::default() }
+    pub fn new(seed: impl Into<Channel>) -> Self {
+        Brokers { seed: seed.into(), channels: Arc::default() }
     }
 
     /// The channel the client was given.
@@ -66,7 +66,7 @@ impl Brokers {
         if let Some(c) = channels.get(endpoint) {
             return Ok(c.clone());
         }
-        let channel = crate::connect::channel(endpoint)?;
+        let channel = self.seed.to(endpoint)?;
         channels.insert(endpoint.to_owned(), channel.clone());
         Ok(channel)
     }

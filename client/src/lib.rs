@@ -19,7 +19,7 @@ pub mod retry;
 
 pub use admin::Admin;
 pub use cluster::ClusterInfo;
-pub use connect::channel;
+pub use connect::{channel, Channel, ConnectOptions};
 pub use consumer::{Consumer, ConsumerConfig, HandlerError, Received};
 pub use error::{Error, Result};
 pub use leaders::LeaderHint;

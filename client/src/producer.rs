@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::connect::Channel;
 use backon::Retryable;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::producer_client::ProducerClient;
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Channel;
 
 use crate::admin::Admin;
 use crate::error::{Error, Result};
@@ -120,7 +120,8 @@ fn new_producer_id() -> u64 {
 
 impl Producer {
     /// A producer on `channel`.
-    pub fn new(channel: Channel, config: ProducerConfig) -> Self {
+    pub fn new(channel: impl Into<Channel>, config: ProducerConfig) -> Self {
+        let channel: Channel = channel.into();
         Producer { brokers: Brokers::new(channel.clone()), channel, config: Arc::new(config), topics: Arc::default() }
     }
 

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::connect::Channel;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::consumer_client::ConsumerClient;
-use tonic::transport::Channel;
 
 use crate::error::{Error, Result};
 
@@ -40,8 +40,9 @@ impl PartitionReader {
     /// A reader positioned at `start`. In a cluster, a broker that holds no
     /// replica of the partition (its topic has a smaller replication factor)
     /// answers `not_leader` naming one that does: the reader goes there.
-    pub async fn new(channel: Channel, topic: &str, partition: u32, start: StartAt) -> Result<Self> {
-        let mut client = ConsumerClient::new(channel).max_decoding_message_size(usize::MAX);
+    pub async fn new(channel: impl Into<Channel>, topic: &str, partition: u32, start: StartAt) -> Result<Self> {
+        let channel: Channel = channel.into();
+        let mut client = ConsumerClient::new(channel.clone()).max_decoding_message_size(usize::MAX);
         let timestamp_ms = match start {
             StartAt::Timestamp(t) => Some(t),
             _ => None,
@@ -54,7 +55,7 @@ impl PartitionReader {
                 Err(e) => match e.leader_hint() {
                     Some(hint) if redirects < MAX_REDIRECTS => {
                         redirects += 1;
-                        let channel = crate::connect::channel(&hint.endpoint)?;
+                        let channel = channel.to(&hint.endpoint)?;
                         client = ConsumerClient::new(channel).max_decoding_message_size(usize::MAX);
                     }
                     _ => return Err(e),

@@ -33,22 +33,57 @@ impl Answer {
 
 /// POSTs `body` to `path` at `addr` with `headers`; waits at most 30 s.
 pub async fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> anyhow::Result<Answer> {
+    let request = head(addr, path, headers, body.len());
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await?;
+        send(stream, &request, body).await
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(30), exchange).await.context("no HTTP answer within 30 s")??;
+    parse(&raw)
+}
+
+/// [`post`] over TLS, trusting `ca_pem`.
+pub async fn post_tls(
+    addr: &str,
+    ca_pem: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<Answer> {
+    let request = head(addr, path, headers, body.len());
+    let exchange = async {
+        let stream = crate::pki::connect(addr, ca_pem, b"http/1.1", None).await?;
+        send(stream, &request, body).await
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(30), exchange).await.context("no HTTP answer within 30 s")??;
+    parse(&raw)
+}
+
+fn head(addr: &str, path: &str, headers: &[(&str, &str)], length: usize) -> String {
     let mut request =
-        format!("POST {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+        format!("POST {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {length}\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
+    request
+}
+
+async fn send<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &str,
+    body: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    {
         stream.write_all(request.as_bytes()).await?;
         stream.write_all(body).await?;
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
+        // A TLS peer that closes without close_notify still sent the whole answer.
+        if let Err(e) = stream.read_to_end(&mut raw).await {
+            anyhow::ensure!(e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty(), e);
+        }
         anyhow::Ok(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(30), exchange).await.context("no HTTP answer within 30 s")??;
-    parse(&raw)
+    }
 }
 
 fn parse(raw: &[u8]) -> anyhow::Result<Answer> {

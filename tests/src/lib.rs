@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod http;
 pub mod payload;
+pub mod pki;
 pub mod ports;
 pub mod proxy;
 pub mod raw;
@@ -75,6 +76,8 @@ pub struct TestBroker {
     extra: Vec<String>,
     envs: Vec<(String, String)>,
     starts: usize,
+    /// The CA (PEM) of the broker's certificate, when it serves TLS.
+    tls_ca: Option<String>,
 }
 
 impl TestBroker {
@@ -93,9 +96,28 @@ impl TestBroker {
         Self::start_prepared(extra, envs, |root| Ok(root.join("data"))).await
     }
 
+    /// Starts a broker serving TLS (its `--tls-*` flags in `extra`) with a
+    /// certificate signed by `ca_pem`: [`Self::channel`] trusts that CA.
+    pub async fn start_tls(extra: &[&str], ca_pem: &str) -> anyhow::Result<Self> {
+        let mut broker = Self::unlaunched(extra, &[], |root| Ok(root.join("data")))?;
+        broker.tls_ca = Some(ca_pem.to_owned());
+        broker.launch().await?;
+        Ok(broker)
+    }
+
     /// Starts a broker whose data directory `prepare` chooses under the test's
     /// temporary directory (e.g. on a small filesystem it mounts there).
     pub async fn start_prepared(
+        extra: &[&str],
+        envs: &[(&str, &str)],
+        prepare: impl FnOnce(&Path) -> anyhow::Result<PathBuf>,
+    ) -> anyhow::Result<Self> {
+        let mut broker = Self::unlaunched(extra, envs, prepare)?;
+        broker.launch().await?;
+        Ok(broker)
+    }
+
+    fn unlaunched(
         extra: &[&str],
         envs: &[(&str, &str)],
         prepare: impl FnOnce(&Path) -> anyhow::Result<PathBuf>,
@@ -112,7 +134,7 @@ impl TestBroker {
             .iter()
             .map(|s| if *s == "127.0.0.1:0" { ports::reserve_addr() } else { Ok(s.to_string()) })
             .collect::<anyhow::Result<_>>()?;
-        let mut broker = TestBroker {
+        let broker = TestBroker {
             child: None,
             dir,
             data_dir,
@@ -122,8 +144,8 @@ impl TestBroker {
             extra,
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             starts: 0,
+            tls_ca: None,
         };
-        broker.launch().await?;
         Ok(broker)
     }
 
@@ -177,12 +199,23 @@ impl TestBroker {
 
     /// The broker URL for clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls_ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// A lazy channel to the broker (reconnects across restarts).
     pub fn channel(&self) -> tonic::transport::Channel {
-        sluice_client::channel(&self.url()).expect("valid address")
+        let endpoint = tonic::transport::Endpoint::from_shared(self.url()).expect("valid address");
+        let endpoint = match &self.tls_ca {
+            None => endpoint,
+            Some(ca) => endpoint
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                )
+                .expect("a TLS configuration"),
+        };
+        endpoint.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true).connect_lazy()
     }
 
     fn log_path(&self) -> PathBuf {

@@ -28,6 +28,7 @@ pub(crate) fn code_and_reason(e: &Error) -> (Code, &'static str) {
         Error::GroupExists(_) => (Code::AlreadyExists, "group_exists"),
         Error::ScheduleNotFound(_) => (Code::NotFound, "schedule_not_found"),
         Error::ScheduleExists(_) => (Code::AlreadyExists, "schedule_exists"),
+        Error::Unauthenticated(_) => (Code::Unauthenticated, "unauthenticated"),
         Error::FailedPrecondition(_) => (Code::FailedPrecondition, "failed_precondition"),
         Error::OffsetOutOfRange { .. } => (Code::OutOfRange, "offset_out_of_range"),
         Error::Overloaded(_) | Error::ProduceBudgetExhausted { .. } => (Code::ResourceExhausted, "overloaded"),

@@ -35,8 +35,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::error::Error;
 use crate::name::TopicName;
+use crate::tls::ServerTls;
 use crate::topic::produce::{ProduceBatch, Producer};
 
 /// Most bytes of a request head (request line and headers).
@@ -62,16 +64,29 @@ const BUDGET_WAIT: Duration = Duration::from_millis(100);
 #[derive(Clone)]
 struct Gateway {
     producer: Producer,
+    auth: Arc<Authenticator>,
     limits: Limits,
     /// Permits are body bytes (`Limits::inflight_body_bytes`).
     bodies: Arc<Semaphore>,
 }
 
-/// Serves the gateway on `listener` until `stop`, within `limits`.
-pub async fn serve(listener: TcpListener, producer: Producer, limits: Limits, stop: CancellationToken) {
+/// How the gateway is reached: its listener, TLS (if on) and who may call.
+pub struct Door {
+    /// The bound listener.
+    pub listener: TcpListener,
+    /// TLS for every connection, if on.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Turns each request's credentials into a principal.
+    pub auth: Arc<Authenticator>,
+}
+
+/// Serves the gateway at `door` until `stop`, within `limits`.
+pub async fn serve(door: Door, producer: Producer, limits: Limits, stop: CancellationToken) {
+    let Door { listener, tls, auth } = door;
+    let bodies = Arc::new(Semaphore::new(limits.inflight_body_bytes));
     let app = axum::Router::new()
         .route("/v1/topics/{topic}/events", axum::routing::post(publish))
-        .with_state(Gateway { producer, limits, bodies: Arc::new(Semaphore::new(limits.inflight_body_bytes)) });
+        .with_state(Gateway { producer, auth, limits, bodies });
     let open = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {
@@ -96,29 +111,51 @@ pub async fn serve(listener: TcpListener, producer: Producer, limits: Limits, st
         let _ = stream.set_nodelay(true);
         // The router serves hyper's request bodies as they are.
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let stop = stop.clone();
+        let (stop, acceptor) = (stop.clone(), tls.as_ref().map(|t| t.acceptor()));
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.read_timeout)
-                .max_header_size(MAX_HEAD_BYTES)
-                .max_buf_size(MAX_HEAD_BYTES);
-            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "gateway connection ended");
-                    }
-                }
-                _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+            match acceptor {
+                None => serve_connection(stream, service, limits, peer, stop).await,
+                Some(acceptor) => match crate::tls::accept(acceptor, stream).await {
+                    Ok(stream) => serve_connection(stream, service, limits, peer, stop).await,
+                    Err(e) => crate::tls::handshake_failed(peer, &e.to_string()),
+                },
             }
             drop(permit);
         });
+    }
+}
+
+/// Serves HTTP/1.1 requests on one connection until it ends or `stop`.
+async fn serve_connection<IO, S>(
+    stream: IO,
+    service: S,
+    limits: Limits,
+    peer: std::net::SocketAddr,
+    stop: CancellationToken,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.read_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "gateway connection ended");
+            }
+        }
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
 
@@ -141,6 +178,9 @@ async fn publish_events(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<serde_json::Value, status::Failure> {
+    // Before the body is read: an unauthenticated caller costs no body budget.
+    let authorization = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
+    let _principal = gateway.auth.authenticate(authorization, "http")?;
     // Held until the answer: the body lives on in the messages being stored.
     let (body, _held) = read_body(headers, body, gateway).await?;
     let topic = TopicName::parse("topic", topic)?;

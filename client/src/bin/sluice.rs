@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use sluice_client::proto as pb;
-use sluice_client::{channel, Admin, PartitionReader, Producer, ProducerConfig, StartAt};
+use sluice_client::{Admin, PartitionReader, Producer, ProducerConfig, StartAt};
 use tokio::io::AsyncBufReadExt;
 
 /// `println!` that returns the write error instead of panicking, so every
@@ -49,6 +49,21 @@ struct Cli {
     /// `text` or `json` (read commands).
     #[arg(long, global = true, value_enum, default_value = "text")]
     output: Format,
+    /// Connect over TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, global = true, env = "SLUICE_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; with --tls-key and --tls-ca.
+    #[arg(long, global = true, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// The name the broker's certificate must carry, when not the address's host.
+    #[arg(long, global = true, env = "SLUICE_TLS_DOMAIN")]
+    tls_domain: Option<String>,
+    /// Bearer token sent with every request.
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -234,7 +249,43 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
+/// How every channel of this run connects (`--tls-*`, `--token`).
+static CONNECT: std::sync::OnceLock<sluice_client::ConnectOptions> = std::sync::OnceLock::new();
+
+/// A channel to `addr`, connecting as the flags say.
+pub fn channel(addr: &str) -> sluice_client::Result<sluice_client::Channel> {
+    CONNECT.get_or_init(sluice_client::ConnectOptions::new).connect(addr)
+}
+
+fn connect_options(cli: &Cli) -> anyhow::Result<sluice_client::ConnectOptions> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("reading the {what} {}: {e}", path.display()))
+    };
+    let mut options = sluice_client::ConnectOptions::new();
+    if let Some(ca) = &cli.tls_ca {
+        options = options.tls_ca(read(ca, "CA certificate")?);
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        anyhow::ensure!(
+            cli.tls_ca.is_some(),
+            "--tls-cert needs --tls-ca (the CA that signed the broker's certificate)"
+        );
+        options = options.tls_identity(read(cert, "client certificate")?, read(key, "client key")?);
+    }
+    if let Some(domain) = &cli.tls_domain {
+        options = options.tls_domain(domain);
+    }
+    if let Some(token) = &cli.token {
+        options = options.token(token)?;
+    }
+    Ok(options)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let _ = CONNECT.set(connect_options(&cli)?);
+    if cli.tls_ca.is_some() && cli.addr.starts_with("http://") {
+        anyhow::bail!("--tls-ca given but --addr is http://: use https:// or host:port");
+    }
     let ch = channel(&cli.addr)?;
     match cli.command {
         Command::Topic(t) => topic(Admin::new(ch), t, cli.output).await,
@@ -350,7 +401,7 @@ async fn topic(admin: Admin, cmd: TopicCommand, format: Format) -> anyhow::Resul
     Ok(())
 }
 
-async fn produce(ch: tonic::transport::Channel, args: ProduceArgs) -> anyhow::Result<()> {
+async fn produce(ch: sluice_client::Channel, args: ProduceArgs) -> anyhow::Result<()> {
     let producer = Producer::new(ch, ProducerConfig::default());
     let key = args.key.map(|k| bytes::Bytes::from(k.into_bytes()));
     let mut acks = futures::stream::FuturesOrdered::new();
@@ -395,7 +446,7 @@ async fn drain_some<F: std::future::Future<Output = sluice_client::Result<sluice
     Ok(())
 }
 
-async fn consume(ch: tonic::transport::Channel, args: ConsumeArgs, format: Format) -> anyhow::Result<()> {
+async fn consume(ch: sluice_client::Channel, args: ConsumeArgs, format: Format) -> anyhow::Result<()> {
     let start = match args.from.as_str() {
         "earliest" => StartAt::Earliest,
         "latest" => StartAt::Latest,

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::channel;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
@@ -13,7 +14,7 @@ use serde_json::json;
 use sluice_client::proto as pb;
 use sluice_client::proto::consumer_client::ConsumerClient;
 use sluice_client::proto::producer_client::ProducerClient;
-use sluice_client::{channel, Admin, Producer, ProducerConfig};
+use sluice_client::{Admin, Producer, ProducerConfig};
 use tokio::sync::mpsc;
 
 use super::output::{print, Format};

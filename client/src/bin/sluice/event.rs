@@ -57,7 +57,7 @@ fn text(value: impl Into<String>) -> CloudEventAttributeValue {
 }
 
 /// Runs `sluice event …`.
-pub async fn run(ch: tonic::transport::Channel, cmd: EventCommand, format: super::Format) -> anyhow::Result<()> {
+pub async fn run(ch: sluice_client::Channel, cmd: EventCommand, format: super::Format) -> anyhow::Result<()> {
     let EventCommand::Publish(args) = cmd;
     let data = match (&args.data, &args.data_file) {
         (Some(d), _) => d.clone().into_bytes(),

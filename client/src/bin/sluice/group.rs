@@ -298,7 +298,7 @@ pub async fn run(admin: Admin, cmd: GroupCommand, format: super::Format) -> anyh
 /// A batch is acked only once all of it was written, so a reader that goes
 /// away mid-batch (`| head`) leaves it to be redelivered when its lease ends.
 pub async fn consume(
-    channel: tonic::transport::Channel,
+    channel: sluice_client::Channel,
     group: &str,
     follow: bool,
     max: Option<u64>,

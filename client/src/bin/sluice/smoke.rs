@@ -7,7 +7,7 @@ use anyhow::ensure;
 use sluice_client::proto as pb;
 use sluice_client::{Admin, PartitionReader, Producer, ProducerConfig, StartAt};
 
-pub async fn run(channel: tonic::transport::Channel, topic: &str, count: u32) -> anyhow::Result<()> {
+pub async fn run(channel: sluice_client::Channel, topic: &str, count: u32) -> anyhow::Result<()> {
     let admin = Admin::new(channel.clone());
     if admin.describe_topic(topic).await.is_err() {
         admin.create_topic(topic, 1, pb::TopicConfig::default()).await?;

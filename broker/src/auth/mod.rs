@@ -1,0 +1,130 @@
+//! Who is calling: every request at every door (the gRPC port, the HTTP
+//! gateway) becomes a [`Principal`] here before it reaches the domain.
+//!
+//! With no credentials configured the broker is open: every caller is the
+//! anonymous principal (`make run` on 127.0.0.1). With a token file every
+//! request must carry `authorization: Bearer <token>` of a listed token,
+//! except the few methods [`methods`] marks anonymous (health checks);
+//! anything else is answered `UNAUTHENTICATED` / `401` with a message that
+//! says what was wrong with the credentials and nothing about the resource.
+
+pub mod grpc;
+pub mod methods;
+pub mod tokens;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use crate::error::Error;
+use tokens::Tokens;
+
+/// Longest `authorization` header value accepted; longer ones are refused
+/// before any work is done on them.
+pub const MAX_CREDENTIAL_BYTES: usize = 8 << 10;
+
+/// An authenticated caller: its name and the roles its credentials grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The principal's name (from the token file, later certificates and JWT claims).
+    pub name: String,
+    /// Roles, which permission rules may name instead of principals.
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    /// The caller of a broker without authentication.
+    pub fn anonymous() -> Principal {
+        Principal { name: "anonymous".into(), roles: Vec::new() }
+    }
+}
+
+/// Turns credentials into principals; cheap to share (one per broker).
+pub struct Authenticator {
+    tokens: Option<TokenSource>,
+}
+
+/// The token file, read again when it changes.
+struct TokenSource {
+    path: PathBuf,
+    current: RwLock<Arc<Tokens>>,
+    loaded: Mutex<Option<SystemTime>>,
+}
+
+impl Authenticator {
+    /// No authentication: every caller is anonymous.
+    pub fn open() -> Authenticator {
+        Authenticator { tokens: None }
+    }
+
+    /// Bearer tokens from `path` (see [`tokens`] for the format); the
+    /// message says what is wrong with the file.
+    pub fn with_tokens(path: PathBuf) -> Result<Authenticator, String> {
+        let loaded = modified(&path);
+        let tokens = Tokens::load(&path)?;
+        tracing::info!(file = %path.display(), tokens = tokens.len(), "bearer tokens loaded");
+        let current = RwLock::new(Arc::new(tokens));
+        Ok(Authenticator { tokens: Some(TokenSource { path, current, loaded: Mutex::new(loaded) }) })
+    }
+
+    /// Whether requests must carry credentials.
+    pub fn enabled(&self) -> bool {
+        self.tokens.is_some()
+    }
+
+    /// The principal behind `authorization` (the header's value, if sent);
+    /// `door` labels the failure metric.
+    pub fn authenticate(&self, authorization: Option<&[u8]>, door: &'static str) -> Result<Principal, Error> {
+        let Some(source) = &self.tokens else { return Ok(Principal::anonymous()) };
+        let refuse = |reason: &'static str, message: &str| {
+            metrics::counter!(crate::metrics::AUTH_FAILURES, "door" => door, "reason" => reason).increment(1);
+            Err(Error::Unauthenticated(message.to_owned()))
+        };
+        let Some(value) = authorization else {
+            return refuse("missing", "this broker requires credentials: send `authorization: Bearer <token>`");
+        };
+        if value.len() > MAX_CREDENTIAL_BYTES {
+            return refuse("too_long", "the authorization header is longer than 8 KiB");
+        }
+        let token = match value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer ")) {
+            Some(t) if !t.is_empty() => t,
+            _ => return refuse("malformed", "the authorization header must be `Bearer <token>`"),
+        };
+        let tokens = source.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match tokens.find(token) {
+            Some(principal) => Ok(principal),
+            None => refuse("unknown_token", "the bearer token is not valid here (unknown, revoked or mistyped)"),
+        }
+    }
+
+    /// Reads the token file again if `force` or it changed; keeps the
+    /// current tokens if it does not load.
+    fn reload_tokens(&self, force: bool) {
+        let Some(source) = &self.tokens else { return };
+        let stamp = modified(&source.path);
+        {
+            let mut loaded = source.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            if !force && *loaded == stamp {
+                return;
+            }
+            *loaded = stamp;
+        }
+        match Tokens::load(&source.path) {
+            Ok(tokens) => {
+                tracing::info!(file = %source.path.display(), tokens = tokens.len(), "bearer tokens reloaded");
+                *source.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
+            }
+            Err(e) => tracing::error!(error = %e, "the token file changed but does not load; the previous tokens stay"),
+        }
+    }
+}
+
+impl crate::reload::Reload for Authenticator {
+    fn reload(&self, force: bool) {
+        self.reload_tokens(force)
+    }
+}
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
