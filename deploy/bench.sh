@@ -56,7 +56,28 @@ stored=$(du -sh "$DATA/broker" | cut -f1)
 t0=$(date +%s%N); : > "$DATA/out"; start_broker; t1=$(date +%s%N)
 restart_ms=$(( (t1 - t0) / 1000000 ))
 echo "broker peak RSS $rss; write amplification $write_amp ($written bytes written for $produced produced); restart after kill -9 with $stored stored: serving in $restart_ms ms (includes process start)" >&2
-[ $SMOKE = 1 ] && { echo "bench smoke: 5 workloads ran"; exit 0; }
+
+# TLS + token authentication against plaintext: two fresh brokers, the same 1 KiB produce run on each.
+kill -9 $PID; wait $PID 2>/dev/null || true
+rm -rf "$DATA/broker"; : > "$DATA/out"; start_broker
+PLAIN=$ADDR
+target/release/make-certs "$DATA/tls" 127.0.0.1 localhost > /dev/null
+TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf '[[token]]\nprincipal = "bench"\nsha256 = "%s"\n' "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)" > "$DATA/tls/tokens.toml"
+"$BROKER" --listen 127.0.0.1:0 --data-dir "$DATA/secure" --metrics-listen "" --gateway-listen "" \
+  --tls-cert "$DATA/tls/server.pem" --tls-key "$DATA/tls/server.key" --auth-tokens "$DATA/tls/tokens.toml" > "$DATA/out-tls" 2>> "$DATA/log" &
+TLS_PID=$!
+trap 'kill -9 $PID $TLS_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do grep -q "listening on" "$DATA/out-tls" 2>/dev/null && break; sleep 0.05; done
+SECURE="https://$(sed -n 's/^sluice-broker listening on //p' "$DATA/out-tls")"
+CMP=(produce --messages $M --size 1024 --producers 4 --partitions 8 --in-flight 5000)
+run "${CMP[@]}" --topic cmp-plain
+echo "\$ sluice --tls-ca ca.pem --token \$TOKEN bench ${CMP[*]} --topic cmp-tls" >&2
+tls_out=$("$SLUICE" --addr "$SECURE" --tls-ca "$DATA/tls/ca.pem" --token "$TOKEN" bench "${CMP[@]}" --topic cmp-tls)
+echo "$tls_out" >&2
+RESULTS+=("| \`sluice --tls-ca ca.pem --token \$TOKEN bench ${CMP[*]} --topic cmp-tls\` (TLS 1.3 + bearer token) | $(echo "$tls_out" | tr '\n' ' ' | sed 's/  */ /g') |")
+kill -9 $TLS_PID 2>/dev/null || true
+[ $SMOKE = 1 ] && { echo "bench smoke: 7 workloads ran (TLS + token included)"; exit 0; }
 
 section=$(
   echo "Written by \`make bench\` on $(date -u +%Y-%m-%d). Machine: $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GiB,"
