@@ -3,7 +3,8 @@
 //! request without a listed token is refused `UNAUTHENTICATED` (`401` at the
 //! gateway) and changes nothing; health checks stay anonymous; a client
 //! certificate from another CA fails the handshake; the certificate is
-//! rotated under continuous produce without one failed request; a public
+//! rotated under continuous produce without one failed request; 10,000
+//! bad credentials cost bounded memory while a producer is served; a public
 //! address without authentication is refused at start.
 
 use std::path::Path;
@@ -44,6 +45,8 @@ async fn secured(ca: &TestCa, dir: &Path) -> anyhow::Result<TestBroker> {
         "--auth-tokens",
         tokens.to_str().unwrap_or_default(),
         "--gateway-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
         "127.0.0.1:0",
     ];
     TestBroker::start_tls(&args, &ca.pem).await
@@ -188,5 +191,88 @@ async fn a_public_address_without_authentication_is_refused_at_start() -> anyhow
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--insecure-allow-anonymous") && stderr.contains("auth-tokens"), "{stderr}");
     assert!(!dir.path().join("data").exists(), "refused before touching the data dir");
+    Ok(())
+}
+
+/// Resident memory of process `pid`, KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_failed_authentications_cost_bounded_memory_and_others_are_served() -> anyhow::Result<()> {
+    let ca = TestCa::new("sluice test CA")?;
+    let dir = tempfile::tempdir()?;
+    let broker = secured(&ca, dir.path()).await?;
+    let pid = broker.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    let alice = options(&ca).token(TOKEN)?;
+    Admin::new(alice.connect(&broker.addr)?).create_topic("served", 1, pb::TopicConfig::default()).await?;
+
+    // A legitimate producer keeps producing throughout.
+    let producer = Producer::new(alice.connect(&broker.addr)?, ProducerConfig::default());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let served = tokio::spawn(async move {
+        let (mut sent, deadline) = (0u64, Instant::now() + Duration::from_secs(120));
+        while !*stop_rx.borrow_and_update() && sent < 100_000 && Instant::now() < deadline {
+            producer.send_to("served", 0, sluice_client::Message::new(format!("m-{sent}"))).await?;
+            sent += 1;
+        }
+        anyhow::Ok(sent)
+    });
+
+    let seed: u64 = std::env::var("SLUICE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    println!("seed {seed}");
+    let before = rss_kib(pid)?;
+    let oversized = "x".repeat(9 << 10);
+    let mut attempts = Vec::new();
+    for i in 0..10_000u64 {
+        // Missing, guessed, oversized, near-miss and malformed credentials (authorization values).
+        let header = match (seed.wrapping_add(i)) % 5 {
+            0 => None,
+            1 => Some(format!("Bearer guess-{}", seed.wrapping_mul(i + 1))),
+            2 => Some(format!("Bearer {oversized}")),
+            3 => Some(format!("Bearer {TOKEN}-almost-{i}")),
+            _ => Some(format!("Basic {i:x}")),
+        };
+        attempts.push(header);
+    }
+    // Eight connections, each making 1,250 refused calls in turn.
+    let mut tasks = Vec::new();
+    for chunk in attempts.chunks(1250) {
+        let (chunk, ca_pem, addr) = (chunk.to_vec(), ca.pem.clone(), broker.addr.clone());
+        tasks.push(tokio::spawn(async move {
+            let channel = ConnectOptions::new().tls_ca(&ca_pem).connect(&addr)?;
+            let mut refused = 0u64;
+            for token in chunk {
+                let mut request = tonic::Request::new(pb::ListTopicsRequest {});
+                if let Some(value) = token {
+                    request.metadata_mut().insert("authorization", value.parse()?);
+                }
+                let mut client = pb::admin_client::AdminClient::new(channel.clone());
+                let answer = client.list_topics(request).await;
+                let status = answer.expect_err("a bad credential is refused");
+                anyhow::ensure!(status.code() == tonic::Code::Unauthenticated, "refused as unauthenticated: {status}");
+                refused += 1;
+            }
+            anyhow::Ok(refused)
+        }));
+    }
+    let mut refused = 0;
+    for task in tasks {
+        refused += task.await??;
+    }
+    assert_eq!(refused, 10_000);
+    let after = rss_kib(pid)?;
+    println!("broker RSS {before} KiB before, {after} KiB after 10,000 refusals");
+    assert!(after < before + 64 * 1024, "memory stays bounded: {before} -> {after} KiB");
+    assert!(broker.metric("sluice_auth_failures_total", &[]).await? >= 10_000.0);
+
+    stop_tx.send(true)?;
+    let sent = served.await??;
+    assert!(sent > 0, "the legitimate producer was served meanwhile");
+    let stored = Admin::new(alice.connect(&broker.addr)?).describe_topic("served").await?;
+    assert_eq!(stored.partitions[0].latest_offset, sent, "every legitimate send was stored");
     Ok(())
 }

@@ -23,6 +23,10 @@ fn main() -> anyhow::Result<()> {
     pki::write(dir, "server.key", &server.key)?;
     pki::write(dir, "client.pem", &client.cert)?;
     pki::write(dir, "client.key", &client.key)?;
-    println!("wrote ca.pem, server.pem, server.key (for {}), client.pem, client.key to {}", names.join(", "), dir.display());
+    println!(
+        "wrote ca.pem, server.pem, server.key (for {}), client.pem, client.key to {}",
+        names.join(", "),
+        dir.display()
+    );
     Ok(())
 }
