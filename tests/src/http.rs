@@ -42,17 +42,16 @@ pub async fn post(addr: &str, path: &str, headers: &[(&str, &str)], body: &[u8])
     parse(&raw)
 }
 
-/// [`post`] over TLS, trusting `ca_pem`.
+/// [`post`] over TLS, trusting `ca_pem`, with a client certificate if given.
 pub async fn post_tls(
-    addr: &str,
-    ca_pem: &str,
+    (addr, ca_pem, client): (&str, &str, Option<&crate::pki::Issued>),
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> anyhow::Result<Answer> {
     let request = head(addr, path, headers, body.len());
     let exchange = async {
-        let stream = crate::pki::connect(addr, ca_pem, b"http/1.1", None).await?;
+        let stream = crate::pki::connect(addr, ca_pem, b"http/1.1", client).await?;
         send(stream, &request, body).await
     };
     let raw = tokio::time::timeout(Duration::from_secs(30), exchange).await.context("no HTTP answer within 30 s")??;

@@ -20,11 +20,9 @@ const TOKEN: &str = "alice-7d1f0c2b9a4e4f0e8c3b";
 
 fn token_file(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let digest: String = Sha256::digest(TOKEN.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    pki::write(
-        dir,
-        "tokens.toml",
-        &format!("[[token]]\nprincipal = \"alice\"\nroles = [\"ops\"]\nsha256 = \"{digest}\"\n"),
-    )
+    let rules = "[[certificate]]\nsubject = \"*.clients.test\"\nprincipal = \"service\"\n";
+    let tokens = format!("[[token]]\nprincipal = \"alice\"\nroles = [\"ops\"]\nsha256 = \"{digest}\"\n\n{rules}");
+    pki::write(dir, "tokens.toml", &tokens)
 }
 
 /// A broker with TLS (server certificate for 127.0.0.1 from `ca`, client
@@ -94,7 +92,8 @@ async fn only_a_listed_token_over_tls_gets_in_and_a_refusal_changes_nothing() ->
         ("ce-source", "/t"),
         ("ce-type", "t"),
     ];
-    let refused = sluice_tests::http::post_tls(&gateway, &ca.pem, "/v1/topics/orders/events", &event, b"{}").await?;
+    let refused =
+        sluice_tests::http::post_tls((&gateway, &ca.pem, None), "/v1/topics/orders/events", &event, b"{}").await?;
     assert_eq!(refused.status, 401, "{refused:?}");
     assert_eq!(refused.header("www-authenticate"), Some("Bearer realm=\"sluice\""));
     assert_eq!(refused.json()?["error"]["reason"], "unauthenticated");
@@ -102,7 +101,7 @@ async fn only_a_listed_token_over_tls_gets_in_and_a_refusal_changes_nothing() ->
     let mut with_token = event.to_vec();
     with_token.push(("authorization", &bearer));
     let accepted =
-        sluice_tests::http::post_tls(&gateway, &ca.pem, "/v1/topics/orders/events", &with_token, b"{}").await?;
+        sluice_tests::http::post_tls((&gateway, &ca.pem, None), "/v1/topics/orders/events", &with_token, b"{}").await?;
     assert_eq!(accepted.status, 202, "{accepted:?}");
     let stored = alice.describe_topic("orders").await?;
     let latest: u64 = stored.partitions.iter().map(|p| p.latest_offset).sum();
@@ -274,5 +273,45 @@ async fn ten_thousand_failed_authentications_cost_bounded_memory_and_others_are_
     assert!(sent > 0, "the legitimate producer was served meanwhile");
     let stored = Admin::new(alice.connect(&broker.addr)?).describe_topic("served").await?;
     assert_eq!(stored.partitions[0].latest_offset, sent, "every legitimate send was stored");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_certificate_a_rule_names_authenticates_without_a_token() -> anyhow::Result<()> {
+    let ca = TestCa::new("sluice test CA")?;
+    let dir = tempfile::tempdir()?;
+    let broker = secured(&ca, dir.path()).await?;
+    let named = ca.issue("orders.clients.test", &["orders.clients.test"])?;
+    let stranger = ca.issue("stranger", &["stranger.example"])?;
+
+    let service = Admin::new(options(&ca).tls_identity(&named.cert, &named.key).connect(&broker.addr)?);
+    service.create_topic("by-certificate", 1, pb::TopicConfig::default()).await?;
+
+    let nobody = Admin::new(options(&ca).tls_identity(&stranger.cert, &stranger.key).connect(&broker.addr)?);
+    let refused = nobody.list_topics().await.expect_err("a certificate no rule names");
+    assert_eq!(refused.code(), Some(tonic::Code::Unauthenticated), "{refused}");
+    assert!(refused.to_string().contains("maps to no principal"), "{refused}");
+
+    // A token, when sent, decides: a wrong one is refused even over a named certificate.
+    let wrong = options(&ca).tls_identity(&named.cert, &named.key).token("not-a-token")?;
+    let refused = Admin::new(wrong.connect(&broker.addr)?).list_topics().await.expect_err("a wrong token");
+    assert_eq!(refused.code(), Some(tonic::Code::Unauthenticated), "{refused}");
+
+    // The gateway maps the same certificate.
+    let gateway = broker.gateway_addr.clone().ok_or_else(|| anyhow::anyhow!("no gateway"))?;
+    let event = [
+        ("content-type", "application/json"),
+        ("ce-specversion", "1.0"),
+        ("ce-id", "1"),
+        ("ce-source", "/t"),
+        ("ce-type", "t"),
+    ];
+    let path = "/v1/topics/by-certificate/events";
+    let accepted = sluice_tests::http::post_tls((&gateway, &ca.pem, Some(&named)), path, &event, b"{}").await?;
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    let refused = sluice_tests::http::post_tls((&gateway, &ca.pem, Some(&stranger)), path, &event, b"{}").await?;
+    assert_eq!(refused.status, 401, "{refused:?}");
+    let stored = service.describe_topic("by-certificate").await?;
+    assert_eq!(stored.partitions[0].latest_offset, 1, "only the named certificate's event was stored");
     Ok(())
 }

@@ -10,7 +10,9 @@ use std::task::{Context, Poll};
 use tonic::codegen::http;
 
 use super::methods::{self, Access};
-use super::{Authenticator, Principal};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use super::{Authenticator, Credentials, Principal};
 
 /// Wraps each service in [`Authenticated`].
 #[derive(Clone)]
@@ -58,8 +60,13 @@ where
         let principal = match methods::grpc(request.uri().path()) {
             Access::Anonymous => Ok(Principal::anonymous()),
             Access::Checked(..) => {
-                let header = request.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
-                self.auth.authenticate(header, "grpc")
+                let certificates =
+                    request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|info| info.peer_certs());
+                let credentials = Credentials {
+                    authorization: request.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
+                    certificate: certificates.as_ref().and_then(|c| c.first()).map(|c| c.as_ref()),
+                };
+                self.auth.authenticate(credentials, "grpc")
             }
         };
         match principal {

@@ -2,8 +2,10 @@
 //! gateway) becomes a [`Principal`] here before it reaches the domain.
 //!
 //! With no credentials configured the broker is open: every caller is the
-//! anonymous principal (`make run` on 127.0.0.1). With a token file every
-//! request must carry `authorization: Bearer <token>` of a listed token,
+//! anonymous principal (`make run` on 127.0.0.1). With a credentials file
+//! every request must carry `authorization: Bearer <token>` of a listed
+//! token, or come over a connection whose verified client certificate a
+//! certificate rule maps to a principal,
 //! except the few methods [`methods`] marks anonymous (health checks);
 //! anything else is answered `UNAUTHENTICATED` / `401` with a message that
 //! says what was wrong with the credentials and nothing about the resource.
@@ -39,6 +41,17 @@ impl Principal {
     }
 }
 
+/// What a request presents: the `authorization` header's value, and the
+/// leaf certificate (DER) the client presented in the TLS handshake, which
+/// the listener verified against `tls-client-ca`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The `authorization` header, if sent.
+    pub authorization: Option<&'a [u8]>,
+    /// The verified client certificate, if any.
+    pub certificate: Option<&'a [u8]>,
+}
+
 /// Turns credentials into principals; cheap to share (one per broker).
 pub struct Authenticator {
     tokens: Option<TokenSource>,
@@ -72,16 +85,30 @@ impl Authenticator {
         self.tokens.is_some()
     }
 
-    /// The principal behind `authorization` (the header's value, if sent);
-    /// `door` labels the failure metric.
-    pub fn authenticate(&self, authorization: Option<&[u8]>, door: &'static str) -> Result<Principal, Error> {
+    /// The principal behind a request's `credentials`: its bearer token if
+    /// it sent one, else its verified client certificate (mTLS) if a
+    /// certificate rule names it; `door` labels the failure metric.
+    pub fn authenticate(&self, credentials: Credentials<'_>, door: &'static str) -> Result<Principal, Error> {
         let Some(source) = &self.tokens else { return Ok(Principal::anonymous()) };
         let refuse = |reason: &'static str, message: &str| {
             metrics::counter!(crate::metrics::AUTH_FAILURES, "door" => door, "reason" => reason).increment(1);
             Err(Error::Unauthenticated(message.to_owned()))
         };
-        let Some(value) = authorization else {
-            return refuse("missing", "this broker requires credentials: send `authorization: Bearer <token>`");
+        let Some(value) = credentials.authorization else {
+            if let Some(der) = credentials.certificate {
+                let tokens = source.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+                return match tokens.certificate(&tokens::certificate_names(der)) {
+                    Some(principal) => Ok(principal),
+                    None => refuse(
+                        "unknown_certificate",
+                        "the client certificate maps to no principal (no certificate rule matches its names)",
+                    ),
+                };
+            }
+            return refuse(
+                "missing",
+                "this broker requires credentials: send `authorization: Bearer <token>` or a client certificate",
+            );
         };
         if value.len() > MAX_CREDENTIAL_BYTES {
             return refuse("too_long", "the authorization header is longer than 8 KiB");

@@ -1,5 +1,7 @@
-//! Static bearer tokens from a TOML file, stored as SHA-256 digests so the
-//! file does not hold the secrets, and compared in constant time:
+//! The credentials file (`auth-tokens`): static bearer tokens, stored as
+//! SHA-256 digests so the file does not hold the secrets and compared in
+//! constant time, and rules mapping verified client certificates (mTLS) to
+//! principals:
 //!
 //! ```toml
 //! [[token]]
@@ -7,10 +9,20 @@
 //! roles = ["producers"]
 //! # printf %s "$TOKEN" | sha256sum
 //! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//!
+//! [[certificate]]
+//! # The certificate's subject common name, or one of its DNS or URI
+//! # subject alternative names; `*` matches any run of characters.
+//! subject = "*.billing.svc"
+//! principal = "billing"
+//! roles = ["consumers"]
 //! ```
 //!
 //! Tokens should be long random strings (32 bytes or more): a plain digest
-//! is no defence for a guessable one.
+//! is no defence for a guessable one. Certificate rules are tried in file
+//! order; the first whose pattern matches one of the certificate's names
+//! names the principal, and a certificate no rule matches authenticates
+//! nobody.
 
 use std::path::Path;
 
@@ -25,6 +37,17 @@ use super::Principal;
 struct TokenFile {
     #[serde(default)]
     token: Vec<TokenEntry>,
+    #[serde(default)]
+    certificate: Vec<CertificateEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateEntry {
+    subject: String,
+    principal: String,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -36,9 +59,10 @@ struct TokenEntry {
     sha256: String,
 }
 
-/// The tokens of one file.
+/// The tokens and certificate rules of one file.
 pub struct Tokens {
     entries: Vec<([u8; 32], Principal)>,
+    certificates: Vec<(String, Principal)>,
 }
 
 impl Tokens {
@@ -66,7 +90,22 @@ impl Tokens {
             })?;
             entries.push((digest, Principal { name: entry.principal, roles: entry.roles }));
         }
-        Ok(Tokens { entries })
+        let mut certificates = Vec::with_capacity(file.certificate.len());
+        for (i, rule) in file.certificate.into_iter().enumerate() {
+            if rule.subject.is_empty() || rule.principal.is_empty() {
+                return Err(format!("certificate rule {}: subject and principal must not be empty", i + 1));
+            }
+            certificates.push((rule.subject, Principal { name: rule.principal, roles: rule.roles }));
+        }
+        Ok(Tokens { entries, certificates })
+    }
+
+    /// The principal of a client certificate whose names (subject common
+    /// names, DNS and URI alternative names) are `names`: the first rule
+    /// matching any of them.
+    pub fn certificate(&self, names: &[String]) -> Option<Principal> {
+        let (_, principal) = self.certificates.iter().find(|(pattern, _)| names.iter().any(|n| matches(pattern, n)))?;
+        Some(principal.clone())
     }
 
     /// How many tokens the file lists.
@@ -91,6 +130,40 @@ impl Tokens {
         }
         found
     }
+}
+
+/// Whether `text` matches `pattern`, where each `*` matches any run of characters.
+fn matches(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// The names a certificate (DER) goes by: its subject common names and its
+/// DNS and URI subject alternative names. Unparseable: none.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let mut names: Vec<String> =
+        cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_owned).collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(n) | GeneralName::URI(n) => names.push((*n).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    names
 }
 
 fn decode_hex(text: &str) -> Option<[u8; 32]> {
@@ -127,6 +200,23 @@ mod tests {
         assert_eq!(tokens.find(b"bob-secret").map(|p| p.name), Some("bob".into()));
         assert!(tokens.find(b"alice-secreT").is_none());
         assert!(tokens.find(b"").is_none());
+    }
+
+    #[test]
+    fn certificate_rules_match_names_by_pattern_in_file_order() {
+        let text = "[[certificate]]\nsubject = \"*.billing.svc\"\nprincipal = \"billing\"\n\n\
+                    [[certificate]]\nsubject = \"spiffe://prod/*/orders\"\nprincipal = \"orders\"\nroles = [\"p\"]\n\n\
+                    [[certificate]]\nsubject = \"*\"\nprincipal = \"anyone\"\n";
+        let tokens = Tokens::parse(text).expect("parses");
+        let name = |names: &[&str]| {
+            tokens.certificate(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).map(|p| p.name)
+        };
+        assert_eq!(name(&["api.billing.svc"]).as_deref(), Some("billing"));
+        assert_eq!(name(&["x", "spiffe://prod/ns/orders"]).as_deref(), Some("orders"));
+        assert_eq!(name(&["billing.svc"]).as_deref(), Some("anyone"), "*.billing.svc needs a dot before it");
+        assert_eq!(name(&[]), None);
+        assert!(matches("a*b*c", "aXbYc") && matches("a*", "a") && !matches("a*c", "ab") && matches("*", ""));
+        assert!(!matches("exact", "exactly") && matches("exact", "exact") && !matches("*a*a", "a"));
     }
 
     #[test]

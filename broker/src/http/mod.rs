@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Credentials};
 use crate::error::Error;
 use crate::name::TopicName;
 use crate::tls::ServerTls;
@@ -109,14 +109,22 @@ pub async fn serve(door: Door, producer: Producer, limits: Limits, stop: Cancell
             continue;
         };
         let _ = stream.set_nodelay(true);
-        // The router serves hyper's request bodies as they are.
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let (stop, acceptor) = (stop.clone(), tls.as_ref().map(|t| t.acceptor()));
+        let (stop, acceptor, app) = (stop.clone(), tls.as_ref().map(|t| t.acceptor()), app.clone());
         tokio::spawn(async move {
             match acceptor {
-                None => serve_connection(stream, service, limits, peer, stop).await,
+                None => {
+                    // The router serves hyper's request bodies as they are.
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    serve_connection(stream, service, limits, peer, stop).await
+                }
                 Some(acceptor) => match crate::tls::accept(acceptor, stream).await {
-                    Ok(stream) => serve_connection(stream, service, limits, peer, stop).await,
+                    Ok(stream) => {
+                        // The verified client certificate (mTLS), for every request on this connection.
+                        let leaf = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+                        let app = app.layer(axum::Extension(ClientCertificate(leaf.map(Arc::from))));
+                        let service = hyper_util::service::TowerToHyperService::new(app);
+                        serve_connection(stream, service, limits, peer, stop).await
+                    }
                     Err(e) => crate::tls::handshake_failed(peer, &e.to_string()),
                 },
             }
@@ -159,14 +167,21 @@ async fn serve_connection<IO, S>(
     }
 }
 
+/// The leaf certificate (DER) a TLS client presented and the listener
+/// verified, if any.
+#[derive(Clone)]
+struct ClientCertificate(Option<Arc<[u8]>>);
+
 /// `POST /v1/topics/{topic}/events`.
 async fn publish(
     State(gateway): State<Gateway>,
     Path(topic): Path<String>,
+    certificate: Option<axum::Extension<ClientCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match publish_events(&gateway, topic, &headers, body).await {
+    let certificate = certificate.and_then(|axum::Extension(ClientCertificate(c))| c);
+    match publish_events(&gateway, topic, (&headers, certificate.as_deref()), body).await {
         Ok(answer) => (StatusCode::ACCEPTED, axum::Json(answer)).into_response(),
         Err(failure) => failure.into_response(),
     }
@@ -175,12 +190,12 @@ async fn publish(
 async fn publish_events(
     gateway: &Gateway,
     topic: String,
-    headers: &HeaderMap,
+    (headers, certificate): (&HeaderMap, Option<&[u8]>),
     body: Body,
 ) -> Result<serde_json::Value, status::Failure> {
     // Before the body is read: an unauthenticated caller costs no body budget.
     let authorization = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
-    let _principal = gateway.auth.authenticate(authorization, "http")?;
+    let _principal = gateway.auth.authenticate(Credentials { authorization, certificate }, "http")?;
     // Held until the answer: the body lives on in the messages being stored.
     let (body, _held) = read_body(headers, body, gateway).await?;
     let topic = TopicName::parse("topic", topic)?;
