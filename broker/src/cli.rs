@@ -149,6 +149,9 @@ pub struct SettingArgs {
     /// TOML file of bearer tokens (SHA-256 digests); set, every request needs one [default: no authentication]
     #[arg(long, env = "SLUICE_AUTH_TOKENS")]
     pub auth_tokens: Option<String>,
+    /// Serve /metrics over TLS too (needs --tls-cert) [default: false]
+    #[arg(long, env = "SLUICE_METRICS_TLS", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_tls: Option<bool>,
     /// Serve a non-loopback address without authentication (anyone reaching it may do anything)
     #[arg(long, env = "SLUICE_INSECURE_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true")]
     pub insecure_allow_anonymous: Option<bool>,
@@ -221,6 +224,7 @@ impl SettingArgs {
             tls_client_ca,
             auth_tokens,
             insecure_allow_anonymous,
+            metrics_tls,
         );
         cfg.validate()?;
         Ok(cfg)

@@ -110,6 +110,9 @@ pub struct BrokerConfig {
     /// `auth::tokens`); set, every request needs a listed token. Empty: no
     /// authentication. Reloaded on SIGHUP and when the file changes. Default empty.
     pub auth_tokens: String,
+    /// Serve `/metrics` over TLS too (with `tls-cert`); off, it stays
+    /// plaintext for scrapers without TLS. Default false.
+    pub metrics_tls: bool,
     /// Serve a non-loopback address without authentication (anyone who
     /// reaches the port may read, write and delete everything). Default false.
     pub insecure_allow_anonymous: bool,
@@ -156,6 +159,7 @@ impl Default for BrokerConfig {
             tls_client_ca: String::new(),
             auth_tokens: String::new(),
             insecure_allow_anonymous: false,
+            metrics_tls: false,
         }
     }
 }
@@ -297,6 +301,11 @@ impl BrokerConfig {
 
     fn validate_security(&self) -> Result<(), ConfigError> {
         check(self.tls_cert.is_empty() == self.tls_key.is_empty(), "tls-key", "tls-cert and tls-key go together")?;
+        check(
+            !self.metrics_tls || !self.tls_cert.is_empty(),
+            "metrics-tls",
+            "TLS on /metrics needs tls-cert and tls-key",
+        )?;
         check(
             self.tls_client_ca.is_empty() || !self.tls_cert.is_empty(),
             "tls-client-ca",

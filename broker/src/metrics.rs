@@ -13,7 +13,12 @@ use sluice_storage::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use axum::response::IntoResponse;
+
+use crate::auth::{Authenticator, Credentials};
 use crate::group::GroupRegistry;
+use crate::http::ClientCertificate;
+use crate::tls::ServerTls;
 use crate::topic::TopicRegistry;
 
 /// Messages appended, by topic.
@@ -180,13 +185,38 @@ fn describe() {
     counter!(POISONINGS, "Times a failed write or fsync poisoned the store");
 }
 
-/// Serves `GET /metrics` on `listener` until `stop` fires.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle, stop: CancellationToken) {
-    let app = axum::Router::new().route("/metrics", axum::routing::get(move || std::future::ready(handle.render())));
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
-        tracing::error!(error = %e, "metrics endpoint failed");
-    }
+/// Serves `GET /metrics` on `listener` (over TLS if given) until `stop`;
+/// with authentication on, scrapers need credentials like any client
+/// (`auth::methods::HTTP`: describe on the cluster).
+pub async fn serve(
+    (listener, tls): (TcpListener, Option<Arc<ServerTls>>),
+    handle: PrometheusHandle,
+    auth: Arc<Authenticator>,
+    stop: CancellationToken,
+) {
+    let scrape = move |certificate: Option<axum::Extension<ClientCertificate>>, headers: axum::http::HeaderMap| {
+        let (handle, auth) = (handle.clone(), auth.clone());
+        async move {
+            let certificate = certificate.and_then(|axum::Extension(ClientCertificate(c))| c);
+            let authorization = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
+            match auth.authenticate(Credentials { authorization, certificate: certificate.as_deref() }, "metrics") {
+                Ok(_) => handle.render().into_response(),
+                Err(e) => crate::http::status::Failure::from(e).into_response(),
+            }
+        }
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(scrape));
+    let limits = crate::http::Limits {
+        max_body: 0,
+        max_connections: METRICS_MAX_CONNECTIONS,
+        read_timeout: Duration::from_secs(10),
+        inflight_body_bytes: 0,
+    };
+    crate::http::serve_app((listener, tls), app, limits, stop).await
 }
+
+/// Most open connections to the metrics endpoint (scrapers are few).
+const METRICS_MAX_CONNECTIONS: usize = 256;
 
 /// Refreshes the state gauges every `period` until `stop` fires.
 pub async fn refresh(

@@ -216,8 +216,13 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         Some(files) => Some(crate::tls::ServerTls::load(files, &[b"http/1.1"]).map_err(ServeError::Security)?),
         None => None,
     };
+    let metrics_tls = match config.tls_files().filter(|_| config.metrics_tls) {
+        Some(files) => Some(crate::tls::ServerTls::load(files, &[b"http/1.1"]).map_err(ServeError::Security)?),
+        None => None,
+    };
     let mut reloadable: Vec<Arc<dyn crate::reload::Reload>> = vec![auth.clone()];
-    reloadable.extend(grpc_tls.iter().chain(gateway_tls.iter()).map(|t| t.clone() as Arc<dyn crate::reload::Reload>));
+    let listeners = grpc_tls.iter().chain(gateway_tls.iter()).chain(metrics_tls.iter());
+    reloadable.extend(listeners.map(|t| t.clone() as Arc<dyn crate::reload::Reload>));
     tokio::spawn(crate::reload::watch(reloadable, rpc_stop.clone()));
 
     let max = config.max_request_bytes;
@@ -285,7 +290,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
             .local_addr()
             .map_err(|source| ServeError::Io { what: "reading the metrics address".into(), source })?;
         println!("sluice-broker metrics on {bound}");
-        tokio::spawn(crate::metrics::serve(listener, handle.clone(), rpc_stop.clone()));
+        tokio::spawn(crate::metrics::serve((listener, metrics_tls), handle.clone(), auth.clone(), rpc_stop.clone()));
         let period = config.metrics_refresh();
         tokio::spawn(crate::metrics::refresh(
             registry.clone(),

@@ -78,6 +78,8 @@ pub struct TestBroker {
     starts: usize,
     /// The CA (PEM) of the broker's certificate, when it serves TLS.
     tls_ca: Option<String>,
+    /// The bearer token [`Self::scrape`] sends, when the broker requires one.
+    pub token: Option<String>,
 }
 
 impl TestBroker {
@@ -145,6 +147,7 @@ impl TestBroker {
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             starts: 0,
             tls_ca: None,
+            token: None,
         };
         Ok(broker)
     }
@@ -154,7 +157,9 @@ impl TestBroker {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = self.metrics_addr.as_ref().context("broker started without --metrics-listen")?;
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let authorization = self.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await?;
         let mut body = String::new();
         s.read_to_string(&mut body).await?;
         Ok(body)

@@ -204,7 +204,11 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 async fn ten_thousand_failed_authentications_cost_bounded_memory_and_others_are_served() -> anyhow::Result<()> {
     let ca = TestCa::new("sluice test CA")?;
     let dir = tempfile::tempdir()?;
-    let broker = secured(&ca, dir.path()).await?;
+    let mut broker = secured(&ca, dir.path()).await?;
+    // /metrics needs credentials too: nothing without them, the counters with them.
+    assert!(broker.scrape().await?.starts_with("HTTP/1.1 401"), "an anonymous scrape is refused");
+    broker.token = Some(TOKEN.into());
+    assert!(broker.scrape().await?.starts_with("HTTP/1.1 200"));
     let pid = broker.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
     let alice = options(&ca).token(TOKEN)?;
     Admin::new(alice.connect(&broker.addr)?).create_topic("served", 1, pb::TopicConfig::default()).await?;
@@ -313,5 +317,28 @@ async fn a_client_certificate_a_rule_names_authenticates_without_a_token() -> an
     assert_eq!(refused.status, 401, "{refused:?}");
     let stored = service.describe_topic("by-certificate").await?;
     assert_eq!(stored.partitions[0].latest_offset, 1, "only the named certificate's event was stored");
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_over_tls_when_asked() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new("sluice test CA")?;
+    let dir = tempfile::tempdir()?;
+    let server = ca.issue("broker", &["127.0.0.1"])?;
+    let cert = pki::write(dir.path(), "server.pem", &server.cert)?;
+    let key = pki::write(dir.path(), "server.key", &server.key)?;
+    let (cert, key) = (cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned());
+    let args = ["--tls-cert", &cert, "--tls-key", &key, "--metrics-listen", "127.0.0.1:0", "--metrics-tls"];
+    let broker = TestBroker::start_tls(&args, &ca.pem).await?;
+    let addr = broker.metrics_addr.clone().ok_or_else(|| anyhow::anyhow!("no metrics address"))?;
+    let mut stream = pki::connect(&addr, &ca.pem, b"http/1.1", None).await?;
+    stream.write_all(format!("GET /metrics HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes()).await?;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("sluice_"), "{answer}");
+    let plaintext = broker.scrape().await.map(|t| t.starts_with("HTTP/1.1 200")).unwrap_or(false);
+    assert!(!plaintext, "no plaintext scrape");
     Ok(())
 }

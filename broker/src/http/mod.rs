@@ -87,6 +87,19 @@ pub async fn serve(door: Door, producer: Producer, limits: Limits, stop: Cancell
     let app = axum::Router::new()
         .route("/v1/topics/{topic}/events", axum::routing::post(publish))
         .with_state(Gateway { producer, auth, limits, bodies });
+    serve_app((listener, tls), app, limits, stop).await
+}
+
+/// Serves `app` on `listener` (over TLS if given) until `stop`: connections
+/// capped at `limits.max_connections`, heads bounded in size and time, each
+/// TLS client's verified certificate in its requests' extensions
+/// ([`ClientCertificate`]). The gateway's and the metrics endpoint's loop.
+pub async fn serve_app(
+    (listener, tls): (TcpListener, Option<Arc<ServerTls>>),
+    app: axum::Router,
+    limits: Limits,
+    stop: CancellationToken,
+) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let accepted = tokio::select! {
@@ -97,14 +110,14 @@ pub async fn serve(door: Door, producer: Producer, limits: Limits, stop: Cancell
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: wait instead of spinning.
-                tracing::warn!(error = %e, "the HTTP gateway could not accept a connection");
+                tracing::warn!(error = %e, "an HTTP listener could not accept a connection");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             metrics::counter!(crate::metrics::REJECTED, "reason" => "too_many_connections").increment(1);
-            tracing::debug!(%peer, "gateway connection refused: at gateway-max-connections");
+            tracing::debug!(%peer, "HTTP connection refused: at its connection cap");
             drop(stream);
             continue;
         };
@@ -170,7 +183,7 @@ async fn serve_connection<IO, S>(
 /// The leaf certificate (DER) a TLS client presented and the listener
 /// verified, if any.
 #[derive(Clone)]
-struct ClientCertificate(Option<Arc<[u8]>>);
+pub struct ClientCertificate(pub Option<Arc<[u8]>>);
 
 /// `POST /v1/topics/{topic}/events`.
 async fn publish(
