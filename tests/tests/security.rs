@@ -54,6 +54,26 @@ fn options(ca: &TestCa) -> ConnectOptions {
     ConnectOptions::new().tls_ca(&ca.pem)
 }
 
+/// Produces to partition 0 of `topic`, one message at a time, until told
+/// to stop (at most 100,000 messages or 120 s); yields how many it sent,
+/// or the first failed send.
+fn keep_producing(
+    channel: sluice_client::Channel,
+    topic: &'static str,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<u64>>) {
+    let producer = Producer::new(channel, ProducerConfig::default());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let (mut sent, deadline) = (0u64, Instant::now() + Duration::from_secs(120));
+        while !*stop_rx.borrow_and_update() && sent < 100_000 && Instant::now() < deadline {
+            producer.send_to(topic, 0, sluice_client::Message::new(format!("m-{sent}"))).await?;
+            sent += 1;
+        }
+        anyhow::Ok(sent)
+    });
+    (stop_tx, task)
+}
+
 #[tokio::test]
 async fn only_a_listed_token_over_tls_gets_in_and_a_refusal_changes_nothing() -> anyhow::Result<()> {
     let ca = TestCa::new("sluice test CA")?;
@@ -142,19 +162,14 @@ async fn the_certificate_is_rotated_under_continuous_produce_without_a_failed_re
     Admin::new(connect.connect(&broker.addr)?).create_topic("rotating", 1, pb::TopicConfig::default()).await?;
     let before = pki::served_certificate(&broker.addr, &ca.pem).await?;
 
-    let producer = Producer::new(connect.connect(&broker.addr)?, ProducerConfig::default());
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let produce = tokio::spawn(async move {
-        let (mut sent, deadline) = (0u64, Instant::now() + Duration::from_secs(60));
-        while !*stop_rx.borrow_and_update() && sent < 100_000 && Instant::now() < deadline {
-            producer.send_to("rotating", 0, sluice_client::Message::new(format!("m-{sent}"))).await?;
-            sent += 1;
-        }
-        anyhow::Ok(sent)
-    });
+    let (stop_tx, produce) = keep_producing(connect.connect(&broker.addr)?, "rotating");
+    let admin = Admin::new(connect.connect(&broker.addr)?);
+    eventually(Duration::from_secs(10), "the producer is storing messages", || async {
+        Ok((admin.describe_topic("rotating").await?.partitions[0].latest_offset > 0).then_some(()))
+    })
+    .await?;
 
     // New certificate and key, written over the old files (as a renewal does).
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let renewed = ca.issue("broker renewed", &["127.0.0.1", "localhost"])?;
     pki::write(dir.path(), "server.key", &renewed.key)?;
     pki::write(dir.path(), "server.pem", &renewed.cert)?;
@@ -214,16 +229,7 @@ async fn ten_thousand_failed_authentications_cost_bounded_memory_and_others_are_
     Admin::new(alice.connect(&broker.addr)?).create_topic("served", 1, pb::TopicConfig::default()).await?;
 
     // A legitimate producer keeps producing throughout.
-    let producer = Producer::new(alice.connect(&broker.addr)?, ProducerConfig::default());
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let served = tokio::spawn(async move {
-        let (mut sent, deadline) = (0u64, Instant::now() + Duration::from_secs(120));
-        while !*stop_rx.borrow_and_update() && sent < 100_000 && Instant::now() < deadline {
-            producer.send_to("served", 0, sluice_client::Message::new(format!("m-{sent}"))).await?;
-            sent += 1;
-        }
-        anyhow::Ok(sent)
-    });
+    let (stop_tx, served) = keep_producing(alice.connect(&broker.addr)?, "served");
 
     let seed: u64 = std::env::var("SLUICE_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     println!("seed {seed}");

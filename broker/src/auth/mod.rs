@@ -107,7 +107,8 @@ impl Authenticator {
             }
             return refuse(
                 "missing",
-                "this broker requires credentials: send `authorization: Bearer <token>` or a client certificate",
+                "this broker requires credentials: send a bearer token (`authorization: Bearer <token>`; \
+                 sluice --token or SLUICE_TOKEN) or a client certificate its credentials file names",
             );
         };
         if value.len() > MAX_CREDENTIAL_BYTES {
