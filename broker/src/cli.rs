@@ -149,6 +149,9 @@ pub struct SettingArgs {
     /// TOML file of bearer tokens (SHA-256 digests); set, every request needs one [default: no authentication]
     #[arg(long, env = "SLUICE_AUTH_TOKENS")]
     pub auth_tokens: Option<String>,
+    /// Principals (principal:<name>, role:<name>; comma-separated) that may do everything with auth on
+    #[arg(long, env = "SLUICE_SUPERUSERS")]
+    pub superusers: Option<String>,
     /// Serve /metrics over TLS too (needs --tls-cert) [default: false]
     #[arg(long, env = "SLUICE_METRICS_TLS", num_args = 0..=1, default_missing_value = "true")]
     pub metrics_tls: Option<bool>,
@@ -223,6 +226,7 @@ impl SettingArgs {
             tls_key,
             tls_client_ca,
             auth_tokens,
+            superusers,
             insecure_allow_anonymous,
             metrics_tls,
         );

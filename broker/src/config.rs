@@ -110,6 +110,12 @@ pub struct BrokerConfig {
     /// `auth::tokens`); set, every request needs a listed token. Empty: no
     /// authentication. Reloaded on SIGHUP and when the file changes. Default empty.
     pub auth_tokens: String,
+    /// Who may do everything with authentication on, whatever the
+    /// permission rules say: comma-separated `principal:<name>`,
+    /// `role:<name>` (a bare name is a principal). Everyone else may do only
+    /// what rules allow, and the first rules are added by a superuser.
+    /// Default empty.
+    pub superusers: String,
     /// Serve `/metrics` over TLS too (with `tls-cert`); off, it stays
     /// plaintext for scrapers without TLS. Default false.
     pub metrics_tls: bool,
@@ -158,6 +164,7 @@ impl Default for BrokerConfig {
             tls_key: String::new(),
             tls_client_ca: String::new(),
             auth_tokens: String::new(),
+            superusers: String::new(),
             insecure_allow_anonymous: false,
             metrics_tls: false,
         }
@@ -299,6 +306,17 @@ impl BrokerConfig {
         Ok(Some((config, listen)))
     }
 
+    /// The subjects `superusers` names.
+    pub fn superuser_subjects(&self) -> Result<Vec<crate::auth::acl::Subject>, String> {
+        let names = self.superusers.split(',').map(str::trim).filter(|s| !s.is_empty());
+        names
+            .map(|s| match s.contains(':') {
+                true => crate::auth::acl::Subject::parse(s),
+                false => crate::auth::acl::Subject::parse(&format!("principal:{s}")),
+            })
+            .collect()
+    }
+
     fn validate_security(&self) -> Result<(), ConfigError> {
         check(self.tls_cert.is_empty() == self.tls_key.is_empty(), "tls-key", "tls-cert and tls-key go together")?;
         check(
@@ -311,6 +329,7 @@ impl BrokerConfig {
             "tls-client-ca",
             "client certificates need TLS: set tls-cert and tls-key too",
         )?;
+        self.superuser_subjects().map_err(|reason| ConfigError { field: "superusers", reason })?;
         if self.auth_tokens.is_empty() && !self.insecure_allow_anonymous {
             let gateway = self.gateway_listen.parse::<SocketAddr>().ok();
             for (field, addr) in [("listen", Some(self.listen)), ("gateway-listen", gateway)] {

@@ -61,6 +61,14 @@ pub enum Error {
     /// accept; the message says which, never whether the resource exists.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The principal lacks the permission the request needs; the message
+    /// names principal, operation and resource as asked, never whether
+    /// the resource exists.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// No permission rule has this id.
+    #[error("no permission rule has id {0} (sluice acl list shows them)")]
+    AclNotFound(u64),
     /// A queue is full: back off and retry.
     #[error("{0} is full; retry with backoff")]
     Overloaded(&'static str),

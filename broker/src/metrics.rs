@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use axum::response::IntoResponse;
 
+use crate::auth::access::Permissions;
 use crate::auth::{Authenticator, Credentials};
 use crate::group::GroupRegistry;
 use crate::http::ClientCertificate;
@@ -45,6 +46,10 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "sluice_tls_handshake_failures_total";
 pub const TLS_RELOADS: &str = "sluice_tls_reloads_total";
 /// Requests refused for missing or bad credentials, by door (`grpc`, `http`) and reason.
 pub const AUTH_FAILURES: &str = "sluice_auth_failures_total";
+/// Requests refused for lack of a permission, by resource kind and operation.
+pub const PERMISSION_DENIALS: &str = "sluice_permission_denials_total";
+/// Alter and admin operations let through (each also in the audit log), by operation.
+pub const AUDITED_OPERATIONS: &str = "sluice_audited_operations_total";
 /// Streams open now (ProduceStream, Subscribe).
 pub const OPEN_STREAMS: &str = "sluice_open_streams";
 /// Per group and partition: messages not yet acked.
@@ -155,6 +160,8 @@ fn describe() {
     counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed (foreign or bad certificates, plaintext, timeouts)");
     counter!(TLS_RELOADS, "TLS certificate reloads by result (ok, failed: the previous certificate stays)");
     counter!(AUTH_FAILURES, "Requests refused for missing or bad credentials, by door and reason");
+    counter!(PERMISSION_DENIALS, "Requests refused for lack of a permission, by resource kind and operation");
+    counter!(AUDITED_OPERATIONS, "Alter and admin operations let through and audited, by operation");
     gauge!(OPEN_STREAMS, "ProduceStream and Subscribe streams open now");
     gauge!(GROUP_BACKLOG, "Messages of the group's topic not yet acked by the group, by group and partition");
     gauge!(GROUP_IN_FLIGHT, "Messages leased to consumers now, by group and partition");
@@ -191,16 +198,21 @@ fn describe() {
 pub async fn serve(
     (listener, tls): (TcpListener, Option<Arc<ServerTls>>),
     handle: PrometheusHandle,
-    auth: Arc<Authenticator>,
+    (auth, perms): (Arc<Authenticator>, Arc<Permissions>),
     stop: CancellationToken,
 ) {
     let scrape = move |certificate: Option<axum::Extension<ClientCertificate>>, headers: axum::http::HeaderMap| {
-        let (handle, auth) = (handle.clone(), auth.clone());
+        let (handle, auth, perms) = (handle.clone(), auth.clone(), perms.clone());
         async move {
             let certificate = certificate.and_then(|axum::Extension(ClientCertificate(c))| c);
             let authorization = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
-            match auth.authenticate(Credentials { authorization, certificate: certificate.as_deref() }, "metrics") {
-                Ok(_) => handle.render().into_response(),
+            let allowed = auth
+                .authenticate(Credentials { authorization, certificate: certificate.as_deref() }, "metrics")
+                .and_then(|principal| {
+                    perms.guard_for(Some(crate::http::caller(principal, "GET", "/metrics"))).require("")
+                });
+            match allowed {
+                Ok(()) => handle.render().into_response(),
                 Err(e) => crate::http::status::Failure::from(e).into_response(),
             }
         }

@@ -15,6 +15,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::access::Permissions;
+use crate::auth::rules::AclRegistry;
 use crate::config::BrokerConfig;
 use crate::group::GroupContext;
 use crate::group::GroupRegistry;
@@ -139,6 +141,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let (recovered_groups, group_states) =
         (std::mem::take(&mut recovered.groups), std::mem::take(&mut recovered.group_states));
     let recovered_schedules = std::mem::take(&mut recovered.schedules);
+    let recovered_acls = std::mem::take(&mut recovered.acls);
     let registry = Arc::new(TopicRegistry::new(recovered, ctx.clone(), actors_stop.clone()));
     let group_ctx = GroupContext {
         writer: ctx.writer.clone(),
@@ -226,6 +229,12 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     tokio::spawn(crate::reload::watch(reloadable, rpc_stop.clone()));
 
     let max = config.max_request_bytes;
+    let acls = match &cluster {
+        Some(cluster) => AclRegistry::cluster(cluster.meta_node()),
+        None => AclRegistry::local(recovered_acls, group_writer.clone(), registry.clone()),
+    };
+    let superusers = config.superuser_subjects().map_err(ServeError::Security)?;
+    let perms = Arc::new(Permissions::new(auth.enabled(), superusers, acls));
     let schedules = Arc::new(match &cluster {
         Some(cluster) => {
             drop(group_writer);
@@ -234,9 +243,14 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         // Held by the registry until the runner and Admin stop, before the writer must.
         None => ScheduleRegistry::local(recovered_schedules, group_writer, registry.clone()),
     });
-    let admin =
-        AdminServer::new(AdminService::new(registry.clone(), groups.clone(), schedules.clone(), config.clone()))
-            .max_decoding_message_size(max);
+    let admin = AdminServer::new(AdminService::new(
+        registry.clone(),
+        groups.clone(),
+        schedules.clone(),
+        config.clone(),
+        perms.clone(),
+    ))
+    .max_decoding_message_size(max);
     let produce_path = crate::topic::produce::Producer::new(
         registry.clone(),
         config.max_inflight_produce_bytes,
@@ -257,7 +271,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
             read_timeout: Duration::from_millis(config.gateway_read_timeout_ms),
             inflight_body_bytes: config.gateway_max_inflight_body_bytes,
         };
-        let door = crate::http::Door { listener, tls: gateway_tls, auth: auth.clone() };
+        let door = crate::http::Door { listener, tls: gateway_tls, auth: auth.clone(), perms: perms.clone() };
         tokio::spawn(crate::http::serve(door, produce_path.clone(), limits, rpc_stop.clone()));
     }
     let allowlist = crate::push::Allowlist::parse(&config.push_allowed_endpoints).unwrap_or_default();
@@ -267,18 +281,20 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     tokio::spawn(crate::push::supervise(groups.clone(), crate::push::PushClient::new(allowlist), rpc_stop.clone()));
     let events = sluice_proto::v1::events_server::EventsServer::new(crate::grpc::events::EventsService::new(
         produce_path.clone(),
+        perms.clone(),
     ))
     .max_decoding_message_size(max);
-    let producer =
-        ProducerServer::new(ProduceService::new(produce_path, rpc_stop.clone())).max_decoding_message_size(max);
-    let consumer = ConsumerServer::new(ConsumeService::new(registry.clone(), groups.clone(), rpc_stop.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX);
+    let producer = ProducerServer::new(ProduceService::new(produce_path, rpc_stop.clone(), perms.clone()))
+        .max_decoding_message_size(max);
+    let consumer =
+        ConsumerServer::new(ConsumeService::new(registry.clone(), groups.clone(), rpc_stop.clone(), perms.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(usize::MAX);
     let scaler = sluice_proto::externalscaler::external_scaler_server::ExternalScalerServer::new(
-        crate::grpc::scaler::ScalerService::new(groups.clone(), rpc_stop.clone()),
+        crate::grpc::scaler::ScalerService::new(groups.clone(), rpc_stop.clone(), perms.clone()),
     );
     let cluster_service = sluice_proto::v1::cluster_server::ClusterServer::new(
-        crate::grpc::cluster::ClusterService::new(cluster.as_ref().map(|c| c.view()), local.to_string()),
+        crate::grpc::cluster::ClusterService::new(cluster.as_ref().map(|c| c.view()), local.to_string(), perms.clone()),
     );
     let interval_sync = tokio::spawn(sync_wal_periodically(store.clone(), config.sync_interval(), rpc_stop.clone()));
 
@@ -290,7 +306,8 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
             .local_addr()
             .map_err(|source| ServeError::Io { what: "reading the metrics address".into(), source })?;
         println!("sluice-broker metrics on {bound}");
-        tokio::spawn(crate::metrics::serve((listener, metrics_tls), handle.clone(), auth.clone(), rpc_stop.clone()));
+        let doorkeepers = (auth.clone(), perms.clone());
+        tokio::spawn(crate::metrics::serve((listener, metrics_tls), handle.clone(), doorkeepers, rpc_stop.clone()));
         let period = config.metrics_refresh();
         tokio::spawn(crate::metrics::refresh(
             registry.clone(),
@@ -303,6 +320,8 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     }
     drop(registry);
     drop(groups);
+    // Its rules hold the writer on a single broker.
+    drop(perms);
     // Printed on stdout so scripts and tests can find an OS-chosen port.
     println!("sluice-broker listening on {local}");
     tracing::info!(%local, startup_ms = started.elapsed().as_millis() as u64, "serving");

@@ -152,6 +152,24 @@ impl Admin {
         Ok(())
     }
 
+    /// Adds permission rule `rule` (an equal rule is not added twice: the
+    /// answer's `created` is false and it carries the existing rule).
+    pub async fn add_acl(&self, rule: pb::AclRule) -> Result<pb::AddAclResponse> {
+        Ok(self.client.clone().add_acl(pb::AddAclRequest { rule: Some(rule) }).await?.into_inner())
+    }
+
+    /// Every permission rule (of `subject`, if not empty).
+    pub async fn list_acls(&self, subject: &str) -> Result<Vec<pb::AclRule>> {
+        let request = pb::ListAclsRequest { subject: subject.into() };
+        Ok(self.client.clone().list_acls(request).await?.into_inner().rules)
+    }
+
+    /// Removes permission rule `id`.
+    pub async fn remove_acl(&self, id: u64) -> Result<()> {
+        self.client.clone().remove_acl(pb::RemoveAclRequest { id }).await?;
+        Ok(())
+    }
+
     /// Every group (of `topic`, if not empty).
     pub async fn list_groups(&self, topic: &str) -> Result<Vec<pb::GroupInfo>> {
         Ok(self.client.clone().list_groups(pb::ListGroupsRequest { topic: topic.into() }).await?.into_inner().groups)

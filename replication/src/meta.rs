@@ -50,8 +50,9 @@ pub const META_GROUP: GroupId = GroupId(0);
 /// - 1: `RemoveBroker`, `SetBrokerDiskFull`, `SetShardLeader`, and topics
 ///   placed on a replica set smaller than the cluster (`CreateTopic` with a
 ///   replication factor below the number of `brokers` it lists);
-/// - 2: schedules (`CreateSchedule`, `DeleteSchedule`, `AdvanceSchedule`).
-pub const FEATURE_LEVEL: u32 = 2;
+/// - 2: schedules (`CreateSchedule`, `DeleteSchedule`, `AdvanceSchedule`);
+/// - 3: permission rules (`AddAcl`, `RemoveAcl`).
+pub const FEATURE_LEVEL: u32 = 3;
 
 /// A change to the catalog, proposed by a broker and applied by all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +171,18 @@ pub enum MetaCommand {
         /// The tick committed to fire.
         progress: ScheduleProgress,
     },
+    /// Add permission rule `rule` unless an equal one exists; it gets the next id.
+    AddAcl {
+        /// The rule, as the broker encodes it (this crate does not read it).
+        rule: serde_json::Value,
+        /// When it was added, by the proposer's clock.
+        created_ms: i64,
+    },
+    /// Remove permission rule `id` if it exists.
+    RemoveAcl {
+        /// The rule's id.
+        id: u64,
+    },
     /// Record where broker `broker` serves clients, and the catalog feature
     /// level its build knows ([`FEATURE_LEVEL`]).
     SetBrokerEndpoint {
@@ -193,6 +206,7 @@ impl MetaCommand {
             MetaCommand::CreateSchedule { .. }
             | MetaCommand::DeleteSchedule { .. }
             | MetaCommand::AdvanceSchedule { .. } => 2,
+            MetaCommand::AddAcl { .. } | MetaCommand::RemoveAcl { .. } => 3,
             // Placed: an older build would spread it over every broker instead.
             MetaCommand::CreateTopic { replication_factor, brokers, .. }
                 if (*replication_factor as usize) < brokers.len() =>
@@ -220,6 +234,8 @@ impl fmt::Display for MetaCommand {
             MetaCommand::AdvanceSchedule { name, progress, .. } => {
                 write!(f, "schedule {name} fires tick {} ({} ms)", progress.fired, progress.tick_ms)
             }
+            MetaCommand::AddAcl { rule, .. } => write!(f, "add permission rule {rule}"),
+            MetaCommand::RemoveAcl { id } => write!(f, "remove permission rule {id}"),
             MetaCommand::SetBrokerEndpoint { broker, endpoint, .. } => write!(f, "broker {broker} at {endpoint}"),
             MetaCommand::RemoveBroker { broker } => write!(f, "remove broker {broker}"),
             MetaCommand::SetBrokerDiskFull { broker, full } => write!(f, "broker {broker} disk full: {full}"),
@@ -299,6 +315,20 @@ pub enum MetaResponse {
         /// The stored progress.
         progress: ScheduleProgress,
     },
+    /// The permission rule was added with this id.
+    AclAdded {
+        /// Its id.
+        id: u64,
+    },
+    /// An equal rule existed already (with this id); nothing changed.
+    AclExists {
+        /// The existing rule's id.
+        id: u64,
+    },
+    /// The permission rule was removed.
+    AclRemoved,
+    /// No permission rule of that id; nothing changed.
+    AclNotFound,
     /// Done (for commands that cannot fail).
     Done,
 }
@@ -360,6 +390,16 @@ pub struct CatalogSchedule {
     pub progress: ScheduleProgress,
 }
 
+/// A permission rule as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CatalogAcl {
+    /// The rule, as the broker encodes it.
+    pub rule: serde_json::Value,
+    /// When it was added.
+    pub created_ms: i64,
+}
+
 /// The first id of a placed shard: one whose replicas are a chosen subset of
 /// the brokers, made for topics whose replication factor is below the
 /// cluster's. Shards below it are the ones every broker holds, numbered from 1.
@@ -411,6 +451,9 @@ pub struct Catalog {
     /// Schedules by name.
     #[serde(default)]
     pub schedules: BTreeMap<String, CatalogSchedule>,
+    /// Permission rules by id (ids from the topics' counter).
+    #[serde(default)]
+    pub acls: BTreeMap<u64, CatalogAcl>,
 }
 
 const NEXT_TOPIC_ID: &[u8] = b"next-topic-id";
@@ -422,6 +465,7 @@ const BROKER_FEATURES: &str = "broker-features/";
 const SHARD: &str = "shard/";
 const SHARD_LEADER: &str = "shard-leader/";
 const SCHEDULE: &str = "schedule/";
+const ACL: &str = "acl/";
 
 impl Catalog {
     /// Applies `command`, adding the records it changes to `write`.
@@ -552,6 +596,24 @@ impl Catalog {
                 schedule.progress = *progress;
                 keys::put_record(write, group_id, format!("{SCHEDULE}{name}").as_bytes(), encode(&*schedule)?);
                 MetaResponse::ScheduleAdvanced
+            }
+            MetaCommand::AddAcl { rule, created_ms } => {
+                if let Some((id, _)) = self.acls.iter().find(|(_, a)| a.rule == *rule) {
+                    return Ok(MetaResponse::AclExists { id: *id });
+                }
+                let id = self.next_topic_id;
+                let acl = CatalogAcl { rule: rule.clone(), created_ms: *created_ms };
+                self.take_id(group_id, write)?;
+                keys::put_record(write, group_id, format!("{ACL}{id}").as_bytes(), encode(&acl)?);
+                self.acls.insert(id, acl);
+                MetaResponse::AclAdded { id }
+            }
+            MetaCommand::RemoveAcl { id } => {
+                if self.acls.remove(id).is_none() {
+                    return Ok(MetaResponse::AclNotFound);
+                }
+                keys::delete_record(write, group_id, format!("{ACL}{id}").as_bytes());
+                MetaResponse::AclRemoved
             }
             MetaCommand::SetBrokerEndpoint { broker, endpoint, features } => {
                 self.brokers.insert(*broker, endpoint.clone());
@@ -707,6 +769,9 @@ impl Catalog {
         for (name, schedule) in &self.schedules {
             keys::put_record(write, group_id, format!("{SCHEDULE}{name}").as_bytes(), encode(schedule)?);
         }
+        for (id, acl) in &self.acls {
+            keys::put_record(write, group_id, format!("{ACL}{id}").as_bytes(), encode(acl)?);
+        }
         Ok(())
     }
 
@@ -721,6 +786,10 @@ impl Catalog {
                 catalog.topics.insert(name.to_owned(), decode(&value, "catalog topic")?);
             } else if let Some(name) = key.strip_prefix(SCHEDULE) {
                 catalog.schedules.insert(name.to_owned(), decode(&value, "catalog schedule")?);
+            } else if let Some(id) = key.strip_prefix(ACL) {
+                let id =
+                    id.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad permission rule key"))?;
+                catalog.acls.insert(id, decode(&value, "permission rule")?);
             } else if let Some(name) = key.strip_prefix(GROUP) {
                 catalog.groups.insert(name.to_owned(), decode(&value, "catalog group")?);
             } else if let Some(id) = key.strip_prefix(BROKER) {
@@ -1080,6 +1149,31 @@ mod tests {
         assert_eq!(loaded, c);
         assert_eq!(apply(&mut c, MetaCommand::DeleteSchedule { name: "tick".into() }), MetaResponse::ScheduleDeleted);
         assert_eq!(apply(&mut c, MetaCommand::DeleteSchedule { name: "tick".into() }), MetaResponse::ScheduleNotFound);
+    }
+
+    #[tokio::test]
+    async fn equal_permission_rules_are_one_and_rules_survive_a_reload() {
+        let mut c = three_brokers();
+        let rule = serde_json::json!({"subject": "principal:alice", "operation": "produce"});
+        let add = MetaCommand::AddAcl { rule: rule.clone(), created_ms: 7 };
+        assert_eq!(add.feature_level(), 3, "an older build cannot apply permission rules");
+        let MetaResponse::AclAdded { id } = apply(&mut c, add.clone()) else { panic!("not added") };
+        assert_eq!(apply(&mut c, add), MetaResponse::AclExists { id }, "the same rule twice is one rule");
+        let other = MetaCommand::AddAcl { rule: serde_json::json!({"subject": "role:ops"}), created_ms: 8 };
+        let MetaResponse::AclAdded { id: second } = apply(&mut c, other) else { panic!("not added") };
+        assert!(second > id, "ids come from the one counter");
+        let (store, _) = Store::open_in_memory(&sluice_storage::MemoryDisk::new()).expect("store");
+        let (writer, _join) =
+            sluice_storage::spawn_writer(store.clone(), sluice_storage::WriterConfig::default()).expect("writer");
+        let mut all = AtomicWrite::new();
+        c.put_all(META_GROUP, &mut all).expect("put all");
+        writer.write(all).await.expect("write");
+        let loaded = Catalog::load(store.raft_records(META_GROUP).expect("records")).expect("load");
+        assert_eq!(loaded.acls[&id].rule, rule);
+        assert_eq!(loaded, c);
+        assert_eq!(apply(&mut c, MetaCommand::RemoveAcl { id }), MetaResponse::AclRemoved);
+        assert_eq!(apply(&mut c, MetaCommand::RemoveAcl { id }), MetaResponse::AclNotFound);
+        assert_eq!(c.acls.keys().copied().collect::<Vec<_>>(), vec![second]);
     }
 
     #[test]

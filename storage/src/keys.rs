@@ -33,6 +33,8 @@ pub const TAG_PRODUCER: u8 = 0x03;
 pub const TAG_GROUP: u8 = 0x04;
 /// Tag of schedule entries in `meta`.
 pub const TAG_SCHEDULE: u8 = 0x05;
+/// Tag of permission rules in `meta` (a single broker's; a cluster keeps them in its catalog).
+pub const TAG_ACL: u8 = 0x06;
 
 /// Key of the batch of `partition` starting at `offset`.
 pub fn record_key(partition: PartitionId, offset: u64) -> [u8; RECORD_KEY_LEN] {

@@ -15,6 +15,7 @@
 //!
 //! This crate knows nothing of gRPC, consumer groups' meaning or acknowledgements.
 
+pub mod acl;
 #[cfg(test)]
 mod decode_fuzz;
 pub mod disk_space;

@@ -63,6 +63,8 @@ pub struct Recovered {
     pub groups: Vec<(String, Vec<u8>)>,
     /// Every schedule of a single broker: name and what is stored of it.
     pub schedules: Vec<(String, crate::schedule::StoredSchedule)>,
+    /// Every permission rule of a single broker: id and the broker's encoding.
+    pub acls: Vec<(u64, serde_json::Value)>,
     /// Stored group state by group id.
     pub group_states: HashMap<u64, crate::group::RecoveredGroupState>,
     /// Partitions stored without a topic entry: in a cluster, a replica
@@ -168,6 +170,10 @@ impl Store {
                 Some(&keys::TAG_SCHEDULE) => {
                     let name = String::from_utf8(k[1..].to_vec()).map_err(|_| bad("schedule name"))?;
                     rec.schedules.push((name, serde_json::from_slice(v).map_err(|_| bad("schedule entry"))?));
+                }
+                Some(&keys::TAG_ACL) => {
+                    let id = crate::acl::parse_key(k).ok_or_else(|| bad("permission rule key"))?;
+                    rec.acls.push((id, serde_json::from_slice(v).map_err(|_| bad("permission rule"))?));
                 }
                 Some(&TAG_PRODUCER) => {
                     let (p, id) = parse_partition_meta_key(k).ok_or_else(|| bad("producer key"))?;

@@ -42,6 +42,9 @@ async fn secured(ca: &TestCa, dir: &Path) -> anyhow::Result<TestBroker> {
         client_ca.to_str().unwrap_or_default(),
         "--auth-tokens",
         tokens.to_str().unwrap_or_default(),
+        // Permission rules are permissions.rs's; here both principals may do everything.
+        "--superusers",
+        "principal:alice,principal:service",
         "--gateway-listen",
         "127.0.0.1:0",
         "--metrics-listen",

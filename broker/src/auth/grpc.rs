@@ -12,6 +12,7 @@ use tonic::codegen::http;
 use super::methods::{self, Access};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+use super::access::Caller;
 use super::{Authenticator, Credentials, Principal};
 
 /// Wraps each service in [`Authenticated`].
@@ -57,9 +58,10 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let principal = match methods::grpc(request.uri().path()) {
+        let (method, access) = methods::grpc(request.uri().path());
+        let principal = match access {
             Access::Anonymous => Ok(Principal::anonymous()),
-            Access::Checked(..) => {
+            Access::Authenticated | Access::Checked(..) => {
                 let certificates =
                     request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|info| info.peer_certs());
                 let credentials = Credentials {
@@ -71,7 +73,7 @@ where
         };
         match principal {
             Ok(principal) => {
-                request.extensions_mut().insert(principal);
+                request.extensions_mut().insert(Caller { principal: Arc::new(principal), method, access });
                 futures::future::Either::Left(self.inner.call(request))
             }
             Err(e) => {

@@ -5,7 +5,8 @@
 //! fails when a method exists in the API without a row here.
 
 /// The kinds of resource a permission rule names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ResourceKind {
     /// The broker or cluster as a whole (metadata, membership, metrics, reflection).
     Cluster,
@@ -18,7 +19,8 @@ pub enum ResourceKind {
 }
 
 /// What a request does to its resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Operation {
     /// Appends records.
     Produce,
@@ -37,11 +39,39 @@ pub enum Operation {
 pub enum Access {
     /// Anyone, without credentials: liveness and readiness probes.
     Anonymous,
+    /// Any authenticated principal: the method names no resource, or
+    /// answers only about those the caller may describe.
+    Authenticated,
     /// An authenticated principal allowed `Operation` on the resource.
     Checked(ResourceKind, Operation),
 }
 
-use Access::{Anonymous, Checked};
+impl ResourceKind {
+    /// Its name in rules, logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ResourceKind::Cluster => "cluster",
+            ResourceKind::Topic => "topic",
+            ResourceKind::Group => "group",
+            ResourceKind::Schedule => "schedule",
+        }
+    }
+}
+
+impl Operation {
+    /// Its name in rules, logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Operation::Produce => "produce",
+            Operation::Consume => "consume",
+            Operation::Describe => "describe",
+            Operation::Alter => "alter",
+            Operation::Admin => "admin",
+        }
+    }
+}
+
+use Access::{Anonymous, Authenticated, Checked};
 use Operation::{Admin, Alter, Consume, Describe, Produce};
 use ResourceKind::{Cluster, Group, Schedule, Topic};
 
@@ -49,8 +79,9 @@ use ResourceKind::{Cluster, Group, Schedule, Topic};
 pub const GRPC: &[(&str, Access)] = &[
     ("/grpc.health.v1.Health/Check", Anonymous),
     ("/grpc.health.v1.Health/Watch", Anonymous),
-    ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Checked(Cluster, Describe)),
-    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Checked(Cluster, Describe)),
+    // The API's schema, the same for everyone.
+    ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Authenticated),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Authenticated),
     ("/sluice.v1.Admin/CreateTopic", Checked(Topic, Alter)),
     ("/sluice.v1.Admin/ListTopics", Checked(Topic, Describe)),
     ("/sluice.v1.Admin/DescribeTopic", Checked(Topic, Describe)),
@@ -70,7 +101,11 @@ pub const GRPC: &[(&str, Access)] = &[
     ("/sluice.v1.Admin/ListSchedules", Checked(Schedule, Describe)),
     ("/sluice.v1.Admin/DescribeSchedule", Checked(Schedule, Describe)),
     ("/sluice.v1.Admin/DeleteSchedule", Checked(Schedule, Alter)),
-    ("/sluice.v1.Cluster/Metadata", Checked(Cluster, Describe)),
+    ("/sluice.v1.Admin/AddAcl", Checked(Cluster, Admin)),
+    ("/sluice.v1.Admin/ListAcls", Checked(Cluster, Admin)),
+    ("/sluice.v1.Admin/RemoveAcl", Checked(Cluster, Admin)),
+    // Where partitions are led: every client needs it; topics it may not describe are left out.
+    ("/sluice.v1.Cluster/Metadata", Authenticated),
     ("/sluice.v1.Cluster/ReplaceBroker", Checked(Cluster, Admin)),
     ("/sluice.v1.Consumer/Fetch", Checked(Topic, Consume)),
     ("/sluice.v1.Consumer/GetOffsets", Checked(Topic, Describe)),
@@ -92,11 +127,18 @@ pub const GRPC: &[(&str, Access)] = &[
 pub const HTTP: &[(&str, &str, Access)] =
     &[("POST", "/v1/topics/{topic}/events", Checked(Topic, Produce)), ("GET", "/metrics", Checked(Cluster, Describe))];
 
-/// The access of gRPC method `path`; a path without a row (no such
-/// method) needs credentials like any other, and is then answered
-/// `UNIMPLEMENTED`.
-pub fn grpc(path: &str) -> Access {
-    GRPC.iter().find(|(p, _)| *p == path).map_or(Checked(Cluster, Describe), |(_, a)| *a)
+/// The row of gRPC method `path`; a path without a row (no such method)
+/// needs credentials like any other, and is then answered `UNIMPLEMENTED`.
+pub fn grpc(path: &str) -> (&'static str, Access) {
+    GRPC.iter().find(|(p, _)| *p == path).copied().unwrap_or(("(unknown method)", Checked(Cluster, Describe)))
+}
+
+/// The row of HTTP route `route` (`METHOD /pattern`).
+pub fn http(method: &str, route: &str) -> (&'static str, Access) {
+    HTTP.iter()
+        .find(|(m, r, _)| *m == method && *r == route)
+        .map(|(_, r, a)| (*r, *a))
+        .unwrap_or(("(unknown route)", Checked(Cluster, Describe)))
 }
 
 #[cfg(test)]
@@ -138,6 +180,7 @@ mod tests {
     fn only_health_is_anonymous() {
         let anonymous: Vec<&str> = GRPC.iter().filter(|(_, a)| *a == Anonymous).map(|(p, _)| *p).collect();
         assert_eq!(anonymous, ["/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"]);
-        assert_eq!(grpc("/sluice.v1.Nothing/Here"), Checked(Cluster, Describe));
+        assert_eq!(grpc("/sluice.v1.Nothing/Here").1, Checked(Cluster, Describe));
+        assert_eq!(http("GET", "/metrics"), ("/metrics", Checked(Cluster, Describe)));
     }
 }

@@ -10,8 +10,11 @@
 //! anything else is answered `UNAUTHENTICATED` / `401` with a message that
 //! says what was wrong with the credentials and nothing about the resource.
 
+pub mod access;
+pub mod acl;
 pub mod grpc;
 pub mod methods;
+pub mod rules;
 pub mod tokens;
 
 use std::path::PathBuf;

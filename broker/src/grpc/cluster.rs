@@ -6,6 +6,10 @@ use tonic::{Request, Response, Status};
 
 use sluice_replication::{GroupReport, ReplaceError, ReplaceProgress, ReplaceStage, Replacement};
 
+use std::sync::Arc;
+
+use crate::auth::access::Permissions;
+use crate::auth::methods::{Operation, ResourceKind};
 use crate::cluster::{ClusterReport, ClusterView};
 use crate::error::Error;
 
@@ -18,12 +22,14 @@ pub struct ClusterService {
     view: Option<ClusterView>,
     /// This broker's client endpoint, for a single broker's answer.
     endpoint: String,
+    perms: Arc<Permissions>,
 }
 
 impl ClusterService {
-    /// A service answering from `view` (None: a single broker at `endpoint`).
-    pub fn new(view: Option<ClusterView>, endpoint: String) -> Self {
-        ClusterService { view, endpoint }
+    /// A service answering from `view` (None: a single broker at
+    /// `endpoint`), its callers checked by `perms`.
+    pub fn new(view: Option<ClusterView>, endpoint: String, perms: Arc<Permissions>) -> Self {
+        ClusterService { view, endpoint, perms }
     }
 }
 
@@ -123,6 +129,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::ReplaceBrokerRequest>,
     ) -> Result<Response<ReplaceStream>, Status> {
+        self.perms.guard(request.extensions()).require("")?;
         let pb::ReplaceBrokerRequest { broker_id, new_broker_id, new_cluster_address } = request.into_inner();
         let Some(view) = self.view.clone() else {
             return Err(Error::FailedPrecondition(
@@ -160,6 +167,7 @@ impl Cluster for ClusterService {
     }
 
     async fn metadata(&self, request: Request<pb::MetadataRequest>) -> Result<Response<pb::MetadataResponse>, Status> {
+        let guard = self.perms.guard(request.extensions());
         let pb::MetadataRequest { topics, groups } = request.into_inner();
         if topics.len() > MAX_TOPICS {
             return Err(Error::invalid("topics", format!("at most {MAX_TOPICS} topics per request")).into());
@@ -168,7 +176,13 @@ impl Cluster for ClusterService {
             return Err(Error::invalid("groups", format!("at most {MAX_TOPICS} groups per request")).into());
         }
         Ok(Response::new(match &self.view {
-            Some(view) => metadata(view.report(&topics, &groups)),
+            Some(view) => {
+                let mut answer = metadata(view.report(&topics, &groups));
+                // Where the caller's topics and groups are led, and nothing of the others.
+                answer.partitions.retain(|p| guard.allows(ResourceKind::Topic, &p.topic, Operation::Describe));
+                answer.groups.retain(|g| guard.allows(ResourceKind::Group, &g.group, Operation::Describe));
+                answer
+            }
             None => pb::MetadataResponse {
                 clustered: false,
                 broker_id: 0,

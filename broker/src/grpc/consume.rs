@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::deliver::Delivery;
 use super::validate;
+use crate::auth::access::Permissions;
 use crate::error::Error;
 use crate::partition::forward::LEADER_END;
 use crate::topic::TopicRegistry;
@@ -30,16 +31,24 @@ pub struct ConsumeService {
     registry: Arc<TopicRegistry>,
     delivery: Delivery,
     stop: CancellationToken,
+    perms: Arc<Permissions>,
 }
 
 impl ConsumeService {
-    /// A service over `registry` and `groups`; long-polls end early when `stop` fires.
+    /// A service over `registry` and `groups`, its callers checked by
+    /// `perms`; long-polls end early when `stop` fires.
     pub fn new(
         registry: Arc<TopicRegistry>,
         groups: Arc<crate::group::GroupRegistry>,
         stop: CancellationToken,
+        perms: Arc<Permissions>,
     ) -> Self {
-        ConsumeService { registry, delivery: Delivery::new(groups, stop.clone()), stop }
+        ConsumeService { registry, delivery: Delivery::new(groups, stop.clone()), stop, perms }
+    }
+
+    /// Checks the operation the method's row names on the resource `name`.
+    fn require<T>(&self, req: &Request<T>, name: &str) -> Result<(), Status> {
+        Ok(self.perms.guard(req.extensions()).require(name)?)
     }
 }
 
@@ -68,6 +77,7 @@ pub fn record_to_pb(partition: u32, r: sluice_storage::StoredRecord) -> pb::Reco
 #[tonic::async_trait]
 impl Consumer for ConsumeService {
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        self.require(&req, &req.get_ref().topic)?;
         let req = req.into_inner();
         let max_messages = limit(req.max_messages, 500, MAX_FETCH_MESSAGES, "max_messages")?;
         let max_bytes = limit(req.max_bytes, 1 << 20, MAX_FETCH_BYTES, "max_bytes")?;
@@ -105,6 +115,7 @@ impl Consumer for ConsumeService {
         // A broker searching for its own unanswered append asks the leader
         // for the end of everything committed (`Forwarder::leader_end`).
         let at_leader = req.metadata().contains_key(LEADER_END);
+        self.require(&req, &req.get_ref().topic)?;
         let req = req.into_inner();
         let topic = validate::topic_to_serve(&self.registry, "topic", &req.topic).await?;
         let p = topic.partition(req.partition)?;
@@ -118,14 +129,17 @@ impl Consumer for ConsumeService {
     }
 
     async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
-        Ok(Response::new(self.delivery.pull(req.into_inner()).await?))
+        let guard = self.perms.guard(req.extensions());
+        Ok(Response::new(self.delivery.pull(&guard, req.into_inner()).await?))
     }
 
     async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
+        self.require(&req, &req.get_ref().group)?;
         Ok(Response::new(self.delivery.ack(req.into_inner()).await?))
     }
 
     async fn nack(&self, req: Request<pb::NackRequest>) -> Result<Response<pb::NackResponse>, Status> {
+        self.require(&req, &req.get_ref().group)?;
         Ok(Response::new(self.delivery.nack(req.into_inner()).await?))
     }
 
@@ -133,6 +147,7 @@ impl Consumer for ConsumeService {
         &self,
         req: Request<pb::ModifyAckDeadlineRequest>,
     ) -> Result<Response<pb::ModifyAckDeadlineResponse>, Status> {
+        self.require(&req, &req.get_ref().group)?;
         Ok(Response::new(self.delivery.modify(req.into_inner()).await?))
     }
 
@@ -143,7 +158,8 @@ impl Consumer for ConsumeService {
         req: Request<tonic::Streaming<pb::SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(self.delivery.clone().subscribe(req.into_inner(), tx));
+        let guard = self.perms.guard(req.extensions());
+        tokio::spawn(self.delivery.clone().subscribe(guard, req.into_inner(), tx));
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 }

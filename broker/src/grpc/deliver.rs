@@ -18,6 +18,8 @@ use tonic::Status;
 
 use super::consume::record_to_pb;
 use super::{status, validate};
+use crate::auth::access::Guard;
+use crate::auth::methods::{Operation, ResourceKind};
 use crate::error::{Error, Result};
 use crate::group::config::{ACK_DEADLINE_MS, MAX_BACKOFF_MS};
 use crate::group::state::AckError;
@@ -104,8 +106,18 @@ impl Delivery {
         Delivery { groups, stop }
     }
 
+    /// Group `name` (from request field `field`), served here, if `guard`'s
+    /// caller may consume from it and from its topic: the group is checked
+    /// before it is looked up, so a refusal says nothing of whether it exists.
+    async fn consumable(&self, guard: &Guard, field: &'static str, name: &str) -> Result<Arc<GroupHandle>> {
+        guard.check(ResourceKind::Group, name, Operation::Consume)?;
+        let group = validate::group_to_serve(&self.groups, field, name).await?;
+        may_read(guard, &group)?;
+        Ok(group)
+    }
+
     /// `Pull`.
-    pub async fn pull(&self, req: pb::PullRequest) -> Result<pb::PullResponse, Status> {
+    pub async fn pull(&self, guard: &Guard, req: pb::PullRequest) -> Result<pb::PullResponse, Status> {
         let max = match req.max_messages {
             0 => 100,
             n if n > MAX_PULL_MESSAGES => {
@@ -120,7 +132,7 @@ impl Delivery {
             )
             .into());
         }
-        let group = validate::group_to_serve(&self.groups, "group", &req.group).await?;
+        let group = self.consumable(guard, "group", &req.group).await?;
         let wait = Duration::from_millis(u64::from(req.max_wait_ms));
         let got = group.pull_wait(&req.consumer_id, max as usize, wait, &self.stop).await?;
         Ok(pb::PullResponse { messages: got.into_iter().map(received).collect() })
@@ -164,6 +176,7 @@ impl Delivery {
     /// Runs one `Subscribe` stream until the client or the broker ends it.
     pub async fn subscribe(
         self,
+        guard: Guard,
         mut inbound: tonic::Streaming<pb::SubscribeRequest>,
         tx: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
     ) {
@@ -180,7 +193,7 @@ impl Delivery {
             }
             Err(_) => return,
         };
-        let group = match validate::group_to_serve(&self.groups, "start.group", &start.group).await {
+        let group = match self.consumable(&guard, "start.group", &start.group).await {
             Ok(g) => g,
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;
@@ -188,8 +201,16 @@ impl Delivery {
             }
         };
         let consumer = (!start.consumer_id.is_empty()).then(|| start.consumer_id.clone());
-        let mut sub = Subscription::new(group, consumer, start.initial_credits);
+        let mut sub = Subscription::new(group.clone(), consumer, start.initial_credits);
         loop {
+            // Again before each delivery: a permission removed ends the stream.
+            let allowed = guard
+                .check(ResourceKind::Group, &start.group, Operation::Consume)
+                .and_then(|()| may_read(&guard, &group));
+            if let Err(e) = allowed {
+                let _ = tx.send(Err(e.into())).await;
+                break;
+            }
             match sub.poll().await {
                 Ok(got) if !got.is_empty() => {
                     let resp = pb::SubscribeResponse {
@@ -290,4 +311,10 @@ impl HasFailures for pb::ModifyAckDeadlineResponse {
     fn into_failures(self) -> Vec<pb::AckFailure> {
         self.failures
     }
+}
+
+/// Whether `guard`'s caller may read `group`'s topic (consuming needs the
+/// group and its topic).
+fn may_read(guard: &Guard, group: &GroupHandle) -> Result<()> {
+    guard.check(ResourceKind::Topic, &group.settings().topic, Operation::Consume)
 }

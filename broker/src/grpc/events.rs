@@ -2,6 +2,8 @@
 //! gateway stores them (`crate::event`) through the same produce path.
 //! Translation only.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use bytes::Bytes;
 use sluice_proto::io::cloudevents::v1::cloud_event::cloud_event_attribute_value::Attr;
@@ -12,6 +14,7 @@ use sluice_proto::v1::events_server::Events;
 use sluice_proto::v1::Message;
 use tonic::{Request, Response, Status};
 
+use crate::auth::access::Permissions;
 use crate::error::{Error, Result};
 use crate::event::stored_message;
 use crate::name::TopicName;
@@ -21,18 +24,20 @@ use crate::topic::produce::{ProduceBatch, Producer};
 #[derive(Debug, Clone)]
 pub struct EventsService {
     producer: Producer,
+    perms: Arc<Permissions>,
 }
 
 impl EventsService {
-    /// A service over the shared produce path.
-    pub fn new(producer: Producer) -> Self {
-        EventsService { producer }
+    /// A service over the shared produce path, its callers checked by `perms`.
+    pub fn new(producer: Producer, perms: Arc<Permissions>) -> Self {
+        EventsService { producer, perms }
     }
 }
 
 #[tonic::async_trait]
 impl Events for EventsService {
     async fn publish(&self, req: Request<pb::PublishRequest>) -> Result<Response<pb::PublishResponse>, Status> {
+        self.perms.guard(req.extensions()).require(&req.get_ref().topic)?;
         let req = req.into_inner();
         let topic = TopicName::parse("topic", req.topic)?;
         let events = req.batch.map(|b| b.events).unwrap_or_default();

@@ -1,6 +1,7 @@
 //! gRPC services: each validates a request, converts it to domain calls, and
 //! converts the answer back. No business logic lives here.
 
+pub mod acls;
 pub mod admin;
 pub mod cluster;
 pub mod consume;

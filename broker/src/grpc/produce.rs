@@ -2,6 +2,7 @@
 //! budget, limits, routing and appends are `topic::produce::Producer`'s.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
@@ -11,6 +12,7 @@ use sluice_storage::ProducerSeq;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::access::{Guard, Permissions};
 use crate::error::Result;
 use crate::name::TopicName;
 use crate::partition::forward::{FORWARDED, REDIRECT};
@@ -21,18 +23,21 @@ use crate::topic::produce::{ProduceBatch, Producer as ProducePath};
 pub struct ProduceService {
     producer: ProducePath,
     stop: CancellationToken,
+    perms: Arc<Permissions>,
 }
 
 impl ProduceService {
-    /// A service over the shared produce path; streams end when `stop` fires.
-    pub fn new(producer: ProducePath, stop: CancellationToken) -> Self {
-        ProduceService { producer, stop }
+    /// A service over the shared produce path, its callers checked by
+    /// `perms`; streams end when `stop` fires.
+    pub fn new(producer: ProducePath, stop: CancellationToken, perms: Arc<Permissions>) -> Self {
+        ProduceService { producer, stop, perms }
     }
 
     /// Translates a request into a batch for the produce path, and its
     /// answer back. `forward`: whether a cluster may forward it to a
     /// partition's leader elsewhere (see [`may_forward`]).
-    async fn produce(&self, req: pb::ProduceRequest, forward: bool) -> Result<pb::ProduceResponse> {
+    async fn produce(&self, guard: &Guard, req: pb::ProduceRequest, forward: bool) -> Result<pb::ProduceResponse> {
+        guard.require(&req.topic)?;
         let topic = TopicName::parse("topic", req.topic)?;
         let producer =
             (req.producer_id != 0).then_some(ProducerSeq { producer_id: req.producer_id, sequence: req.sequence });
@@ -59,7 +64,8 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::ProduceStreamResponse
 impl Producer for ProduceService {
     async fn produce(&self, req: Request<pb::ProduceRequest>) -> Result<Response<pb::ProduceResponse>, Status> {
         let forward = may_forward(req.metadata());
-        Ok(Response::new(ProduceService::produce(self, req.into_inner(), forward).await?))
+        let guard = self.perms.guard(req.extensions());
+        Ok(Response::new(ProduceService::produce(self, &guard, req.into_inner(), forward).await?))
     }
 
     type ProduceStreamStream = ResponseStream;
@@ -69,6 +75,7 @@ impl Producer for ProduceService {
         req: Request<Streaming<pb::ProduceRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         let forward = may_forward(req.metadata());
+        let guard = self.perms.guard(req.extensions());
         let mut inbound = req.into_inner();
         let service = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
@@ -86,10 +93,10 @@ impl Producer for ProduceService {
                     }
                     msg = inbound.next(), if pending.len() < 1024 => match msg {
                         Some(Ok(r)) => {
-                            let service = service.clone();
+                            let (service, guard) = (service.clone(), guard.clone());
                             pending.push(async move {
                                 let request_id = r.request_id;
-                                match service.produce(r, forward).await {
+                                match service.produce(&guard, r, forward).await {
                                     Ok(result) => pb::ProduceStreamResponse { request_id, result: Some(result), ..Default::default() },
                                     Err(e) => {
                                         let error_reason = super::status::reason(&e).to_owned();

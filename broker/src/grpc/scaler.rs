@@ -16,6 +16,7 @@ use sluice_proto::externalscaler::external_scaler_server::ExternalScaler;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::auth::access::Permissions;
 use crate::error::Error;
 use crate::group::GroupRegistry;
 
@@ -24,12 +25,21 @@ use crate::group::GroupRegistry;
 pub struct ScalerService {
     groups: Arc<GroupRegistry>,
     stop: CancellationToken,
+    perms: Arc<Permissions>,
 }
 
 impl ScalerService {
-    /// A scaler over `groups`; push streams end when `stop` fires.
-    pub fn new(groups: Arc<GroupRegistry>, stop: CancellationToken) -> Self {
-        ScalerService { groups, stop }
+    /// A scaler over `groups`, its callers checked by `perms`; push streams
+    /// end when `stop` fires.
+    pub fn new(groups: Arc<GroupRegistry>, stop: CancellationToken, perms: Arc<Permissions>) -> Self {
+        ScalerService { groups, stop, perms }
+    }
+
+    /// The query `r` of request `req`, if its caller may describe the group.
+    fn query<T>(&self, req: &Request<T>, r: &pb::ScaledObjectRef) -> Result<Query, Status> {
+        let q = Query::parse(r)?;
+        self.perms.guard(req.extensions()).require(&q.group)?;
+        Ok(q)
     }
 }
 
@@ -83,7 +93,7 @@ type ActiveStream = Pin<Box<dyn Stream<Item = Result<pb::IsActiveResponse, Statu
 #[tonic::async_trait]
 impl ExternalScaler for ScalerService {
     async fn is_active(&self, req: Request<pb::ScaledObjectRef>) -> Result<Response<pb::IsActiveResponse>, Status> {
-        let q = Query::parse(req.get_ref())?;
+        let q = self.query(&req, req.get_ref())?;
         Ok(Response::new(pb::IsActiveResponse { result: q.value(&self.groups).await? > q.activation }))
     }
 
@@ -93,7 +103,7 @@ impl ExternalScaler for ScalerService {
         &self,
         req: Request<pb::ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let q = Query::parse(req.get_ref())?;
+        let q = self.query(&req, req.get_ref())?;
         let (groups, stop) = (self.groups.clone(), self.stop.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
@@ -123,7 +133,7 @@ impl ExternalScaler for ScalerService {
         &self,
         req: Request<pb::ScaledObjectRef>,
     ) -> Result<Response<pb::GetMetricSpecResponse>, Status> {
-        let q = Query::parse(req.get_ref())?;
+        let q = self.query(&req, req.get_ref())?;
         self.groups.get(&q.group)?;
         let spec =
             pb::MetricSpec { metric_name: q.metric_name(), target_size: q.target, target_size_float: q.target as f64 };
@@ -134,8 +144,7 @@ impl ExternalScaler for ScalerService {
         &self,
         req: Request<pb::GetMetricsRequest>,
     ) -> Result<Response<pb::GetMetricsResponse>, Status> {
-        let r = req.into_inner();
-        let q = Query::parse(&r.scaled_object_ref.unwrap_or_default())?;
+        let q = self.query(&req, &req.get_ref().scaled_object_ref.clone().unwrap_or_default())?;
         let v = q.value(&self.groups).await?;
         let value = pb::MetricValue { metric_name: q.metric_name(), metric_value: v, metric_value_float: v as f64 };
         Ok(Response::new(pb::GetMetricsResponse { metric_values: vec![value] }))

@@ -95,9 +95,14 @@ pub async fn create(registry: &ScheduleRegistry, req: pb::CreateScheduleRequest)
     Ok(info(&created, None))
 }
 
-/// Every schedule.
-pub fn list(registry: &ScheduleRegistry) -> pb::ListSchedulesResponse {
-    let schedules = registry.list().iter().map(|s| info(s, registry.failure(&s.config.name))).collect();
+/// Every schedule `visible` keeps.
+pub fn list(registry: &ScheduleRegistry, visible: impl Fn(&str) -> bool) -> pb::ListSchedulesResponse {
+    let schedules = registry
+        .list()
+        .iter()
+        .filter(|s| visible(&s.config.name))
+        .map(|s| info(s, registry.failure(&s.config.name)))
+        .collect();
     pb::ListSchedulesResponse { schedules }
 }
 

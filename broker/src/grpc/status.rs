@@ -29,6 +29,8 @@ pub(crate) fn code_and_reason(e: &Error) -> (Code, &'static str) {
         Error::ScheduleNotFound(_) => (Code::NotFound, "schedule_not_found"),
         Error::ScheduleExists(_) => (Code::AlreadyExists, "schedule_exists"),
         Error::Unauthenticated(_) => (Code::Unauthenticated, "unauthenticated"),
+        Error::PermissionDenied(_) => (Code::PermissionDenied, "permission_denied"),
+        Error::AclNotFound(_) => (Code::NotFound, "acl_not_found"),
         Error::FailedPrecondition(_) => (Code::FailedPrecondition, "failed_precondition"),
         Error::OffsetOutOfRange { .. } => (Code::OutOfRange, "offset_out_of_range"),
         Error::Overloaded(_) | Error::ProduceBudgetExhausted { .. } => (Code::ResourceExhausted, "overloaded"),

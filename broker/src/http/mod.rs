@@ -35,11 +35,21 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Authenticator, Credentials};
+use crate::auth::access::{Caller, Permissions};
+use crate::auth::{Authenticator, Credentials, Principal};
 use crate::error::Error;
 use crate::name::TopicName;
 use crate::tls::ServerTls;
 use crate::topic::produce::{ProduceBatch, Producer};
+
+/// The route events are published on.
+const EVENTS_ROUTE: &str = "/v1/topics/{topic}/events";
+
+/// The caller of a request to `route` (its row in `auth::methods::HTTP`).
+pub fn caller(principal: Principal, method: &str, route: &str) -> Caller {
+    let (method, access) = crate::auth::methods::http(method, route);
+    Caller { principal: Arc::new(principal), method, access }
+}
 
 /// Most bytes of a request head (request line and headers).
 const MAX_HEAD_BYTES: usize = 64 << 10;
@@ -65,6 +75,7 @@ const BUDGET_WAIT: Duration = Duration::from_millis(100);
 struct Gateway {
     producer: Producer,
     auth: Arc<Authenticator>,
+    perms: Arc<Permissions>,
     limits: Limits,
     /// Permits are body bytes (`Limits::inflight_body_bytes`).
     bodies: Arc<Semaphore>,
@@ -78,15 +89,21 @@ pub struct Door {
     pub tls: Option<Arc<ServerTls>>,
     /// Turns each request's credentials into a principal.
     pub auth: Arc<Authenticator>,
+    /// Decides what each principal may do.
+    pub perms: Arc<Permissions>,
 }
 
 /// Serves the gateway at `door` until `stop`, within `limits`.
 pub async fn serve(door: Door, producer: Producer, limits: Limits, stop: CancellationToken) {
-    let Door { listener, tls, auth } = door;
+    let Door { listener, tls, auth, perms } = door;
     let bodies = Arc::new(Semaphore::new(limits.inflight_body_bytes));
-    let app = axum::Router::new()
-        .route("/v1/topics/{topic}/events", axum::routing::post(publish))
-        .with_state(Gateway { producer, auth, limits, bodies });
+    let app = axum::Router::new().route(EVENTS_ROUTE, axum::routing::post(publish)).with_state(Gateway {
+        producer,
+        auth,
+        perms,
+        limits,
+        bodies,
+    });
     serve_app((listener, tls), app, limits, stop).await
 }
 
@@ -208,7 +225,8 @@ async fn publish_events(
 ) -> Result<serde_json::Value, status::Failure> {
     // Before the body is read: an unauthenticated caller costs no body budget.
     let authorization = headers.get(axum::http::header::AUTHORIZATION).map(|v| v.as_bytes());
-    let _principal = gateway.auth.authenticate(Credentials { authorization, certificate }, "http")?;
+    let principal = gateway.auth.authenticate(Credentials { authorization, certificate }, "http")?;
+    gateway.perms.guard_for(Some(caller(principal, "POST", EVENTS_ROUTE))).require(&topic)?;
     // Held until the answer: the body lives on in the messages being stored.
     let (body, _held) = read_body(headers, body, gateway).await?;
     let topic = TopicName::parse("topic", topic)?;

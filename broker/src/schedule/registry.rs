@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use sluice_replication::meta::{MetaCommand, MetaResponse};
 use sluice_replication::MetaNode;
@@ -15,12 +14,8 @@ use tokio::sync::watch;
 
 use super::config::ScheduleConfig;
 use crate::error::{Error, Result};
-use crate::topic::cluster::unexpected;
+use crate::topic::cluster::{await_change, unexpected};
 use crate::topic::TopicRegistry;
-
-/// How long a change made through the metadata group may take to reach this
-/// broker's copy of the catalog before the call answers anyway.
-const APPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// A schedule and how far it has fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +178,10 @@ impl ScheduleRegistry {
                 };
                 match node.propose(command).await? {
                     MetaResponse::ScheduleCreated { id } => {
-                        self.applied(node, || self.get(&name).ok().filter(|s| s.config.id == id)).await
+                        await_change(node.subscribe(), &format!("schedule `{name}`"), || {
+                            self.get(&name).ok().filter(|s| s.config.id == id)
+                        })
+                        .await
                     }
                     MetaResponse::ScheduleExists => Err(Error::ScheduleExists(name)),
                     other => Err(unexpected("create schedule", &other)),
@@ -207,7 +205,10 @@ impl ScheduleRegistry {
             Backend::Cluster(node) => {
                 match node.propose(MetaCommand::DeleteSchedule { name: name.to_owned() }).await? {
                     MetaResponse::ScheduleDeleted => {
-                        self.applied(node, || self.get(name).is_err().then_some(())).await?;
+                        await_change(node.subscribe(), &format!("schedule `{name}`"), || {
+                            self.get(name).is_err().then_some(())
+                        })
+                        .await?;
                     }
                     MetaResponse::ScheduleNotFound => return Err(Error::ScheduleNotFound(name.into())),
                     other => return Err(unexpected("delete schedule", &other)),
@@ -261,24 +262,5 @@ impl ScheduleRegistry {
     /// Why firing schedule `name` last failed here, if it did.
     pub fn failure(&self, name: &str) -> Option<String> {
         lock(&self.failures).get(name).cloned()
-    }
-
-    /// Waits until this broker's catalog shows what `check` looks for.
-    async fn applied<T>(&self, node: &MetaNode, check: impl Fn() -> Option<T>) -> Result<T> {
-        let mut changes = node.subscribe();
-        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
-        loop {
-            if let Some(found) = check() {
-                return Ok(found);
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    return Err(Error::ClusterUnavailable(
-                        "the change was committed but has not reached this broker yet".into(),
-                    ))
-                }
-            }
-        }
     }
 }

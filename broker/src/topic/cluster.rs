@@ -176,9 +176,6 @@ impl TopicRegistry {
     }
 }
 
-/// Waits until `check` finds a committed change applied on this broker: it
-/// is checked now and after every change `changed` announces, for at most
-/// [`APPLY_WAIT`]. `what` names the changed thing in the error.
 /// How long a call for a topic or group this broker does not know waits for
 /// the catalog before `NOT_FOUND`: the catalog reaches a broker a commit
 /// round after the broker that made the change answered, and a client may be
@@ -218,13 +215,25 @@ impl TopicRegistry {
     }
 }
 
+/// Waits until `check` finds a committed change applied on this broker: it
+/// is checked now and after every change `changed` announces, for at most
+/// [`APPLY_WAIT`]. `what` names the changed thing in the error.
 pub(crate) async fn await_applied<T>(
     changed: &tokio::sync::watch::Sender<u64>,
     what: &str,
-    mut check: impl FnMut() -> Option<T>,
+    check: impl FnMut() -> Option<T>,
 ) -> Result<T> {
     // Subscribed before the first check, so no change between the two is missed.
-    let mut changes = changed.subscribe();
+    await_change(changed.subscribe(), what, check).await
+}
+
+/// [`await_applied`] over a subscription taken before the change was
+/// proposed (a metadata node's catalog changes).
+pub(crate) async fn await_change<T>(
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let deadline = tokio::time::Instant::now() + APPLY_WAIT;
     loop {
         if let Some(found) = check() {

@@ -19,6 +19,8 @@ macro_rules! outln {
     }};
 }
 
+#[path = "sluice/acl.rs"]
+mod acl;
 #[path = "sluice/bench.rs"]
 mod bench;
 #[path = "sluice/cluster.rs"]
@@ -86,6 +88,9 @@ enum Command {
     /// Schedules: an event produced to a topic at each tick (cron with a time zone, or an interval).
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// Permission rules: who may produce, consume, describe, alter or administer what.
+    #[command(subcommand)]
+    Acl(acl::AclCommand),
     /// Load a broker and report msgs/s, MB/s and latency percentiles.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -300,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Group(g) => group::run(Admin::new(ch), g, cli.output).await,
         Command::Event(e) => event::run(ch, e, cli.output).await,
         Command::Schedule(s) => schedule::run(Admin::new(ch), s, cli.output).await,
+        Command::Acl(a) => acl::run(Admin::new(ch), a, cli.output).await,
         Command::Smoke { topic, count } => smoke::run(ch, &topic, count).await,
         Command::EventsDemo { gateway, handler } => events_demo::run(Admin::new(ch), &gateway, &handler).await,
     }
