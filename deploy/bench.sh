@@ -63,19 +63,24 @@ rm -rf "$DATA/broker"; : > "$DATA/out"; start_broker
 PLAIN=$ADDR
 target/release/make-certs "$DATA/tls" 127.0.0.1 localhost > /dev/null
 TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-printf '[[token]]\nprincipal = "bench"\nsha256 = "%s"\n' "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)" > "$DATA/tls/tokens.toml"
-"$BROKER" --listen 127.0.0.1:0 --data-dir "$DATA/secure" --metrics-listen "" --gateway-listen "" \
+ADMIN_TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+digest() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
+printf '[[token]]\nprincipal = "bench"\nsha256 = "%s"\n\n[[token]]\nprincipal = "admin"\nsha256 = "%s"\n' \
+  "$(digest "$TOKEN")" "$(digest "$ADMIN_TOKEN")" > "$DATA/tls/tokens.toml"
+"$BROKER" --listen 127.0.0.1:0 --data-dir "$DATA/secure" --metrics-listen "" --gateway-listen "" --superusers admin \
   --tls-cert "$DATA/tls/server.pem" --tls-key "$DATA/tls/server.key" --auth-tokens "$DATA/tls/tokens.toml" > "$DATA/out-tls" 2>> "$DATA/log" &
 TLS_PID=$!
 trap 'kill -9 $PID $TLS_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 200); do grep -q "listening on" "$DATA/out-tls" 2>/dev/null && break; sleep 0.05; done
 SECURE="https://$(sed -n 's/^sluice-broker listening on //p' "$DATA/out-tls")"
+# The bench principal is no superuser: its requests go through the permission rules.
+"$SLUICE" --addr "$SECURE" --tls-ca "$DATA/tls/ca.pem" --token "$ADMIN_TOKEN" acl add principal:bench all topic 'cmp-*' > /dev/null
 CMP=(produce --messages $M --size 1024 --producers 4 --partitions 8 --in-flight 5000)
 run "${CMP[@]}" --topic cmp-plain
 echo "\$ sluice --tls-ca ca.pem --token \$TOKEN bench ${CMP[*]} --topic cmp-tls" >&2
 tls_out=$("$SLUICE" --addr "$SECURE" --tls-ca "$DATA/tls/ca.pem" --token "$TOKEN" bench "${CMP[@]}" --topic cmp-tls)
 echo "$tls_out" >&2
-RESULTS+=("| \`sluice --tls-ca ca.pem --token \$TOKEN bench ${CMP[*]} --topic cmp-tls\` (TLS 1.3 + bearer token) | $(echo "$tls_out" | tr '\n' ' ' | sed 's/  */ /g') |")
+RESULTS+=("| \`sluice --tls-ca ca.pem --token \$TOKEN bench ${CMP[*]} --topic cmp-tls\` (TLS 1.3 + bearer token + permission rules) | $(echo "$tls_out" | tr '\n' ' ' | sed 's/  */ /g') |")
 kill -9 $TLS_PID 2>/dev/null || true
 [ $SMOKE = 1 ] && { echo "bench smoke: 7 workloads ran (TLS + token included)"; exit 0; }
 

@@ -200,10 +200,15 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         .build_v1alpha()?;
     let reflection = reflection.build_v1()?;
 
-    let auth = Arc::new(match config.auth_tokens.as_str() {
+    let mut auth = match config.auth_tokens.as_str() {
         "" => crate::auth::Authenticator::open(),
         path => crate::auth::Authenticator::with_tokens(path.into()).map_err(ServeError::Security)?,
-    });
+    };
+    if let Some(cluster) = &cluster {
+        let node = cluster.meta_node();
+        auth = auth.with_cluster_secret(move || node.cluster_secret());
+    }
+    let auth = Arc::new(auth);
     if !auth.enabled() {
         tracing::warn!(
             listen = %config.listen,

@@ -51,7 +51,8 @@ pub const META_GROUP: GroupId = GroupId(0);
 ///   placed on a replica set smaller than the cluster (`CreateTopic` with a
 ///   replication factor below the number of `brokers` it lists);
 /// - 2: schedules (`CreateSchedule`, `DeleteSchedule`, `AdvanceSchedule`);
-/// - 3: permission rules (`AddAcl`, `RemoveAcl`).
+/// - 3: permission rules (`AddAcl`, `RemoveAcl`) and the cluster secret
+///   (`SetClusterSecret`).
 pub const FEATURE_LEVEL: u32 = 3;
 
 /// A change to the catalog, proposed by a broker and applied by all.
@@ -183,6 +184,12 @@ pub enum MetaCommand {
         /// The rule's id.
         id: u64,
     },
+    /// Set the secret brokers present to each other's client ports
+    /// (forwarded appends, leader queries) unless one is set: the first wins.
+    SetClusterSecret {
+        /// Random, made by the proposing broker.
+        secret: String,
+    },
     /// Record where broker `broker` serves clients, and the catalog feature
     /// level its build knows ([`FEATURE_LEVEL`]).
     SetBrokerEndpoint {
@@ -206,7 +213,7 @@ impl MetaCommand {
             MetaCommand::CreateSchedule { .. }
             | MetaCommand::DeleteSchedule { .. }
             | MetaCommand::AdvanceSchedule { .. } => 2,
-            MetaCommand::AddAcl { .. } | MetaCommand::RemoveAcl { .. } => 3,
+            MetaCommand::AddAcl { .. } | MetaCommand::RemoveAcl { .. } | MetaCommand::SetClusterSecret { .. } => 3,
             // Placed: an older build would spread it over every broker instead.
             MetaCommand::CreateTopic { replication_factor, brokers, .. }
                 if (*replication_factor as usize) < brokers.len() =>
@@ -236,6 +243,7 @@ impl fmt::Display for MetaCommand {
             }
             MetaCommand::AddAcl { rule, .. } => write!(f, "add permission rule {rule}"),
             MetaCommand::RemoveAcl { id } => write!(f, "remove permission rule {id}"),
+            MetaCommand::SetClusterSecret { .. } => f.write_str("set the cluster secret"),
             MetaCommand::SetBrokerEndpoint { broker, endpoint, .. } => write!(f, "broker {broker} at {endpoint}"),
             MetaCommand::RemoveBroker { broker } => write!(f, "remove broker {broker}"),
             MetaCommand::SetBrokerDiskFull { broker, full } => write!(f, "broker {broker} disk full: {full}"),
@@ -454,6 +462,9 @@ pub struct Catalog {
     /// Permission rules by id (ids from the topics' counter).
     #[serde(default)]
     pub acls: BTreeMap<u64, CatalogAcl>,
+    /// What brokers present to each other's client ports; empty until set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_secret: String,
 }
 
 const NEXT_TOPIC_ID: &[u8] = b"next-topic-id";
@@ -466,6 +477,7 @@ const SHARD: &str = "shard/";
 const SHARD_LEADER: &str = "shard-leader/";
 const SCHEDULE: &str = "schedule/";
 const ACL: &str = "acl/";
+const CLUSTER_SECRET: &[u8] = b"cluster-secret";
 
 impl Catalog {
     /// Applies `command`, adding the records it changes to `write`.
@@ -614,6 +626,13 @@ impl Catalog {
                 }
                 keys::delete_record(write, group_id, format!("{ACL}{id}").as_bytes());
                 MetaResponse::AclRemoved
+            }
+            MetaCommand::SetClusterSecret { secret } => {
+                if self.cluster_secret.is_empty() && !secret.is_empty() {
+                    self.cluster_secret = secret.clone();
+                    keys::put_record(write, group_id, CLUSTER_SECRET, encode(secret)?);
+                }
+                MetaResponse::Done
             }
             MetaCommand::SetBrokerEndpoint { broker, endpoint, features } => {
                 self.brokers.insert(*broker, endpoint.clone());
@@ -772,6 +791,9 @@ impl Catalog {
         for (id, acl) in &self.acls {
             keys::put_record(write, group_id, format!("{ACL}{id}").as_bytes(), encode(acl)?);
         }
+        if !self.cluster_secret.is_empty() {
+            keys::put_record(write, group_id, CLUSTER_SECRET, encode(&self.cluster_secret)?);
+        }
         Ok(())
     }
 
@@ -782,6 +804,8 @@ impl Catalog {
             let key = String::from_utf8_lossy(&key);
             if key.as_bytes() == NEXT_TOPIC_ID {
                 catalog.next_topic_id = decode(&value, "topic id counter")?;
+            } else if key.as_bytes() == CLUSTER_SECRET {
+                catalog.cluster_secret = decode(&value, "cluster secret")?;
             } else if let Some(name) = key.strip_prefix(TOPIC) {
                 catalog.topics.insert(name.to_owned(), decode(&value, "catalog topic")?);
             } else if let Some(name) = key.strip_prefix(SCHEDULE) {
@@ -876,6 +900,11 @@ impl MetaStateMachine {
     /// The catalog as of the last applied entry.
     pub fn catalog(&self) -> Catalog {
         self.state().catalog.clone()
+    }
+
+    /// The cluster secret (empty until set), without copying the catalog.
+    pub fn cluster_secret(&self) -> String {
+        self.state().catalog.cluster_secret.clone()
     }
 
     /// Broker `id`'s registered client endpoint, without copying the catalog.
@@ -1174,6 +1203,14 @@ mod tests {
         assert_eq!(apply(&mut c, MetaCommand::RemoveAcl { id }), MetaResponse::AclRemoved);
         assert_eq!(apply(&mut c, MetaCommand::RemoveAcl { id }), MetaResponse::AclNotFound);
         assert_eq!(c.acls.keys().copied().collect::<Vec<_>>(), vec![second]);
+        apply(&mut c, MetaCommand::SetClusterSecret { secret: "first".into() });
+        apply(&mut c, MetaCommand::SetClusterSecret { secret: "second".into() });
+        assert_eq!(c.cluster_secret, "first", "the first secret stays");
+        let mut all = AtomicWrite::new();
+        c.put_all(META_GROUP, &mut all).expect("put all");
+        writer.write(all).await.expect("write");
+        let loaded = Catalog::load(store.raft_records(META_GROUP).expect("records")).expect("load");
+        assert_eq!(loaded.cluster_secret, "first");
     }
 
     #[test]

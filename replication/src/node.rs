@@ -467,6 +467,12 @@ impl MetaNode {
         self.machine.catalog()
     }
 
+    /// The secret brokers present to each other's client ports (empty until
+    /// set; cheap: no catalog copy).
+    pub fn cluster_secret(&self) -> String {
+        self.machine.cluster_secret()
+    }
+
     /// Broker `id`'s registered client endpoint (cheap: no catalog copy), for
     /// `not_leader` answers.
     pub fn broker_endpoint(&self, id: u64) -> Option<String> {

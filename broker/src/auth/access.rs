@@ -76,7 +76,9 @@ impl Permissions {
             method: "(internal)",
             access: Access::Anonymous,
         });
-        let unchecked = !self.enabled || self.superusers.iter().any(|s| s.covers(&caller.principal));
+        let unchecked = !self.enabled
+            || caller.principal.name == super::BROKER_PRINCIPAL
+            || self.superusers.iter().any(|s| s.covers(&caller.principal));
         Guard { caller, perms: (!unchecked).then(|| self.clone()) }
     }
 }

@@ -28,6 +28,17 @@ use tokens::Tokens;
 /// before any work is done on them.
 pub const MAX_CREDENTIAL_BYTES: usize = 8 << 10;
 
+/// The principal of a broker calling another's client port with the
+/// cluster secret: it may do everything. Reserved: a credentials file may
+/// not name it.
+pub const BROKER_PRINCIPAL: &str = "sluice:broker";
+
+/// A fresh random secret (256 bits, hex).
+pub fn random_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// An authenticated caller: its name and the roles its credentials grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -58,6 +69,8 @@ pub struct Credentials<'a> {
 /// Turns credentials into principals; cheap to share (one per broker).
 pub struct Authenticator {
     tokens: Option<TokenSource>,
+    /// The cluster secret, in a cluster (empty until set).
+    cluster_secret: Option<Box<dyn Fn() -> String + Send + Sync>>,
 }
 
 /// The token file, read again when it changes.
@@ -70,7 +83,14 @@ struct TokenSource {
 impl Authenticator {
     /// No authentication: every caller is anonymous.
     pub fn open() -> Authenticator {
-        Authenticator { tokens: None }
+        Authenticator { tokens: None, cluster_secret: None }
+    }
+
+    /// Also accepts the cluster secret `secret` reads (brokers calling
+    /// each other's client ports) as [`BROKER_PRINCIPAL`].
+    pub fn with_cluster_secret(mut self, secret: impl Fn() -> String + Send + Sync + 'static) -> Authenticator {
+        self.cluster_secret = Some(Box::new(secret));
+        self
     }
 
     /// Bearer tokens from `path` (see [`tokens`] for the format); the
@@ -80,7 +100,8 @@ impl Authenticator {
         let tokens = Tokens::load(&path)?;
         tracing::info!(file = %path.display(), tokens = tokens.len(), "bearer tokens loaded");
         let current = RwLock::new(Arc::new(tokens));
-        Ok(Authenticator { tokens: Some(TokenSource { path, current, loaded: Mutex::new(loaded) }) })
+        let tokens = Some(TokenSource { path, current, loaded: Mutex::new(loaded) });
+        Ok(Authenticator { tokens, cluster_secret: None })
     }
 
     /// Whether requests must carry credentials.
@@ -121,6 +142,11 @@ impl Authenticator {
             Some(t) if !t.is_empty() => t,
             _ => return refuse("malformed", "the authorization header must be `Bearer <token>`"),
         };
+        if let Some(secret) = self.cluster_secret.as_ref().map(|s| s()).filter(|s| !s.is_empty()) {
+            if bool::from(subtle::ConstantTimeEq::ct_eq(secret.as_bytes(), token)) {
+                return Ok(Principal { name: BROKER_PRINCIPAL.into(), roles: Vec::new() });
+            }
+        }
         let tokens = source.current.read().unwrap_or_else(|e| e.into_inner()).clone();
         match tokens.find(token) {
             Some(principal) => Ok(principal),

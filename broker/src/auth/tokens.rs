@@ -78,8 +78,8 @@ impl Tokens {
         let file: TokenFile = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut entries = Vec::with_capacity(file.token.len());
         for (i, entry) in file.token.into_iter().enumerate() {
-            if entry.principal.is_empty() {
-                return Err(format!("token {}: the principal is empty", i + 1));
+            if entry.principal.is_empty() || entry.principal.starts_with("sluice:") {
+                return Err(format!("token {}: the principal is empty or reserved (sluice:…)", i + 1));
             }
             let digest = decode_hex(&entry.sha256).ok_or_else(|| {
                 format!(
@@ -92,8 +92,11 @@ impl Tokens {
         }
         let mut certificates = Vec::with_capacity(file.certificate.len());
         for (i, rule) in file.certificate.into_iter().enumerate() {
-            if rule.subject.is_empty() || rule.principal.is_empty() {
-                return Err(format!("certificate rule {}: subject and principal must not be empty", i + 1));
+            if rule.subject.is_empty() || rule.principal.is_empty() || rule.principal.starts_with("sluice:") {
+                return Err(format!(
+                    "certificate rule {}: subject and principal must not be empty, nor the principal reserved (sluice:…)",
+                    i + 1
+                ));
             }
             certificates.push((rule.subject, Principal { name: rule.principal, roles: rule.roles }));
         }

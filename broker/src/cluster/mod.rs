@@ -252,9 +252,17 @@ async fn register(node: Arc<MetaNode>, endpoint: String, stop: CancellationToken
             features: sluice_replication::meta::FEATURE_LEVEL,
         };
         match node.propose(command).await {
-            Ok(_) => {
+            Ok(_) if !node.cluster_secret().is_empty() => {
                 tracing::info!(%endpoint, "registered in the cluster catalog");
                 return;
+            }
+            Ok(_) => {
+                // The first broker of a cluster makes the secret brokers present to each other.
+                let secret = MetaCommand::SetClusterSecret { secret: crate::auth::random_secret() };
+                if let Err(e) = node.propose(secret).await {
+                    tracing::debug!(error = %e, "setting the cluster secret; will retry");
+                }
+                continue;
             }
             Err(e) => tracing::debug!(error = %e, "registering in the cluster catalog; will retry"),
         }

@@ -11,12 +11,13 @@
 //! back to the client as is, so a request crosses at most one hop).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_proto::v1::consumer_client::ConsumerClient;
 use sluice_proto::v1::producer_client::ProducerClient;
 use sluice_proto::v1::{GetOffsetsRequest, Message, ProduceRequest};
+use sluice_replication::MetaNode;
 use sluice_storage::ProducerSeq;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
@@ -38,13 +39,32 @@ pub const LEADER_END: &str = "sluice-leader-end";
 /// How long a forwarded append may take before it counts as failed.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Channels to the other brokers' client endpoints, made once each.
-#[derive(Default)]
+/// Channels to the other brokers' client endpoints, made once each; every
+/// request carries the cluster secret, which makes it the broker's own
+/// (the caller's rights were checked where the request came in).
 pub struct Forwarder {
     channels: Mutex<HashMap<String, Channel>>,
+    meta: Arc<MetaNode>,
 }
 
 impl Forwarder {
+    /// A forwarder presenting the cluster secret `meta`'s catalog holds.
+    pub fn new(meta: Arc<MetaNode>) -> Forwarder {
+        Forwarder { channels: Mutex::default(), meta }
+    }
+
+    /// `request` with the cluster secret as its bearer token, if one is set.
+    fn signed<T>(&self, request: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(request);
+        let secret = self.meta.cluster_secret();
+        if let Ok(value) = format!("Bearer {secret}").parse() {
+            if !secret.is_empty() {
+                request.metadata_mut().insert("authorization", value);
+            }
+        }
+        request
+    }
+
     fn channel(&self, endpoint: &str) -> Result<Channel> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = channels.get(endpoint) {
@@ -78,7 +98,7 @@ impl Forwarder {
             sequence: producer.map_or(0, |p| p.sequence),
             ..Default::default()
         };
-        let mut request = tonic::Request::new(request);
+        let mut request = self.signed(request);
         request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
         let answer = ProducerClient::new(self.channel(endpoint)?)
             .max_decoding_message_size(usize::MAX)
@@ -102,7 +122,7 @@ impl Forwarder {
     /// before a search of it can miss nothing committed.
     pub async fn leader_end(&self, endpoint: &str, topic: &str, partition: u32) -> Result<u64> {
         let request = GetOffsetsRequest { topic: topic.to_owned(), partition, timestamp_ms: None };
-        let mut request = tonic::Request::new(request);
+        let mut request = self.signed(request);
         request.metadata_mut().insert(LEADER_END, tonic::metadata::MetadataValue::from_static("1"));
         let answer = ConsumerClient::new(self.channel(endpoint)?)
             .get_offsets(request)

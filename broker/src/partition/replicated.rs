@@ -181,8 +181,8 @@ impl ReplicatedPartitions {
             shard_count,
             placement: RwLock::default(),
             watermarks,
+            forwarder: Forwarder::new(meta.clone()),
             meta,
-            forwarder: Forwarder::default(),
         };
         replicated.follow(&replicated.meta.catalog());
         replicated
