@@ -149,6 +149,21 @@ pub struct SettingArgs {
     /// TOML file of bearer tokens (SHA-256 digests); set, every request needs one [default: no authentication]
     #[arg(long, env = "SLUICE_AUTH_TOKENS")]
     pub auth_tokens: Option<String>,
+    /// JWKS file of the keys JWT bearer tokens are signed with (needs --jwt-issuer, --jwt-audience)
+    #[arg(long, env = "SLUICE_AUTH_JWKS")]
+    pub auth_jwks: Option<String>,
+    /// The iss every JWT must carry
+    #[arg(long, env = "SLUICE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The aud every JWT must carry
+    #[arg(long, env = "SLUICE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// The JWT claim naming the principal [default: sub]
+    #[arg(long, env = "SLUICE_JWT_PRINCIPAL_CLAIM")]
+    pub jwt_principal_claim: Option<String>,
+    /// The JWT claim holding the roles (a list or a space-separated string) [default: roles]
+    #[arg(long, env = "SLUICE_JWT_ROLES_CLAIM")]
+    pub jwt_roles_claim: Option<String>,
     /// Principals (principal:<name>, role:<name>; comma-separated) that may do everything with auth on
     #[arg(long, env = "SLUICE_SUPERUSERS")]
     pub superusers: Option<String>,
@@ -227,6 +242,11 @@ impl SettingArgs {
             tls_client_ca,
             auth_tokens,
             superusers,
+            auth_jwks,
+            jwt_issuer,
+            jwt_audience,
+            jwt_principal_claim,
+            jwt_roles_claim,
             insecure_allow_anonymous,
             metrics_tls,
         );

@@ -110,6 +110,20 @@ pub struct BrokerConfig {
     /// `auth::tokens`); set, every request needs a listed token. Empty: no
     /// authentication. Reloaded on SIGHUP and when the file changes. Default empty.
     pub auth_tokens: String,
+    /// JWKS file of the keys JWT bearer tokens are signed with (HMAC
+    /// `oct`, RSA, EC); set, JWTs authenticate (with `jwt-issuer` and
+    /// `jwt-audience`). Reloaded on SIGHUP and when the file changes.
+    /// Default empty.
+    pub auth_jwks: String,
+    /// The `iss` every JWT must carry (required with `auth-jwks`). Default empty.
+    pub jwt_issuer: String,
+    /// The `aud` every JWT must carry (required with `auth-jwks`). Default empty.
+    pub jwt_audience: String,
+    /// The JWT claim naming the principal. Default `sub`.
+    pub jwt_principal_claim: String,
+    /// The JWT claim holding the roles (a list, or a space-separated
+    /// string). Default `roles`.
+    pub jwt_roles_claim: String,
     /// Who may do everything with authentication on, whatever the
     /// permission rules say: comma-separated `principal:<name>`,
     /// `role:<name>` (a bare name is a principal). Everyone else may do only
@@ -165,6 +179,11 @@ impl Default for BrokerConfig {
             tls_client_ca: String::new(),
             auth_tokens: String::new(),
             superusers: String::new(),
+            auth_jwks: String::new(),
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
+            jwt_principal_claim: "sub".into(),
+            jwt_roles_claim: "roles".into(),
             insecure_allow_anonymous: false,
             metrics_tls: false,
         }
@@ -330,7 +349,16 @@ impl BrokerConfig {
             "client certificates need TLS: set tls-cert and tls-key too",
         )?;
         self.superuser_subjects().map_err(|reason| ConfigError { field: "superusers", reason })?;
-        if self.auth_tokens.is_empty() && !self.insecure_allow_anonymous {
+        if !self.auth_jwks.is_empty() {
+            check(!self.jwt_issuer.is_empty(), "jwt-issuer", "JWTs are checked for their issuer: set jwt-issuer")?;
+            check(
+                !self.jwt_audience.is_empty(),
+                "jwt-audience",
+                "JWTs are checked for their audience: set jwt-audience",
+            )?;
+            check(!self.jwt_principal_claim.is_empty(), "jwt-principal-claim", "name the claim of the principal")?;
+        }
+        if self.auth_tokens.is_empty() && self.auth_jwks.is_empty() && !self.insecure_allow_anonymous {
             let gateway = self.gateway_listen.parse::<SocketAddr>().ok();
             for (field, addr) in [("listen", Some(self.listen)), ("gateway-listen", gateway)] {
                 let Some(addr) = addr else { continue };

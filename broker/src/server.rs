@@ -200,10 +200,19 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
         .build_v1alpha()?;
     let reflection = reflection.build_v1()?;
 
-    let mut auth = match config.auth_tokens.as_str() {
-        "" => crate::auth::Authenticator::open(),
-        path => crate::auth::Authenticator::with_tokens(path.into()).map_err(ServeError::Security)?,
-    };
+    let mut auth = crate::auth::Authenticator::open();
+    if !config.auth_tokens.is_empty() {
+        auth = auth.and_tokens(config.auth_tokens.clone().into()).map_err(ServeError::Security)?;
+    }
+    if !config.auth_jwks.is_empty() {
+        let rules = crate::auth::jwt::JwtRules {
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            principal_claim: config.jwt_principal_claim.clone(),
+            roles_claim: config.jwt_roles_claim.clone(),
+        };
+        auth = auth.and_jwt(config.auth_jwks.clone().into(), rules).map_err(ServeError::Security)?;
+    }
     if let Some(cluster) = &cluster {
         let node = cluster.meta_node();
         auth = auth.with_cluster_secret(move || node.cluster_secret());

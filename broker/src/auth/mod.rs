@@ -13,15 +13,17 @@
 pub mod access;
 pub mod acl;
 pub mod grpc;
+pub mod jwt;
 pub mod methods;
 pub mod rules;
 pub mod tokens;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use crate::error::Error;
+use jwt::JwtRules;
 use tokens::Tokens;
 
 /// Longest `authorization` header value accepted; longer ones are refused
@@ -68,22 +70,76 @@ pub struct Credentials<'a> {
 
 /// Turns credentials into principals; cheap to share (one per broker).
 pub struct Authenticator {
-    tokens: Option<TokenSource>,
+    tokens: Option<Watched<Tokens>>,
+    jwt: Option<(JwtRules, Watched<jwt::Keys>)>,
     /// The cluster secret, in a cluster (empty until set).
     cluster_secret: Option<Box<dyn Fn() -> String + Send + Sync>>,
 }
 
-/// The token file, read again when it changes.
-struct TokenSource {
+/// A file read again when it changes (or on SIGHUP).
+struct Watched<T> {
     path: PathBuf,
-    current: RwLock<Arc<Tokens>>,
+    what: &'static str,
+    load: fn(&Path) -> Result<T, String>,
+    current: RwLock<Arc<T>>,
     loaded: Mutex<Option<SystemTime>>,
+}
+
+impl<T> Watched<T> {
+    fn open(path: PathBuf, what: &'static str, load: fn(&Path) -> Result<T, String>) -> Result<Self, String> {
+        let loaded = modified(&path);
+        let current = RwLock::new(Arc::new(load(&path)?));
+        tracing::info!(file = %path.display(), "{what} loaded");
+        Ok(Watched { path, what, load, current, loaded: Mutex::new(loaded) })
+    }
+
+    fn get(&self) -> Arc<T> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reads the file again if `force` or it changed; keeps the current
+    /// contents if it does not load.
+    fn reload(&self, force: bool) {
+        let stamp = modified(&self.path);
+        {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            if !force && *loaded == stamp {
+                return;
+            }
+            *loaded = stamp;
+        }
+        match (self.load)(&self.path) {
+            Ok(value) => {
+                tracing::info!(file = %self.path.display(), "{} reloaded", self.what);
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
+            }
+            Err(e) => tracing::error!(error = %e, "the {} changed but do not load; the previous ones stay", self.what),
+        }
+    }
 }
 
 impl Authenticator {
     /// No authentication: every caller is anonymous.
     pub fn open() -> Authenticator {
-        Authenticator { tokens: None, cluster_secret: None }
+        Authenticator { tokens: None, jwt: None, cluster_secret: None }
+    }
+
+    /// Bearer tokens and certificate rules from `path` (see [`tokens`] for
+    /// the format); the message says what is wrong with the file.
+    pub fn with_tokens(path: PathBuf) -> Result<Authenticator, String> {
+        Authenticator::open().and_tokens(path)
+    }
+
+    /// Also the tokens and certificate rules of the file at `path`.
+    pub fn and_tokens(mut self, path: PathBuf) -> Result<Authenticator, String> {
+        self.tokens = Some(Watched::open(path, "credentials", Tokens::load)?);
+        Ok(self)
+    }
+
+    /// Also JWTs signed by a key of the JWKS file at `jwks`, under `rules`.
+    pub fn and_jwt(mut self, jwks: PathBuf, rules: JwtRules) -> Result<Authenticator, String> {
+        self.jwt = Some((rules, Watched::open(jwks, "JWT keys", jwt::Keys::load)?));
+        Ok(self)
     }
 
     /// Also accepts the cluster secret `secret` reads (brokers calling
@@ -93,35 +149,26 @@ impl Authenticator {
         self
     }
 
-    /// Bearer tokens from `path` (see [`tokens`] for the format); the
-    /// message says what is wrong with the file.
-    pub fn with_tokens(path: PathBuf) -> Result<Authenticator, String> {
-        let loaded = modified(&path);
-        let tokens = Tokens::load(&path)?;
-        tracing::info!(file = %path.display(), tokens = tokens.len(), "bearer tokens loaded");
-        let current = RwLock::new(Arc::new(tokens));
-        let tokens = Some(TokenSource { path, current, loaded: Mutex::new(loaded) });
-        Ok(Authenticator { tokens, cluster_secret: None })
-    }
-
     /// Whether requests must carry credentials.
     pub fn enabled(&self) -> bool {
-        self.tokens.is_some()
+        self.tokens.is_some() || self.jwt.is_some()
     }
 
-    /// The principal behind a request's `credentials`: its bearer token if
-    /// it sent one, else its verified client certificate (mTLS) if a
-    /// certificate rule names it; `door` labels the failure metric.
+    /// The principal behind a request's `credentials`: its bearer token (a
+    /// listed token, a JWT, or the cluster secret) if it sent one, else its
+    /// verified client certificate (mTLS) if a certificate rule names it;
+    /// `door` labels the failure metric.
     pub fn authenticate(&self, credentials: Credentials<'_>, door: &'static str) -> Result<Principal, Error> {
-        let Some(source) = &self.tokens else { return Ok(Principal::anonymous()) };
+        if !self.enabled() {
+            return Ok(Principal::anonymous());
+        }
         let refuse = |reason: &'static str, message: &str| {
             metrics::counter!(crate::metrics::AUTH_FAILURES, "door" => door, "reason" => reason).increment(1);
             Err(Error::Unauthenticated(message.to_owned()))
         };
         let Some(value) = credentials.authorization else {
-            if let Some(der) = credentials.certificate {
-                let tokens = source.current.read().unwrap_or_else(|e| e.into_inner()).clone();
-                return match tokens.certificate(&tokens::certificate_names(der)) {
+            if let (Some(der), Some(tokens)) = (credentials.certificate, &self.tokens) {
+                return match tokens.get().certificate(&tokens::certificate_names(der)) {
                     Some(principal) => Ok(principal),
                     None => refuse(
                         "unknown_certificate",
@@ -147,38 +194,35 @@ impl Authenticator {
                 return Ok(Principal { name: BROKER_PRINCIPAL.into(), roles: Vec::new() });
             }
         }
-        let tokens = source.current.read().unwrap_or_else(|e| e.into_inner()).clone();
-        match tokens.find(token) {
+        if let (Some((rules, keys)), Some(jwt)) = (&self.jwt, looks_like_jwt(token)) {
+            return match keys.get().verify(jwt, rules) {
+                Ok(principal) => Ok(principal),
+                Err((reason, message)) => refuse(reason, &message),
+            };
+        }
+        match self.tokens.as_ref().and_then(|t| t.get().find(token)) {
             Some(principal) => Ok(principal),
             None => refuse("unknown_token", "the bearer token is not valid here (unknown, revoked or mistyped)"),
         }
     }
+}
 
-    /// Reads the token file again if `force` or it changed; keeps the
-    /// current tokens if it does not load.
-    fn reload_tokens(&self, force: bool) {
-        let Some(source) = &self.tokens else { return };
-        let stamp = modified(&source.path);
-        {
-            let mut loaded = source.loaded.lock().unwrap_or_else(|e| e.into_inner());
-            if !force && *loaded == stamp {
-                return;
-            }
-            *loaded = stamp;
-        }
-        match Tokens::load(&source.path) {
-            Ok(tokens) => {
-                tracing::info!(file = %source.path.display(), tokens = tokens.len(), "bearer tokens reloaded");
-                *source.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tokens);
-            }
-            Err(e) => tracing::error!(error = %e, "the token file changed but does not load; the previous tokens stay"),
-        }
-    }
+/// `token` as text if it has a JWT's shape (three base64url parts).
+fn looks_like_jwt(token: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(token).ok()?;
+    let shaped = text.split('.').count() == 3
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    shaped.then_some(text)
 }
 
 impl crate::reload::Reload for Authenticator {
     fn reload(&self, force: bool) {
-        self.reload_tokens(force)
+        if let Some(tokens) = &self.tokens {
+            tokens.reload(force);
+        }
+        if let Some((_, keys)) = &self.jwt {
+            keys.reload(force);
+        }
     }
 }
 
