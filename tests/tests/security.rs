@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use sluice_client::proto as pb;
 use sluice_client::{Admin, ConnectOptions, Producer, ProducerConfig};
@@ -17,6 +18,8 @@ use sluice_tests::pki::{self, TestCa};
 use sluice_tests::{eventually, TestBroker};
 
 const TOKEN: &str = "alice-7d1f0c2b9a4e4f0e8c3b";
+/// The HMAC key of the JWKS the secured broker trusts.
+const JWT_SECRET: &[u8] = b"the secured broker's JWT secret!";
 
 fn token_file(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
     let digest: String = Sha256::digest(TOKEN.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
@@ -33,6 +36,9 @@ async fn secured(ca: &TestCa, dir: &Path) -> anyhow::Result<TestBroker> {
     let key = pki::write(dir, "server.key", &server.key)?;
     let client_ca = pki::write(dir, "ca.pem", &ca.pem)?;
     let tokens = token_file(dir)?;
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(JWT_SECRET);
+    let jwks = format!(r#"{{"keys":[{{"kty":"oct","kid":"k1","alg":"HS256","k":"{secret}"}}]}}"#);
+    let jwks = pki::write(dir, "jwks.json", &jwks)?;
     let args = [
         "--tls-cert",
         cert.to_str().unwrap_or_default(),
@@ -45,6 +51,12 @@ async fn secured(ca: &TestCa, dir: &Path) -> anyhow::Result<TestBroker> {
         // Permission rules are permissions.rs's; here both principals may do everything.
         "--superusers",
         "principal:alice,principal:service",
+        "--auth-jwks",
+        jwks.to_str().unwrap_or_default(),
+        "--jwt-issuer",
+        "https://id.test",
+        "--jwt-audience",
+        "sluice",
         "--gateway-listen",
         "127.0.0.1:0",
         "--metrics-listen",
@@ -240,13 +252,27 @@ async fn ten_thousand_failed_authentications_cost_bounded_memory_and_others_are_
     let oversized = "x".repeat(9 << 10);
     let mut attempts = Vec::new();
     for i in 0..10_000u64 {
-        // Missing, guessed, oversized, near-miss and malformed credentials (authorization values).
-        let header = match (seed.wrapping_add(i)) % 5 {
+        // Missing, guessed, oversized, near-miss and malformed credentials (authorization values),
+        // and JWTs: garbage in a JWT's shape, unsigned, signed with another key, expired.
+        let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        let claims = |exp: i64| serde_json::json!({"iss": "https://id.test", "aud": "sluice", "sub": "x", "exp": exp});
+        let signed = |claims: serde_json::Value, secret: &[u8]| {
+            let header = jsonwebtoken::Header { kid: Some("k1".into()), ..Default::default() };
+            jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret))
+        };
+        let n = seed.wrapping_mul(i + 1);
+        let header = match (seed.wrapping_add(i)) % 9 {
             0 => None,
-            1 => Some(format!("Bearer guess-{}", seed.wrapping_mul(i + 1))),
+            1 => Some(format!("Bearer guess-{n}")),
             2 => Some(format!("Bearer {oversized}")),
             3 => Some(format!("Bearer {TOKEN}-almost-{i}")),
-            _ => Some(format!("Basic {i:x}")),
+            4 => Some(format!("Basic {i:x}")),
+            5 => Some(format!("Bearer eyJ{n:x}.eyJ{}.{n:x}", b64(&format!("{{\"sub\":{i}")))),
+            6 => {
+                Some(format!("Bearer {}.{}.", b64(r#"{"alg":"none","kid":"k1"}"#), b64(&claims(i64::MAX).to_string())))
+            }
+            7 => Some(format!("Bearer {}", signed(claims(i64::MAX), format!("forged-{n}").as_bytes())?)),
+            _ => Some(format!("Bearer {}", signed(claims(1), JWT_SECRET)?)),
         };
         attempts.push(header);
     }
