@@ -164,6 +164,15 @@ pub struct SettingArgs {
     /// The JWT claim holding the roles (a list or a space-separated string) [default: roles]
     #[arg(long, env = "SLUICE_JWT_ROLES_CLAIM")]
     pub jwt_roles_claim: Option<String>,
+    /// PEM P-256 private key that signs push requests (a JWT per request, audience = the endpoint)
+    #[arg(long, env = "SLUICE_PUSH_JWT_KEY")]
+    pub push_jwt_key: Option<String>,
+    /// The iss of push tokens [default: sluice]
+    #[arg(long, env = "SLUICE_PUSH_JWT_ISSUER")]
+    pub push_jwt_issuer: Option<String>,
+    /// The kid of push tokens [default: sluice-push]
+    #[arg(long, env = "SLUICE_PUSH_JWT_KEY_ID")]
+    pub push_jwt_key_id: Option<String>,
     /// Principals (principal:<name>, role:<name>; comma-separated) that may do everything with auth on
     #[arg(long, env = "SLUICE_SUPERUSERS")]
     pub superusers: Option<String>,
@@ -242,6 +251,9 @@ impl SettingArgs {
             tls_client_ca,
             auth_tokens,
             superusers,
+            push_jwt_key,
+            push_jwt_issuer,
+            push_jwt_key_id,
             auth_jwks,
             jwt_issuer,
             jwt_audience,

@@ -124,6 +124,14 @@ pub struct BrokerConfig {
     /// The JWT claim holding the roles (a list, or a space-separated
     /// string). Default `roles`.
     pub jwt_roles_claim: String,
+    /// PEM (PKCS#8) P-256 private key push requests are signed with: each
+    /// carries a JWT (ES256, audience = the endpoint, five minutes) unless
+    /// its push config sets `authorization`. Default empty: unsigned.
+    pub push_jwt_key: String,
+    /// The `iss` of push tokens. Default `sluice`.
+    pub push_jwt_issuer: String,
+    /// The `kid` of push tokens. Default `sluice-push`.
+    pub push_jwt_key_id: String,
     /// Who may do everything with authentication on, whatever the
     /// permission rules say: comma-separated `principal:<name>`,
     /// `role:<name>` (a bare name is a principal). Everyone else may do only
@@ -179,6 +187,9 @@ impl Default for BrokerConfig {
             tls_client_ca: String::new(),
             auth_tokens: String::new(),
             superusers: String::new(),
+            push_jwt_key: String::new(),
+            push_jwt_issuer: "sluice".into(),
+            push_jwt_key_id: "sluice-push".into(),
             auth_jwks: String::new(),
             jwt_issuer: String::new(),
             jwt_audience: String::new(),

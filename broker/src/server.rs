@@ -292,7 +292,15 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     if !allowlist.is_empty() {
         tracing::info!(allowed = %config.push_allowed_endpoints, "push subscriptions may send to these endpoints");
     }
-    tokio::spawn(crate::push::supervise(groups.clone(), crate::push::PushClient::new(allowlist), rpc_stop.clone()));
+    let mut push_client = crate::push::PushClient::new(allowlist);
+    if !config.push_jwt_key.is_empty() {
+        let key = std::path::Path::new(&config.push_jwt_key);
+        let signer = crate::push::signer::PushSigner::load(key, &config.push_jwt_issuer, &config.push_jwt_key_id)
+            .map_err(ServeError::Security)?;
+        tracing::info!(key = %config.push_jwt_key, "push requests are signed (JWT, ES256)");
+        push_client = push_client.with_signer(signer);
+    }
+    tokio::spawn(crate::push::supervise(groups.clone(), push_client, rpc_stop.clone()));
     let events = sluice_proto::v1::events_server::EventsServer::new(crate::grpc::events::EventsService::new(
         produce_path.clone(),
         perms.clone(),

@@ -350,3 +350,46 @@ async fn a_handler_that_was_down_gets_the_backlog_within_its_concurrency() -> an
     assert_eq!(ids.len(), EVENTS);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_carry_a_token_signed_for_their_endpoint_unless_the_config_sets_its_own() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let key_file = dir.path().join("push.key");
+    std::fs::write(&key_file, key.serialize_pem())?;
+    let args = [
+        "--push-allowed-endpoints",
+        "127.0.0.1",
+        "--push-jwt-key",
+        key_file.to_str().unwrap_or_default(),
+        "--push-jwt-issuer",
+        "sluice-test",
+    ];
+    let broker = TestBroker::start_with(&args).await?;
+    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    let sink = Sink::start(|_| Reply::ok()).await?;
+    push_group(&broker, "signed", push(sink.url("/signed"), 1)).await?;
+    let mut own = push(sink.url("/own"), 1);
+    own.headers.insert("authorization".into(), "Bearer theirs".into());
+    push_group(&broker, "own", own).await?;
+    produce_values(broker.channel(), "events", ["one".to_owned()]).await?;
+    let got = sink.wait_until(WAIT, "a push to each endpoint", |r| r.len() >= 2).await?;
+
+    let signed = got.iter().find(|r| r.header("authorization") != "Bearer theirs").expect("the signed push");
+    let token = signed.header("authorization");
+    let token = token.strip_prefix("Bearer ").expect("a bearer token");
+    let public = jsonwebtoken::DecodingKey::from_ec_pem(key.public_key_pem().as_bytes())?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[sink.url("/signed")]);
+    validation.set_issuer(&["sluice-test"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(token, &public, &validation)?.claims;
+    let lifetime = claims["exp"].as_i64().unwrap_or(0) - claims["iat"].as_i64().unwrap_or(0);
+    assert_eq!(lifetime, 300, "short-lived: {claims}");
+    assert_eq!(jsonwebtoken::decode_header(token)?.kid.as_deref(), Some("sluice-push"));
+    // A token made for one endpoint is refused by another.
+    validation.set_audience(&[sink.url("/own")]);
+    assert!(jsonwebtoken::decode::<serde_json::Value>(token, &public, &validation).is_err());
+    let own = got.iter().filter(|r| r.header("authorization") == "Bearer theirs").count();
+    assert_eq!(own, 1, "a configured header is sent instead of a token");
+    Ok(())
+}

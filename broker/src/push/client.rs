@@ -75,6 +75,7 @@ impl tower_service::Service<Name> for GuardedResolver {
 pub struct PushClient {
     client: Client<HttpConnector<GuardedResolver>, Full<Bytes>>,
     allowlist: Arc<Allowlist>,
+    signer: Option<Arc<super::signer::PushSigner>>,
 }
 
 impl PushClient {
@@ -85,13 +86,25 @@ impl PushClient {
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(connector);
-        PushClient { client, allowlist }
+        PushClient { client, allowlist, signer: None }
+    }
+
+    /// Also signs every request without an `authorization` header of its
+    /// own with a token for its endpoint.
+    pub fn with_signer(mut self, signer: super::signer::PushSigner) -> Self {
+        self.signer = Some(Arc::new(signer));
+        self
     }
 
     /// Sends `request`, waiting at most `timeout` for the whole answer; the
     /// error says why no answer came (the reason a push is nacked with).
-    pub async fn send(&self, request: Request<Full<Bytes>>, timeout: Duration) -> Result<Answer, String> {
+    pub async fn send(&self, mut request: Request<Full<Bytes>>, timeout: Duration) -> Result<Answer, String> {
         let endpoint = request.uri().clone();
+        if let Some(signer) = self.signer.as_ref().filter(|_| !request.headers().contains_key("authorization")) {
+            let token = signer.token(&endpoint.to_string(), sluice_storage::now_ms() / 1000)?;
+            let value = format!("Bearer {token}").parse().map_err(|_| "push: the signed token is no header value")?;
+            request.headers_mut().insert("authorization", value);
+        }
         // Addresses written in the URL do not pass the resolver.
         if let Some(ip) =
             endpoint.host().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok())

@@ -9,6 +9,7 @@ pub mod client;
 pub mod dispatcher;
 pub mod outcome;
 pub mod request;
+pub mod signer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
