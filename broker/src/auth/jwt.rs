@@ -55,16 +55,6 @@ impl Keys {
         Ok(Keys { keys })
     }
 
-    /// How many keys there are.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// Whether there are none (never, once loaded).
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// The principal of `token` under `rules`, or why it is refused: a
     /// reason for the metric and a message for the caller.
     pub fn verify(&self, token: &str, rules: &JwtRules) -> Result<Principal, (&'static str, String)> {

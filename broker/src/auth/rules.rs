@@ -69,10 +69,12 @@ impl AclRegistry {
     pub fn local(recovered: Vec<(u64, serde_json::Value)>, writer: WriterHandle, topics: Arc<TopicRegistry>) -> Self {
         let entries: BTreeMap<u64, AclEntry> = recovered
             .into_iter()
-            .filter_map(|(id, value)| {
-                let created_ms = value.get("created-ms").and_then(|v| v.as_i64()).unwrap_or(0);
-                let rule = value.get("rule").unwrap_or(&serde_json::Value::Null);
-                Some((id, decode(id, rule, created_ms)?))
+            .filter_map(|(id, value)| match serde_json::from_value::<AclEntry>(value) {
+                Ok(entry) => Some((id, AclEntry { id, ..entry })),
+                Err(e) => {
+                    tracing::error!(rule = id, error = %e, "unreadable permission rule; ignored");
+                    None
+                }
             })
             .collect();
         let current = RwLock::new((0, rules_of(entries.values())));

@@ -148,6 +148,11 @@ fn refusal(endpoint: &str, s: &tonic::Status) -> Error {
         Code::NotFound => Error::Deleted(at(s.message())),
         Code::FailedPrecondition => Error::FailedPrecondition(at(s.message())),
         Code::ResourceExhausted => Error::Overloaded("the partition's leader"),
+        Code::Unauthenticated | Code::PermissionDenied => Error::ClusterUnavailable(at(&format!(
+            "it refused this broker ({}); brokers present the cluster secret from the catalog: check that every \
+             broker runs a build that knows it (catalog feature level 3) and has registered since",
+            s.message()
+        ))),
         _ => Error::ClusterUnavailable(at(s.message())),
     }
 }
