@@ -64,6 +64,7 @@ cluster-down:
 container-test: build
 	bash deploy/test-compose.sh
 	bash deploy/test-cluster-compose.sh
+	bash deploy/test-cluster-tls-compose.sh
 
 # Load test a running broker (make run in another terminal): h2load + a grpcio loop.
 loadtest: build

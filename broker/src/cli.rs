@@ -29,6 +29,9 @@ pub enum Command {
         /// Broker address.
         #[arg(long, env = "SLUICE_HEALTH_ADDR", default_value = "http://127.0.0.1:50051")]
         addr: String,
+        /// PEM CA to trust for an https:// address (the broker's --tls-cert must name the address's host)
+        #[arg(long, env = "SLUICE_HEALTH_CA")]
+        ca: Option<PathBuf>,
     },
 }
 
@@ -146,6 +149,15 @@ pub struct SettingArgs {
     /// PEM CA certificates that sign client certificates (mTLS)
     #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<String>,
+    /// PEM certificate chain presented to and by the other brokers (mutual TLS on the cluster link) [default: plaintext]
+    #[arg(long, env = "SLUICE_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<String>,
+    /// PEM private key of --cluster-tls-cert
+    #[arg(long, env = "SLUICE_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<String>,
+    /// PEM CA certificates that sign every broker's cluster certificate
+    #[arg(long, env = "SLUICE_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<String>,
     /// TOML file of bearer tokens (SHA-256 digests); set, every request needs one [default: no authentication]
     #[arg(long, env = "SLUICE_AUTH_TOKENS")]
     pub auth_tokens: Option<String>,
@@ -173,6 +185,9 @@ pub struct SettingArgs {
     /// The kid of push tokens [default: sluice-push]
     #[arg(long, env = "SLUICE_PUSH_JWT_KEY_ID")]
     pub push_jwt_key_id: Option<String>,
+    /// PEM CA certificates trusted for https push endpoints, besides the built-in public roots
+    #[arg(long, env = "SLUICE_PUSH_TLS_CA")]
+    pub push_tls_ca: Option<String>,
     /// Principals (principal:<name>, role:<name>; comma-separated) that may do everything with auth on
     #[arg(long, env = "SLUICE_SUPERUSERS")]
     pub superusers: Option<String>,
@@ -249,11 +264,15 @@ impl SettingArgs {
             tls_cert,
             tls_key,
             tls_client_ca,
+            cluster_tls_cert,
+            cluster_tls_key,
+            cluster_tls_ca,
             auth_tokens,
             superusers,
             push_jwt_key,
             push_jwt_issuer,
             push_jwt_key_id,
+            push_tls_ca,
             auth_jwks,
             jwt_issuer,
             jwt_audience,

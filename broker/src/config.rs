@@ -106,6 +106,17 @@ pub struct BrokerConfig {
     /// PEM CA certificates that sign client certificates (mTLS); a client
     /// certificate from any other CA fails the handshake. Default empty.
     pub tls_client_ca: String,
+    /// PEM certificate chain this broker presents to the other brokers, on its
+    /// cluster listener and when it calls them (mutual TLS; the same file
+    /// for both, so give it both serverAuth and clientAuth usages, and a
+    /// name for each address peers reach it by). Empty: the cluster link is
+    /// plaintext. Reloaded on SIGHUP and when the file changes. Default empty.
+    pub cluster_tls_cert: String,
+    /// PEM private key of `cluster-tls-cert`. Default empty.
+    pub cluster_tls_key: String,
+    /// PEM CA certificates that sign every broker's cluster certificate: the
+    /// only peers this broker talks to or answers. Default empty.
+    pub cluster_tls_ca: String,
     /// TOML file of bearer tokens (stored as SHA-256 digests, see
     /// `auth::tokens`); set, every request needs a listed token. Empty: no
     /// authentication. Reloaded on SIGHUP and when the file changes. Default empty.
@@ -132,6 +143,10 @@ pub struct BrokerConfig {
     pub push_jwt_issuer: String,
     /// The `kid` of push tokens. Default `sluice-push`.
     pub push_jwt_key_id: String,
+    /// PEM CA certificates trusted for `https://` push endpoints besides the
+    /// public web roots built into the broker (the image has no system CA
+    /// store): a private CA that signs handlers' certificates. Default empty.
+    pub push_tls_ca: String,
     /// Who may do everything with authentication on, whatever the
     /// permission rules say: comma-separated `principal:<name>`,
     /// `role:<name>` (a bare name is a principal). Everyone else may do only
@@ -185,11 +200,15 @@ impl Default for BrokerConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
             tls_client_ca: String::new(),
+            cluster_tls_cert: String::new(),
+            cluster_tls_key: String::new(),
+            cluster_tls_ca: String::new(),
             auth_tokens: String::new(),
             superusers: String::new(),
             push_jwt_key: String::new(),
             push_jwt_issuer: "sluice".into(),
             push_jwt_key_id: "sluice-push".into(),
+            push_tls_ca: String::new(),
             auth_jwks: String::new(),
             jwt_issuer: String::new(),
             jwt_audience: String::new(),
@@ -359,6 +378,17 @@ impl BrokerConfig {
             "tls-client-ca",
             "client certificates need TLS: set tls-cert and tls-key too",
         )?;
+        let cluster_tls = [&self.cluster_tls_cert, &self.cluster_tls_key, &self.cluster_tls_ca];
+        check(
+            cluster_tls.iter().all(|f| f.is_empty()) || cluster_tls.iter().all(|f| !f.is_empty()),
+            "cluster-tls-cert",
+            "cluster TLS is mutual: set cluster-tls-cert, cluster-tls-key and cluster-tls-ca together",
+        )?;
+        check(
+            self.cluster_tls_cert.is_empty() || !self.peers.trim().is_empty(),
+            "cluster-tls-cert",
+            "cluster TLS secures the links between brokers: it needs `peers`",
+        )?;
         self.superuser_subjects().map_err(|reason| ConfigError { field: "superusers", reason })?;
         if !self.auth_jwks.is_empty() {
             check(!self.jwt_issuer.is_empty(), "jwt-issuer", "JWTs are checked for their issuer: set jwt-issuer")?;
@@ -393,6 +423,18 @@ impl BrokerConfig {
             cert: PathBuf::from(&self.tls_cert),
             key: PathBuf::from(&self.tls_key),
             client_ca: (!self.tls_client_ca.is_empty()).then(|| PathBuf::from(&self.tls_client_ca)),
+            require_client_cert: false,
+        })
+    }
+
+    /// The TLS files of the cluster link, if cluster TLS is on: every peer
+    /// must present a certificate the cluster CA signed.
+    pub fn cluster_tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        (!self.cluster_tls_cert.is_empty()).then(|| crate::tls::TlsFiles {
+            cert: PathBuf::from(&self.cluster_tls_cert),
+            key: PathBuf::from(&self.cluster_tls_key),
+            client_ca: Some(PathBuf::from(&self.cluster_tls_ca)),
+            require_client_cert: true,
         })
     }
 

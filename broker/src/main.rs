@@ -50,8 +50,8 @@ fn watch_signals(shutdown: CancellationToken) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Health { addr }) = &cli.command {
-        return sluice_broker::health_check::probe(addr).await.map_err(anyhow::Error::msg);
+    if let Some(Command::Health { addr, ca }) = &cli.command {
+        return sluice_broker::health_check::probe(addr, ca.as_deref()).await.map_err(anyhow::Error::msg);
     }
     let config = match cli.settings.resolve() {
         Ok(c) => c,

@@ -118,13 +118,17 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let tracker = TaskTracker::new();
     let actors_stop = CancellationToken::new();
     let cluster_config = config.cluster()?;
+    let peer_tls = match config.cluster_tls_files() {
+        Some(files) => Some(crate::tls::peer::PeerTls::load(files).map_err(ServeError::Security)?),
+        None => None,
+    };
     let core = match &cluster_config {
         Some((cluster_config, _)) => Some(
             crate::cluster::Cluster::open(
                 cluster_config,
                 (store.clone(), cluster_writer.clone()),
                 &mut recovered,
-                config.topic_defaults(),
+                (config.topic_defaults(), peer_tls.clone()),
             )
             .await?,
         ),
@@ -240,6 +244,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let mut reloadable: Vec<Arc<dyn crate::reload::Reload>> = vec![auth.clone()];
     let listeners = grpc_tls.iter().chain(gateway_tls.iter()).chain(metrics_tls.iter());
     reloadable.extend(listeners.map(|t| t.clone() as Arc<dyn crate::reload::Reload>));
+    reloadable.extend(peer_tls.map(|t| t as Arc<dyn crate::reload::Reload>));
     tokio::spawn(crate::reload::watch(reloadable, rpc_stop.clone()));
 
     let max = config.max_request_bytes;
@@ -292,7 +297,8 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     if !allowlist.is_empty() {
         tracing::info!(allowed = %config.push_allowed_endpoints, "push subscriptions may send to these endpoints");
     }
-    let mut push_client = crate::push::PushClient::new(allowlist);
+    let push_ca = (!config.push_tls_ca.is_empty()).then(|| std::path::Path::new(&config.push_tls_ca));
+    let mut push_client = crate::push::PushClient::new(allowlist, push_ca).map_err(ServeError::Security)?;
     if !config.push_jwt_key.is_empty() {
         let key = std::path::Path::new(&config.push_jwt_key);
         let signer = crate::push::signer::PushSigner::load(key, &config.push_jwt_issuer, &config.push_jwt_key_id)
@@ -318,6 +324,9 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let cluster_service = sluice_proto::v1::cluster_server::ClusterServer::new(
         crate::grpc::cluster::ClusterService::new(cluster.as_ref().map(|c| c.view()), local.to_string(), perms.clone()),
     );
+    if let Some(cluster) = &cluster {
+        cluster.serve_peers(tonic::service::Routes::new(producer.clone()).add_service(consumer.clone()), auth.clone());
+    }
     let interval_sync = tokio::spawn(sync_wal_periodically(store.clone(), config.sync_interval(), rpc_stop.clone()));
 
     if let (Ok(addr), Some(handle)) = (config.metrics_listen.parse::<std::net::SocketAddr>(), metrics_handle) {

@@ -33,7 +33,7 @@ pub use fence::Fence;
 pub use log_store::LogStore;
 pub use membership::{ReplaceError, ReplaceProgress, ReplaceStage, Replacement};
 pub use meta::{Catalog, CatalogTopic, MetaCommand, MetaResponse, MetaStateMachine};
-pub use network::{Peers, RaftService};
+pub use network::{Connect, Peers, RaftService};
 pub use node::{ClusterConfig, GroupReport, MetaNode, ProposeError};
 pub use shard::{
     BatchCommand, GroupChange, LeadershipWatch, PendingWrite, ShardCommand, ShardHost, ShardLease, ShardNode,

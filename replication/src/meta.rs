@@ -912,6 +912,12 @@ impl MetaStateMachine {
         self.state().catalog.brokers.get(&id).cloned()
     }
 
+    /// The broker whose registered client endpoint is `endpoint`, without
+    /// copying the catalog.
+    pub fn broker_at(&self, endpoint: &str) -> Option<u64> {
+        self.state().catalog.brokers.iter().find(|(_, e)| e.as_str() == endpoint).map(|(id, _)| *id)
+    }
+
     /// The leader placed shard `shard` last recorded, without copying the catalog.
     pub fn shard_leader(&self, shard: u64) -> Option<u64> {
         self.state().catalog.shard_leaders.get(&shard).map(|l| l.broker)

@@ -49,16 +49,29 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// `max_payload_entries` record batches, each as large as a produce request.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 512 << 20;
 
-/// Connections to peers, by address; cloning shares them.
+/// Makes the channel of an endpoint: plain TCP by default; the broker
+/// supplies one that speaks mutual TLS ([`Peers::with_connect`]), so this
+/// crate knows nothing of certificates.
+pub type Connect = Arc<dyn Fn(&Endpoint) -> Channel + Send + Sync>;
+
+/// Connections to peers, by address; cloning shares them. Every
+/// broker-to-broker call goes through one of these channels: Raft RPCs of
+/// every group, and appends a broker forwards to a partition's leader.
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connect: Option<Connect>,
 }
 
 impl Peers {
+    /// Peers reached through channels `connect` makes (mutual TLS).
+    pub fn with_connect(connect: Connect) -> Peers {
+        Peers { channels: Arc::default(), connect: Some(connect) }
+    }
+
     /// The channel to `addr` (`host:port`), made lazily: connecting happens on
     /// first use, and a failed connection is retried by the next call.
-    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, String> {
+    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
@@ -68,7 +81,10 @@ impl Peers {
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10));
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.connect {
+            Some(connect) => connect(&endpoint),
+            None => endpoint.connect_lazy(),
+        };
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }

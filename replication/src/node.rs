@@ -479,6 +479,14 @@ impl MetaNode {
         self.machine.broker_endpoint(id)
     }
 
+    /// Where this broker reaches the broker whose client endpoint is
+    /// `endpoint` over the cluster link (its `--peers` address), if the
+    /// catalog knows that endpoint.
+    pub fn peer_address_of(&self, endpoint: &str) -> Option<String> {
+        let id = self.machine.broker_at(endpoint)?;
+        self.addresses().remove(&id)
+    }
+
     /// Topic `name`'s replication factor as this broker's catalog has it.
     pub fn replication_factor(&self, name: &str) -> Option<u32> {
         self.machine.replication_factor(name)

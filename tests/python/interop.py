@@ -3,8 +3,13 @@ health, topics, produce, fetch, groups (pull, ack, nack with delay, per-id
 failures with reasons), errors with their `sluice-reason`; then against a
 three-broker cluster: a produce follows `not_leader` answers (the
 `sluice-leader` trailer) to each partition's leader, Cluster.Metadata names
-the same leaders, and every broker serves the records."""
+the same leaders, and every broker serves the records. Last, over TLS with
+authentication (certificates from the workspace's `make-certs`): the same
+suite with a bearer token, a client certificate (mTLS) standing in for a
+token, and the refusals: no credentials, a wrong token, no rights, plaintext."""
 
+import hashlib
+import os
 import socket
 import subprocess
 import sys
@@ -64,6 +69,7 @@ def main(binary):
             proc.terminate()
             check("broker exits 0 on SIGTERM", proc.wait(timeout=30) == 0)
     cluster(binary)
+    secure(binary)
     print(f"python interop: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
@@ -141,6 +147,62 @@ def run(channel):
         check("ack for an unknown group is NOT_FOUND", False)
     except grpc.RpcError as e:
         check("ack for an unknown group is NOT_FOUND", e.code() == grpc.StatusCode.NOT_FOUND and reason(e) == "group_not_found", e.details())
+
+
+def secure(binary):
+    """The broker over TLS with tokens, client certificates and permission rules."""
+    admin_token, reader_token = "py-admin-" + os.urandom(16).hex(), "py-reader-" + os.urandom(16).hex()
+    digest = lambda t: hashlib.sha256(t.encode()).hexdigest()
+    with tempfile.TemporaryDirectory() as tls, tempfile.TemporaryDirectory() as data_dir:
+        make_certs = os.path.join(os.path.dirname(binary), "make-certs")
+        subprocess.run([make_certs, tls, "127.0.0.1", "localhost"], check=True, stdout=subprocess.DEVNULL)
+        tokens = os.path.join(tls, "tokens.toml")
+        with open(tokens, "w") as f:
+            f.write(f'[[token]]\nprincipal = "py-admin"\nsha256 = "{digest(admin_token)}"\n\n'
+                    f'[[token]]\nprincipal = "py-reader"\nsha256 = "{digest(reader_token)}"\n\n'
+                    f'[[certificate]]\nsubject = "sluice-client"\nprincipal = "py-admin"\n')
+        read = lambda name: open(os.path.join(tls, name), "rb").read()
+        path = lambda name: os.path.join(tls, name)
+        proc, addr = start_broker(binary, data_dir, [
+            "--tls-cert", path("server.pem"), "--tls-key", path("server.key"), "--tls-client-ca", path("ca.pem"),
+            "--auth-tokens", tokens, "--superusers", "py-admin"])
+        try:
+            tls_only = grpc.ssl_channel_credentials(root_certificates=read("ca.pem"))
+            with_token = lambda token: grpc.composite_channel_credentials(
+                tls_only, grpc.access_token_call_credentials(token))
+            print("---- over TLS with a bearer token")
+            run(grpc.secure_channel(addr, with_token(admin_token)))
+            produce = producer_pb2.ProduceRequest(topic="py", messages=[common_pb2.Message(value=b"secure")])
+
+            def produce_with(credentials):
+                with grpc.secure_channel(addr, credentials) as ch:
+                    return producer_pb2_grpc.ProducerStub(ch).Produce(produce, timeout=10)
+
+            def refused(credentials):
+                try:
+                    produce_with(credentials)
+                    return None
+                except grpc.RpcError as e:
+                    return e.code()
+
+            mtls = grpc.ssl_channel_credentials(
+                root_certificates=read("ca.pem"), private_key=read("client.key"), certificate_chain=read("client.pem"))
+            check("tls: a client certificate (mTLS) authenticates without a token", len(produce_with(mtls).offsets) == 1)
+            check("tls: no credentials is UNAUTHENTICATED", refused(tls_only) == grpc.StatusCode.UNAUTHENTICATED)
+            check("tls: a wrong token is UNAUTHENTICATED",
+                  refused(with_token("py-wrong-" + os.urandom(16).hex())) == grpc.StatusCode.UNAUTHENTICATED)
+            check("tls: a principal without the right is PERMISSION_DENIED",
+                  refused(with_token(reader_token)) == grpc.StatusCode.PERMISSION_DENIED)
+            with grpc.insecure_channel(addr) as ch:
+                try:
+                    producer_pb2_grpc.ProducerStub(ch).Produce(produce, timeout=10)
+                    plaintext = None
+                except grpc.RpcError as e:
+                    plaintext = e.code()
+            check("tls: plaintext to the TLS port is not served", plaintext == grpc.StatusCode.UNAVAILABLE, plaintext)
+        finally:
+            proc.terminate()
+            check("tls: broker exits 0 on SIGTERM", proc.wait(timeout=30) == 0)
 
 
 def free_port():

@@ -45,6 +45,22 @@ impl TestCluster {
     pub async fn start_prepared(
         n: usize,
         extra: &[&str],
+        prepare: impl FnMut(u64, &std::path::Path) -> anyhow::Result<std::path::PathBuf>,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(n, extra, None, prepare).await
+    }
+
+    /// `start_with` for brokers whose client ports serve TLS (their
+    /// `--tls-*` flags in `extra`) with certificates `ca_pem` signed: each
+    /// broker's [`TestBroker::channel`] trusts that CA.
+    pub async fn start_tls(n: usize, extra: &[&str], ca_pem: &str) -> anyhow::Result<Self> {
+        Self::start_inner(n, extra, Some(ca_pem), |_, root| Ok(root.join("data"))).await
+    }
+
+    async fn start_inner(
+        n: usize,
+        extra: &[&str],
+        tls_ca: Option<&str>,
         mut prepare: impl FnMut(u64, &std::path::Path) -> anyhow::Result<std::path::PathBuf>,
     ) -> anyhow::Result<Self> {
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
@@ -78,7 +94,10 @@ impl TestCluster {
                 "127.0.0.1:0",
             ];
             args.extend_from_slice(extra);
-            brokers.push(TestBroker::start_prepared(&args, &[], |root| prepare(me, root)).await?);
+            let mut broker = TestBroker::unlaunched(&args, &[], |root| prepare(me, root))?;
+            broker.tls_ca = tls_ca.map(str::to_owned);
+            broker.launch().await?;
+            brokers.push(broker);
         }
         let cluster_addrs = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         Ok(TestCluster { brokers, links, cluster_addrs })

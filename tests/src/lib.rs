@@ -413,7 +413,7 @@ where
 
 /// Reads a whole partition from `from` to its current end.
 pub async fn read_all(
-    ch: tonic::transport::Channel,
+    ch: impl Into<sluice_client::Channel>,
     topic: &str,
     partition: u32,
 ) -> anyhow::Result<Vec<sluice_proto::v1::Record>> {

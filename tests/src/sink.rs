@@ -99,6 +99,8 @@ struct Shared {
 pub struct Sink {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// `http` or `https`.
+    scheme: &'static str,
     shared: Arc<Shared>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -106,6 +108,51 @@ pub struct Sink {
 impl Sink {
     /// Starts a sink on a free loopback port that answers as `script` says.
     pub async fn start(script: impl FnMut(&Received) -> Reply + Send + 'static) -> anyhow::Result<Sink> {
+        let (shared, app) = Self::app(script);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Sink { addr, scheme: "http", shared, server })
+    }
+
+    /// `start`, serving HTTPS with the PEM certificate `cert` and key `key`.
+    pub async fn start_tls(
+        cert: &str,
+        key: &str,
+        script: impl FnMut(&Received) -> Reply + Send + 'static,
+    ) -> anyhow::Result<Sink> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+        #[allow(deprecated)]
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, PrivateKeyDer::from_pem_slice(key.as_bytes())?)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (shared, app) = Self::app(script);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Sink { addr, scheme: "https", shared, server })
+    }
+
+    fn app(script: impl FnMut(&Received) -> Reply + Send + 'static) -> (Arc<Shared>, axum::Router) {
         let shared = Arc::new(Shared {
             received: Mutex::default(),
             script: Mutex::new(Box::new(script)),
@@ -113,18 +160,13 @@ impl Sink {
             max_in_flight: AtomicUsize::new(0),
             arrived: Notify::new(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let app = axum::Router::new().fallback(answer).with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(Sink { addr, shared, server })
+        (shared, app)
     }
 
     /// The URL of `path` on the sink.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// Changes how the sink answers from now on.

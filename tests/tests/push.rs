@@ -242,7 +242,7 @@ async fn endpoints_outside_the_allowlist_are_refused() -> anyhow::Result<()> {
     let admin = Admin::new(broker.channel());
     for (endpoint, why) in [
         ("http://127.0.0.2:9/", "an address not listed"),
-        ("https://127.0.0.1:9/", "https (no TLS yet)"),
+        ("https://127.0.0.2:9/", "https to an address not listed"),
         ("ftp://127.0.0.1/", "not http"),
     ] {
         let config = pb::GroupConfig { push: Some(push(endpoint.into(), 1)), ..group_config("events", 2000) };
@@ -391,5 +391,52 @@ async fn pushes_carry_a_token_signed_for_their_endpoint_unless_the_config_sets_i
     assert!(jsonwebtoken::decode::<serde_json::Value>(token, &public, &validation).is_err());
     let own = got.iter().filter(|r| r.header("authorization") == "Bearer theirs").count();
     assert_eq!(own, 1, "a configured header is sent instead of a token");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_are_pushed_to_over_tls_trusting_the_configured_ca() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = sluice_tests::pki::TestCa::new("handlers' CA")?;
+    let handler = ca.issue("handler", &["127.0.0.1"])?;
+    let ca_file = sluice_tests::pki::write(dir.path(), "push-ca.pem", &ca.pem)?;
+    let args = ["--push-allowed-endpoints", "127.0.0.1", "--push-tls-ca", ca_file.to_str().unwrap_or_default()];
+    let broker = TestBroker::start_with(&args).await?;
+    Admin::new(broker.channel()).create_topic("events", 1, pb::TopicConfig::default()).await?;
+    let sink = Sink::start_tls(&handler.cert, &handler.key, |_| Reply::ok()).await?;
+    assert!(sink.url("/hook").starts_with("https://"));
+    push_group(&broker, "secure", push(sink.url("/hook"), 1)).await?;
+    produce_values(broker.channel(), "events", ["over-tls".to_owned()]).await?;
+    sink.wait_until(WAIT, "the push over TLS", |r| !r.is_empty()).await?;
+    drained(&broker, "secure").await?;
+    assert_eq!(sink.events().iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["over-tls"]);
+
+    // A handler whose certificate no trusted CA signed gets nothing: the push fails, and with one
+    // attempt allowed the event goes to the dead-letter topic with the certificate as the reason.
+    let stranger = sluice_tests::pki::TestCa::new("someone else's CA")?.issue("impostor", &["127.0.0.1"])?;
+    let impostor = Sink::start_tls(&stranger.cert, &stranger.key, |_| Reply::ok()).await?;
+    let config = pb::GroupConfig {
+        push: Some(push(impostor.url("/hook"), 1)),
+        max_delivery_attempts: Some(1),
+        dead_letter_topic: "untrusted-dlq".into(),
+        ..group_config("events", 2000)
+    };
+    Admin::new(broker.channel()).create_group("untrusted", config).await?;
+    produce_values(broker.channel(), "events", ["doomed".to_owned()]).await?;
+    let records = eventually(WAIT, "a dead letter in untrusted-dlq", || async {
+        Ok(read_all(broker.channel(), "untrusted-dlq", 0).await.ok().filter(|r| !r.is_empty()))
+    })
+    .await?;
+    let reason = records[0]
+        .headers
+        .iter()
+        .find(|h| h.key == "sluice-dlq-reason")
+        .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("certificate") || reason.contains("UnknownIssuer"),
+        "the reason names the certificate: {reason}"
+    );
+    assert!(impostor.received().is_empty(), "nothing reached a handler with an untrusted certificate");
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod acl;
 pub mod grpc;
 pub mod jwt;
 pub mod methods;
+pub mod peer;
 pub mod rules;
 pub mod tokens;
 

@@ -36,11 +36,13 @@ use crate::metrics::{CLUSTER_BROKERS, CLUSTER_FENCED_GROUPS, CLUSTER_METADATA_LE
 use crate::partition::replicated::{shard_of, SHARDS_PER_BROKER};
 use crate::partition::{ReplicatedPartitions, Watermarks};
 use crate::server::ServeError;
+use crate::tls::peer::PeerTls;
 use crate::topic::TopicRegistry;
 
 /// The cluster side of a broker, opened but not yet serving.
 pub struct ClusterCore {
     node: Arc<MetaNode>,
+    tls: Option<Arc<PeerTls>>,
     shards: Vec<Arc<ShardNode>>,
     replicated: Arc<ReplicatedPartitions>,
     placed: Arc<placed::PlacedShards>,
@@ -56,6 +58,9 @@ impl ClusterCore {
 /// The running cluster side of a broker.
 pub struct Cluster {
     node: Arc<MetaNode>,
+    tls: Option<Arc<PeerTls>>,
+    /// The cluster listener, bound at start and served from `serve_peers`.
+    listener: std::sync::Mutex<Option<TcpListener>>,
     replicated: Arc<ReplicatedPartitions>,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
@@ -64,13 +69,14 @@ pub struct Cluster {
 impl Cluster {
     /// Starts this broker's metadata peer and its shards, handing every
     /// recovered partition log to its shard (`recovered` keeps the topics,
-    /// without their logs). A data dir whose topics a single broker created
-    /// cannot join: the catalog would not know them.
+    /// without their logs); with `tls`, every peer connection is mutual TLS.
+    /// A data dir whose topics a single broker created cannot join: the
+    /// catalog would not know them.
     pub async fn open(
         config: &ClusterConfig,
         (store, writer): (Arc<Store>, WriterHandle),
         recovered: &mut Recovered,
-        defaults: TopicConfig,
+        (defaults, tls): (TopicConfig, Option<Arc<PeerTls>>),
     ) -> Result<ClusterCore, ServeError> {
         let io = |what: &str, source: std::io::Error| ServeError::Io { what: what.to_owned(), source };
         let joined_before = store
@@ -85,8 +91,9 @@ impl Cluster {
                  it without --peers, or give it a new --data-dir"
             )));
         }
+        let peers = tls.as_ref().map(|t| Peers::with_connect(t.connect())).unwrap_or_default();
         let node = Arc::new(
-            MetaNode::start(config, store.clone(), writer.clone(), Peers::default())
+            MetaNode::start(config, store.clone(), writer.clone(), peers)
                 .await
                 .map_err(|e| io("starting the metadata group", e))?,
         );
@@ -136,12 +143,12 @@ impl Cluster {
             shards.insert(number, shard);
         }
         let replicated = Arc::new(ReplicatedPartitions::new(store, (shards, shard_count), watermarks, node.clone()));
-        Ok(ClusterCore { node, shards: full, replicated, placed })
+        Ok(ClusterCore { node, tls, shards: full, replicated, placed })
     }
 
-    /// Serves the other brokers, sets the groups up (once, cluster-wide),
-    /// registers the client endpoint, and makes the registries follow the
-    /// catalog.
+    /// Binds the cluster listener (served from [`Cluster::serve_peers`]),
+    /// sets the groups up (once, cluster-wide), registers the client
+    /// endpoint, and makes the registries follow the catalog.
     pub async fn start(
         core: ClusterCore,
         config: &ClusterConfig,
@@ -151,23 +158,11 @@ impl Cluster {
         retention_check: Duration,
     ) -> Result<Cluster, ServeError> {
         let io = |what: &str, source: std::io::Error| ServeError::Io { what: what.to_owned(), source };
-        let ClusterCore { node, shards, replicated, placed } = core;
+        let ClusterCore { node, tls, shards, replicated, placed } = core;
         let listener =
             TcpListener::bind(listen).await.map_err(|e| io(&format!("binding cluster-listen {listen}"), e))?;
         let stop = CancellationToken::new();
         let tasks = tokio_util::task::TaskTracker::new();
-        let service = node.service().into_server();
-        let server_stop = stop.clone();
-        tasks.spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let result = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, server_stop.cancelled_owned())
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "cluster listener failed");
-            }
-        });
         // In the background: a broker of a new cluster waits for a majority of its peers.
         let (set_up_node, set_up_shards) = (node.clone(), shards.clone());
         tasks.spawn(async move {
@@ -192,7 +187,37 @@ impl Cluster {
             shards = shards.len(),
             "cluster member started (metadata group and shards)"
         );
-        Ok(Cluster { node, replicated, stop, tasks })
+        Ok(Cluster { node, tls, listener: std::sync::Mutex::new(Some(listener)), replicated, stop, tasks })
+    }
+
+    /// Serves the other brokers on the cluster listener: every Raft group's
+    /// RPCs, and `forwarded` (the client services whose appends peers
+    /// forward here), behind the cluster door (`auth::peer`); over mutual
+    /// TLS if cluster TLS is on. Called once, when the client services exist.
+    pub fn serve_peers(&self, forwarded: tonic::service::Routes, auth: Arc<crate::auth::Authenticator>) {
+        let Some(listener) = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take() else { return };
+        let door = crate::auth::peer::PeerLayer::new(auth, self.tls.is_some());
+        let router = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .layer(door)
+            .add_routes(forwarded.add_service(self.node.service().into_server()));
+        let stop = self.stop.clone();
+        let tls = self.tls.as_ref().map(|t| t.server());
+        self.tasks.spawn(async move {
+            let result = match tls {
+                None => {
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                    router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()).await
+                }
+                Some(tls) => {
+                    let incoming = crate::tls::incoming(listener, tls, stop.clone());
+                    router.serve_with_incoming_shutdown(incoming, stop.cancelled_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "cluster listener failed");
+            }
+        });
     }
 
     /// A read-only view for the front doors.

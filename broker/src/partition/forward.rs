@@ -1,17 +1,22 @@
-//! Appends made at a partition another broker leads, over the leader's
-//! client API (`Produce` with an explicit partition), as any client's would:
+//! Appends made at a partition another broker leads, over the cluster link
+//! (the leader's cluster listener serves the client API to its peers), as
+//! any client's would:
 //! - the dead letters of a group this broker serves, when their dead-letter
 //!   partition's shard is led elsewhere;
 //! - a client's produce that did not ask to be redirected (tools such as
 //!   ghz and grpcurl do not follow `not_leader`; the Rust client, the CLI
 //!   and the interop test send `sluice-redirect` and follow it themselves).
 //!
+//! Forwarding over the cluster link, not the leader's client port, keeps all
+//! broker-to-broker traffic on one port with one identity: with cluster TLS,
+//! the peer's certificate makes the request the broker's own; without it,
+//! the cluster secret does (`auth::peer`).
+//!
 //! A forwarded request carries `sluice-forwarded`: its receiver never
 //! forwards it again (a leader that moved answers `not_leader`, which goes
 //! back to the client as is, so a request crosses at most one hop).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::v1::consumer_client::ConsumerClient;
@@ -19,7 +24,7 @@ use sluice_proto::v1::producer_client::ProducerClient;
 use sluice_proto::v1::{GetOffsetsRequest, Message, ProduceRequest};
 use sluice_replication::MetaNode;
 use sluice_storage::ProducerSeq;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use super::handle::AppendResult;
@@ -39,23 +44,25 @@ pub const LEADER_END: &str = "sluice-leader-end";
 /// How long a forwarded append may take before it counts as failed.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Channels to the other brokers' client endpoints, made once each; every
-/// request carries the cluster secret, which makes it the broker's own
-/// (the caller's rights were checked where the request came in).
+/// Sends appends to other brokers over the cluster link's connections;
+/// every request also carries the cluster secret (a plaintext cluster link
+/// has no other proof that the request is a broker's; the caller's rights
+/// were checked where the request came in).
 pub struct Forwarder {
-    channels: Mutex<HashMap<String, Channel>>,
     meta: Arc<MetaNode>,
 }
 
 impl Forwarder {
-    /// A forwarder presenting the cluster secret `meta`'s catalog holds.
+    /// A forwarder over `meta`'s connections to its peers.
     pub fn new(meta: Arc<MetaNode>) -> Forwarder {
-        Forwarder { channels: Mutex::default(), meta }
+        Forwarder { meta }
     }
 
-    /// `request` with the cluster secret as its bearer token, if one is set.
+    /// `request` with the cluster secret as its bearer token, if one is set,
+    /// and the forwarding timeout.
     fn signed<T>(&self, request: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(request);
+        request.set_timeout(FORWARD_TIMEOUT);
         let secret = self.meta.cluster_secret();
         if let Ok(value) = format!("Bearer {secret}").parse() {
             if !secret.is_empty() {
@@ -65,18 +72,14 @@ impl Forwarder {
         request
     }
 
+    /// The cluster-link channel to the broker whose client endpoint is `endpoint`.
     fn channel(&self, endpoint: &str) -> Result<Channel> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = channels.get(endpoint) {
-            return Ok(c.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(|e| Error::ClusterUnavailable(format!("leader endpoint `{endpoint}`: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(FORWARD_TIMEOUT)
-            .connect_lazy();
-        channels.insert(endpoint.to_owned(), channel.clone());
-        Ok(channel)
+        let address = self.meta.peer_address_of(endpoint).ok_or_else(|| {
+            Error::ClusterUnavailable(format!(
+                "the leader {endpoint} is not a broker this one knows a cluster address of"
+            ))
+        })?;
+        self.meta.connections().channel(&address).map_err(Error::ClusterUnavailable)
     }
 
     /// Appends `messages` to `partition` of `topic` at the broker whose
@@ -149,8 +152,9 @@ fn refusal(endpoint: &str, s: &tonic::Status) -> Error {
         Code::FailedPrecondition => Error::FailedPrecondition(at(s.message())),
         Code::ResourceExhausted => Error::Overloaded("the partition's leader"),
         Code::Unauthenticated | Code::PermissionDenied => Error::ClusterUnavailable(at(&format!(
-            "it refused this broker ({}); brokers present the cluster secret from the catalog: check that every \
-             broker runs a build that knows it (catalog feature level 3) and has registered since",
+            "it refused this broker ({}); brokers prove themselves to each other by their cluster TLS \
+             certificate, or without cluster TLS by the cluster secret from the catalog: check that every broker \
+             has the same cluster-tls settings and runs a build that knows the secret (catalog feature level 3)",
             s.message()
         ))),
         _ => Error::ClusterUnavailable(at(s.message())),

@@ -96,20 +96,14 @@ impl Allowlist {
         self.allows(ip, HostMatch::None) || (is_public(canonical(ip)) && self.wildcards.contains(&String::new()))
     }
 
-    /// Checks an endpoint URL before it is stored: `http://host[:port]/path`
+    /// Checks an endpoint URL before it is stored: `http[s]://host[:port]/path`
     /// with a host this list can allow. Names `field` in the error.
     pub fn check_endpoint(&self, field: &'static str, endpoint: &str) -> Result<()> {
         let uri: axum::http::Uri =
             endpoint.parse().map_err(|e| Error::invalid(field, format!("{endpoint:?} is not a URL: {e}")))?;
         match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(Error::invalid(
-                    field,
-                    "https endpoints are not supported yet (push over TLS comes with the broker's TLS support); use http:// inside a trusted network",
-                ))
-            }
-            _ => return Err(Error::invalid(field, format!("{endpoint:?} must start with http://"))),
+            Some("http" | "https") => {}
+            _ => return Err(Error::invalid(field, format!("{endpoint:?} must start with http:// or https://"))),
         }
         let Some(host) = uri.host() else {
             return Err(Error::invalid(field, format!("{endpoint:?} names no host")));
@@ -215,7 +209,8 @@ mod tests {
         assert!(!list.allows(ip("192.168.1.1"), HostMatch::None));
         assert!(list.check_endpoint("e", "http://127.0.0.1:9000/hook").is_ok());
         assert!(list.check_endpoint("e", "http://127.0.0.2:9000/hook").is_err());
-        assert!(list.check_endpoint("e", "https://handler/").is_err(), "no TLS yet");
+        assert!(list.check_endpoint("e", "https://127.0.0.1:9000/hook").is_ok());
+        assert!(list.check_endpoint("e", "ftp://127.0.0.1:9000/hook").is_err());
         assert!(list.check_endpoint("e", "ftp://handler/").is_err());
     }
 

@@ -2,6 +2,10 @@
 //! client, with a resolver that keeps only addresses the allowlist allows
 //! (checked at every connection, so DNS cannot lead a push somewhere
 //! private), a connect timeout, and answers read only up to a cap.
+//! `https://` endpoints are reached over TLS (rustls, hyper-rustls),
+//! trusting the public web roots built into the binary (the container has no
+//! system CA store) and any CA of `push-tls-ca`; the certificate must name
+//! the endpoint's host.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -17,6 +21,8 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+use tokio_rustls::rustls;
 
 use super::allowlist::Allowlist;
 use super::outcome::MAX_ANSWER_BYTES;
@@ -73,20 +79,28 @@ impl tower_service::Service<Name> for GuardedResolver {
 /// The shared push client (cheap to clone).
 #[derive(Clone)]
 pub struct PushClient {
-    client: Client<HttpConnector<GuardedResolver>, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>,
     allowlist: Arc<Allowlist>,
     signer: Option<Arc<super::signer::PushSigner>>,
 }
 
 impl PushClient {
-    /// A client that connects only where `allowlist` allows.
-    pub fn new(allowlist: Allowlist) -> Self {
+    /// A client that connects only where `allowlist` allows, trusting the
+    /// CA certificates of the PEM file `extra_ca` too for https endpoints;
+    /// the message says what is wrong with the file.
+    pub fn new(allowlist: Allowlist, extra_ca: Option<&std::path::Path>) -> Result<Self, String> {
         let allowlist = Arc::new(allowlist);
         let mut connector = HttpConnector::new_with_resolver(GuardedResolver { allowlist: allowlist.clone() });
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(connector);
-        PushClient { client, allowlist, signer: None }
+        connector.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(extra_ca)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(POOL_IDLE).build(https);
+        Ok(PushClient { client, allowlist, signer: None })
     }
 
     /// Also signs every request without an `authorization` header of its
@@ -135,6 +149,25 @@ impl PushClient {
             Err(_) => Err(format!("push: no answer from {endpoint} within {} ms", timeout.as_millis())),
         }
     }
+}
+
+/// The TLS client of https pushes: the public web roots and `extra_ca`'s certificates.
+fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = extra_ca {
+        for cert in crate::tls::certificates(path, "push CA")? {
+            roots.add(cert).map_err(|e| format!("the push CA {}: {e}", path.display()))?;
+        }
+    }
+    // ring, as everywhere in the broker (no C crypto library to build).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS protocol versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
 }
 
 /// A transport error with its causes, on one line.

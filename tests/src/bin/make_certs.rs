@@ -1,8 +1,11 @@
-//! `make-certs DIR NAME...`: a throwaway CA and certificates for trying TLS
+//! `make-certs DIR NAME...`: throwaway CAs and certificates for trying TLS
 //! (the TLS benchmark, the Compose TLS example): `ca.pem`, `server.pem` and
-//! `server.key` for the host names or addresses NAME..., and `client.pem` /
-//! `client.key` (common name `sluice-client`) for mutual TLS. Not for
-//! production: the CA's key is not kept, and nothing is protected.
+//! `server.key` for the host names or addresses NAME..., `client.pem` /
+//! `client.key` (common name `sluice-client`) for mutual TLS, and from a
+//! second CA (so no client certificate can pass for a broker) `cluster-ca.pem`,
+//! `cluster.pem` and `cluster.key` for the links between brokers, for the
+//! same names. Not for production: the CAs' keys are not kept, and nothing
+//! is protected.
 
 use sluice_tests::pki::{self, TestCa};
 
@@ -23,8 +26,14 @@ fn main() -> anyhow::Result<()> {
     pki::write(dir, "server.key", &server.key)?;
     pki::write(dir, "client.pem", &client.cert)?;
     pki::write(dir, "client.key", &client.key)?;
+    let cluster_ca = TestCa::new("sluice throwaway cluster CA")?;
+    let cluster = cluster_ca.issue("sluice-broker", &names)?;
+    pki::write(dir, "cluster-ca.pem", &cluster_ca.pem)?;
+    pki::write(dir, "cluster.pem", &cluster.cert)?;
+    pki::write(dir, "cluster.key", &cluster.key)?;
     println!(
-        "wrote ca.pem, server.pem, server.key (for {}), client.pem, client.key to {}",
+        "wrote ca.pem, server.pem, server.key (for {}), client.pem, client.key, cluster-ca.pem, cluster.pem, \
+         cluster.key to {}",
         names.join(", "),
         dir.display()
     );

@@ -15,6 +15,9 @@
 //! With a client CA, clients may present a certificate signed by it (mTLS);
 //! one from another CA fails the handshake. Clients without a certificate
 //! are still accepted: they authenticate with a token instead (`auth`).
+//! The cluster listener requires one ([`peer`]).
+
+pub mod peer;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -48,6 +51,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// CA certificates that sign client certificates; none: clients present none.
     pub client_ca: Option<PathBuf>,
+    /// Whether a client must present a certificate the client CA signed
+    /// (brokers on the cluster listener), not merely may.
+    pub require_client_cert: bool,
 }
 
 impl TlsFiles {
@@ -117,7 +123,7 @@ fn modified(files: &TlsFiles) -> Vec<Option<SystemTime>> {
     files.paths().iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
 }
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("reading the {what} {}: {e}", path.display()))
 }
 
@@ -151,10 +157,9 @@ fn build(files: &TlsFiles, alpn: &[Vec<u8>]) -> Result<ServerConfig, String> {
             for cert in certificates(ca, "client CA")? {
                 roots.add(cert).map_err(|e| format!("the client CA {}: {e}", ca.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .allow_unauthenticated()
-                .build()
-                .map_err(|e| format!("the client CA {}: {e}", ca.display()))?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if files.require_client_cert { verifier } else { verifier.allow_unauthenticated() };
+            let verifier = verifier.build().map_err(|e| format!("the client CA {}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
