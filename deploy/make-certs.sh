@@ -33,5 +33,6 @@ principal = "admin"
 TOML
 printf %s "$TOKEN" > "$DIR/admin.token"
 chmod 600 "$DIR/admin.token"
+chmod 755 "$DIR"
 chmod 644 "$DIR"/*.pem "$DIR"/*.key "$DIR/tokens.toml"
 echo "wrote CAs, certificates, tokens.toml and admin.token to $DIR"

@@ -245,6 +245,14 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     let listeners = grpc_tls.iter().chain(gateway_tls.iter()).chain(metrics_tls.iter());
     reloadable.extend(listeners.map(|t| t.clone() as Arc<dyn crate::reload::Reload>));
     reloadable.extend(peer_tls.map(|t| t as Arc<dyn crate::reload::Reload>));
+    let push_signer = match config.push_jwt_key.as_str() {
+        "" => None,
+        key => Some(Arc::new(
+            crate::push::signer::PushSigner::load(key.as_ref(), &config.push_jwt_issuer, &config.push_jwt_key_id)
+                .map_err(ServeError::Security)?,
+        )),
+    };
+    reloadable.extend(push_signer.clone().map(|s| s as Arc<dyn crate::reload::Reload>));
     tokio::spawn(crate::reload::watch(reloadable, rpc_stop.clone()));
 
     let max = config.max_request_bytes;
@@ -299,10 +307,7 @@ pub async fn run(config: BrokerConfig, shutdown: CancellationToken) -> Result<()
     }
     let push_ca = (!config.push_tls_ca.is_empty()).then(|| std::path::Path::new(&config.push_tls_ca));
     let mut push_client = crate::push::PushClient::new(allowlist, push_ca).map_err(ServeError::Security)?;
-    if !config.push_jwt_key.is_empty() {
-        let key = std::path::Path::new(&config.push_jwt_key);
-        let signer = crate::push::signer::PushSigner::load(key, &config.push_jwt_issuer, &config.push_jwt_key_id)
-            .map_err(ServeError::Security)?;
+    if let Some(signer) = push_signer {
         tracing::info!(key = %config.push_jwt_key, "push requests are signed (JWT, ES256)");
         push_client = push_client.with_signer(signer);
     }

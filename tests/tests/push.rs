@@ -391,6 +391,24 @@ async fn pushes_carry_a_token_signed_for_their_endpoint_unless_the_config_sets_i
     assert!(jsonwebtoken::decode::<serde_json::Value>(token, &public, &validation).is_err());
     let own = got.iter().filter(|r| r.header("authorization") == "Bearer theirs").count();
     assert_eq!(own, 1, "a configured header is sent instead of a token");
+
+    // The key rotated in place (written by rename): later pushes are signed with the new one.
+    let rotated = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    sluice_tests::pki::write(dir.path(), "push.key", &rotated.serialize_pem())?;
+    let public = jsonwebtoken::DecodingKey::from_ec_pem(rotated.public_key_pem().as_bytes())?;
+    validation.set_audience(&[sink.url("/signed")]);
+    eventually(WAIT, "a push signed with the rotated key", || async {
+        let seen = sink.received().len();
+        produce_values(broker.channel(), "events", ["again".to_owned()]).await?;
+        let got = sink.wait_until(WAIT, "the next pushes", |r| r.len() >= seen + 2).await?;
+        let verified = got[seen..].iter().any(|r| {
+            let token = r.header("authorization");
+            let token = token.strip_prefix("Bearer ").unwrap_or_default();
+            jsonwebtoken::decode::<serde_json::Value>(token, &public, &validation).is_ok()
+        });
+        Ok(verified.then_some(()))
+    })
+    .await?;
     Ok(())
 }
 

@@ -105,8 +105,8 @@ impl PushClient {
 
     /// Also signs every request without an `authorization` header of its
     /// own with a token for its endpoint.
-    pub fn with_signer(mut self, signer: super::signer::PushSigner) -> Self {
-        self.signer = Some(Arc::new(signer));
+    pub fn with_signer(mut self, signer: Arc<super::signer::PushSigner>) -> Self {
+        self.signer = Some(signer);
         self
     }
 
