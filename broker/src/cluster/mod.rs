@@ -206,7 +206,16 @@ impl Cluster {
         self.tasks.spawn(async move {
             let result = match tls {
                 None => {
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                    // Our own listener: the server's tcp_nodelay does not apply. Without it, Nagle
+                    // and delayed ACKs hold small answers (Raft replies, forwarded produces) ~40 ms.
+                    let incoming =
+                        futures::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+                            conn.inspect(|s| {
+                                if let Err(e) = s.set_nodelay(true) {
+                                    tracing::warn!(error = %e, "cannot disable Nagle on a peer connection");
+                                }
+                            })
+                        });
                     router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned()).await
                 }
                 Some(tls) => {

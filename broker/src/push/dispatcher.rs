@@ -10,6 +10,10 @@
 //! pauses between them (100 ms doubling to 5 s), so a dead endpoint does not
 //! burn through fresh messages' first attempts at full speed.
 //!
+//! Pulls overlap: each asks for the slots free when it begins, and a new one
+//! begins as soon as a request frees a slot, so no slot waits for another
+//! pull's lease write (they share the writer's group commit instead).
+//!
 //! # Correctness
 //! A request's deadline is within the lease it was sent under (the push
 //! config is validated so), so its ack or nack arrives while the lease holds;
@@ -60,8 +64,14 @@ impl Dispatcher {
     /// Runs until stopped or the group stops pushing.
     pub async fn run(self) {
         let mut in_flight: JoinSet<bool> = JoinSet::new();
+        // Pulls in flight, each for the slots that were free when it began: a pull waits for
+        // its lease write, so several overlap and share the writer's group commit, and a
+        // request that finishes frees a slot for a new pull at once.
+        let mut pulls = futures::stream::FuturesUnordered::new();
+        let mut reserved = 0usize;
         let mut limit = usize::MAX;
         let mut pause = Duration::ZERO;
+        let me = &self;
         tracing::info!(group = %self.group.name, "push dispatcher started");
         loop {
             let settings = self.group.settings();
@@ -69,52 +79,58 @@ impl Dispatcher {
             let most = if settings.mode == GroupMode::Ordered { 1 } else { push.max_concurrency as usize };
             limit = limit.clamp(1, most);
             metrics::gauge!(crate::metrics::PUSH_CONCURRENCY, "group" => self.group.name.clone()).set(limit as f64);
-            while in_flight.len() >= limit || (!pause.is_zero() && !in_flight.is_empty()) {
-                let done = tokio::select! {
-                    _ = self.stop.cancelled() => None,
-                    done = in_flight.join_next() => done,
-                };
-                let Some(done) = done else { break };
-                (limit, pause) = adjust(limit, most, pause, done.unwrap_or(false));
-            }
-            while let Some(done) = in_flight.try_join_next() {
-                (limit, pause) = adjust(limit, most, pause, done.unwrap_or(false));
-            }
             if self.stop.is_cancelled() {
                 break;
             }
-            if !pause.is_zero() {
-                tokio::select! {
-                    _ = self.stop.cancelled() => break,
-                    _ = tokio::time::sleep(pause) => {}
+            let free = limit.saturating_sub(in_flight.len() + reserved);
+            // While failing at concurrency one: one request at a time, a pause before each.
+            let idle = in_flight.is_empty() && pulls.is_empty();
+            if free > 0 && (pause.is_zero() || idle) {
+                if !pause.is_zero() {
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                 }
+                let slots = if pause.is_zero() { free } else { 1 };
+                reserved += slots;
+                let push = push.clone();
+                pulls.push(async move { (slots, me.collect(&push, slots).await) });
             }
-            // Fill every free slot from one pull: each pull waits for its lease write.
-            let slots = if pause.is_zero() { limit.saturating_sub(in_flight.len()).max(1) } else { 1 };
-            let mut batch = match self.collect(&push, slots).await {
-                Ok(batch) => batch,
-                Err(Error::NotLeader { .. }) => {
-                    tokio::select! {
-                        _ = self.stop.cancelled() => break,
-                        _ = tokio::time::sleep(NOT_LEADER_WAIT) => continue,
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    (limit, pause) = adjust(limit, most, pause, done.unwrap_or(false));
+                }
+                Some((slots, pulled)) = futures::StreamExt::next(&mut pulls), if !pulls.is_empty() => {
+                    reserved -= slots;
+                    let mut batch = match pulled {
+                        Ok(batch) => batch,
+                        Err(Error::NotLeader { .. }) => {
+                            tokio::select! {
+                                _ = self.stop.cancelled() => break,
+                                _ = tokio::time::sleep(NOT_LEADER_WAIT) => continue,
+                            }
+                        }
+                        Err(Error::ShuttingDown | Error::Deleted(_)) => break,
+                        Err(e) => {
+                            tracing::warn!(group = %self.group.name, error = %e, "push dispatcher could not pull; trying again");
+                            tokio::select! {
+                                _ = self.stop.cancelled() => break,
+                                _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                            }
+                        }
+                    };
+                    while !batch.is_empty() {
+                        let rest = batch.split_off(batch.len().min(push.batch_size as usize));
+                        let (group, client) = (self.group.clone(), self.client.clone());
+                        in_flight.spawn(push_batch(group, client, push.clone(), batch));
+                        batch = rest;
                     }
                 }
-                Err(Error::ShuttingDown | Error::Deleted(_)) => break,
-                Err(e) => {
-                    tracing::warn!(group = %self.group.name, error = %e, "push dispatcher could not pull; trying again");
-                    tokio::select! {
-                        _ = self.stop.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
-                    }
-                }
-            };
-            while !batch.is_empty() {
-                let rest = batch.split_off(batch.len().min(push.batch_size as usize));
-                let (group, client) = (self.group.clone(), self.client.clone());
-                in_flight.spawn(push_batch(group, client, push.clone(), batch));
-                batch = rest;
             }
         }
+        drop(pulls);
         in_flight.abort_all();
         tracing::info!(group = %self.group.name, "push dispatcher stopped");
     }
