@@ -258,3 +258,22 @@ pub async fn produce_to_leader(first: &str, topic: &str, partition: u32, values:
         }
     }
 }
+
+/// Produces one message of `value` to `partition` of `topic` over `ch` as a
+/// tool that does not follow `not_leader` sends it (no `sluice-redirect`): a
+/// broker that does not lead the partition forwards it to the one that does.
+pub async fn produce_unredirected(
+    ch: impl Into<sluice_client::Channel>,
+    topic: &str,
+    partition: u32,
+    value: &str,
+) -> Result<(), tonic::Status> {
+    let message = sluice_proto::v1::Message { value: value.as_bytes().to_vec().into(), ..Default::default() };
+    let request = sluice_proto::v1::ProduceRequest {
+        topic: topic.into(),
+        partition: Some(partition),
+        messages: vec![message],
+        ..Default::default()
+    };
+    sluice_proto::v1::producer_client::ProducerClient::new(ch.into()).produce(request).await.map(drop)
+}

@@ -9,8 +9,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sluice_client::proto as pb;
 use sluice_client::{Admin, Channel, ConnectOptions};
-use sluice_proto::v1::producer_client::ProducerClient;
-use sluice_tests::cluster::TestCluster;
+use sluice_tests::cluster::{produce_unredirected, TestCluster};
 use sluice_tests::eventually;
 use tonic::Code;
 
@@ -23,19 +22,6 @@ fn digest(token: &str) -> String {
 
 fn channel(addr: &str, token: &str) -> anyhow::Result<Channel> {
     Ok(ConnectOptions::new().token(token)?.connect(addr)?)
-}
-
-/// A produce of one message to `partition` of `topic` as a tool that does
-/// not follow `not_leader` would send it: the broker forwards it.
-async fn produce_unredirected(ch: Channel, topic: &str, partition: u32) -> Result<(), tonic::Status> {
-    let message = pb::Message { value: b"x".to_vec().into(), ..Default::default() };
-    let request = pb::ProduceRequest {
-        topic: topic.into(),
-        partition: Some(partition),
-        messages: vec![message],
-        ..Default::default()
-    };
-    ProducerClient::new(ch).produce(request).await.map(drop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,7 +63,7 @@ async fn rules_hold_at_every_broker_and_forwarded_produces_carry_the_cluster_sec
     eventually(Duration::from_secs(20), "every broker stores every partition's produce", || async {
         for id in cluster.ids() {
             for partition in 0..3 {
-                if let Err(e) = produce_unredirected(channel(&addr(id), ADMIN)?, "orders", partition).await {
+                if let Err(e) = produce_unredirected(channel(&addr(id), ADMIN)?, "orders", partition, "x").await {
                     anyhow::ensure!(e.code() != Code::Unauthenticated, "a forward was refused: {e:?}");
                     return Ok(None);
                 }
@@ -93,7 +79,7 @@ async fn rules_hold_at_every_broker_and_forwarded_produces_carry_the_cluster_sec
     assert!(forwarded >= 1.0, "some produce was forwarded to its leader ({forwarded})");
 
     // A rule added at broker 1 holds at broker 3; removed at broker 2, it stops broker 1's next request.
-    let refused = produce_unredirected(channel(&addr(3), BOB)?, "orders", 0).await.expect_err("no rule yet");
+    let refused = produce_unredirected(channel(&addr(3), BOB)?, "orders", 0, "x").await.expect_err("no rule yet");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     let rule = pb::AclRule {
         subject: "principal:bob".into(),
@@ -108,13 +94,13 @@ async fn rules_hold_at_every_broker_and_forwarded_produces_carry_the_cluster_sec
         async move { anyhow::Ok(Admin::new(ch?).list_topics().await?.into_iter().map(|t| t.name).collect::<Vec<_>>()) }
     };
     eventually(Duration::from_secs(5), "broker 3 applies the rule", || async {
-        Ok(produce_unredirected(channel(&addr(3), BOB)?, "orders", 0).await.ok())
+        Ok(produce_unredirected(channel(&addr(3), BOB)?, "orders", 0, "x").await.ok())
     })
     .await?;
     assert_eq!(bob_topics(3).await?, ["orders"]);
     Admin::new(channel(&addr(2), ADMIN)?).remove_acl(added.id).await?;
     eventually(Duration::from_secs(5), "broker 1 applies the removal", || async {
-        let refused = produce_unredirected(channel(&addr(1), BOB)?, "orders", 0).await.err();
+        let refused = produce_unredirected(channel(&addr(1), BOB)?, "orders", 0, "x").await.err();
         Ok(refused.filter(|e| e.code() == Code::PermissionDenied))
     })
     .await?;

@@ -12,8 +12,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sluice_client::proto as pb;
 use sluice_client::{Admin, Channel, ConnectOptions};
-use sluice_proto::v1::producer_client::ProducerClient;
-use sluice_tests::cluster::TestCluster;
+use sluice_tests::cluster::{produce_unredirected, TestCluster};
 use sluice_tests::pki::{self, TestCa};
 use sluice_tests::{eventually, read_all};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,19 +24,6 @@ const H2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x
 
 fn channel(addr: &str, ca: &str) -> anyhow::Result<Channel> {
     Ok(ConnectOptions::new().token(ADMIN)?.tls_ca(ca).connect(addr)?)
-}
-
-/// A produce of `value` to `partition` of `topic` as a tool that does not
-/// follow `not_leader` sends it: a follower forwards it to the leader.
-async fn produce_unredirected(ch: Channel, topic: &str, partition: u32, value: &str) -> Result<(), tonic::Status> {
-    let message = pb::Message { value: value.as_bytes().to_vec().into(), ..Default::default() };
-    let request = pb::ProduceRequest {
-        topic: topic.into(),
-        partition: Some(partition),
-        messages: vec![message],
-        ..Default::default()
-    };
-    ProducerClient::new(ch).produce(request).await.map(drop)
 }
 
 /// What the cluster listener at `addr` sends back to an HTTP/2 hello over

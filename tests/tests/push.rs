@@ -46,6 +46,12 @@ async fn drained(broker: &TestBroker, name: &str) -> anyhow::Result<()> {
     .await
 }
 
+/// The `sluice-dlq-reason` header of a dead letter (empty without one).
+fn dead_letter_reason(record: &pb::Record) -> String {
+    let reason = record.headers.iter().find(|h| h.key == "sluice-dlq-reason");
+    reason.map(|h| String::from_utf8_lossy(&h.value).into_owned()).unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_pushed_in_binary_mode_and_acked() -> anyhow::Result<()> {
     let broker = push_broker().await?;
@@ -164,12 +170,7 @@ async fn failing_pushes_end_in_the_dead_letter_topic_with_the_answer_as_reason()
             async move { Ok(read_all(ch, &dlq, 0).await.ok().filter(|r| !r.is_empty())) }
         })
         .await?;
-        let reason = records[0]
-            .headers
-            .iter()
-            .find(|h| h.key == "sluice-dlq-reason")
-            .map(|h| String::from_utf8_lossy(&h.value).into_owned())
-            .unwrap_or_default();
+        let reason = dead_letter_reason(&records[0]);
         assert!(reason.contains(expected), "{name}: dead-letter reason {reason:?} should contain {expected:?}");
         assert_eq!(records[0].value.as_ref(), b"doomed");
     }
@@ -445,12 +446,7 @@ async fn https_endpoints_are_pushed_to_over_tls_trusting_the_configured_ca() -> 
         Ok(read_all(broker.channel(), "untrusted-dlq", 0).await.ok().filter(|r| !r.is_empty()))
     })
     .await?;
-    let reason = records[0]
-        .headers
-        .iter()
-        .find(|h| h.key == "sluice-dlq-reason")
-        .map(|h| String::from_utf8_lossy(&h.value).into_owned())
-        .unwrap_or_default();
+    let reason = dead_letter_reason(&records[0]);
     assert!(
         reason.contains("certificate") || reason.contains("UnknownIssuer"),
         "the reason names the certificate: {reason}"

@@ -76,7 +76,8 @@ impl Forwarder {
     fn channel(&self, endpoint: &str) -> Result<Channel> {
         let address = self.meta.peer_address_of(endpoint).ok_or_else(|| {
             Error::ClusterUnavailable(format!(
-                "the leader {endpoint} is not a broker this one knows a cluster address of"
+                "the partition's leader {endpoint} is not in this broker's catalog yet (it registers once it \
+                 has joined): retry shortly, or produce to {endpoint} directly"
             ))
         })?;
         self.meta.connections().channel(&address).map_err(Error::ClusterUnavailable)
