@@ -14,6 +14,14 @@
 //! begins as soon as a request frees a slot, so no slot waits for another
 //! pull's lease write (they share the writer's group commit instead).
 //!
+//! A slot is a request at the endpoint: it is freed when the answer arrives,
+//! and the ack or nack that settles it goes on without it, so the endpoint is
+//! not left idle while an ack waits for its commit. At most `max_concurrency`
+//! answered requests settle at once (past that, slots wait for them), so what
+//! a crash can push twice stays bounded: `2 × max_concurrency × batch_size`.
+//! In an ordered group the settlement stays inside the slot: the partition's
+//! next message is released by the ack.
+//!
 //! # Correctness
 //! A request's deadline is within the lease it was sent under (the push
 //! config is validated so), so its ack or nack arrives while the lease holds;
@@ -27,6 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_storage::now_ms;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +80,9 @@ impl Dispatcher {
         let mut reserved = 0usize;
         let mut limit = usize::MAX;
         let mut pause = Duration::ZERO;
+        // Answered requests whose ack or nack is being written: at most `most` (a new
+        // semaphore when the config changes it; permits of the old one still end their work).
+        let mut settling = (0usize, Arc::new(Semaphore::new(0)));
         let me = &self;
         tracing::info!(group = %self.group.name, "push dispatcher started");
         loop {
@@ -78,6 +90,9 @@ impl Dispatcher {
             let Some(push) = settings.push.clone() else { break };
             let most = if settings.mode == GroupMode::Ordered { 1 } else { push.max_concurrency as usize };
             limit = limit.clamp(1, most);
+            if settling.0 != most {
+                settling = (most, Arc::new(Semaphore::new(most)));
+            }
             metrics::gauge!(crate::metrics::PUSH_CONCURRENCY, "group" => self.group.name.clone()).set(limit as f64);
             if self.stop.is_cancelled() {
                 break;
@@ -121,10 +136,12 @@ impl Dispatcher {
                             }
                         }
                     };
+                    // Ordered: the ack releases the partition's next message, so it stays in the slot.
+                    let settle_apart = (settings.mode != GroupMode::Ordered).then(|| settling.1.clone());
                     while !batch.is_empty() {
                         let rest = batch.split_off(batch.len().min(push.batch_size as usize));
                         let (group, client) = (self.group.clone(), self.client.clone());
-                        in_flight.spawn(push_batch(group, client, push.clone(), batch));
+                        in_flight.spawn(push_batch(group, client, push.clone(), batch, settle_apart.clone()));
                         batch = rest;
                     }
                 }
@@ -173,8 +190,16 @@ fn adjust(limit: usize, most: usize, pause: Duration, healthy: bool) -> (usize, 
     }
 }
 
-/// Sends one request and settles its messages; whether the endpoint answered well.
-async fn push_batch(group: Arc<GroupHandle>, client: PushClient, push: PushConfig, batch: Vec<Delivered>) -> bool {
+/// Sends one request and settles its messages (in a task of its own holding
+/// a permit of `settle_apart`, when given, so the slot is free once the
+/// endpoint has answered); whether the endpoint answered well.
+async fn push_batch(
+    group: Arc<GroupHandle>,
+    client: PushClient,
+    push: PushConfig,
+    batch: Vec<Delivered>,
+    settle_apart: Option<Arc<Semaphore>>,
+) -> bool {
     let topic = group.topic.name.to_string();
     let outgoing: Vec<Outgoing> = batch
         .iter()
@@ -192,8 +217,25 @@ async fn push_batch(group: Arc<GroupHandle>, client: PushClient, push: PushConfi
     metrics::histogram!(crate::metrics::PUSH_LATENCY, "group" => name.clone()).record(started.elapsed().as_secs_f64());
     metrics::counter!(crate::metrics::PUSH_REQUESTS, "group" => name.clone(), "outcome" => outcome.label())
         .increment(1);
-    let ids: Vec<AckId> = batch.iter().map(|d| d.ack_id).collect();
     let healthy = outcome.healthy();
+    match settle_apart {
+        Some(settling) => {
+            // The semaphore is never closed; without a permit the settlement would be unbounded.
+            let Ok(permit) = settling.acquire_owned().await else { return healthy };
+            tokio::spawn(async move {
+                settle(&group, &batch, &outgoing, outcome).await;
+                drop(permit);
+            });
+        }
+        None => settle(&group, &batch, &outgoing, outcome).await,
+    }
+    healthy
+}
+
+/// Acks or nacks a request's messages as its outcome says.
+async fn settle(group: &GroupHandle, batch: &[Delivered], outgoing: &[Outgoing], outcome: Outcome) {
+    let name = &group.name;
+    let ids: Vec<AckId> = batch.iter().map(|d| d.ack_id).collect();
     let settled = match outcome {
         Outcome::Delivered { failed } if failed.is_empty() => group.ack(ids).await,
         Outcome::Delivered { failed } => {
@@ -216,5 +258,4 @@ async fn push_batch(group: Arc<GroupHandle>, client: PushClient, push: PushConfi
         // The leases run out and the messages are delivered again.
         tracing::debug!(group = %name, error = %e, "could not settle a push");
     }
-    healthy
 }
