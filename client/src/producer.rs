@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -96,7 +96,27 @@ struct Pending {
 
 struct TopicQueues {
     partitions: Vec<mpsc::Sender<Pending>>,
-    round_robin: AtomicU32,
+    /// Per partition: whether its batcher has a request in flight.
+    sending: Arc<[AtomicBool]>,
+    /// The partition unkeyed messages go to while it is not sending.
+    sticky: AtomicU32,
+}
+
+/// How many partitions an unkeyed message looks at for one with no request in flight.
+const UNKEYED_SCAN: u32 = 16;
+
+/// The partition for an unkeyed message: `sticky` while it has no request in
+/// flight (messages that arrive together make one batch), else the next one
+/// after it that has none (within [`UNKEYED_SCAN`]), else simply the next one —
+/// so no message waits behind a batch in flight while another partition is
+/// idle, and under load the choice is round robin.
+fn unkeyed_partition(sticky: u32, sending: &[AtomicBool]) -> u32 {
+    let count = sending.len() as u32;
+    let start = sticky % count;
+    (0..count.min(UNKEYED_SCAN))
+        .map(|i| (start + i) % count)
+        .find(|&p| !sending[p as usize].load(Ordering::Acquire))
+        .unwrap_or((start + 1) % count)
 }
 
 /// A batching, retrying, idempotent producer. Cheap to clone.
@@ -138,6 +158,7 @@ impl Producer {
         }
         let mut map = self.topics.lock().unwrap_or_else(|e| e.into_inner());
         let queues = map.entry(topic.to_owned()).or_insert_with(|| {
+            let sending: Arc<[AtomicBool]> = (0..count).map(|_| AtomicBool::new(false)).collect();
             let partitions = (0..count)
                 .map(|p| {
                     let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
@@ -146,6 +167,7 @@ impl Producer {
                         config: self.config.clone(),
                         topic: topic.to_owned(),
                         partition: p,
+                        sending: sending.clone(),
                         producer_id: new_producer_id(),
                         sequence: 0,
                     };
@@ -153,7 +175,7 @@ impl Producer {
                     tx
                 })
                 .collect();
-            Arc::new(TopicQueues { partitions, round_robin: AtomicU32::new(0) })
+            Arc::new(TopicQueues { partitions, sending, sticky: AtomicU32::new(0) })
         });
         Ok(queues.clone())
     }
@@ -161,8 +183,10 @@ impl Producer {
     /// Queues `message` and returns a future for its acknowledgement, so many
     /// messages can be in flight. Waits only while the partition queue is full.
     /// `message` is a [`Message`](crate::Message) or a raw `proto::Message`.
-    /// Without `partition`, a keyed message goes to its key's partition and an
-    /// unkeyed one to the next partition in turn.
+    /// Without `partition`, a keyed message goes to its key's partition; an
+    /// unkeyed one goes where the previous one went unless that partition has a
+    /// request in flight, then to the next partition that has none (so it is
+    /// sent at once, not behind that request), or under load to the next in turn.
     pub async fn enqueue(
         &self,
         topic: &str,
@@ -175,7 +199,12 @@ impl Producer {
         let p = match (partition, message.key.as_deref()) {
             (Some(p), _) => p,
             (None, Some(key)) => sluice_proto::partition_for_key(key, count),
-            (None, None) => queues.round_robin.fetch_add(1, Ordering::Relaxed) % count,
+            (None, None) => {
+                let p = unkeyed_partition(queues.sticky.load(Ordering::Relaxed), &queues.sending);
+                // A race with another enqueue only moves the sticky partition once more.
+                queues.sticky.store(p, Ordering::Relaxed);
+                p
+            }
         };
         let tx = queues.partitions.get(p as usize).ok_or_else(|| {
             Error::Topic(format!("topic `{topic}` has partitions 0..{count}; partition {p} does not exist"))
@@ -208,6 +237,8 @@ struct Batcher {
     config: Arc<ProducerConfig>,
     topic: String,
     partition: u32,
+    /// Every partition's in-flight flag (this one's is `sending[partition]`).
+    sending: Arc<[AtomicBool]>,
     producer_id: u64,
     sequence: u64,
 }
@@ -233,7 +264,9 @@ impl Batcher {
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
+            self.sending[self.partition as usize].store(true, Ordering::Release);
             self.send(&mut batch).await;
+            self.sending[self.partition as usize].store(false, Ordering::Release);
         }
     }
 
@@ -307,5 +340,47 @@ impl Batcher {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(sending: &[bool]) -> Vec<AtomicBool> {
+        sending.iter().map(|&s| AtomicBool::new(s)).collect()
+    }
+
+    #[test]
+    fn unkeyed_messages_stay_on_a_partition_until_it_sends() {
+        assert_eq!(unkeyed_partition(2, &flags(&[false, false, false, false])), 2);
+        assert_eq!(unkeyed_partition(6, &flags(&[false, false, false, false])), 2, "taken modulo the count");
+    }
+
+    #[test]
+    fn unkeyed_messages_skip_partitions_with_a_request_in_flight() {
+        assert_eq!(unkeyed_partition(1, &flags(&[false, true, true, false])), 3);
+        assert_eq!(unkeyed_partition(3, &flags(&[false, true, true, true])), 0, "wraps around");
+    }
+
+    #[test]
+    fn with_every_partition_sending_unkeyed_messages_go_round_robin() {
+        let all = flags(&[true; 4]);
+        let mut p = 0;
+        let seen: Vec<u32> = (0..5)
+            .map(|_| {
+                p = unkeyed_partition(p, &all);
+                p
+            })
+            .collect();
+        assert_eq!(seen, vec![1, 2, 3, 0, 1]);
+    }
+
+    #[test]
+    fn the_scan_is_bounded() {
+        let mut sending = vec![true; 40];
+        sending[30] = false;
+        assert_eq!(unkeyed_partition(0, &flags(&sending)), 1, "beyond the scan: the next in turn");
+        assert_eq!(unkeyed_partition(20, &flags(&sending)), 30);
     }
 }
