@@ -227,6 +227,31 @@ impl Producer {
     }
 }
 
+/// Fills `batch` with `first`, what is queued behind it and, with a linger,
+/// what arrives before the linger ends, up to the batch limits.
+async fn collect(first: Pending, rx: &mut mpsc::Receiver<Pending>, config: &ProducerConfig, batch: &mut Vec<Pending>) {
+    let mut bytes = first.message.value.len();
+    batch.push(first);
+    let deadline = tokio::time::Instant::now() + config.linger;
+    while batch.len() < config.max_batch_messages && bytes < config.max_batch_bytes {
+        let next = if config.linger.is_zero() {
+            // No timer: even a sleep that is already due waits for the timer's next
+            // millisecond tick, which would delay every batch by half a millisecond.
+            rx.try_recv().ok()
+        } else {
+            // Biased: what is already queued always joins the batch.
+            tokio::select! {
+                biased;
+                m = rx.recv() => m,
+                _ = tokio::time::sleep_until(deadline) => None,
+            }
+        };
+        let Some(m) = next else { break };
+        bytes += m.message.value.len();
+        batch.push(m);
+    }
+}
+
 /// How long one batch follows leaders (redirects, a leader that stopped
 /// answering) before its last error is returned.
 const REDIRECT_PATIENCE: Duration = Duration::from_secs(30);
@@ -247,23 +272,7 @@ impl Batcher {
     async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
         let mut batch: Vec<Pending> = Vec::with_capacity(self.config.max_batch_messages);
         while let Some(first) = rx.recv().await {
-            let mut bytes = first.message.value.len();
-            batch.push(first);
-            let deadline = tokio::time::Instant::now() + self.config.linger;
-            while batch.len() < self.config.max_batch_messages && bytes < self.config.max_batch_bytes {
-                // Biased: what is already queued always joins the batch, even with no linger.
-                tokio::select! {
-                    biased;
-                    m = rx.recv() => match m {
-                        Some(m) => {
-                            bytes += m.message.value.len();
-                            batch.push(m);
-                        }
-                        None => break,
-                    },
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
+            collect(first, &mut rx, &self.config, &mut batch).await;
             self.sending[self.partition as usize].store(true, Ordering::Release);
             self.send(&mut batch).await;
             self.sending[self.partition as usize].store(false, Ordering::Release);
@@ -374,6 +383,41 @@ mod tests {
             })
             .collect();
         assert_eq!(seen, vec![1, 2, 3, 0, 1]);
+    }
+
+    fn pending(value: &str) -> Pending {
+        let message = pb::Message { key: None, value: value.as_bytes().to_vec().into(), headers: vec![] };
+        Pending { message, reply: oneshot::channel().0 }
+    }
+
+    #[test]
+    fn without_linger_a_batch_takes_what_is_queued_and_touches_no_timer() {
+        // A runtime without a timer: any sleep, even one already due, would panic here
+        // (and on a runtime with one, it waits for the timer's next millisecond tick).
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+        runtime.block_on(async {
+            let (tx, mut rx) = mpsc::channel(8);
+            for v in ["b", "c"] {
+                tx.send(pending(v)).await.expect("the receiver is open");
+            }
+            let config = ProducerConfig { linger: Duration::ZERO, ..ProducerConfig::default() };
+            let mut batch = Vec::new();
+            collect(pending("a"), &mut rx, &config, &mut batch).await;
+            assert_eq!(batch.len(), 3, "what was queued joins the batch");
+        });
+    }
+
+    #[tokio::test]
+    async fn with_a_linger_a_batch_waits_for_it() {
+        let (tx, mut rx) = mpsc::channel(8);
+        tx.send(pending("b")).await.expect("the receiver is open");
+        let config = ProducerConfig { linger: Duration::from_millis(30), ..ProducerConfig::default() };
+        let started = tokio::time::Instant::now();
+        let mut batch = Vec::new();
+        collect(pending("a"), &mut rx, &config, &mut batch).await;
+        assert_eq!(batch.len(), 2);
+        assert!(started.elapsed() >= Duration::from_millis(30), "the linger is waited out");
+        drop(tx);
     }
 
     #[test]
