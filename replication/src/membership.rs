@@ -70,11 +70,11 @@ pub enum ReplaceStage {
     /// The new replica is a voter holding the log: this group is done
     /// (promoted now, or found so).
     Done,
-    /// A placed shard (a topic of a smaller replication factor) holds the
-    /// old broker and keeps it: replacing a placed shard's replica is not
-    /// built, and with fewer than three replicas it has no majority to
-    /// change its membership without the lost one anyway. Its other
-    /// replicas serve what they hold; writes need the old broker back.
+    /// A placed shard of one or two replicas (a topic of replication factor
+    /// 1 or 2) holds the old broker and keeps it: with fewer than three
+    /// replicas it has no majority to change its membership without the
+    /// lost one. Its other replica serves what it holds; writes need the old
+    /// broker back.
     NotReplaced {
         /// The shard's replica set.
         replicas: Vec<u64>,
@@ -91,9 +91,9 @@ impl std::fmt::Display for ReplaceStage {
             ReplaceStage::Done => write!(f, "done: the new replica is a voter"),
             ReplaceStage::NotReplaced { replicas } => write!(
                 f,
-                "not replaced: a placed shard with replicas {replicas:?} (a topic of a smaller replication \
-                 factor) keeps its replica set, old broker included; with fewer than three replicas its topics \
-                 commit no writes without it (replacing a placed shard's replica is not built yet)"
+                "not replaced: a placed shard with replicas {replicas:?} (a topic of replication factor 1 or 2) \
+                 keeps its replica set, old broker included: with fewer than three replicas it has no majority to \
+                 change its membership without the lost one, and its topics commit no writes without it"
             ),
         }
     }
@@ -260,14 +260,20 @@ pub(crate) struct GroupHandle {
 
 /// Asks the broker at `addr` which of its groups' replicas are empty.
 pub(crate) async fn standing(peers: &Peers, addr: &str) -> Result<BTreeMap<u64, bool>, String> {
-    Ok(standing_of(peers, addr, 0).await?.groups.into_iter().map(|g| (g.group, g.empty)).collect())
+    Ok(standing_of(peers, addr, 0, Vec::new()).await?.groups.into_iter().map(|g| (g.group, g.empty)).collect())
 }
 
-/// Asks the broker at `addr` for its standing, as broker `asking` (0: not a
-/// broker setting itself up).
-pub(crate) async fn standing_of(peers: &Peers, addr: &str, asking: u64) -> Result<pb::StandingReply, String> {
+/// Asks the broker at `addr` for its standing, as broker `asking`
+/// configured with the brokers `configured` (0 and none: not a broker
+/// setting itself up).
+pub(crate) async fn standing_of(
+    peers: &Peers,
+    addr: &str,
+    asking: u64,
+    configured: Vec<u64>,
+) -> Result<pb::StandingReply, String> {
     let channel = peers.channel(addr)?;
-    let mut request = tonic::Request::new(pb::StandingRequest { asking });
+    let mut request = tonic::Request::new(pb::StandingRequest { asking, configured });
     request.set_timeout(Duration::from_secs(3));
     let reply = RaftClient::new(channel).standing(request).await;
     Ok(reply.map_err(|s| format!("{}: {}", s.code(), s.message()))?.into_inner())

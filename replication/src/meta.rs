@@ -52,8 +52,9 @@ pub const META_GROUP: GroupId = GroupId(0);
 ///   replication factor below the number of `brokers` it lists);
 /// - 2: schedules (`CreateSchedule`, `DeleteSchedule`, `AdvanceSchedule`);
 /// - 3: permission rules (`AddAcl`, `RemoveAcl`) and the cluster secret
-///   (`SetClusterSecret`).
-pub const FEATURE_LEVEL: u32 = 3;
+///   (`SetClusterSecret`);
+/// - 4: a placed shard's replica moved to another broker (`MoveShardReplica`).
+pub const FEATURE_LEVEL: u32 = 4;
 
 /// A change to the catalog, proposed by a broker and applied by all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +147,18 @@ pub enum MetaCommand {
         /// The term it was elected in.
         term: u64,
     },
+    /// Move placed shard `shard`'s replica from broker `from` (lost) to
+    /// broker `to` (a new id replacing it), if `from` holds one and `to`
+    /// none: `to` then starts the replica without setting the group up, and
+    /// the shard's leader adds it as `sluice cluster replace` walks the shard.
+    MoveShardReplica {
+        /// The placed shard's id.
+        shard: u64,
+        /// The broker whose replica is moved away.
+        from: u64,
+        /// The broker taking it.
+        to: u64,
+    },
     /// Create schedule `name` unless it exists; it gets the next id.
     CreateSchedule {
         /// The schedule's name (already checked by the proposer).
@@ -214,6 +227,7 @@ impl MetaCommand {
             | MetaCommand::DeleteSchedule { .. }
             | MetaCommand::AdvanceSchedule { .. } => 2,
             MetaCommand::AddAcl { .. } | MetaCommand::RemoveAcl { .. } | MetaCommand::SetClusterSecret { .. } => 3,
+            MetaCommand::MoveShardReplica { .. } => 4,
             // Placed: an older build would spread it over every broker instead.
             MetaCommand::CreateTopic { replication_factor, brokers, .. }
                 if (*replication_factor as usize) < brokers.len() =>
@@ -249,6 +263,9 @@ impl fmt::Display for MetaCommand {
             MetaCommand::SetBrokerDiskFull { broker, full } => write!(f, "broker {broker} disk full: {full}"),
             MetaCommand::SetShardLeader { shard, broker, term } => {
                 write!(f, "shard {shard} led by broker {broker} in term {term}")
+            }
+            MetaCommand::MoveShardReplica { shard, from, to } => {
+                write!(f, "move shard {shard}'s replica from broker {from} to broker {to}")
             }
         }
     }
@@ -419,6 +436,12 @@ pub const FIRST_PLACED_SHARD: u64 = 1 << 20;
 pub struct CatalogShard {
     /// Its replicas' broker ids, in ascending order.
     pub replicas: Vec<u64>,
+    /// Those of `replicas` that took their replica over from a lost broker
+    /// (`MoveShardReplica`): the group was set up before them, so they start
+    /// their replica without setting it up (a first membership unlike the
+    /// others' would break Raft's log matching) and wait to be added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<u64>,
 }
 
 /// Who leads a shard, as last recorded by its leader.
@@ -650,6 +673,19 @@ impl Catalog {
                 keys::delete_record(write, group_id, format!("{DISK_FULL}{broker}").as_bytes());
                 MetaResponse::Done
             }
+            MetaCommand::MoveShardReplica { shard, from, to } => {
+                let Some(placed) = self.shards.get_mut(shard) else { return Ok(MetaResponse::Done) };
+                if placed.replicas.contains(from) && !placed.replicas.contains(to) {
+                    placed.replicas.retain(|r| r != from);
+                    placed.replicas.push(*to);
+                    placed.replicas.sort_unstable();
+                    placed.joined.retain(|r| r != from);
+                    placed.joined.push(*to);
+                    let key = format!("{SHARD}{shard}");
+                    keys::put_record(write, group_id, key.as_bytes(), encode(&*placed)?);
+                }
+                MetaResponse::Done
+            }
             MetaCommand::SetShardLeader { shard, broker, term } => {
                 let known = self.shard_leaders.get(shard).map_or(0, |l| l.term);
                 if *term >= known {
@@ -720,7 +756,7 @@ impl Catalog {
             return Ok(Some(*id));
         }
         let id = self.shards.keys().next_back().map_or(FIRST_PLACED_SHARD, |last| last + 1);
-        let shard = CatalogShard { replicas };
+        let shard = CatalogShard { replicas, joined: Vec::new() };
         keys::put_record(write, group_id, format!("{SHARD}{id}").as_bytes(), encode(&shard)?);
         self.shards.insert(id, shard);
         Ok(Some(id))
@@ -1143,6 +1179,15 @@ mod tests {
         apply(&mut c, MetaCommand::SetShardLeader { shard, broker: 1, term: 5 });
         apply(&mut c, MetaCommand::SetShardLeader { shard, broker: 2, term: 4 });
         assert_eq!(c.shard_leaders[&shard], ShardLeader { broker: 1, term: 5 }, "an older term is ignored");
+        let holder = c.shards[&shard].replicas[0];
+        let moved = MetaCommand::MoveShardReplica { shard, from: holder, to: 9 };
+        assert_eq!(moved.feature_level(), 4, "an older build cannot apply a move");
+        apply(&mut c, moved.clone());
+        assert_eq!((c.shards[&shard].replicas.clone(), c.shards[&shard].joined.clone()), (vec![9], vec![9]));
+        apply(&mut c, moved);
+        assert_eq!(c.shards[&shard].replicas, vec![9], "a move applied again changes nothing");
+        apply(&mut c, MetaCommand::MoveShardReplica { shard, from: 7, to: 8 });
+        assert_eq!(c.shards[&shard].replicas, vec![9], "a broker holding no replica moves none");
         let (store, _) = Store::open_in_memory(&sluice_storage::MemoryDisk::new()).expect("store");
         let (writer, _join) =
             sluice_storage::spawn_writer(store.clone(), sluice_storage::WriterConfig::default()).expect("writer");

@@ -397,10 +397,18 @@ impl pb::raft_server::Raft for RaftService {
         &self,
         request: tonic::Request<pb::StandingRequest>,
     ) -> Result<tonic::Response<pb::StandingReply>, tonic::Status> {
-        let broker = self.meta.metrics().borrow_watched().id;
-        let asking = request.into_inner().asking;
+        let metrics = self.meta.metrics().borrow_watched().clone();
+        let pb::StandingRequest { asking, configured } = request.into_inner();
         let asking_registered = asking != 0 && self.catalog.broker_endpoint(asking).is_some();
-        Ok(tonic::Response::new(pb::StandingReply { broker, groups: self.standing(), asking_registered }))
+        let voters: std::collections::BTreeSet<u64> = metrics.membership_config.membership().voter_ids().collect();
+        let configured_as_voters =
+            !configured.is_empty() && configured.into_iter().collect::<std::collections::BTreeSet<_>>() == voters;
+        Ok(tonic::Response::new(pb::StandingReply {
+            broker: metrics.id,
+            groups: self.standing(),
+            asking_registered,
+            configured_as_voters,
+        }))
     }
 
     async fn call(

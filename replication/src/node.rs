@@ -241,28 +241,36 @@ impl MetaNode {
     /// Sets the groups up if this broker should: at once when its replica
     /// holds the metadata log, otherwise only once a majority of the
     /// configured brokers (this one included) report empty replicas (a new
-    /// cluster). When any peer reports that it holds the log, the cluster
-    /// exists and this broker is a newcomer on an empty data dir (a broker
-    /// being replaced): it sets nothing up and waits for the leaders to add
-    /// it (`sluice cluster replace`). Returns whether it set the groups up;
-    /// waits (retrying every half second) while it cannot tell.
+    /// cluster). When a peer reports that it holds the log, the cluster
+    /// exists: a broker it has registered lost its disk (fenced, see
+    /// [`crate::fence`]); one configured with exactly the metadata group's
+    /// voters is one of the brokers the cluster was set up with, started
+    /// later, and sets its groups up too (so a group's first membership is
+    /// never held by one broker alone: had that broker lost its disk before
+    /// the group elected a leader, nobody could elect one, and `sluice
+    /// cluster replace` would wait for it forever); any other (a new id
+    /// replacing a lost broker) sets nothing up and waits for the leaders to
+    /// add it. Returns whether it set the groups up; waits (retrying every
+    /// half second) while it cannot tell.
     pub async fn set_up_or_join(&self, shards: &[std::sync::Arc<crate::ShardNode>]) -> io::Result<bool> {
         let mut logged = false;
-        while crate::membership::is_empty(&self.raft, self.started_empty) {
+        let configured: Vec<u64> = self.peers.keys().copied().collect();
+        'ask: while crate::membership::is_empty(&self.raft, self.started_empty) {
             let mut asks = Vec::new();
             for (id, addr) in self.peers.iter().filter(|(id, _)| **id != self.id) {
                 let (id, addr, peers, me) = (*id, addr.clone(), self.connections.clone(), self.id);
-                asks.push(async move { (id, crate::membership::standing_of(&peers, &addr, me).await) });
+                let configured = configured.clone();
+                asks.push(async move { (id, crate::membership::standing_of(&peers, &addr, me, configured).await) });
             }
             let answers = futures::future::join_all(asks).await;
             let mut empty = 1;
             for (id, answer) in answers {
                 let answer = answer.map(|reply| {
                     let meta_empty = reply.groups.iter().any(|g| g.group == META_GROUP.0 && g.empty);
-                    (meta_empty, reply.asking_registered)
+                    (meta_empty, reply.asking_registered, reply.configured_as_voters)
                 });
                 match answer {
-                    Ok((false, true)) => {
+                    Ok((false, true, _)) => {
                         tracing::warn!(
                             peer = id,
                             "the cluster exists and this broker's data dir is empty: it lost its data; not \
@@ -273,11 +281,19 @@ impl MetaNode {
                         self.fence.fence(groups).await?;
                         return Ok(false);
                     }
-                    Ok((false, false)) => {
+                    Ok((false, false, true)) => {
                         tracing::info!(
                             peer = id,
-                            "the cluster exists and this broker is new to it: not setting groups up; waiting \
-                             for its leaders (a new cluster's) or to be added (sluice cluster replace)"
+                            "the cluster exists and this broker is one of the brokers it was set up with: setting \
+                             its groups up as they did"
+                        );
+                        break 'ask;
+                    }
+                    Ok((false, false, false)) => {
+                        tracing::info!(
+                            peer = id,
+                            "the cluster exists and this broker is new to it (its configured brokers are not the \
+                             cluster's): not setting groups up; waiting to be added (sluice cluster replace)"
                         );
                         self.fence.decided_new();
                         return Ok(false);
@@ -301,9 +317,12 @@ impl MetaNode {
         }
         // A group still fenced after a restart in the middle of a replacement
         // waits to be added: setting it up would make an empty voter of it.
+        let mut set_up = 0;
         for shard in shards.iter().filter(|s| !self.fence.is_fenced(s.group())) {
             shard.initialize(&self.peers).await?;
+            set_up += 1;
         }
+        tracing::info!(shards = set_up, "this broker's groups are set up");
         Ok(true)
     }
 
@@ -311,13 +330,17 @@ impl MetaNode {
     /// metadata group, in every one of `shards` and in every one of
     /// `elsewhere` (shards this broker holds no replica of, whose leaders it
     /// learns from the catalog), see [`crate::membership`], reporting each
-    /// step to `progress`; a new id then takes the old one's place in the
-    /// catalog. Safe to run again after an interruption.
+    /// step to `progress`; the placed shards in `moved` get the new id in
+    /// place of the old in their catalog replica set once the metadata group
+    /// is done (so the new broker starts its replica, without setting it up),
+    /// and a new id then takes the old one's place in the catalog. Safe to
+    /// run again after an interruption.
     pub async fn replace_broker(
         &self,
         (shards, elsewhere): (&[std::sync::Arc<crate::ShardNode>], &[GroupId]),
+        moved: &[GroupId],
         replacement: crate::Replacement,
-        progress: impl FnMut(crate::ReplaceProgress),
+        mut progress: impl FnMut(crate::ReplaceProgress),
     ) -> Result<(), crate::ReplaceError> {
         let new = replacement.new;
         let Some(new_addr) = replacement.address.clone().or_else(|| self.addresses().get(&new).cloned()) else {
@@ -346,14 +369,25 @@ impl MetaNode {
                 }),
             });
         }
-        if replacement.old != new {
-            // Checked before any group changes: the last step needs it.
-            let remove = MetaCommand::RemoveBroker { broker: replacement.old };
-            self.supported(&remove).map_err(|e| crate::ReplaceError::Refused(e.to_string()))?;
+        let old = replacement.old;
+        let moves: Vec<MetaCommand> =
+            moved.iter().map(|shard| MetaCommand::MoveShardReplica { shard: shard.0, from: old, to: new }).collect();
+        if old != new {
+            // Checked before any group changes: later steps need them.
+            let remove = MetaCommand::RemoveBroker { broker: old };
+            for command in moves.iter().chain([&remove]) {
+                self.supported(command).map_err(|e| crate::ReplaceError::Refused(e.to_string()))?;
+            }
         }
-        crate::membership::replace_broker(&self.connections, &groups, &replacement, &new_addr, progress).await?;
-        if replacement.old != new {
-            let old = replacement.old;
+        let (metadata, rest) = groups.split_at(1);
+        crate::membership::replace_broker(&self.connections, metadata, &replacement, &new_addr, &mut progress).await?;
+        for command in moves {
+            self.propose(command.clone())
+                .await
+                .map_err(|e| crate::ReplaceError::TimedOut(format!("{command} in the catalog: {e}")))?;
+        }
+        crate::membership::replace_broker(&self.connections, rest, &replacement, &new_addr, &mut progress).await?;
+        if old != new {
             self.propose(MetaCommand::RemoveBroker { broker: old })
                 .await
                 .map_err(|e| crate::ReplaceError::TimedOut(format!("removing broker {old} from the catalog: {e}")))?;

@@ -47,14 +47,20 @@ impl TestCluster {
         extra: &[&str],
         prepare: impl FnMut(u64, &std::path::Path) -> anyhow::Result<std::path::PathBuf>,
     ) -> anyhow::Result<Self> {
-        Self::start_inner(n, extra, None, prepare).await
+        Self::start_inner(n, extra, None, prepare, &[]).await
+    }
+
+    /// `start_with`, leaving the brokers `later` unlaunched (their peers
+    /// already list them): a test starts each with [`TestBroker::start_again`].
+    pub async fn start_without(n: usize, extra: &[&str], later: &[u64]) -> anyhow::Result<Self> {
+        Self::start_inner(n, extra, None, |_, root| Ok(root.join("data")), later).await
     }
 
     /// `start_with` for brokers whose client ports serve TLS (their
     /// `--tls-*` flags in `extra`) with certificates `ca_pem` signed: each
     /// broker's [`TestBroker::channel`] trusts that CA.
     pub async fn start_tls(n: usize, extra: &[&str], ca_pem: &str) -> anyhow::Result<Self> {
-        Self::start_inner(n, extra, Some(ca_pem), |_, root| Ok(root.join("data"))).await
+        Self::start_inner(n, extra, Some(ca_pem), |_, root| Ok(root.join("data")), &[]).await
     }
 
     async fn start_inner(
@@ -62,6 +68,7 @@ impl TestCluster {
         extra: &[&str],
         tls_ca: Option<&str>,
         mut prepare: impl FnMut(u64, &std::path::Path) -> anyhow::Result<std::path::PathBuf>,
+        later: &[u64],
     ) -> anyhow::Result<Self> {
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect::<anyhow::Result<_>>()?;
         let mut links = BTreeMap::new();
@@ -96,7 +103,9 @@ impl TestCluster {
             args.extend_from_slice(extra);
             let mut broker = TestBroker::unlaunched(&args, &[], |root| prepare(me, root))?;
             broker.tls_ca = tls_ca.map(str::to_owned);
-            broker.launch().await?;
+            if !later.contains(&me) {
+                broker.launch().await?;
+            }
             brokers.push(broker);
         }
         let cluster_addrs = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();

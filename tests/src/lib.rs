@@ -353,6 +353,13 @@ impl TestBroker {
         self.extra = extra.iter().map(|s| s.to_string()).collect();
     }
 
+    /// Drops `flag` and its value from the flags of the next start.
+    pub fn drop_flag(&mut self, flag: &str) {
+        if let Some(at) = self.extra.iter().position(|a| a == flag) {
+            self.extra.drain(at..(at + 2).min(self.extra.len()));
+        }
+    }
+
     /// Replaces the environment variables of the next start.
     pub fn set_envs(&mut self, envs: &[(&str, &str)]) {
         self.envs = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -336,3 +336,182 @@ async fn a_placed_replica_on_an_empty_disk_is_replaced_under_its_own_id() -> any
     assert_eq!(stored.offset, acked[0], "appended after every acknowledged record, by brokers 2 and 3");
     Ok(())
 }
+
+/// Brokers 1 and 2 start (broker 3 not yet); broker 2 finds broker 1 empty
+/// and sets the cluster up, then broker 1 finds it set up and sets its own
+/// replicas of every group up too, with the same membership: each is a voter
+/// at once, before any leader could have sent it anything (the shards'
+/// election timeout is a minute here, so broker 2's first campaign, refused
+/// while broker 1 had not decided, is not followed by another in time). Were
+/// the groups' first membership on broker 2 alone, and its disk lost now, no
+/// broker could elect a shard leader and its replacement would wait forever.
+/// Then broker 2 stops and loses its disk before broker 3 ever ran, and is
+/// replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_that_set_the_cluster_up_is_replaced_before_the_third_ever_ran() -> anyhow::Result<()> {
+    const SLOW_SHARDS: &str = "--shard-election-timeout-ms";
+    let mut cluster = TestCluster::start_without(3, &[SLOW_SHARDS, "60000"], &[3]).await?;
+    // Broker 1 waits for a majority; broker 2, started next, finds it empty and sets up.
+    eventually(Duration::from_secs(10), "broker 1 finds the cluster set up by broker 2", || async {
+        Ok(cluster.broker(1).log()?.contains("the cluster exists").then_some(()))
+    })
+    .await?;
+    anyhow::ensure!(!cluster.broker(2).log()?.contains("the cluster exists"), "broker 2 set the cluster up");
+    // A replica of a group never set up is a learner (no membership).
+    let roles = || async {
+        let shards = ClusterInfo::new(cluster.broker(1).channel()).metadata().await?.shards;
+        anyhow::Ok(shards.into_iter().map(|s| s.status.map(|st| st.role).unwrap_or_default()).collect::<Vec<_>>())
+    };
+    let last = std::sync::Mutex::new(Vec::new());
+    eventually(Duration::from_secs(5), "broker 1's replicas of every shard are voters", || async {
+        let roles = roles().await?;
+        let voters = roles.len() == 6 && roles.iter().all(|r| r != "learner");
+        *last.lock().expect("roles") = roles;
+        Ok(voters.then_some(()))
+    })
+    .await
+    .map_err(|e| {
+        let roles = last.lock().expect("roles").clone();
+        e.context(format!("broker 1's shard roles: {roles:?}\n{}", cluster.broker(1).log_tail()))
+    })?;
+    let info = ClusterInfo::new(cluster.broker(1).channel());
+    eventually(Duration::from_secs(10), "brokers 1 and 2 register", || async {
+        Ok((info.metadata().await?.brokers.len() == 2).then_some(()))
+    })
+    .await?;
+
+    // Broker 2 stops and loses its disk; broker 1 restarts with the usual election timeout
+    // (as every broker from now on), broker 3 starts for the first time, and broker 2 comes
+    // back empty, waiting to be replaced.
+    cluster.broker_mut(2).terminate(Duration::from_secs(20)).await?;
+    cluster.broker_mut(2).wipe_data()?;
+    for id in cluster.ids() {
+        cluster.broker_mut(id).drop_flag(SLOW_SHARDS);
+    }
+    cluster.broker_mut(1).restart().await?;
+    cluster.broker_mut(3).start_again().await?;
+    cluster.broker_mut(2).start_again().await?;
+    eventually(Duration::from_secs(20), "broker 2 sees the cluster exists", || async {
+        Ok(cluster.broker(2).log()?.contains("the cluster exists and this broker's data dir is empty").then_some(()))
+    })
+    .await?;
+    cluster.agreed_leader(&[1, 3], Some(2)).await?;
+    let steps = replace(&cluster, 1, 2, 2, "").await.map_err(|e| {
+        let logs: Vec<String> =
+            cluster.ids().iter().map(|id| format!("broker {id}:\n{}", cluster.broker(*id).log_tail())).collect();
+        e.context(logs.join("\n"))
+    })?;
+    let stages = stages_of(&steps);
+    assert!(stages.iter().all(|s| s == REPLACED || s == &["done"]), "steps: {steps:?}");
+    eventually(Duration::from_secs(5), "broker 2 votes in every group again", || async {
+        Ok((cluster.broker(2).metric(FENCED_GROUPS, &[]).await? == 0.0).then_some(()))
+    })
+    .await?;
+
+    // With broker 1 down, brokers 2 and 3 elect and take writes in every shard.
+    let admin = Admin::new(cluster.broker(1).channel());
+    admin.create_topic("kept", PARTITIONS, pb::TopicConfig::default()).await?;
+    cluster.broker_mut(1).kill9().await?;
+    cluster.agreed_leader(&[2, 3], Some(1)).await?;
+    for p in 0..PARTITIONS {
+        let stored = produce_to_leader(&cluster.broker(2).addr, "kept", p, &[format!("after-{p}")]).await?;
+        assert_eq!(stored.offset, 0, "the first record of partition {p}");
+    }
+    let expected: Vec<Vec<String>> = (0..PARTITIONS).map(|p| vec![format!("after-{p}")]).collect();
+    eventually(Duration::from_secs(10), "broker 3 serves every record", || async {
+        Ok((records_at(&cluster, 3).await.ok().as_ref() == Some(&expected)).then_some(()))
+    })
+    .await
+}
+
+/// Four brokers: a topic of replication factor 3 is a placed shard on
+/// brokers 1, 2 and 3, with a consumer group. Broker 3 is lost for good and
+/// broker 5 takes its place: the placed shard's replica set moves from 3 to
+/// 5 in the catalog, broker 5 starts its replica without setting it up, the
+/// shard's leader adds it, and with broker 1 down brokers 2 and 5 carry the
+/// topic and its group on (nothing acknowledged is delivered again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_replica_moves_to_a_new_broker_id() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(4, SNAPSHOT_EVERY).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    cluster.leaders_spread(1).await?;
+    let admin = Admin::new(cluster.broker(4).channel());
+    admin.create_replicated_topic("triple", 2, 3, pb::TopicConfig::default()).await?;
+    admin.create_group("trio", group_config("triple", 60_000)).await?;
+    let addr4 = cluster.broker(4).addr.clone();
+    const TOTAL: u64 = 60;
+    for i in 0..TOTAL {
+        produce_to_leader(&addr4, "triple", (i % 2) as u32, &[format!("t-{i:03}")]).await?;
+    }
+    let shard = ClusterInfo::new(cluster.broker(4).channel()).partition_leaders(&["triple"]).await?[0].shard;
+    assert!(shard >= 1 << 20, "a placed shard: {shard}");
+    let consumer = Consumer::new(cluster.broker(1).channel(), "trio", ConsumerConfig::default());
+    let mut acked = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked.len() < 20 && Instant::now() < deadline {
+        let got = consumer.pull((20 - acked.len()) as u32, Duration::from_millis(500)).await?;
+        assert!(consumer.ack(got.iter().map(|m| m.ack_id.clone()).collect()).await?.is_empty(), "acks refused");
+        acked.extend(got.iter().map(|m| value(&m.record)));
+    }
+    assert_eq!(acked.len(), 20, "acknowledged before broker 3 was lost");
+
+    cluster.broker_mut(3).kill9().await?;
+    let addr = cluster.start_replacement(5, 3, SNAPSHOT_EVERY).await?;
+    let steps = replace(&cluster, 4, 3, 5, &addr).await.map_err(|e| {
+        let logs: Vec<String> =
+            [1, 2, 4, 5].iter().map(|id| format!("broker {id}:\n{}", cluster.broker(*id).log_tail())).collect();
+        e.context(logs.join("\n"))
+    })?;
+    let placed: Vec<&str> =
+        steps.iter().filter(|(g, s)| *g == shard && s != "catching_up").map(|(_, s)| s.as_str()).collect();
+    assert_eq!(placed, REPLACED, "the placed shard's replica moved to broker 5: {steps:?}");
+    assert!(steps.iter().all(|(_, s)| s != "not_replaced"), "nothing is left out: {steps:?}");
+
+    // Broker 5 serves the placed topic as broker 1 does.
+    let read = |id: u64| {
+        let channel = cluster.broker(id).channel();
+        async move {
+            let mut out = Vec::new();
+            for p in 0..2 {
+                out.push(read_all(channel.clone(), "triple", p).await?.iter().map(value).collect::<Vec<String>>());
+            }
+            anyhow::Ok(out)
+        }
+    };
+    let expected = read(1).await?;
+    assert_eq!(expected.iter().map(Vec::len).sum::<usize>(), TOTAL as usize);
+    eventually(Duration::from_secs(30), "broker 5 serves the placed topic as broker 1 does", || async {
+        Ok((read(5).await.ok().as_ref() == Some(&expected)).then_some(()))
+    })
+    .await
+    .map_err(|e| e.context(cluster.broker(5).log_tail()))?;
+
+    // With broker 1 down, brokers 2 and 5 are the placed shard's quorum.
+    cluster.broker_mut(1).kill9().await?;
+    let stored =
+        tokio::time::timeout(Duration::from_secs(30), produce_to_leader(&addr4, "triple", 0, &["after".into()]))
+            .await??;
+    assert_eq!(stored.offset, expected[0].len() as u64, "appended after every record, by brokers 2 and 5");
+    let consumer = Consumer::new(cluster.broker(5).channel(), "trio", ConsumerConfig::default());
+    let mut rest = BTreeSet::new();
+    let want = TOTAL as usize - acked.len() + 1;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while rest.len() < want && Instant::now() < deadline {
+        match consumer.pull(100, Duration::from_millis(500)).await {
+            Ok(got) => {
+                for m in &got {
+                    let v = value(&m.record);
+                    assert!(!acked.contains(&v), "{v} was acknowledged and delivered again");
+                    rest.insert(v);
+                }
+                consumer.ack(got.iter().map(|m| m.ack_id.clone()).collect()).await?;
+            }
+            Err(e) => {
+                println!("pull while leaders move: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(rest.len(), want, "every unacknowledged message is delivered through broker 5");
+    Ok(())
+}

@@ -135,9 +135,10 @@ impl Cluster {
         }
         let full: Vec<Arc<ShardNode>> = shards.values().cloned().collect();
         for (number, partitions) in placed_logs {
-            let replicas = catalog.shards.get(&number).map(|s| s.replicas.clone()).unwrap_or_default();
+            // `claim` took the shards the catalog lists.
+            let Some(listed) = catalog.shards.get(&number) else { continue };
             let shard = placed
-                .start(number, &replicas, partitions)
+                .start(number, listed, partitions)
                 .await
                 .map_err(|e| io(&format!("starting placed shard {number}"), e))?;
             shards.insert(number, shard);

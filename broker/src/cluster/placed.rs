@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_replication::meta::{Catalog, MetaCommand};
+use sluice_replication::meta::{Catalog, CatalogShard, MetaCommand};
 use sluice_replication::shard::ShardLog;
 use sluice_replication::{ClusterConfig, MetaNode, ShardHost, ShardNode, ShardStart};
 use sluice_storage::raft::GroupId;
@@ -61,14 +61,16 @@ impl PlacedShards {
     }
 
     /// Starts this broker's replica of placed shard `number` over `partitions`
-    /// and sets its group up with `replicas` if it never was (every replica
-    /// does: openraft takes the same first membership from each).
+    /// and sets its group up with its replicas if it never was (every first
+    /// replica does: openraft takes the same first membership from each; a
+    /// broker that took a lost one's replica over waits to be added instead).
     pub(super) async fn start(
         &self,
         number: u64,
-        replicas: &[u64],
+        placed: &CatalogShard,
         partitions: Vec<PartitionLog>,
     ) -> std::io::Result<Arc<ShardNode>> {
+        let replicas = &placed.replicas;
         let start = ShardStart {
             group: GroupId(number),
             store: self.store.clone(),
@@ -90,9 +92,13 @@ impl PlacedShards {
             // This broker lost its data and learns the catalog again: the shard
             // may predate the loss, and this replica may have voted in it then.
             // With three or more replicas the others can elect without it; it
-            // votes once its replica is replaced (not built for placed shards).
+            // votes once `sluice cluster replace` has replaced its replica.
             fence.fence([shard.group()]).await?;
             tracing::warn!(shard = number, ?replicas, "placed shard on a broker that lost its data: not voting");
+        } else if placed.joined.contains(&self.config.node_id) {
+            // The group was set up before this broker held it: a first membership
+            // of its own (unlike the others') would break log matching.
+            tracing::info!(shard = number, ?replicas, "replica taken over from a lost broker: waiting to be added");
         } else if members.len() == replicas.len() {
             shard.initialize(&members).await?;
         } else {
@@ -110,7 +116,18 @@ impl PlacedShards {
             if replicated.holds(number) {
                 continue;
             }
-            let node = self.start(number, &shard.replicas, Vec::new()).await?;
+            let node = self.start(number, shard, Vec::new()).await?;
+            // A shard taken over from a lost broker has topics this broker bound
+            // while it held none of their partitions: their logs, which the
+            // leader's entries or snapshot fill.
+            for topic in catalog.topics.values().filter(|t| t.shard == Some(number)) {
+                for index in 0..topic.partitions {
+                    let id = PartitionId::new(topic.id, index);
+                    if node.with_partition(id, |_| ()).is_none() {
+                        node.adopt(PartitionLog::new(&self.store, id, topic.created_ms));
+                    }
+                }
+            }
             tracing::info!(shard = number, replicas = ?shard.replicas, "replica of a placed shard started");
             replicated.add_shard(number, node);
         }

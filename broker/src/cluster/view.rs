@@ -79,14 +79,24 @@ impl ClusterView {
         mut progress: impl FnMut(ReplaceProgress),
     ) -> Result<(), ReplaceError> {
         // A placed shard of three or more replicas holding the old broker has a
-        // majority without it: under the same id (an empty disk) its replica is
-        // replaced like any other. Moving a placed replica to a new id (a change
-        // of its replica set) is not built, nor can a shard of one or two
-        // replicas change its membership without the lost one.
-        let mut placed = BTreeSet::new();
-        for (group, shard) in self.node.catalog().shards.iter().filter(|(_, s)| s.replicas.contains(&replacement.old)) {
-            if replacement.old == replacement.new && shard.replicas.len() >= 3 {
+        // majority without it: its replica is replaced like any other, under the
+        // same id (an empty disk) or moved to a new id (its replica set changes in
+        // the catalog first). A shard of one or two replicas cannot change its
+        // membership without the lost one.
+        let (old, new) = (replacement.old, replacement.new);
+        let (mut placed, mut moved) = (BTreeSet::new(), Vec::new());
+        for (group, shard) in self.node.catalog().shards.iter() {
+            let holds_old = shard.replicas.contains(&old);
+            // Moved by an earlier run of this replacement, interrupted.
+            let taken_over = old != new && shard.joined.contains(&new);
+            if !holds_old && !taken_over {
+                continue;
+            }
+            if shard.replicas.len() >= 3 || taken_over {
                 placed.insert(*group);
+                if holds_old && old != new {
+                    moved.push(GroupId(*group));
+                }
                 continue;
             }
             progress(ReplaceProgress {
@@ -103,7 +113,7 @@ impl ClusterView {
         }
         // Those this broker holds no replica of are walked through their recorded leaders.
         let elsewhere: Vec<GroupId> = placed.into_iter().map(GroupId).collect();
-        self.node.replace_broker((&shards, &elsewhere), replacement, &mut progress).await
+        self.node.replace_broker((&shards, &elsewhere), &moved, replacement, &mut progress).await
     }
 
     /// The report, read from this broker's catalog and Raft state (no

@@ -72,19 +72,21 @@ impl ReplicatedGroup {
 
     /// Serves the group until `stop`: answers as a follower, runs the actor while leading.
     pub(super) async fn serve(self, mut rx: mpsc::Receiver<Command>, stop: CancellationToken) {
-        let shard = match self.shard() {
-            Ok(shard) => shard,
-            Err(e @ Error::NotLeader { .. }) => {
-                tracing::debug!(group = %self.name, error = %e, "group placed on other brokers: redirecting its clients");
-                tokio::select! {
-                    _ = stop.cancelled() => {}
-                    _ = self.redirect(&mut rx) => {}
+        let shard = loop {
+            match self.shard() {
+                Ok(shard) => break shard,
+                Err(e @ Error::NotLeader { .. }) => {
+                    tracing::debug!(group = %self.name, error = %e, "group placed on other brokers: redirecting its clients");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        held = self.redirect(&mut rx) => if !held { return },
+                    }
+                    tracing::info!(group = %self.name, "this broker took a replica of the group's shard over");
                 }
-                return;
-            }
-            Err(e) => {
-                tracing::error!(group = %self.name, error = %e, "group has no shard here; not served");
-                return;
+                Err(e) => {
+                    tracing::error!(group = %self.name, error = %e, "group has no shard here; not served");
+                    return;
+                }
             }
         };
         loop {
@@ -147,14 +149,26 @@ impl ReplicatedGroup {
 
     /// Answers every request of a group whose shard this broker holds no
     /// replica of (its topic is placed on other brokers) with where its
-    /// shard's leader is, as the catalog last recorded it; until the queue closes.
-    async fn redirect(&self, rx: &mut mpsc::Receiver<Command>) {
-        while let Some(cmd) = rx.recv().await {
-            let elsewhere = || match self.shard() {
-                Err(e) => e,
-                Ok(_) => Error::ClusterUnavailable(format!("group `{}` is moving to this broker; retry", self.name)),
-            };
-            self.answer_with(cmd, elsewhere);
+    /// shard's leader is, as the catalog last recorded it; until this broker
+    /// holds a replica (it took a lost broker's over: `true`) or the queue
+    /// closes (`false`).
+    async fn redirect(&self, rx: &mut mpsc::Receiver<Command>) -> bool {
+        let mut added = self.replicated.shards_added();
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { return false };
+                    let elsewhere = || match self.shard() {
+                        Err(e) => e,
+                        Ok(_) => Error::ClusterUnavailable(format!("group `{}` is moving to this broker; retry", self.name)),
+                    };
+                    self.answer_with(cmd, elsewhere);
+                }
+                changed = added.changed() => if changed.is_err() { return false },
+            }
+            if self.shard().is_ok() {
+                return true;
+            }
         }
     }
 

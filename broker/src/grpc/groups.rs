@@ -168,27 +168,8 @@ fn new_settings(c: &pb::GroupConfig, config: &BrokerConfig) -> Result<(GroupConf
 
 /// The full view of a group: configuration, per-partition progress, members.
 pub async fn group_info(g: &GroupHandle) -> Result<pb::GroupInfo> {
-    let s = g.settings();
     let report = crate::group::report(g).await?;
     Ok(pb::GroupInfo {
-        name: g.name.clone(),
-        config: Some(pb::GroupConfig {
-            topic: s.topic.clone(),
-            ack_deadline_ms: s.ack_deadline_ms,
-            max_delivery_attempts: Some(s.max_delivery_attempts),
-            dead_letter_topic: s.dead_letter_topic.clone(),
-            backoff: Some(pb::Backoff {
-                initial_ms: Some(s.backoff.initial_ms),
-                max_ms: Some(s.backoff.max_ms),
-                multiplier: Some(s.backoff.multiplier),
-                jitter: Some(s.backoff.jitter),
-            }),
-            mode: mode_to_pb(s.mode) as i32,
-            start: 0,
-            start_timestamp_ms: 0,
-            push: s.push.as_ref().map(push_to_pb),
-            filter: (!s.filters.is_empty()).then(|| filters_to_pb(&s.filters)),
-        }),
         members: report.members,
         partitions: report
             .partitions
@@ -209,8 +190,46 @@ pub async fn group_info(g: &GroupHandle) -> Result<pb::GroupInfo> {
         in_flight: report.in_flight,
         dead_lettered: report.dead_lettered,
         oldest_unacked_age_ms: report.oldest_unacked_age_ms,
-        ..Default::default()
+        ..settings_info(g)
     })
+}
+
+/// A group's name and settings, without its progress (which only the
+/// brokers holding its shard know).
+fn settings_info(g: &GroupHandle) -> pb::GroupInfo {
+    let s = g.settings();
+    pb::GroupInfo {
+        name: g.name.clone(),
+        config: Some(pb::GroupConfig {
+            topic: s.topic.clone(),
+            ack_deadline_ms: s.ack_deadline_ms,
+            max_delivery_attempts: Some(s.max_delivery_attempts),
+            dead_letter_topic: s.dead_letter_topic.clone(),
+            backoff: Some(pb::Backoff {
+                initial_ms: Some(s.backoff.initial_ms),
+                max_ms: Some(s.backoff.max_ms),
+                multiplier: Some(s.backoff.multiplier),
+                jitter: Some(s.backoff.jitter),
+            }),
+            mode: mode_to_pb(s.mode) as i32,
+            start: 0,
+            start_timestamp_ms: 0,
+            push: s.push.as_ref().map(push_to_pb),
+            filter: (!s.filters.is_empty()).then(|| filters_to_pb(&s.filters)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `describe` for the answer to a change that is done: at a broker outside
+/// the group's shard (a topic of a smaller replication factor), which
+/// cannot report its progress, the settings alone rather than `not_leader`
+/// for a change that took effect.
+async fn describe_changed(topics: &TopicRegistry, g: &GroupHandle) -> Result<pb::GroupInfo> {
+    match describe(topics, g).await {
+        Err(Error::NotLeader { .. }) => Ok(settings_info(g)),
+        other => other,
+    }
 }
 
 /// `group_info` for the Admin service: also counts the messages stored now in
@@ -238,7 +257,7 @@ pub async fn create(
     let c = req.config.ok_or_else(|| Error::invalid("config", "a group needs a config naming its topic"))?;
     let (settings, start) = new_settings(&c, config)?;
     let group = groups.create(&name, settings, start, config.topic_defaults()).await?;
-    describe(topics, &group).await
+    describe_changed(topics, &group).await
 }
 
 /// `UpdateGroup`: changes the fields that are set (`max_delivery_attempts = 0`
@@ -290,7 +309,7 @@ pub async fn update(
             }
         })
         .await?;
-    describe(topics, &group).await
+    describe_changed(topics, &group).await
 }
 
 /// `SeekGroup`: resolves the target on each partition, then moves the group.

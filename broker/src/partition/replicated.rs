@@ -145,6 +145,8 @@ pub struct ReplicatedPartitions {
     watermarks: Arc<Watermarks>,
     meta: Arc<MetaNode>,
     forwarder: Forwarder,
+    /// Bumped whenever this broker starts a replica of another shard.
+    added: tokio::sync::watch::Sender<u64>,
 }
 
 /// Where the catalog placed topics and groups of a replication factor below
@@ -183,6 +185,7 @@ impl ReplicatedPartitions {
             watermarks,
             forwarder: Forwarder::new(meta.clone()),
             meta,
+            added: tokio::sync::watch::Sender::new(0),
         };
         replicated.follow(&replicated.meta.catalog());
         replicated
@@ -211,6 +214,13 @@ impl ReplicatedPartitions {
     /// Takes this broker's new replica of placed shard `number`.
     pub fn add_shard(&self, number: u64, node: Arc<ShardNode>) {
         self.shards.write().unwrap_or_else(|e| e.into_inner()).insert(number, node);
+        self.added.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever this broker starts a replica of another shard (one
+    /// the catalog made, or moved to it from a lost broker).
+    pub fn shards_added(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.added.subscribe()
     }
 
     /// Whether this broker holds a replica of shard `number`.

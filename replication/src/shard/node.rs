@@ -327,7 +327,7 @@ impl ShardNode {
     async fn may_lead(&self, to: u64, metrics: &openraft::RaftMetrics<ShardTypes>) -> bool {
         let addresses = crate::node::addresses_of(metrics.membership_config.nodes(), &self.peers);
         let Some(addr) = addresses.get(&to) else { return false };
-        match crate::membership::standing_of(&self.connections, addr, 0).await {
+        match crate::membership::standing_of(&self.connections, addr, 0, Vec::new()).await {
             Ok(reply) => reply.groups.iter().any(|g| g.group == self.group.0 && !g.fenced),
             Err(e) => {
                 tracing::debug!(shard = self.group.0, to, error = %e, "not handing the shard over: no standing");
