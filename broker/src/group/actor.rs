@@ -142,8 +142,9 @@ pub(super) struct DeadLetterQueue {
     in_flight: bool,
     /// The actor's own queue, for the task's report (weak: it must not keep the actor alive).
     actor: mpsc::WeakSender<Command>,
-    /// Which actor of the group this is (in a cluster: the shard term it
-    /// started in), so a report from an earlier one's task is told apart.
+    /// Which actor of the group this is on this broker (in a cluster,
+    /// counted per take-over: two can run in one shard term), so a report
+    /// from an earlier one's task is told apart.
     generation: u64,
     /// Held by the running dead-lettering task of any actor of this group
     /// on this broker: see `new`.

@@ -89,6 +89,9 @@ impl ReplicatedGroup {
                 }
             }
         };
+        // Counts this broker's actors of the group: a lease can end and the group
+        // be taken over again within one term, so the term cannot tell them apart.
+        let mut generation = 0;
         loop {
             let lease = tokio::select! {
                 biased;
@@ -99,7 +102,8 @@ impl ReplicatedGroup {
                 },
             };
             let term = stop.child_token();
-            let actor = match self.take_over(&shard, &lease, &term).await {
+            generation += 1;
+            let actor = match self.take_over(&shard, &lease, &term, generation).await {
                 Ok(actor) => actor,
                 Err(e) => {
                     tracing::warn!(group = %self.name, error = %e, "could not take the group over; following again");
@@ -230,6 +234,7 @@ impl ReplicatedGroup {
         shard: &Arc<ShardNode>,
         lease: &ShardLease,
         term: &CancellationToken,
+        generation: u64,
     ) -> Result<GroupActor> {
         let id = self.id();
         let stored = self.replicated.store().group_state(id)?;
@@ -273,7 +278,7 @@ impl ReplicatedGroup {
             dead_letters: DeadLetterQueue::new(
                 self.queue.clone(),
                 recovered_dead_letters,
-                lease.term,
+                generation,
                 self.dead_lettering.clone(),
             ),
             persistence,

@@ -264,6 +264,12 @@ impl ReplicatedPartitions {
         self.shard(id).map(|_| ())
     }
 
+    /// The answer for a request about partition `id` that broker `leader`
+    /// leads in `term`.
+    fn not_leader_of(&self, id: PartitionId, leader: Option<u64>, term: u64) -> Error {
+        self.not_leader(format!("partition {}", id.index), leader, term)
+    }
+
     /// The answer for a request about `of` ("partition 3", "group `g`") that
     /// broker `leader` leads in `term`: its client endpoint, if known.
     pub fn not_leader(&self, of: String, leader: Option<u64>, term: u64) -> Error {
@@ -332,9 +338,7 @@ impl ReplicatedPartitions {
             }
             Ok(ShardResponse::Refused(why)) => Err(Error::InvalidArgument { field: "messages", reason: why }),
             Ok(ShardResponse::Done) => Err(Error::ClusterUnavailable("the shard answered a batch with nothing".into())),
-            Err(ShardProposeError::NotLeader { leader, term }) => {
-                Err(self.not_leader(format!("partition {}", id.index), leader, term))
-            }
+            Err(ShardProposeError::NotLeader { leader, term }) => Err(self.not_leader_of(id, leader, term)),
             Err(ShardProposeError::Unavailable(why)) => Err(Error::ClusterUnavailable(why)),
         }
     }
@@ -398,7 +402,7 @@ impl ReplicatedPartitions {
             Some(end) => Ok(end),
             None => {
                 let (leader, term) = self.shard(id)?.leader();
-                Err(self.not_leader(format!("partition {}", id.index), leader, term))
+                Err(self.not_leader_of(id, leader, term))
             }
         }
     }
@@ -421,7 +425,7 @@ impl ReplicatedPartitions {
         }
         let (leader, term) = self.shard(id)?.leader();
         let Some(endpoint) = leader.and_then(|l| self.meta.broker_endpoint(l)) else {
-            return Err(self.not_leader(format!("partition {}", id.index), leader, term));
+            return Err(self.not_leader_of(id, leader, term));
         };
         let end = self.forwarder.leader_end(&endpoint, topic, id.index).await?;
         let mut watermark = committed.subscribe();
