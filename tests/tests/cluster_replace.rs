@@ -337,84 +337,92 @@ async fn a_placed_replica_on_an_empty_disk_is_replaced_under_its_own_id() -> any
     Ok(())
 }
 
-/// Brokers 1 and 2 start (broker 3 not yet); broker 2 finds broker 1 empty
-/// and sets the cluster up, then broker 1 finds it set up and sets its own
-/// replicas of every group up too, with the same membership: each is a voter
-/// at once, before any leader could have sent it anything (the shards'
-/// election timeout is a minute here, so broker 2's first campaign, refused
-/// while broker 1 had not decided, is not followed by another in time). Were
-/// the groups' first membership on broker 2 alone, and its disk lost now, no
-/// broker could elect a shard leader and its replacement would wait forever.
-/// Then broker 2 stops and loses its disk before broker 3 ever ran, and is
-/// replaced.
+/// Brokers 1 and 2 start (broker 3 not yet); one (the founder) finds the
+/// other empty and sets the cluster up, then the other (the finder) finds it
+/// set up and sets its own replicas of every group up too, with the same
+/// membership: each is a voter at once, before any leader could have sent it
+/// anything (the shards' election timeout is a minute here, so the founder's
+/// first campaign, refused while the finder had not decided, is not followed
+/// by another in time). Were the groups' first membership on the founder
+/// alone, and its disk lost now, no broker could elect a shard leader and
+/// its replacement would wait forever. Then the founder stops and loses its
+/// disk before broker 3 ever ran, and is replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_that_set_the_cluster_up_is_replaced_before_the_third_ever_ran() -> anyhow::Result<()> {
     const SLOW_SHARDS: &str = "--shard-election-timeout-ms";
     let mut cluster = TestCluster::start_without(3, &[SLOW_SHARDS, "60000"], &[3]).await?;
-    // Broker 1 waits for a majority; broker 2, started next, finds it empty and sets up.
-    eventually(Duration::from_secs(10), "broker 1 finds the cluster set up by broker 2", || async {
-        Ok(cluster.broker(1).log()?.contains("the cluster exists").then_some(()))
+    // Broker 1 waits for a majority; broker 2, started next, finds it empty and sets the
+    // cluster up, and broker 1 then finds it set up and sets its own replicas up. (Had their
+    // first asks crossed, each would have found the other empty and set up by itself.)
+    let (finder, founder) = eventually(Duration::from_secs(10), "both brokers set their groups up", || async {
+        let logs = [cluster.broker(1).log()?, cluster.broker(2).log()?];
+        if !logs.iter().all(|log| log.contains("this broker's groups are set up")) {
+            return Ok(None);
+        }
+        Ok(Some(if logs[1].contains("the cluster exists") { (2u64, 1u64) } else { (1, 2) }))
     })
-    .await?;
-    anyhow::ensure!(!cluster.broker(2).log()?.contains("the cluster exists"), "broker 2 set the cluster up");
-    // A replica of a group never set up is a learner (no membership).
+    .await
+    .map_err(|e| {
+        e.context(format!("broker 1:\n{}\nbroker 2:\n{}", cluster.broker(1).log_tail(), cluster.broker(2).log_tail()))
+    })?;
+    println!("broker {founder} set the cluster up, broker {finder} found it set up");
+    // A replica of a group never set up is a learner (no membership): the finder's are voters
+    // at once, before any leader could have sent them anything.
     let roles = || async {
-        let shards = ClusterInfo::new(cluster.broker(1).channel()).metadata().await?.shards;
+        let shards = ClusterInfo::new(cluster.broker(finder).channel()).metadata().await?.shards;
         anyhow::Ok(shards.into_iter().map(|s| s.status.map(|st| st.role).unwrap_or_default()).collect::<Vec<_>>())
     };
     let last = std::sync::Mutex::new(Vec::new());
-    eventually(Duration::from_secs(5), "broker 1's replicas of every shard are voters", || async {
+    eventually(Duration::from_secs(3), "the finder's replicas of every shard are voters", || async {
         let roles = roles().await?;
         let voters = roles.len() == 6 && roles.iter().all(|r| r != "learner");
         *last.lock().expect("roles") = roles;
         Ok(voters.then_some(()))
     })
     .await
-    .map_err(|e| {
-        let roles = last.lock().expect("roles").clone();
-        e.context(format!("broker 1's shard roles: {roles:?}\n{}", cluster.broker(1).log_tail()))
-    })?;
-    let info = ClusterInfo::new(cluster.broker(1).channel());
-    eventually(Duration::from_secs(10), "brokers 1 and 2 register", || async {
+    .map_err(|e| e.context(format!("broker {finder}'s shard roles: {:?}", last.lock().expect("roles"))))?;
+    let info = ClusterInfo::new(cluster.broker(finder).channel());
+    eventually(Duration::from_secs(10), "both brokers register", || async {
         Ok((info.metadata().await?.brokers.len() == 2).then_some(()))
     })
     .await?;
 
-    // Broker 2 stops and loses its disk; broker 1 restarts with the usual election timeout
-    // (as every broker from now on), broker 3 starts for the first time, and broker 2 comes
-    // back empty, waiting to be replaced.
-    cluster.broker_mut(2).terminate(Duration::from_secs(20)).await?;
-    cluster.broker_mut(2).wipe_data()?;
+    // The founder stops and loses its disk; the finder restarts with the usual election
+    // timeout (as every broker from now on), broker 3 starts for the first time, and the
+    // founder comes back empty, waiting to be replaced.
+    cluster.broker_mut(founder).terminate(Duration::from_secs(20)).await?;
+    cluster.broker_mut(founder).wipe_data()?;
     for id in cluster.ids() {
         cluster.broker_mut(id).drop_flag(SLOW_SHARDS);
     }
-    cluster.broker_mut(1).restart().await?;
+    cluster.broker_mut(finder).restart().await?;
     cluster.broker_mut(3).start_again().await?;
-    cluster.broker_mut(2).start_again().await?;
-    eventually(Duration::from_secs(20), "broker 2 sees the cluster exists", || async {
-        Ok(cluster.broker(2).log()?.contains("the cluster exists and this broker's data dir is empty").then_some(()))
+    cluster.broker_mut(founder).start_again().await?;
+    eventually(Duration::from_secs(20), "the founder sees the cluster exists", || async {
+        let log = cluster.broker(founder).log()?;
+        Ok(log.contains("the cluster exists and this broker's data dir is empty").then_some(()))
     })
     .await?;
-    cluster.agreed_leader(&[1, 3], Some(2)).await?;
-    let steps = replace(&cluster, 1, 2, 2, "").await.map_err(|e| {
+    cluster.agreed_leader(&[finder, 3], Some(founder)).await?;
+    let steps = replace(&cluster, finder, founder, founder, "").await.map_err(|e| {
         let logs: Vec<String> =
             cluster.ids().iter().map(|id| format!("broker {id}:\n{}", cluster.broker(*id).log_tail())).collect();
         e.context(logs.join("\n"))
     })?;
     let stages = stages_of(&steps);
     assert!(stages.iter().all(|s| s == REPLACED || s == &["done"]), "steps: {steps:?}");
-    eventually(Duration::from_secs(5), "broker 2 votes in every group again", || async {
-        Ok((cluster.broker(2).metric(FENCED_GROUPS, &[]).await? == 0.0).then_some(()))
+    eventually(Duration::from_secs(5), "the founder votes in every group again", || async {
+        Ok((cluster.broker(founder).metric(FENCED_GROUPS, &[]).await? == 0.0).then_some(()))
     })
     .await?;
 
-    // With broker 1 down, brokers 2 and 3 elect and take writes in every shard.
-    let admin = Admin::new(cluster.broker(1).channel());
+    // With the finder down, the founder and broker 3 elect and take writes in every shard.
+    let admin = Admin::new(cluster.broker(finder).channel());
     admin.create_topic("kept", PARTITIONS, pb::TopicConfig::default()).await?;
-    cluster.broker_mut(1).kill9().await?;
-    cluster.agreed_leader(&[2, 3], Some(1)).await?;
+    cluster.broker_mut(finder).kill9().await?;
+    cluster.agreed_leader(&[founder, 3], Some(finder)).await?;
     for p in 0..PARTITIONS {
-        let stored = produce_to_leader(&cluster.broker(2).addr, "kept", p, &[format!("after-{p}")]).await?;
+        let stored = produce_to_leader(&cluster.broker(founder).addr, "kept", p, &[format!("after-{p}")]).await?;
         assert_eq!(stored.offset, 0, "the first record of partition {p}");
     }
     let expected: Vec<Vec<String>> = (0..PARTITIONS).map(|p| vec![format!("after-{p}")]).collect();

@@ -98,7 +98,9 @@ impl PlacedShards {
         } else if placed.joined.contains(&self.config.node_id) {
             // The group was set up before this broker held it: a first membership
             // of its own (unlike the others') would break log matching.
-            tracing::info!(shard = number, ?replicas, "replica taken over from a lost broker: waiting to be added");
+            if shard.is_empty() {
+                tracing::info!(shard = number, ?replicas, "replica taken over from a lost broker: waiting to be added");
+            }
         } else if members.len() == replicas.len() {
             shard.initialize(&members).await?;
         } else {
