@@ -25,6 +25,7 @@ pub mod membership;
 pub mod meta;
 pub mod network;
 pub mod node;
+pub mod secret;
 pub mod shard;
 #[cfg(test)]
 mod suite_test;

@@ -27,6 +27,7 @@ use sluice_storage::schedule::ScheduleProgress;
 use sluice_storage::{AtomicWrite, Store, TopicConfig, TopicId, WriterHandle};
 
 use crate::codec::{decode, encode, io_error};
+use crate::secret::Secret;
 
 openraft::declare_raft_types!(
     /// The metadata group's types: Sluice's commands and responses, broker ids as node ids.
@@ -201,7 +202,7 @@ pub enum MetaCommand {
     /// (forwarded appends, leader queries) unless one is set: the first wins.
     SetClusterSecret {
         /// Random, made by the proposing broker.
-        secret: String,
+        secret: Secret,
     },
     /// Record where broker `broker` serves clients, and the catalog feature
     /// level its build knows ([`FEATURE_LEVEL`]).
@@ -486,8 +487,8 @@ pub struct Catalog {
     #[serde(default)]
     pub acls: BTreeMap<u64, CatalogAcl>,
     /// What brokers present to each other's client ports; empty until set.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub cluster_secret: String,
+    #[serde(default, skip_serializing_if = "Secret::is_empty")]
+    pub cluster_secret: Secret,
 }
 
 const NEXT_TOPIC_ID: &[u8] = b"next-topic-id";
@@ -940,7 +941,7 @@ impl MetaStateMachine {
 
     /// The cluster secret (empty until set), without copying the catalog.
     pub fn cluster_secret(&self) -> String {
-        self.state().catalog.cluster_secret.clone()
+        self.state().catalog.cluster_secret.expose().to_owned()
     }
 
     /// Broker `id`'s registered client endpoint, without copying the catalog.
@@ -962,6 +963,16 @@ impl MetaStateMachine {
     /// The registered brokers whose build knows less than feature `level`.
     pub fn brokers_below(&self, level: u32) -> Vec<(u64, u32)> {
         self.state().catalog.brokers_below(level)
+    }
+
+    /// Whether the catalog holds topic `name`, without copying it.
+    pub fn holds_topic(&self, name: &str) -> bool {
+        self.state().catalog.topics.contains_key(name)
+    }
+
+    /// Whether the catalog holds group `name`, without copying it.
+    pub fn holds_group(&self, name: &str) -> bool {
+        self.state().catalog.groups.contains_key(name)
     }
 
     /// Topic `name`'s replication factor, without copying the catalog.
@@ -1256,12 +1267,13 @@ mod tests {
         assert_eq!(c.acls.keys().copied().collect::<Vec<_>>(), vec![second]);
         apply(&mut c, MetaCommand::SetClusterSecret { secret: "first".into() });
         apply(&mut c, MetaCommand::SetClusterSecret { secret: "second".into() });
-        assert_eq!(c.cluster_secret, "first", "the first secret stays");
+        assert_eq!(c.cluster_secret.expose(), "first", "the first secret stays");
+        assert!(!format!("{c:?}").contains("first"), "a catalog's debug output hides the secret");
         let mut all = AtomicWrite::new();
         c.put_all(META_GROUP, &mut all).expect("put all");
         writer.write(all).await.expect("write");
         let loaded = Catalog::load(store.raft_records(META_GROUP).expect("records")).expect("load");
-        assert_eq!(loaded.cluster_secret, "first");
+        assert_eq!(loaded.cluster_secret.expose(), "first");
     }
 
     #[test]

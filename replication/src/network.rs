@@ -393,6 +393,20 @@ impl pb::raft_server::Raft for RaftService {
         Ok(tonic::Response::new(RaftService::propose(self, request.into_inner()).await))
     }
 
+    async fn read_index(
+        &self,
+        _request: tonic::Request<pb::ReadIndexRequest>,
+    ) -> Result<tonic::Response<pb::ReadIndexReply>, tonic::Status> {
+        let reply = match crate::node::read_index_at(&self.meta).await {
+            Ok(index) => pb::ReadIndexReply { index, error: String::new(), leader: 0 },
+            Err(e @ crate::ProposeError::NotLeader { leader, .. }) => {
+                pb::ReadIndexReply { index: 0, error: e.to_string(), leader: leader.unwrap_or(0) }
+            }
+            Err(e) => pb::ReadIndexReply { index: 0, error: e.to_string(), leader: 0 },
+        };
+        Ok(tonic::Response::new(reply))
+    }
+
     async fn standing(
         &self,
         request: tonic::Request<pb::StandingRequest>,

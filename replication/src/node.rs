@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, Raft};
+use openraft::error::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::{BasicNode, Raft, ReadPolicy};
 use sluice_storage::raft::GroupId;
 use sluice_storage::{Store, WriterHandle};
 
@@ -164,6 +164,25 @@ pub(crate) async fn propose_at(
     match result {
         Ok(reply) => Ok(reply.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
+        }
+        Err(e) => Err(ProposeError::Unavailable(e.to_string())),
+    }
+}
+
+/// The index a linearizable read of the catalog must see applied, answered
+/// by the metadata leader after a quorum confirmed it still leads (openraft's
+/// read index; nothing is written to the log).
+pub(crate) async fn read_index_at(raft: &Raft<MetaTypes, MetaStateMachine>) -> Result<u64, ProposeError> {
+    let Ok(result) = tokio::time::timeout(COMMIT_WAIT, raft.get_read_log_id(ReadPolicy::ReadIndex)).await else {
+        return Err(ProposeError::Unavailable(format!(
+            "no quorum confirmed this leader within {} s (a partition?)",
+            COMMIT_WAIT.as_secs()
+        )));
+    };
+    match result {
+        Ok((read, _)) => Ok(read.index()),
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
             Err(ProposeError::NotLeader { leader: f.leader_id, leader_addr: f.leader_node.map(|n| n.addr) })
         }
         Err(e) => Err(ProposeError::Unavailable(e.to_string())),
@@ -491,6 +510,96 @@ impl MetaNode {
         Err(unavailable(reply.error))
     }
 
+    /// Waits until this broker's catalog holds every change committed before
+    /// the call, wherever it was made (a read barrier: the metadata leader's
+    /// read index, asked over the cluster link when this broker follows, then
+    /// applied here). A broker calls it before it answers "not found" for a
+    /// name its own catalog lacks, so a client that made a topic through one
+    /// broker and names it at another a moment later is never told it does not
+    /// exist. Bounded by the leader wait and [`COMMIT_WAIT`].
+    pub async fn catch_up(&self) -> Result<(), ProposeError> {
+        let index = self.read_index().await?;
+        self.raft
+            .wait(Some(COMMIT_WAIT))
+            .applied_index_at_least(Some(index), "the catalog catches up with the metadata leader")
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                ProposeError::Unavailable(format!("this broker has not applied the catalog through entry {index}: {e}"))
+            })
+    }
+
+    async fn read_index(&self) -> Result<u64, ProposeError> {
+        let deadline = std::time::Instant::now() + LEADER_WAIT;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let asked = match read_index_at(&self.raft).await {
+                Err(ProposeError::NotLeader { leader: Some(leader), leader_addr }) if leader != self.id => {
+                    self.read_index_of(leader, leader_addr).await
+                }
+                // No leader known here (an election, or this broker hears the
+                // leader late): a peer may know it.
+                Err(ProposeError::NotLeader { leader: None, .. }) => self.read_index_from_peers().await,
+                other => return other,
+            };
+            match asked {
+                Err(ProposeError::NotLeader { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_index_of(&self, leader: u64, leader_addr: Option<String>) -> Result<u64, ProposeError> {
+        let Some(addr) = self.peers.get(&leader).cloned().or(leader_addr) else {
+            return Err(ProposeError::Unavailable(format!("no address for the leader, broker {leader}")));
+        };
+        self.read_index_from(leader, &addr).await
+    }
+
+    /// The read index of whichever peer leads, asking each (and the leader
+    /// one names) in turn; `NotLeader` when none answers with one.
+    async fn read_index_from_peers(&self) -> Result<u64, ProposeError> {
+        for (peer, addr) in self.addresses().into_iter().filter(|(id, _)| *id != self.id) {
+            match self.read_index_from(peer, &addr).await {
+                Ok(index) => return Ok(index),
+                Err(ProposeError::NotLeader { leader: Some(leader), leader_addr })
+                    if leader != self.id && leader != peer =>
+                {
+                    if let Ok(index) = self.read_index_of(leader, leader_addr).await {
+                        return Ok(index);
+                    }
+                }
+                Err(e) => tracing::debug!(peer, error = %e, "no read index from this peer"),
+            }
+        }
+        Err(ProposeError::NotLeader { leader: None, leader_addr: None })
+    }
+
+    async fn read_index_from(&self, leader: u64, addr: &str) -> Result<u64, ProposeError> {
+        let unavailable = |e: String| {
+            ProposeError::Unavailable(format!("asking the leader (broker {leader}) for its read index: {e}"))
+        };
+        let channel = self.connections.channel(addr).map_err(unavailable)?;
+        let mut request = tonic::Request::new(pb::ReadIndexRequest {});
+        request.set_timeout(COMMIT_WAIT + Duration::from_secs(2));
+        let reply = RaftClient::new(channel)
+            .read_index(request)
+            .await
+            .map_err(|s| unavailable(format!("{}: {}", s.code(), s.message())))?
+            .into_inner();
+        if reply.error.is_empty() {
+            return Ok(reply.index);
+        }
+        if reply.leader != 0 {
+            let leader = Some(reply.leader);
+            return Err(ProposeError::NotLeader { leader, leader_addr: self.peers.get(&reply.leader).cloned() });
+        }
+        Err(unavailable(reply.error))
+    }
+
     /// Changes after every catalog change applied on this broker.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.machine.subscribe()
@@ -519,6 +628,16 @@ impl MetaNode {
     pub fn peer_address_of(&self, endpoint: &str) -> Option<String> {
         let id = self.machine.broker_at(endpoint)?;
         self.addresses().remove(&id)
+    }
+
+    /// Whether this broker's catalog holds topic `name`.
+    pub fn holds_topic(&self, name: &str) -> bool {
+        self.machine.holds_topic(name)
+    }
+
+    /// Whether this broker's catalog holds group `name`.
+    pub fn holds_group(&self, name: &str) -> bool {
+        self.machine.holds_group(name)
     }
 
     /// Topic `name`'s replication factor as this broker's catalog has it.

@@ -195,6 +195,55 @@ async fn topics_and_groups_changed_through_any_broker_are_served_by_all() -> any
     Ok(())
 }
 
+/// A broker whose catalog lags (the leader's appends stop reaching it for a
+/// moment) asks the metadata leader for its read index before it answers
+/// that a name does not exist: what was made through another broker a moment
+/// ago is served, a group can be made on it at once, and a name nobody made
+/// is still `NOT_FOUND`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_catalog_lags_serves_what_another_broker_just_made() -> anyhow::Result<()> {
+    let cluster = TestCluster::start(3).await?;
+    let leader = cluster.agreed_leader(&cluster.ids(), None).await?;
+    let lagging = if leader == 1 { 2 } else { 1 };
+    let at_leader = Admin::new(cluster.broker(leader).channel());
+    let at_lagging = Admin::new(cluster.broker(lagging).channel());
+    // Longer than the fixed wait (500 ms) a lookup once made before NOT_FOUND.
+    let cut_for = Duration::from_millis(700);
+
+    for (round, topic) in ["fresh", "fresher"].into_iter().enumerate() {
+        // The leader's link to the lagging broker loses everything; its own link
+        // to the leader works (it asks for the read index there).
+        cluster.link(leader, lagging).set(Fault::Blackhole);
+        at_leader.create_topic(topic, 2, pb::TopicConfig::default()).await?;
+        let healed = async {
+            tokio::time::sleep(cut_for).await;
+            cluster.link(leader, lagging).set(Fault::HEALTHY);
+        };
+        let asked = Instant::now();
+        let used = async {
+            if round == 0 {
+                at_lagging.describe_topic(topic).await.map(|d| d.partitions.len()).map_err(anyhow::Error::from)
+            } else {
+                let group = group_config(topic, 10_000);
+                create_group(cluster.broker(lagging).channel(), "fresh-readers", group).await.map(|_| 2)
+            }
+        };
+        let ((), served) = tokio::join!(healed, used);
+        let log = || {
+            let log = cluster.broker(lagging).log().unwrap_or_default();
+            log.lines().filter(|l| l.contains(" sluice_")).collect::<Vec<_>>().join("\n")
+        };
+        let served = served.map_err(|e| e.context(log()))?;
+        println!("cluster: a lagging broker served topic {topic}, made elsewhere, after {:?}", asked.elapsed());
+        assert_eq!(served, 2, "the lagging broker serves the new topic");
+    }
+    assert_eq!(at_leader.describe_group("fresh-readers").await?.name, "fresh-readers");
+
+    let missing = at_lagging.describe_topic("never-made").await;
+    assert_eq!(missing.err().and_then(|e| e.code()), Some(tonic::Code::NotFound), "a name nobody made");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_brokers_data_dir_does_not_join_a_cluster() -> anyhow::Result<()> {
     let mut broker = TestBroker::start().await?;

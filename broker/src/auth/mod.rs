@@ -186,8 +186,9 @@ impl Authenticator {
         if value.len() > MAX_CREDENTIAL_BYTES {
             return refuse("too_long", "the authorization header is longer than 8 KiB");
         }
-        let token = match value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer ")) {
-            Some(t) if !t.is_empty() => t,
+        // The scheme is case-insensitive (RFC 9110, 11.1): `BEARER x` is a bearer token too.
+        let token = match value.split_at_checked(7) {
+            Some((scheme, t)) if scheme.eq_ignore_ascii_case(b"bearer ") && !t.is_empty() => t,
             _ => return refuse("malformed", "the authorization header must be `Bearer <token>`"),
         };
         if let Some(secret) = self.cluster_secret.as_ref().map(|s| s()).filter(|s| !s.is_empty()) {
@@ -229,4 +230,30 @@ impl crate::reload::Reload for Authenticator {
 
 fn modified(path: &std::path::Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_header(value: &[u8]) -> Result<String, String> {
+        // Credentials are required once a token file is given (this one lists none).
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("tokens.toml");
+        std::fs::write(&path, "").map_err(|e| e.to_string())?;
+        let auth = Authenticator::with_tokens(path)?.with_cluster_secret(|| "s3cret".into());
+        let credentials = Credentials { authorization: Some(value), certificate: None };
+        auth.authenticate(credentials, "test").map(|p| p.name).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_a_token_is_required() {
+        for header in [&b"Bearer s3cret"[..], b"bearer s3cret", b"BEARER s3cret", b"bEaReR s3cret"] {
+            assert_eq!(with_header(header).as_deref(), Ok(BROKER_PRINCIPAL), "{}", String::from_utf8_lossy(header));
+        }
+        for header in [&b"Basic s3cret"[..], b"Bearer ", b"Bearer", b"Bearers3cret", b""] {
+            let refused = with_header(header).expect_err("refused");
+            assert!(refused.contains("must be `Bearer <token>`"), "{}: {refused}", String::from_utf8_lossy(header));
+        }
+    }
 }

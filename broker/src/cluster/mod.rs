@@ -293,7 +293,7 @@ async fn register(node: Arc<MetaNode>, endpoint: String, stop: CancellationToken
             }
             Ok(_) => {
                 // The first broker of a cluster makes the secret brokers present to each other.
-                let secret = MetaCommand::SetClusterSecret { secret: crate::auth::random_secret() };
+                let secret = MetaCommand::SetClusterSecret { secret: crate::auth::random_secret().into() };
                 if let Err(e) = node.propose(secret).await {
                     tracing::debug!(error = %e, "setting the cluster secret; will retry");
                 }

@@ -164,14 +164,21 @@ impl GroupRegistry {
     }
 
     /// The group named `name`; in a cluster, one this broker has not
-    /// applied yet is waited for up to `topic::cluster::CATALOG_GRACE` (the catalog
+    /// applied yet is waited for (`topic::cluster::await_known`: the catalog
     /// reaches a follower a commit round after the broker that made it
-    /// answered). Unknown after that: `NOT_FOUND`.
+    /// answered). Unknown once this broker caught up: `NOT_FOUND`.
     pub async fn get_or_await(&self, name: &str) -> Result<Arc<GroupHandle>> {
-        if self.cluster.get().is_none() {
+        let Some(node) = self.cluster.get() else {
             return self.get(name);
-        }
-        await_known(&self.changed, |e| matches!(e, Error::GroupNotFound(_)), || self.get(name)).await
+        };
+        await_known(
+            node,
+            &self.changed,
+            |node| node.holds_group(name),
+            |e| matches!(e, Error::GroupNotFound(_)),
+            || self.get(name),
+        )
+        .await
     }
 
     fn node(&self) -> Result<Arc<MetaNode>> {

@@ -232,12 +232,23 @@ impl GroupRegistry {
         dlq_defaults: TopicConfig,
     ) -> Result<Arc<GroupHandle>> {
         let name = name.as_str();
+        settings.validate()?;
+        // In a cluster the topic may have been created through another broker
+        // a moment ago and not be applied here yet: it is waited for before the
+        // admin lock is taken, since the catalog follower needs that lock to
+        // apply anything.
+        let awaited = match self.cluster.get() {
+            Some(_) => Some(self.ctx.topics.get_or_await(&settings.topic).await),
+            None => None,
+        };
         let guard = self.admin.lock().await;
         if self.read_map().contains_key(name) {
             return Err(Error::GroupExists(name.to_owned()));
         }
-        settings.validate()?;
-        let topic = self.ctx.topics.get(&settings.topic)?;
+        let topic = match awaited {
+            Some(found) => found?,
+            None => self.ctx.topics.get(&settings.topic)?,
+        };
         settings.name = name.to_owned();
         if self.cluster.get().is_some() {
             // Not under the lock: the catalog follower takes it to apply what is proposed.
@@ -328,17 +339,24 @@ impl GroupRegistry {
 
     /// Changes settings durably; the actor sees them at once.
     pub async fn update(&self, name: &str, change: impl FnOnce(&mut GroupConfig)) -> Result<Arc<GroupHandle>> {
-        let guard = self.admin.lock().await;
+        if self.cluster.get().is_some() {
+            // The metadata group orders changes; what was made through another
+            // broker a moment ago is waited for, not refused.
+            let mut settings = self.get_or_await(name).await?.settings();
+            change(&mut settings);
+            settings.validate()?;
+            if !settings.dead_letter_topic.is_empty() {
+                self.ctx.topics.get_or_await(&settings.dead_letter_topic).await?;
+            }
+            return self.update_in_cluster(name, settings).await;
+        }
+        let _guard = self.admin.lock().await;
         let group = self.get(name)?;
         let mut settings = group.settings();
         change(&mut settings);
         settings.validate()?;
         if !settings.dead_letter_topic.is_empty() {
             self.ctx.topics.get(&settings.dead_letter_topic)?;
-        }
-        if self.cluster.get().is_some() {
-            drop(guard);
-            return self.update_in_cluster(name, settings).await;
         }
         self.update_local(&group, settings).await?;
         Ok(group)

@@ -157,8 +157,13 @@ impl ReplicatedGroup {
     /// holds a replica (it took a lost broker's over: `true`) or the queue
     /// closes (`false`).
     async fn redirect(&self, rx: &mut mpsc::Receiver<Command>) -> bool {
+        // Subscribed before the check: a shard added after the caller found
+        // none, and before this subscription, is not missed.
         let mut added = self.replicated.shards_added();
         loop {
+            if self.shard().is_ok() {
+                return true;
+            }
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return false };
@@ -169,9 +174,6 @@ impl ReplicatedGroup {
                     self.answer_with(cmd, elsewhere);
                 }
                 changed = added.changed() => if changed.is_err() { return false },
-            }
-            if self.shard().is_ok() {
-                return true;
             }
         }
     }

@@ -162,7 +162,7 @@ impl Admin for AdminService {
         req: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
         self.guard(&req).require(&req.get_ref().name)?;
-        let topic = validate::topic(&self.registry, "name", &req.get_ref().name)?;
+        let topic = validate::topic(&self.registry, "name", &req.get_ref().name).await?;
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (i, p) in topic.partitions.iter().enumerate() {
             let snap = p.snapshot().await?;
@@ -198,7 +198,7 @@ impl Admin for AdminService {
         self.guard(&req).require(&req.get_ref().name)?;
         let req = req.into_inner();
         let config = req.config.ok_or_else(|| Error::invalid("config", "nothing to update; set at least one field"))?;
-        let mut check = validate::topic(&self.registry, "name", &req.name)?.settings();
+        let mut check = validate::topic(&self.registry, "name", &req.name).await?.settings();
         apply_config(&config, &mut check)?;
         let topic = self.registry.update(&req.name, |s| *s = check).await?;
         Ok(Response::new(pb::UpdateTopicResponse {
@@ -278,7 +278,7 @@ impl Admin for AdminService {
 
     async fn describe_group(&self, req: Request<pb::DescribeGroupRequest>) -> Result<Response<pb::GroupInfo>, Status> {
         self.guard(&req).require(&req.get_ref().name)?;
-        let g = validate::group(&self.groups, "name", &req.get_ref().name)?;
+        let g = validate::group(&self.groups, "name", &req.get_ref().name).await?;
         Ok(Response::new(groups::describe(&self.registry, &g).await?))
     }
 
@@ -293,7 +293,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::PeekDeadLettersResponse>, Status> {
         let guard = self.guard(&req);
         guard.require(&req.get_ref().group)?;
-        let group = validate::group(&self.groups, "group", &req.get_ref().group)?;
+        let group = validate::group(&self.groups, "group", &req.get_ref().group).await?;
         let dead = group.settings().dead_letter_topic;
         if !dead.is_empty() {
             guard.check(ResourceKind::Topic, &dead, Operation::Consume)?;
@@ -307,7 +307,7 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RedriveDeadLettersResponse>, Status> {
         let guard = self.guard(&req);
         guard.require(&req.get_ref().group)?;
-        let settings = validate::group(&self.groups, "group", &req.get_ref().group)?.settings();
+        let settings = validate::group(&self.groups, "group", &req.get_ref().group).await?.settings();
         if !settings.dead_letter_topic.is_empty() {
             guard.check(ResourceKind::Topic, &settings.dead_letter_topic, Operation::Consume)?;
         }

@@ -84,7 +84,7 @@ impl Consumer for ConsumeService {
         if req.max_wait_ms > MAX_WAIT_MS {
             return Err(Error::invalid("max_wait_ms", format!("at most {MAX_WAIT_MS}, got {}", req.max_wait_ms)).into());
         }
-        let topic = validate::topic_to_serve(&self.registry, "topic", &req.topic).await?;
+        let topic = validate::topic(&self.registry, "topic", &req.topic).await?;
         let p = topic.partition(req.partition)?;
         let records = p
             .fetch(
@@ -117,7 +117,7 @@ impl Consumer for ConsumeService {
         let at_leader = req.metadata().contains_key(LEADER_END);
         self.require(&req, &req.get_ref().topic)?;
         let req = req.into_inner();
-        let topic = validate::topic_to_serve(&self.registry, "topic", &req.topic).await?;
+        let topic = validate::topic(&self.registry, "topic", &req.topic).await?;
         let p = topic.partition(req.partition)?;
         p.held_here()?;
         let timestamp_offset = match req.timestamp_ms {

@@ -111,7 +111,7 @@ impl Delivery {
     /// before it is looked up, so a refusal says nothing of whether it exists.
     async fn consumable(&self, guard: &Guard, field: &'static str, name: &str) -> Result<Arc<GroupHandle>> {
         guard.check(ResourceKind::Group, name, Operation::Consume)?;
-        let group = validate::group_to_serve(&self.groups, field, name).await?;
+        let group = validate::group(&self.groups, field, name).await?;
         may_read(guard, &group)?;
         Ok(group)
     }
@@ -141,7 +141,7 @@ impl Delivery {
     /// `Ack`.
     pub async fn ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse> {
         let parsed = parse_ids(&req.ack_ids)?;
-        let group = validate::group_to_serve(&self.groups, "group", &req.group).await?;
+        let group = validate::group(&self.groups, "group", &req.group).await?;
         let ids = well_formed(&parsed);
         let results = if ids.is_empty() { Vec::new() } else { group.ack(ids).await? };
         Ok(pb::AckResponse { failures: failures(&group, &req.ack_ids, &parsed, results) })
@@ -153,7 +153,7 @@ impl Delivery {
         if req.delay_ms.is_some_and(|d| d > MAX_BACKOFF_MS) {
             return Err(Error::invalid("delay_ms", format!("at most {MAX_BACKOFF_MS} (one hour)")));
         }
-        let group = validate::group_to_serve(&self.groups, "group", &req.group).await?;
+        let group = validate::group(&self.groups, "group", &req.group).await?;
         let reason = if req.reason.is_empty() { "nacked".to_owned() } else { req.reason.chars().take(1024).collect() };
         let ids = well_formed(&parsed);
         let results =
@@ -167,7 +167,7 @@ impl Delivery {
         if req.ack_deadline_ms != 0 && !ACK_DEADLINE_MS.contains(&req.ack_deadline_ms) {
             return Err(Error::invalid("ack_deadline_ms", "must be 0 (release now) or 100..=600000"));
         }
-        let group = validate::group_to_serve(&self.groups, "group", &req.group).await?;
+        let group = validate::group(&self.groups, "group", &req.group).await?;
         let ids = well_formed(&parsed);
         let results = if ids.is_empty() { Vec::new() } else { group.extend(ids, req.ack_deadline_ms).await? };
         Ok(pb::ModifyAckDeadlineResponse { failures: failures(&group, &req.ack_ids, &parsed, results) })

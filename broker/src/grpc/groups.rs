@@ -281,7 +281,7 @@ pub async fn update(
     let deadline = if c.ack_deadline_ms != 0 {
         c.ack_deadline_ms
     } else {
-        validate::group(groups, "name", &req.name)?.settings().ack_deadline_ms
+        validate::group(groups, "name", &req.name).await?.settings().ack_deadline_ms
     };
     let push = c.push.as_ref().map(|p| push_settings(p, deadline, config)).transpose()?;
     let filters = c.filter.as_ref().map(filters_from_pb).transpose()?;
@@ -315,7 +315,7 @@ pub async fn update(
 /// `SeekGroup`: resolves the target on each partition, then moves the group.
 pub async fn seek(topics: &TopicRegistry, groups: &GroupRegistry, req: pb::SeekGroupRequest) -> Result<pb::GroupInfo> {
     use pb::seek_group_request::Target;
-    let group = validate::group(groups, "name", &req.name)?;
+    let group = validate::group(groups, "name", &req.name).await?;
     let target =
         req.target.ok_or_else(|| Error::invalid("target", "say where to: earliest, latest, offset or timestamp_ms"))?;
     let partitions: Vec<u32> = match req.partition {
@@ -357,7 +357,7 @@ pub async fn peek(
         n if n > MAX_PEEK => return Err(Error::invalid("max_messages", format!("at most {MAX_PEEK}"))),
         n => n,
     };
-    let group = validate::group(groups, "group", &req.group)?;
+    let group = validate::group(groups, "group", &req.group).await?;
     let letters = dead_letter_tools::peek(topics, &group, max as usize).await?;
     Ok(pb::PeekDeadLettersResponse {
         records: letters.into_iter().map(|l| record_to_pb(l.partition, l.record)).collect(),
@@ -370,7 +370,7 @@ pub async fn redrive(
     groups: &GroupRegistry,
     req: pb::RedriveDeadLettersRequest,
 ) -> Result<pb::RedriveDeadLettersResponse> {
-    let group = validate::group(groups, "group", &req.group)?;
+    let group = validate::group(groups, "group", &req.group).await?;
     let target =
         if req.target_topic.is_empty() { None } else { Some(TopicName::parse("target_topic", req.target_topic)?) };
     let plan = Redrive {
@@ -388,6 +388,6 @@ pub async fn purge(
     groups: &GroupRegistry,
     req: pb::PurgeDeadLettersRequest,
 ) -> Result<pb::PurgeDeadLettersResponse> {
-    let group = validate::group(groups, "group", &req.group)?;
+    let group = validate::group(groups, "group", &req.group).await?;
     Ok(pb::PurgeDeadLettersResponse { purged: dead_letter_tools::purge(topics, &group).await? })
 }

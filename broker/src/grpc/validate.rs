@@ -21,29 +21,16 @@ pub fn optional_name(field: &'static str, value: &str) -> Result<()> {
 }
 
 /// The topic named in request field `field`: `INVALID_ARGUMENT` for an invalid
-/// name, `NOT_FOUND` for a valid one that does not exist.
-pub fn topic(topics: &TopicRegistry, field: &'static str, value: &str) -> Result<Arc<Topic>> {
-    name(field, value)?;
-    topics.get(value)
-}
-
-/// The group named in request field `field`, checked like `topic`.
-pub fn group(groups: &GroupRegistry, field: &'static str, value: &str) -> Result<Arc<GroupHandle>> {
-    name(field, value)?;
-    groups.get(value)
-}
-
-/// The topic named in request field `field` for a data call (fetch, offsets):
-/// in a cluster, one this broker has not applied yet is waited for briefly.
-pub async fn topic_to_serve(topics: &TopicRegistry, field: &'static str, value: &str) -> Result<Arc<Topic>> {
+/// name, `NOT_FOUND` for a valid one that does not exist. In a cluster, one
+/// this broker has not applied yet is waited for briefly: a client that made
+/// it through another broker a moment ago (or was redirected here) finds it.
+pub async fn topic(topics: &TopicRegistry, field: &'static str, value: &str) -> Result<Arc<Topic>> {
     name(field, value)?;
     topics.get_or_await(value).await
 }
 
-/// The group named in request field `field` for a consumer call: in a
-/// cluster, a group this broker has not applied yet is waited for briefly
-/// (a client redirected here right after creating it elsewhere is served).
-pub async fn group_to_serve(groups: &GroupRegistry, field: &'static str, value: &str) -> Result<Arc<GroupHandle>> {
+/// The group named in request field `field`, checked and waited for like `topic`.
+pub async fn group(groups: &GroupRegistry, field: &'static str, value: &str) -> Result<Arc<GroupHandle>> {
     name(field, value)?;
     groups.get_or_await(value).await
 }

@@ -177,41 +177,75 @@ impl TopicRegistry {
 }
 
 /// How long a call for a topic or group this broker does not know waits for
-/// the catalog before `NOT_FOUND`: the catalog reaches a broker a commit
-/// round after the broker that made the change answered, and a client may be
-/// redirected here (to a partition's or group's leader) in between.
+/// the catalog when the metadata leader cannot be asked (no quorum, or a
+/// leader of an older build) before `NOT_FOUND`.
 pub const CATALOG_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// `lookup`, retried as `changed` moves for up to [`CATALOG_GRACE`] while it
-/// finds nothing (`missing`); the last answer otherwise.
+/// The longest a lookup of an unknown name waits for the read barrier (a
+/// broker cut off from the metadata leader answers from its own catalog).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+
+/// `lookup`, or, when it finds nothing (`missing`), the answer once this
+/// broker has caught up with the metadata leader: the catalog reaches a
+/// broker a commit round after the broker that made a change answered, and a
+/// client may be redirected here (to a partition's or group's leader) in
+/// between. After the read barrier ([`MetaNode::catch_up`]) the catalog is
+/// authoritative: a name it lacks is `NOT_FOUND`; one it holds is waited for
+/// until the registry follows (`changed`), or `UNAVAILABLE` ("retry") after
+/// [`APPLY_WAIT`]. Without a leader to ask, it waits up to [`CATALOG_GRACE`].
 pub(crate) async fn await_known<T>(
+    node: &MetaNode,
     changed: &tokio::sync::watch::Sender<u64>,
+    in_catalog: impl Fn(&MetaNode) -> bool,
     missing: impl Fn(&Error) -> bool,
     lookup: impl Fn() -> Result<T>,
 ) -> Result<T> {
+    // Subscribed before the first lookup, so no change between the two is missed.
     let mut changes = changed.subscribe();
-    let deadline = tokio::time::Instant::now() + CATALOG_GRACE;
-    loop {
-        let found = lookup();
-        match &found {
-            Err(e) if missing(e) => {
-                if !matches!(tokio::time::timeout_at(deadline, changes.changed()).await, Ok(Ok(()))) {
-                    return lookup();
+    let found = lookup();
+    if !matches!(&found, Err(e) if missing(e)) {
+        return found;
+    }
+    let caught_up = match tokio::time::timeout(CATCH_UP_WAIT, node.catch_up()).await {
+        Ok(done) => done.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", CATCH_UP_WAIT.as_millis())),
+    };
+    match caught_up {
+        Ok(()) if !in_catalog(node) => lookup(),
+        Ok(()) => await_change(changes, "the catalog", || lookup().ok()).await,
+        Err(e) => {
+            tracing::debug!(error = %e, "no read barrier; waiting for the catalog instead");
+            let deadline = tokio::time::Instant::now() + CATALOG_GRACE;
+            loop {
+                let found = lookup();
+                match &found {
+                    Err(e) if missing(e) => {
+                        if !matches!(tokio::time::timeout_at(deadline, changes.changed()).await, Ok(Ok(()))) {
+                            return lookup();
+                        }
+                    }
+                    _ => return found,
                 }
             }
-            _ => return found,
         }
     }
 }
 
 impl TopicRegistry {
     /// The topic named `name`; in a cluster, one this broker has not applied
-    /// yet is waited for up to [`CATALOG_GRACE`].
+    /// yet is waited for (see [`await_known`]).
     pub async fn get_or_await(&self, name: &str) -> Result<Arc<Topic>> {
-        if self.cluster.get().is_none() {
+        let Some(cluster) = self.cluster.get() else {
             return self.get(name);
-        }
-        await_known(&self.changed, |e| matches!(e, Error::TopicNotFound(_)), || self.get(name)).await
+        };
+        await_known(
+            &cluster.node,
+            &self.changed,
+            |node| node.holds_topic(name),
+            |e| matches!(e, Error::TopicNotFound(_)),
+            || self.get(name),
+        )
+        .await
     }
 }
 
