@@ -37,12 +37,17 @@ unit-and-e2e: build
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f; exit (p == 0 || f > 0) }' target/test-output.log
 
 # Fault injection (a failed write or fsync poisons the store): a broker built with the
-# `failpoints` feature, in its own target directory so no shipped binary carries them.
-FAILPOINT_TARGET := target/failpoints
-failpoint-test: deps
-	CARGO_TARGET_DIR=$(FAILPOINT_TARGET) $(CARGO) build $(PROFILE_FLAGS) -p sluice-broker --features failpoints --bins
-	CARGO_TARGET_DIR=$(FAILPOINT_TARGET) SLUICE_BIN_DIR=$(CURDIR)/$(FAILPOINT_TARGET)/release \
-	  $(CARGO) test $(PROFILE_FLAGS) -p sluice-tests --features failpoints --test failpoints
+# `failpoints` feature. It is built in the shared target directory (with the same
+# dependencies as the shipped build, so only the crates the feature changes compile
+# again), copied aside, and the shipped binaries are put back (linked again), so no
+# shipped binary carries failpoints.
+FAILPOINT_BIN := target/failpoints
+failpoint-test: build
+	$(CARGO) build $(PROFILE_FLAGS) --workspace --bins --features sluice-broker/failpoints
+	@mkdir -p $(FAILPOINT_BIN) && cp $(BIN)/sluice-broker $(FAILPOINT_BIN)/sluice-broker
+	$(CARGO) build $(PROFILE_FLAGS) --workspace --bins
+	SLUICE_BIN_DIR=$(CURDIR)/$(FAILPOINT_BIN) \
+	  $(CARGO) test $(PROFILE_FLAGS) --workspace --features sluice-tests/failpoints --test failpoints
 
 # The container image (FROM scratch, no pull) and a Compose deployment of it.
 image: build

@@ -54,8 +54,14 @@ pub const META_GROUP: GroupId = GroupId(0);
 /// - 2: schedules (`CreateSchedule`, `DeleteSchedule`, `AdvanceSchedule`);
 /// - 3: permission rules (`AddAcl`, `RemoveAcl`) and the cluster secret
 ///   (`SetClusterSecret`);
-/// - 4: a placed shard's replica moved to another broker (`MoveShardReplica`).
-pub const FEATURE_LEVEL: u32 = 4;
+/// - 4: a placed shard's replica moved to another broker (`MoveShardReplica`);
+/// - 5: not a catalog command: shard entries that purge a partition
+///   (`ShardCommand::Purge`, a dead-letter purge in a cluster), checked
+///   with [`crate::MetaNode::require_level`].
+pub const FEATURE_LEVEL: u32 = 5;
+
+/// The feature level of a replicated partition purge (`ShardCommand::Purge`).
+pub const PURGE_LEVEL: u32 = 5;
 
 /// A change to the catalog, proposed by a broker and applied by all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,6 +33,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::codec::{decode, encode, Format, GroupWire, Postcard};
 use crate::fence::Fence;
 use crate::meta::{MetaStateMachine, MetaTypes};
+use crate::shard::purge::{purge_here, PurgeAnswer, PurgeRequest};
 use crate::shard::snapshot::{serve_read, ReadBatches};
 use crate::shard::{ShardMachine, ShardTypes};
 
@@ -301,6 +302,12 @@ impl RaftService {
                 let batches = serve_read(machine.store().clone(), read, offsets).await?;
                 Postcard::encode(&batches).map_err(|e| e.to_string())
             }
+            Some((raft, machine, _)) if request.rpc == pb::RaftRpc::PurgePartition as i32 => {
+                let purge: PurgeRequest =
+                    Postcard::decode(&request.payload, "purge request").map_err(|e| e.to_string())?;
+                let answer = PurgeAnswer::from(purge_here(&raft, &machine, purge.id()).await);
+                Postcard::encode(&answer).map_err(|e| e.to_string())
+            }
             Some((raft, _, _)) => serve(&raft, request.rpc, &request.payload).await,
             None => Err(format!("this broker runs no replication group {}", request.group)),
         }
@@ -339,9 +346,8 @@ where
             let step = Postcard::decode(payload, "replace step").map_err(|e| e.to_string())?;
             Postcard::encode(&crate::membership::replace_step(raft, step).await)
         }
-        Ok(pb::RaftRpc::Unspecified | pb::RaftRpc::ReadBatches | pb::RaftRpc::Admit) | Err(_) => {
-            return Err(format!("unknown raft rpc {rpc} for this group"))
-        }
+        Ok(pb::RaftRpc::Unspecified | pb::RaftRpc::ReadBatches | pb::RaftRpc::Admit | pb::RaftRpc::PurgePartition)
+        | Err(_) => return Err(format!("unknown raft rpc {rpc} for this group")),
     };
     reply.map_err(|e| e.to_string())
 }

@@ -474,14 +474,20 @@ impl MetaNode {
     /// Refuses `command` while a registered broker's build could not apply it
     /// (`meta::FEATURE_LEVEL`).
     fn supported(&self, command: &MetaCommand) -> Result<(), ProposeError> {
-        let level = command.feature_level();
+        self.require_level(command.feature_level(), &command.to_string())
+    }
+
+    /// `Unsupported` while a registered broker's build is below feature
+    /// `level` (`meta::FEATURE_LEVEL`): `what` (a command, a shard entry)
+    /// would stop that broker's replica, which could not decode it.
+    pub fn require_level(&self, level: u32, what: &str) -> Result<(), ProposeError> {
         let behind = self.machine.brokers_below(level);
         if behind.is_empty() {
             return Ok(());
         }
         let list: Vec<String> = behind.iter().map(|(b, l)| format!("broker {b} (level {l})")).collect();
         Err(ProposeError::Unsupported(format!(
-            "{command} needs catalog feature level {level}, and {} runs an older build: upgrade every broker \
+            "{what} needs catalog feature level {level}, and {} runs an older build: upgrade every broker \
              first (docs/REPLICATION.md, Upgrades)",
             list.join(", ")
         )))

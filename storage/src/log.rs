@@ -350,13 +350,16 @@ impl PartitionLog {
     /// Decides which whole segments retention removes now (never the active
     /// one; an expired active segment is rolled first so it can go next time).
     pub fn trim(&mut self, now_ms: i64, settings: &TopicConfig) -> Option<Trim> {
-        self.trim_below(now_ms, settings, u64::MAX)
+        self.trim_below(now_ms, settings, u64::MAX, 0)
     }
 
     /// `trim`, removing only segments that end at or below `limit`: a
     /// replicated partition keeps every record a Raft log entry still points
-    /// at (`limit` is the first of them).
-    pub fn trim_below(&mut self, now_ms: i64, settings: &TopicConfig, limit: u64) -> Option<Trim> {
+    /// at (`limit` is the first of them). Segments that end at or below
+    /// `purged` (a replicated purge's floor: nothing there is read again) go
+    /// whatever retention says, and an active segment wholly below it is
+    /// rolled so it can go.
+    pub fn trim_below(&mut self, now_ms: i64, settings: &TopicConfig, limit: u64, purged: u64) -> Option<Trim> {
         let expired = |s: &SegmentMeta| {
             settings.retention_ms > 0
                 && !s.is_empty()
@@ -366,6 +369,7 @@ impl PartitionLog {
         let active = *self.active();
         if expired(&active)
             || (!active.is_empty() && now_ms.saturating_sub(active.created_ms) >= settings.segment_ms as i64)
+            || (!active.is_empty() && active.end_offset <= purged)
         {
             self.roll(now_ms, &mut mutations);
         }
@@ -374,7 +378,8 @@ impl PartitionLog {
         while self.segments.len() > 1 {
             let oldest = self.segments[0];
             let over_bytes = settings.retention_bytes > 0 && total > settings.retention_bytes;
-            if !(expired(&oldest) || over_bytes || oldest.is_empty()) || oldest.end_offset > limit {
+            let removable = expired(&oldest) || over_bytes || oldest.is_empty() || oldest.end_offset <= purged;
+            if !removable || oldest.end_offset > limit {
                 break;
             }
             total -= oldest.bytes;
@@ -623,7 +628,7 @@ mod tests {
         }
         let all = TopicConfig { retention_bytes: 1, ..settings() };
         let limit = log.segments()[2].end_offset;
-        let trim = log.trim_below(20, &all, limit).expect("something to trim");
+        let trim = log.trim_below(20, &all, limit, 0).expect("something to trim");
         store.apply(std::iter::once(&trim.write), true).expect("write");
         assert_eq!(trim.log_start, limit, "segments up to the limit went, no further");
         assert_eq!(log.log_start(), limit);
@@ -635,6 +640,38 @@ mod tests {
         let read = log.reader().read_blocking(OffsetRange::new(0, 40), 100, usize::MAX).expect("read");
         assert!(read.is_empty(), "nothing below the restart is stored: {read:?}");
         assert!(log.restart_at(39, 30).is_err(), "never backwards");
+    }
+
+    #[test]
+    fn a_purge_floor_removes_the_segments_below_it_whatever_retention_says() {
+        let store = mem();
+        let mut log = PartitionLog::new(&store, PartitionId::new(TopicId(1), 0), 0);
+        for i in 0..10 {
+            let Append::Write { write, .. } = log.append(&recs(3, 100), None, i, &settings()).expect("append") else {
+                panic!("a new batch")
+            };
+            store.apply(std::iter::once(&write), true).expect("write");
+        }
+        let keep = settings(); // no retention limit: only the floor removes anything
+        assert!(log.trim_below(20, &keep, u64::MAX, 0).is_none(), "nothing goes without a floor");
+        let floor = log.segments()[1].end_offset + 1; // inside the third segment
+        let trim = log.trim_below(20, &keep, u64::MAX, floor).expect("segments below the floor go");
+        store.apply(std::iter::once(&trim.write), true).expect("write");
+        assert_eq!(log.log_start(), log.segments()[0].base_offset);
+        assert!(log.log_start() < floor, "a segment the floor cuts through stays whole");
+        assert_eq!(trim.removed.len(), 2);
+        // Everything purged: the active segment rolls and goes once no log entry holds it.
+        let end = log.next_offset();
+        let held = log.trim_below(21, &keep, log.log_start(), end);
+        assert!(held.as_ref().is_none_or(|t| t.removed.is_empty()), "the limit holds every segment back");
+        if let Some(t) = held {
+            store.apply(std::iter::once(&t.write), true).expect("write");
+        }
+        let trim = log.trim_below(22, &keep, u64::MAX, end).expect("the rest goes");
+        store.apply(std::iter::once(&trim.write), true).expect("write");
+        assert_eq!((log.log_start(), log.next_offset()), (end, end), "only the empty active segment is left");
+        let read = log.reader().read_blocking(OffsetRange::new(0, end), 100, usize::MAX).expect("read");
+        assert!(read.is_empty(), "nothing below the floor is stored: {read:?}");
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub enum HardState {
     /// Which groups this broker must not vote in yet: it lost its data and
     /// waits to be added back (kept under the metadata group only).
     Fenced = 7,
+    /// Per partition of a shard, the offset below which its records were
+    /// purged (a dead-letter purge, replicated as a log entry): readers start
+    /// there, and retention removes the whole segments below it.
+    PurgeFloors = 8,
 }
 
 fn prefix(group: GroupId, kind: u8) -> Vec<u8> {

@@ -190,3 +190,112 @@ async fn retention_removes_expired_records_on_every_replica() -> anyhow::Result<
     }
     Ok(())
 }
+
+/// Every value of `topic`'s partitions as broker `id` serves them, by partition.
+async fn values_at(cluster: &TestCluster, id: u64, topic: &str, partitions: u32) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut out = Vec::new();
+    for p in 0..partitions {
+        out.push(read_all(cluster.broker(id).channel(), topic, p).await?.iter().map(value).collect());
+    }
+    Ok(out)
+}
+
+/// A dead-letter purge in a cluster (a replicated purge entry per
+/// dead-letter partition, proposed at each partition's leader): made through
+/// one broker while another is down (so some leaders are being elected), the
+/// purged records are served by no broker again, also by one SIGKILLed and
+/// restarted right after the purge, and the broker that was down (which
+/// catches up from snapshots, as the purge made the others drop their logs)
+/// neither shows nor copies them. Retention removes their segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_dead_letters_are_gone_on_every_replica_across_restarts_and_snapshots() -> anyhow::Result<()> {
+    const DEAD: usize = 12;
+    const PARTS: u32 = 3;
+    let mut cluster =
+        TestCluster::start_with(3, &["--shard-snapshot-entries", "1000", "--retention-check-ms", "100"]).await?;
+    cluster.agreed_leader(&cluster.ids(), None).await?;
+    let admin = Admin::new(cluster.broker(1).channel());
+    admin.create_topic("orders", PARTS, pb::TopicConfig::default()).await?;
+    let first = cluster.broker(1).addr.clone();
+    for i in 0..DEAD {
+        produce_to_leader(&first, "orders", (i % PARTS as usize) as u32, &[format!("o-{i:02}")]).await?;
+    }
+    let config = pb::GroupConfig {
+        max_delivery_attempts: Some(1),
+        dead_letter_topic: "orders-dlq".into(),
+        ..group_config("orders", 10_000)
+    };
+    admin.create_group("billing", config).await?;
+    cluster.leaders_spread(1).await?;
+    let consumer = Consumer::new(cluster.broker(1).channel(), "billing", ConsumerConfig::default());
+    let mut dead = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dead < DEAD && Instant::now() < deadline {
+        let got = consumer.pull(100, Duration::from_millis(200)).await?;
+        let ids: Vec<String> = got.into_iter().map(|m| m.ack_id).collect();
+        if !ids.is_empty() {
+            consumer.nack(ids, Some(Duration::ZERO), "declined").await?;
+        }
+        dead = values_at(&cluster, 1, "orders-dlq", PARTS).await?.iter().map(Vec::len).sum();
+    }
+    assert_eq!(dead, DEAD, "every message dead-lettered");
+    for id in 2..=3u64 {
+        eventually(Duration::from_secs(10), "every broker holds the dead letters", || async {
+            let n: usize = values_at(&cluster, id, "orders-dlq", PARTS).await?.iter().map(Vec::len).sum();
+            Ok((n == DEAD).then_some(()))
+        })
+        .await?;
+    }
+
+    // Broker 3 goes down; the purge is made through broker 2.
+    cluster.broker_mut(3).kill9().await?;
+    let purged = Admin::new(cluster.broker(2).channel()).purge_dead_letters("billing").await?;
+    assert_eq!(purged, DEAD as u64, "the purge counts every dead letter");
+    // Broker 1 restarts at once, before retention can remove the records: its floors hide them.
+    cluster.broker_mut(1).kill9().await?;
+    cluster.broker_mut(1).restart().await?;
+    let empty: Vec<Vec<String>> = vec![Vec::new(); PARTS as usize];
+    let mut ends = Vec::new();
+    for id in 1..=2u64 {
+        // Read as soon as the broker serves the topic (broker 1 is starting).
+        let served = eventually(Duration::from_secs(20), "the dead-letter topic is served", || async {
+            Ok(values_at(&cluster, id, "orders-dlq", PARTS).await.ok())
+        })
+        .await?;
+        assert_eq!(served, empty, "broker {id} serves no dead letter");
+        let peeked = Admin::new(cluster.broker(id).channel()).peek_dead_letters("billing", 100).await?;
+        assert!(peeked.is_empty(), "broker {id} peeks none: {peeked:?}");
+        let topic = Admin::new(cluster.broker(id).channel()).describe_topic("orders-dlq").await?;
+        ends = topic.partitions.iter().map(|p| p.latest_offset).collect();
+        assert!(topic.partitions.iter().all(|p| p.earliest_offset == p.latest_offset), "{topic:?}");
+        assert_eq!(ends.iter().sum::<u64>(), DEAD as u64, "offsets are kept, nothing is readable");
+    }
+    // The purged segments go on the live brokers (their logs are dropped past the purge first).
+    for id in 1..=2u64 {
+        eventually(Duration::from_secs(20), "retention removes the purged segments", || async {
+            Ok(cluster.broker(id).log()?.contains("segment deleted by retention").then_some(()))
+        })
+        .await
+        .map_err(|e| e.context(cluster.broker(id).log_tail()))?;
+    }
+
+    // Records after the purge: offsets continue.
+    let mut expected = empty.clone();
+    for p in 0..PARTS {
+        let stored = produce_to_leader(&first, "orders-dlq", p, &[format!("after-{p}")]).await?;
+        expected[p as usize].push(format!("after-{p}"));
+        assert_eq!(stored.offset, ends[p as usize], "partition {p}: the offset after the purged ones");
+    }
+
+    // Broker 3 comes back behind the dropped logs: it installs snapshots and shows only what is left.
+    cluster.broker_mut(3).restart().await?;
+    eventually(Duration::from_secs(30), "broker 3 serves only what the purge left", || async {
+        Ok((values_at(&cluster, 3, "orders-dlq", PARTS).await.ok().as_ref() == Some(&expected)).then_some(()))
+    })
+    .await
+    .map_err(|e| e.context(cluster.broker(3).log_tail()))?;
+    assert!(cluster.broker(3).log()?.contains("shard snapshot installed"), "broker 3 caught up from a snapshot");
+    let peeked = Admin::new(cluster.broker(3).channel()).peek_dead_letters("billing", 100).await?;
+    assert_eq!(peeked.len(), PARTS as usize, "broker 3 peeks only the records after the purge: {peeked:?}");
+    Ok(())
+}

@@ -4,7 +4,8 @@
 //! `sluice_storage_poisoned` say why, and what was acknowledged before stays
 //! readable. Faults are injected by the `fail` crate in storage's write and
 //! sync paths, so this needs a broker built with `--features failpoints`:
-//! `make failpoint-test` builds one in its own target directory.
+//! `make failpoint-test` builds one and copies it to `target/failpoints/`
+//! (`SLUICE_BIN_DIR`), then links the shipped binaries again.
 
 use std::time::Duration;
 

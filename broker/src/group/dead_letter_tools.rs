@@ -45,17 +45,17 @@ pub struct Redrive {
     pub reason_contains: String,
 }
 
-fn dead_letter_topic(topics: &TopicRegistry, group: &GroupHandle) -> Result<Arc<Topic>> {
+async fn dead_letter_topic(topics: &TopicRegistry, group: &GroupHandle) -> Result<Arc<Topic>> {
     let name = group.settings().dead_letter_topic;
     if name.is_empty() {
         return Err(Error::FailedPrecondition(format!("group `{}` has no dead-letter topic", group.name)));
     }
-    topics.get(&name)
+    topics.get_or_await(&name).await
 }
 
 /// Up to `max` dead letters of `group`, oldest first per dead-letter partition.
 pub async fn peek(topics: &TopicRegistry, group: &GroupHandle, max: usize) -> Result<Vec<DeadLetter>> {
-    let dlq = dead_letter_topic(topics, group)?;
+    let dlq = dead_letter_topic(topics, group).await?;
     let mut out = Vec::new();
     for (p, h) in dlq.partitions.iter().enumerate() {
         let mut offset = h.earliest();
@@ -74,7 +74,7 @@ pub async fn peek(topics: &TopicRegistry, group: &GroupHandle, max: usize) -> Re
 pub async fn redrive(topics: &TopicRegistry, group: &GroupHandle, r: Redrive) -> Result<u64> {
     let source = group.settings().topic;
     let target_name = r.target.as_ref().map_or(source.clone(), |t| t.to_string());
-    let target = topics.get(&target_name)?;
+    let target = topics.get_or_await(&target_name).await?;
     let letters = peek(topics, group, r.max_messages.min(1_000_000)).await?;
     let interval = (r.rate_per_second > 0).then(|| Duration::from_secs_f64(1.0 / f64::from(r.rate_per_second)));
     let mut redriven = 0u64;
@@ -112,7 +112,7 @@ pub async fn redrive(topics: &TopicRegistry, group: &GroupHandle, r: Redrive) ->
 
 /// Removes every dead letter of `group`'s dead-letter topic; returns how many.
 pub async fn purge(topics: &TopicRegistry, group: &GroupHandle) -> Result<u64> {
-    let dlq = dead_letter_topic(topics, group)?;
+    let dlq = dead_letter_topic(topics, group).await?;
     let mut purged = 0;
     for h in &dlq.partitions {
         purged += h.truncate().await?;

@@ -224,12 +224,12 @@ impl PartitionHandle {
         rx.await.map_err(|_| self.stopped())
     }
 
-    /// Removes every stored record (dead-letter purge). Returns how many were removed.
+    /// Removes every stored record (dead-letter purge); in a cluster, every
+    /// committed one, on every replica. Returns how many were removed.
     pub async fn truncate(&self) -> Result<u64> {
-        let Route::Actor(tx) = &self.route else {
-            return Err(Error::FailedPrecondition(
-                "purging a replicated partition is not supported yet (removing records on demand needs a replicated entry, docs/REPLICATION.md); retention still removes them, and they stay readable with peek until then".into(),
-            ));
+        let tx = match &self.route {
+            Route::Actor(tx) => tx,
+            Route::Replicated(shards) => return shards.purge(self.shared.id).await,
         };
         let (reply, rx) = oneshot::channel();
         tx.send(Command::Truncate { reply }).await.map_err(|_| self.stopped())?;

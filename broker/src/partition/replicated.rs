@@ -293,7 +293,19 @@ impl ReplicatedPartitions {
         if shard.with_partition(id, |_| ()).is_none() {
             shard.adopt(PartitionLog::new(&self.store, id, now_ms()));
         }
-        Ok(shard.with_partition(id, |log| log.log_start()).unwrap_or(0))
+        Ok(shard.visible_start(id).unwrap_or(0))
+    }
+
+    /// Purges partition `id` below its committed end on every replica (a
+    /// dead-letter purge, `ShardNode::purge`); returns how many records went.
+    /// Refused while a broker runs a build that could not apply the entry.
+    pub(super) async fn purge(&self, id: PartitionId) -> Result<u64> {
+        self.meta.require_level(sluice_replication::meta::PURGE_LEVEL, "purging a replicated partition")?;
+        match self.shard(id)?.purge(id).await {
+            Ok(purged) => Ok(purged),
+            Err(ShardProposeError::NotLeader { leader, term }) => Err(self.not_leader_of(id, leader, term)),
+            Err(ShardProposeError::Unavailable(why)) => Err(Error::ClusterUnavailable(why)),
+        }
     }
 
     /// The metadata group (leaders' endpoints, the catalog).
@@ -468,9 +480,11 @@ impl ReplicatedPartitions {
 
     /// The partition's index and offsets, as its shard holds them.
     pub(super) fn snapshot(&self, id: PartitionId) -> Result<PartitionSnapshot> {
-        self.shard(id)?
+        let shard = self.shard(id)?;
+        let start = shard.visible_start(id).unwrap_or(0);
+        shard
             .with_partition(id, |log| PartitionSnapshot {
-                log_start: log.log_start(),
+                log_start: start,
                 next_offset: log.next_offset(),
                 segments: log.segments().to_vec(),
             })

@@ -25,7 +25,10 @@
 //!   back and deletes the slots, in one atomic write; readers never saw those
 //!   records (the committed watermark only moves on apply).
 //! - **Purge removes slots only.** Records stay for consumers until retention
-//!   removes them.
+//!   removes them. (A replicated *partition* purge, `ShardCommand::Purge`, is
+//!   another thing: it raises the partition's floor, `Inner::floors`, when
+//!   it applies, and `trim` removes the whole segments below it once no
+//!   entry points at them.)
 //! - A batch whose partition was deleted (topic deleted) reads back as
 //!   `ShardCommand::Dropped`, which changes nothing where it is appended.
 
@@ -116,7 +119,13 @@ pub(crate) struct Inner {
     last_purged: Option<LogIdOf<ShardTypes>>,
     vote: Option<VoteOf<ShardTypes>>,
     committed: Option<LogIdOf<ShardTypes>>,
+    /// Per partition, the offset below which a purge entry removed its
+    /// records (`HardState::PurgeFloors`): never read again, and trimmed.
+    floors: HashMap<PartitionId, u64>,
 }
+
+/// A partition's purge floor as stored and snapshotted: (topic, index, floor).
+pub(crate) type Floor = (u64, u32, u64);
 
 /// The key prefix of a shard's record of a partition log it made.
 const PARTITION_RECORD: &[u8] = b"partition/";
@@ -152,6 +161,10 @@ impl ShardLog {
         let vote = hard(HardState::Vote)?.map(|b| Postcard::decode(&b, "vote")).transpose()?;
         let committed = hard(HardState::Committed)?.map(|b| Postcard::decode(&b, "committed log id")).transpose()?;
         let last_purged = hard(HardState::Purged)?.map(|b| Postcard::decode(&b, "purged log id")).transpose()?;
+        let floors: Vec<Floor> = hard(HardState::PurgeFloors)?
+            .map(|b| Postcard::decode(&b, "purge floors"))
+            .transpose()?
+            .unwrap_or_default();
         let mut slots = BTreeMap::new();
         for (index, bytes) in store.raft_entries(group, 0..u64::MAX).map_err(io_error)? {
             slots.insert(index, Postcard::decode::<Slot>(&bytes, "shard log slot")?);
@@ -166,6 +179,7 @@ impl ShardLog {
             last_purged,
             vote,
             committed,
+            floors: floors.into_iter().map(|(topic, index, floor)| (partition_id((topic, index)), floor)).collect(),
         };
         Ok(ShardLog {
             group,
@@ -237,7 +251,49 @@ impl ShardLog {
     pub fn forget(&self, partition: PartitionId) {
         let mut inner = self.inner();
         inner.partitions.remove(&partition);
+        inner.floors.remove(&partition);
         inner.deleted.insert(partition);
+    }
+
+    /// The first offset of `partition` readers may see here: its first
+    /// stored record, or its purge floor if that is further on.
+    pub fn visible_start(&self, partition: PartitionId) -> Option<u64> {
+        let inner = self.inner();
+        let stored = inner.partitions.get(&partition)?.log_start();
+        Some(stored.max(inner.floors.get(&partition).copied().unwrap_or(0)))
+    }
+
+    /// `partition`'s purge floor here (0: never purged).
+    pub(crate) fn floor_of(&self, partition: PartitionId) -> u64 {
+        self.inner().floors.get(&partition).copied().unwrap_or(0)
+    }
+
+    /// Every purge floor, to store or to put in a snapshot.
+    pub(crate) fn floors(&self) -> Vec<Floor> {
+        let mut floors: Vec<Floor> =
+            self.inner().floors.iter().map(|(id, floor)| (id.topic.0, id.index, *floor)).collect();
+        floors.sort_unstable();
+        floors
+    }
+
+    /// Raises the purge floors of `raised` (never lowers one); returns
+    /// whether any moved, for the caller to store `floors()` in the write
+    /// that records why (an applied entry, an installed snapshot).
+    pub(crate) fn raise_floors(&self, raised: &[Floor]) -> bool {
+        let mut inner = self.inner();
+        let mut moved = false;
+        for (topic, index, floor) in raised {
+            let id = partition_id((*topic, *index));
+            if inner.deleted.contains(&id) {
+                continue;
+            }
+            let current = inner.floors.entry(id).or_insert(0);
+            if *floor > *current {
+                *current = *floor;
+                moved = true;
+            }
+        }
+        moved
     }
 
     /// Runs `f` over `partition`'s log, if the shard holds it.
@@ -430,8 +486,8 @@ impl ShardLog {
     }
 
     /// Applies retention to every partition of the shard, durably: whole
-    /// segments expired or over the size limit go, but only those below the
-    /// first record a log entry still points at (an entry's batch must stay
+    /// segments expired, over the size limit or below a purge floor go, but
+    /// only those below the first record a log entry still points at (an entry's batch must stay
     /// readable until the entry is purged, so a peer can be sent it).
     /// Returns what was removed, for the space to be reclaimed, and whether
     /// log entries held back a segment retention would remove.
@@ -449,14 +505,18 @@ impl ShardLog {
                     *floor = (*floor).min(*base_offset);
                 }
             }
-            for (id, log) in inner.partitions.iter_mut() {
+            let Inner { partitions, floors: purge_floors, .. } = &mut *inner;
+            for (id, log) in partitions.iter_mut() {
                 let limit = floors.get(id).copied().unwrap_or(u64::MAX);
+                let purged = purge_floors.get(id).copied().unwrap_or(0);
                 let settings = self.host.settings(*id);
-                if let Some(mut trim) = log.trim_below(now_ms, &settings, limit) {
+                if let Some(mut trim) = log.trim_below(now_ms, &settings, limit, purged) {
                     write.extend(std::mem::take(&mut trim.write));
                     trims.push((*id, trim));
                 }
-                held_back |= limit != u64::MAX && log.retention_due(now_ms, &settings);
+                // A purged segment (a whole one, below the active) that log entries still hold.
+                let purge_held = log.segments().len() > 1 && log.segments()[0].end_offset <= purged;
+                held_back |= limit != u64::MAX && (log.retention_due(now_ms, &settings) || purge_held);
             }
         }
         if trims.is_empty() {

@@ -22,6 +22,10 @@
 //!
 //! - Snapshots (`snapshot.rs`) are built from the applied point and
 //!   installed in one write with the applied id; see that module.
+//!
+//! - A purge entry (`ShardCommand::Purge`) raises its partition's floor in
+//!   the same write as the applied id (`HardState::PurgeFloors`), and the
+//!   partition's visible start with it (`purge.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -39,7 +43,9 @@ use sluice_storage::{AtomicWrite, PartitionId, Store, WriteRequest, WriterHandle
 use tokio::sync::watch;
 
 use super::log::{ShardLog, Slot};
-use super::snapshot::{group_images, meta_of, Copier, Image, PartitionMark, StoredSnapshot};
+use super::snapshot::{
+    decode_image, encode_image, group_images, meta_of, Copier, Image, PartitionMark, StoredSnapshot,
+};
 use super::{ShardCommand, ShardHost, ShardTypes};
 use crate::codec::{io_error, Format, Postcard};
 
@@ -86,7 +92,7 @@ impl ShardMachine {
             .transpose()?;
         let mut groups = BTreeSet::new();
         if let Some(snapshot) = &current {
-            let image: Image = Postcard::decode(&snapshot.data, "shard snapshot image")?;
+            let (image, _) = decode_image(&snapshot.data)?;
             groups.extend(image.groups.iter().map(|g| g.group));
         }
         groups.extend(log.group_ids()?);
@@ -117,6 +123,14 @@ impl ShardMachine {
     /// here (zeros if this shard does not hold it).
     pub(crate) fn offsets_of(&self, partition: PartitionId) -> (u64, u64) {
         let start = self.log.with_partition(partition, |log| log.log_start()).unwrap_or(0);
+        let end = self.watermarks().into_iter().find(|(id, _)| *id == partition).map_or(0, |(_, end)| end);
+        (start, end)
+    }
+
+    /// What a purge of `partition` at this leader removes: from its visible
+    /// start up to its committed watermark (zeros if this shard does not hold it).
+    pub(crate) fn purge_bounds(&self, partition: PartitionId) -> (u64, u64) {
+        let start = self.log.visible_start(partition).unwrap_or(0);
         let end = self.watermarks().into_iter().find(|(id, _)| *id == partition).map_or(0, |(_, end)| end);
         (start, end)
     }
@@ -152,7 +166,7 @@ impl ShardMachine {
         let groups =
             tokio::task::spawn_blocking(move || group_images(&store, &groups)).await.map_err(io::Error::other)??;
         let image = Image { source: self.copier.node, partitions, groups };
-        Ok(StoredSnapshot { meta: meta_of(&applied), data: Postcard::encode(&image)? })
+        Ok(StoredSnapshot { meta: meta_of(&applied), data: encode_image(&image, &self.log.floors())? })
     }
 
     /// Copies the committed records of `mark` this replica lacks from a peer.
@@ -164,6 +178,12 @@ impl ShardMachine {
             };
             if next >= mark.end {
                 return Ok(());
+            }
+            let floor = self.log.floor_of(id);
+            if next < floor {
+                // Purged everywhere: nothing below the floor is copied.
+                self.log.restart_partition(id, floor.min(mark.end)).await?;
+                continue;
             }
             let copied = self.copier.read(source, id, next, mark.end).await?;
             if copied.batches.is_empty() {
@@ -186,7 +206,7 @@ impl ShardMachine {
 
     /// Installs `snapshot` (see `snapshot.rs`, `# Correctness`).
     async fn install(&self, snapshot: StoredSnapshot) -> io::Result<()> {
-        let image: Image = Postcard::decode(&snapshot.data, "shard snapshot image")?;
+        let (image, floors) = decode_image(&snapshot.data)?;
         let Some(last) = snapshot.meta.last_log_id else {
             return Err(io::Error::other("a shard snapshot without a last entry"));
         };
@@ -215,11 +235,18 @@ impl ShardMachine {
             keys::put_hard_state(&mut marker, self.group, HardState::Installing, Postcard::encode(&ends)?);
             self.log.write_durably(marker).await?;
         }
+        // Raised before copying (nothing below a floor is copied) and stored
+        // with the install; a crash before then applies the purges again.
+        self.log.raise_floors(&floors);
+        for (topic, index, floor) in &floors {
+            self.host.log_started(PartitionId::new(sluice_storage::TopicId(*topic), *index), *floor);
+        }
         for mark in &image.partitions {
             self.copy_partition(image.source, mark).await?;
         }
         let mut write = AtomicWrite::new();
         keys::delete_hard_state(&mut write, self.group, HardState::Installing);
+        keys::put_hard_state(&mut write, self.group, HardState::PurgeFloors, Postcard::encode(&self.log.floors())?);
         let theirs: BTreeSet<u64> = image.groups.iter().map(|g| g.group).collect();
         for group in self.groups().difference(&theirs) {
             write.extend(clear_state(*group));
@@ -344,9 +371,16 @@ impl RaftStateMachine<ShardTypes> for ShardMachine {
     {
         let mut replies = Vec::new();
         let mut write = AtomicWrite::new();
+        let mut floors_raised = false;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let log_id = entry.log_id();
+            if let EntryPayload::Normal(ShardCommand::Purge { topic, partition, below }) = &entry.payload {
+                if self.log.raise_floors(&[(*topic, *partition, *below)]) {
+                    floors_raised = true;
+                    self.host.log_started(PartitionId::new(sluice_storage::TopicId(*topic), *partition), *below);
+                }
+            }
             if let EntryPayload::Normal(ShardCommand::Group(change)) = &entry.payload {
                 self.groups().insert(change.group);
                 match decode_changes(&change.changes) {
@@ -380,6 +414,9 @@ impl RaftStateMachine<ShardTypes> for ShardMachine {
             }
         }
         let applied = self.applied().0;
+        if floors_raised {
+            keys::put_hard_state(&mut write, self.group, HardState::PurgeFloors, Postcard::encode(&self.log.floors())?);
+        }
         keys::put_hard_state(&mut write, self.group, HardState::Applied, Postcard::encode(&*self.applied())?);
         let stored = self.stored.clone();
         let on_commit = Box::new(move |r: sluice_storage::Result<()>| {

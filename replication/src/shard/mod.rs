@@ -14,6 +14,7 @@
 mod log;
 mod machine;
 mod node;
+pub(crate) mod purge;
 pub(crate) mod snapshot;
 
 use std::fmt;
@@ -51,6 +52,19 @@ pub enum ShardCommand {
         topic: u64,
         /// Its index within the topic.
         partition: u32,
+    },
+    /// Purge one partition below `below` (a committed offset): no replica
+    /// serves those records again, and retention removes them (`purge.rs`).
+    /// Proposed only once every broker is at catalog feature level 5 (an
+    /// older build could not decode it). Last, as postcard tags variants by
+    /// position.
+    Purge {
+        /// The topic id.
+        topic: u64,
+        /// The partition's index within the topic.
+        partition: u32,
+        /// The new first readable offset.
+        below: u64,
     },
 }
 
@@ -129,6 +143,9 @@ impl fmt::Display for ShardCommand {
             }
             ShardCommand::Dropped { topic, partition } => {
                 write!(f, "dropped batch of deleted topic {topic} partition {partition}")
+            }
+            ShardCommand::Purge { topic, partition, below } => {
+                write!(f, "purge of topic {topic} partition {partition} below offset {below}")
             }
         }
     }

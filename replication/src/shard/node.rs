@@ -392,6 +392,53 @@ impl ShardNode {
         self.log.forget(partition);
     }
 
+    /// The first offset of `partition` readers may see here (its first
+    /// stored record, or its purge floor if further on), if this shard holds it.
+    pub fn visible_start(&self, partition: PartitionId) -> Option<u64> {
+        self.log.visible_start(partition)
+    }
+
+    /// Purges `partition` below its committed end on every replica (a
+    /// dead-letter purge): proposed here when this broker leads the shard,
+    /// else asked of its leader over the cluster link (`purge.rs`). Returns
+    /// how many records were readable and are not any more. While no leader
+    /// is known or the one known does not answer (an election after it
+    /// died), tries again for up to [`LEADER_WAIT`] plus an election: a
+    /// purge is safe to repeat (a floor only rises).
+    pub async fn purge(&self, partition: PartitionId) -> Result<u64, ShardProposeError> {
+        let deadline = Instant::now() + LEADER_WAIT * 2;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let (result, retry) = match super::purge::purge_here(&self.raft, &self.machine, partition).await {
+                Err(ShardProposeError::NotLeader { leader: Some(leader), term }) if leader != self.id => {
+                    let metrics = self.raft.metrics().borrow_watched().clone();
+                    let addresses = crate::node::addresses_of(metrics.membership_config.nodes(), &self.peers);
+                    match addresses.get(&leader) {
+                        Some(addr) => {
+                            let asked =
+                                super::purge::purge_at(&self.connections, self.group, (leader, addr), partition).await;
+                            let retry = matches!(asked, Err(ShardProposeError::Unavailable(_)));
+                            (asked, retry)
+                        }
+                        None => (Err(ShardProposeError::NotLeader { leader: Some(leader), term }), false),
+                    }
+                }
+                other => {
+                    let retry = matches!(other, Err(ShardProposeError::NotLeader { leader: None, .. }));
+                    (other, retry)
+                }
+            };
+            match result {
+                Err(e) if retry && Instant::now() < deadline => {
+                    tracing::debug!(shard = self.group.0, error = %e, "purge: no leader answers yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Runs `f` over `partition`'s log, if this shard holds it.
     pub fn with_partition<T>(&self, partition: PartitionId, f: impl FnOnce(&PartitionLog) -> T) -> Option<T> {
         self.log.with_partition(partition, f)

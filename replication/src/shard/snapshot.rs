@@ -27,6 +27,10 @@
 //!   batches, so a copy always finds records from some offset on; a replica
 //!   whose missing records retention removed everywhere starts its
 //!   partition over where its peers' records begin.
+//! - **Purged records stay purged.** The image is followed by the shard's
+//!   purge floors (`purge.rs`); an install raises them before readers see the
+//!   partitions, and copies nothing below them (the partition starts over at
+//!   its floor where it ends below it).
 //! - A copy that cannot be made within [`COPY_PATIENCE`] (no peer holding the
 //!   records answers) fails the install, which stops this replica's shard:
 //!   it is logged and the broker must be restarted.
@@ -43,6 +47,7 @@ use sluice_proto::internal::v1::raft_client::RaftClient;
 use sluice_storage::raft::GroupId;
 use sluice_storage::{OffsetRange, PartitionId, PartitionReader, Store, TopicId};
 
+use super::log::Floor;
 use super::ShardTypes;
 use crate::codec::{io_error, Format, Postcard};
 use crate::network::Peers;
@@ -63,6 +68,26 @@ pub(crate) struct Image {
     pub(crate) partitions: Vec<PartitionMark>,
     /// Every consumer group of the shard with its state.
     pub(crate) groups: Vec<GroupImage>,
+}
+
+/// A snapshot's data: the image, then the purge floors if there are any,
+/// each postcard. A build from before purges reads the image and ignores the
+/// rest (postcard leaves trailing bytes alone), and a snapshot it made reads
+/// here as one without floors.
+pub(crate) fn encode_image(image: &Image, floors: &[Floor]) -> io::Result<Vec<u8>> {
+    let mut data = Postcard::encode(image)?;
+    if !floors.is_empty() {
+        data.extend(Postcard::encode(&floors)?);
+    }
+    Ok(data)
+}
+
+/// The image and purge floors of a snapshot's data (see [`encode_image`]).
+pub(crate) fn decode_image(data: &[u8]) -> io::Result<(Image, Vec<Floor>)> {
+    let (image, rest) = postcard::take_from_bytes::<Image>(data)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("undecodable shard snapshot image: {e}")))?;
+    let floors = if rest.is_empty() { Vec::new() } else { Postcard::decode(rest, "shard snapshot purge floors")? };
+    Ok((image, floors))
 }
 
 /// Where one partition stood.
@@ -238,5 +263,34 @@ impl Copier {
             return Err(reply.error);
         }
         Postcard::decode(&reply.payload, "copied batches").map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> Image {
+        Image {
+            source: 2,
+            partitions: vec![PartitionMark { topic: 7, partition: 1, end: 40 }],
+            groups: vec![GroupImage { group: 3, state: vec![1, 2, 3] }],
+        }
+    }
+
+    #[test]
+    fn floors_follow_the_image_and_an_image_without_them_still_reads() {
+        let floors: Vec<Floor> = vec![(7, 1, 25), (9, 0, 3)];
+        let data = encode_image(&image(), &floors).expect("encode");
+        let (read, read_floors) = decode_image(&data).expect("decode");
+        assert_eq!((read.source, read.partitions.len(), read.groups.len()), (2, 1, 1));
+        assert_eq!(read_floors, floors);
+        // What an older build reads: the image alone, the floors ignored.
+        let old: Image = Postcard::decode(&data, "image").expect("an older build reads the image");
+        assert_eq!(old.partitions[0].end, 40);
+        // What an older build wrote: no floors.
+        let (_, none) = decode_image(&Postcard::encode(&image()).expect("encode")).expect("decode");
+        assert!(none.is_empty());
+        assert!(decode_image(&data[..data.len() - 1]).is_err(), "cut floors are an error, not none");
     }
 }
