@@ -19,8 +19,12 @@ deps:
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup) first"; exit 1; }
 
+# What `build` compiles: the binaries. `make test` compiles the tests with them, in one
+# go: dev-dependencies (proptest) change the features of a few shared dependencies, so
+# binaries built without the tests would be compiled again, differently, by `cargo test`.
+BUILD_TARGETS := --bins
 build: deps
-	$(CARGO) build $(PROFILE_FLAGS) --workspace --bins
+	$(CARGO) build $(PROFILE_FLAGS) --workspace $(BUILD_TARGETS)
 
 run: build
 	$(BIN)/sluice-broker --data-dir ./data --listen 127.0.0.1:50051
@@ -45,7 +49,7 @@ FAILPOINT_BIN := target/failpoints
 failpoint-test: build
 	$(CARGO) build $(PROFILE_FLAGS) --workspace --bins --features sluice-broker/failpoints
 	@mkdir -p $(FAILPOINT_BIN) && cp $(BIN)/sluice-broker $(FAILPOINT_BIN)/sluice-broker
-	$(CARGO) build $(PROFILE_FLAGS) --workspace --bins
+	$(CARGO) build $(PROFILE_FLAGS) --workspace $(BUILD_TARGETS)
 	SLUICE_BIN_DIR=$(CURDIR)/$(FAILPOINT_BIN) \
 	  $(CARGO) test $(PROFILE_FLAGS) --workspace --features sluice-tests/failpoints --test failpoints
 
@@ -126,6 +130,7 @@ go-stubs:
 soak: build
 	bash tests/soak.sh
 
+test: BUILD_TARGETS := --bins --tests
 test: deps fmt-check lint unit-and-e2e failpoint-test interop go-stubs loadtest-smoke bench-smoke container-test
 	@echo ">> all checks passed"
 

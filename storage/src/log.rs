@@ -616,8 +616,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn trimming_below_a_limit_keeps_what_is_above_and_a_restart_jumps_ahead() {
+    /// A partition of ten stored batches of three records, over several segments.
+    fn ten_stored_batches() -> (Arc<Store>, PartitionLog) {
         let store = mem();
         let mut log = PartitionLog::new(&store, PartitionId::new(TopicId(1), 0), 0);
         for i in 0..10 {
@@ -626,6 +626,12 @@ mod tests {
             };
             store.apply(std::iter::once(&write), true).expect("write");
         }
+        (store, log)
+    }
+
+    #[test]
+    fn trimming_below_a_limit_keeps_what_is_above_and_a_restart_jumps_ahead() {
+        let (store, mut log) = ten_stored_batches();
         let all = TopicConfig { retention_bytes: 1, ..settings() };
         let limit = log.segments()[2].end_offset;
         let trim = log.trim_below(20, &all, limit, 0).expect("something to trim");
@@ -644,14 +650,7 @@ mod tests {
 
     #[test]
     fn a_purge_floor_removes_the_segments_below_it_whatever_retention_says() {
-        let store = mem();
-        let mut log = PartitionLog::new(&store, PartitionId::new(TopicId(1), 0), 0);
-        for i in 0..10 {
-            let Append::Write { write, .. } = log.append(&recs(3, 100), None, i, &settings()).expect("append") else {
-                panic!("a new batch")
-            };
-            store.apply(std::iter::once(&write), true).expect("write");
-        }
+        let (store, mut log) = ten_stored_batches();
         let keep = settings(); // no retention limit: only the floor removes anything
         assert!(log.trim_below(20, &keep, u64::MAX, 0).is_none(), "nothing goes without a floor");
         let floor = log.segments()[1].end_offset + 1; // inside the third segment

@@ -296,6 +296,7 @@ async fn shard_leaders_spread_and_move_off_a_stopping_broker() -> anyhow::Result
     cluster.agreed_leader(&cluster.ids(), None).await?;
     // Each shard ends up at its preferred broker, so every broker leads two of the six.
     cluster.leaders_spread(1).await?;
+    Admin::new(cluster.broker(1).channel()).create_topic("busy", 6, pb::TopicConfig::default()).await?;
 
     // Broker 3 is stopped (SIGTERM): it hands its two shards to caught-up replicas before
     // it stops serving, instead of leaving them leaderless for an election timeout.
@@ -318,8 +319,42 @@ async fn shard_leaders_spread_and_move_off_a_stopping_broker() -> anyhow::Result
     })
     .await?;
 
-    // Back, it gets its shards again once it has caught up.
+    // Back, it gets its shards again once it has caught up, though every shard takes writes
+    // all along (entries always in flight: the spreading must not wait for a moment with none).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..2).map(|_| tokio::spawn(write_until(cluster.broker(1).channel(), stop.clone()))).collect();
     cluster.broker_mut(3).start_again().await?;
-    cluster.leaders_spread(1).await?;
+    let spread = cluster.leaders_spread(1).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = 0;
+    for task in load {
+        acked += task.await??;
+    }
+    println!("{acked} messages acknowledged while broker 3 came back and took its shards again");
+    spread?;
+    assert!(acked > 0, "the shards took writes meanwhile");
     Ok(())
+}
+
+/// Produces rounds of 200 messages to topic `busy` through a pipelining
+/// Rust producer until `stop` (at most 60 s); returns how many were acknowledged.
+async fn write_until(
+    channel: tonic::transport::Channel,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<u64> {
+    let producer = sluice_client::Producer::new(channel, Default::default());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut acked = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && std::time::Instant::now() < deadline {
+        let mut acks = Vec::new();
+        for i in 0..200 {
+            acks.push(producer.enqueue("busy", None, sluice_tests::message(format!("m-{i}"))).await?);
+        }
+        for a in acks {
+            if a.await.is_ok() {
+                acked += 1;
+            }
+        }
+    }
+    Ok(acked)
 }
