@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # (linked instead of compiling its C++ for 25 minutes), and a C/C++ toolchain.
 APT_PACKAGES := libclang-dev librocksdb-dev clang pkg-config nghttp2-client python3-venv
 
-.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop go-stubs image up down cluster cluster-down loadtest loadtest-smoke bench bench-smoke bench-cluster bench-scale bench-failover bench-gateway bench-push soak clean
+.PHONY: deps build run test fmt-check lint unit-and-e2e failpoint-test container-test interop go-stubs image up down cluster cluster-down loadtest loadtest-smoke bench bench-smoke bench-cluster bench-scale bench-single bench-failover bench-gateway bench-push soak clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -100,6 +100,11 @@ bench-cluster: build
 # Failover: kill -9 of a partition's leader to the first acknowledged produce at the new
 # leader, 20 kills, with the distribution (docs/BENCHMARKS.md).
 # HTTP ingest through the gateway with h2load (installed from apt if missing), beside gRPC produce.
+# This build's single broker against the one of SLUICE_BASELINE_REV (default: before
+# replication), alternating, same run.
+bench-single: build
+	bash deploy/bench-single.sh
+
 bench-gateway: build
 	bash deploy/bench-gateway.sh
 

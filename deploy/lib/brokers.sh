@@ -4,6 +4,9 @@
 BROKER=target/release/sluice-broker
 SLUICE=target/release/sluice
 PIDS=()
+# Flags every started broker gets: no metrics or gateway listener (an older build without a
+# gateway is started with BROKER_QUIET=(--metrics-listen "")).
+BROKER_QUIET=(--metrics-listen "" --gateway-listen "")
 trap 'for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -11,7 +14,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # start NAME ARGS...: starts a broker, waits until it prints its address, sets ADDR.
 start() {
   local name=$1; shift
-  "$BROKER" --data-dir "$DATA/$name" --metrics-listen "" --gateway-listen "" "$@" > "$DATA/$name.out" 2> "$DATA/$name.log" &
+  "$BROKER" --data-dir "$DATA/$name" "${BROKER_QUIET[@]}" "$@" > "$DATA/$name.out" 2> "$DATA/$name.log" &
   PIDS+=($!)
   for _ in $(seq 1 200); do grep -q "listening on" "$DATA/$name.out" 2>/dev/null && break; sleep 0.05; done
   ADDR="http://$(sed -n 's/^sluice-broker listening on //p' "$DATA/$name.out")"

@@ -945,6 +945,12 @@ impl MetaStateMachine {
         self.state().catalog.clone()
     }
 
+    /// `f` over the catalog as of the last applied entry, without copying it
+    /// (applies wait meanwhile: keep `f` short).
+    pub fn with_catalog<T>(&self, f: impl FnOnce(&Catalog) -> T) -> T {
+        f(&self.state().catalog)
+    }
+
     /// The cluster secret (empty until set), without copying the catalog.
     pub fn cluster_secret(&self) -> String {
         self.state().catalog.cluster_secret.expose().to_owned()

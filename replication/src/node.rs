@@ -509,22 +509,35 @@ impl MetaNode {
         if reply.error.is_empty() {
             return decode(&reply.response, "proposal response").map_err(|e| unavailable(e.to_string()));
         }
-        if reply.leader != 0 {
-            let leader = Some(reply.leader);
-            return Err(ProposeError::NotLeader { leader, leader_addr: self.peers.get(&reply.leader).cloned() });
-        }
-        Err(unavailable(reply.error))
+        Err(self.refusal(reply.leader, reply.error, unavailable))
     }
 
-    /// Waits until this broker's catalog holds every change committed before
-    /// the call, wherever it was made (a read barrier: the metadata leader's
-    /// read index, asked over the cluster link when this broker follows, then
-    /// applied here). A broker calls it before it answers "not found" for a
-    /// name its own catalog lacks, so a client that made a topic through one
-    /// broker and names it at another a moment later is never told it does not
-    /// exist. Bounded by the leader wait and [`COMMIT_WAIT`].
-    pub async fn catch_up(&self) -> Result<(), ProposeError> {
-        let index = self.read_index().await?;
+    /// A peer's refusal of a forwarded call: `NotLeader` when it names a
+    /// leader (`leader` non-zero; addressed as the group's membership knows
+    /// it, so a broker that replaced another is found too), else `error`.
+    fn refusal(&self, leader: u64, error: String, unavailable: impl Fn(String) -> ProposeError) -> ProposeError {
+        if leader == 0 {
+            return unavailable(error);
+        }
+        ProposeError::NotLeader { leader: Some(leader), leader_addr: self.addresses().remove(&leader) }
+    }
+
+    /// The read barrier for names this broker's catalog lacks: the metadata
+    /// leader's read index (every change committed before the call is at or
+    /// below it), asked over the cluster link when this broker follows, of
+    /// each peer while no leader is known. A broker asks it before it answers
+    /// "not found", so a client that made a topic through one broker and names
+    /// it at another a moment later is never told it does not exist; then it
+    /// waits for [`MetaNode::applied_through`]. Bounded by the leader wait.
+    pub async fn read_barrier(&self) -> Result<u64, ProposeError> {
+        self.read_index().await
+    }
+
+    /// Waits (up to [`COMMIT_WAIT`]) until this broker has applied the
+    /// catalog through entry `index` (a [`MetaNode::read_barrier`]);
+    /// `Unavailable` if it has not by then (it hears the leader's appends
+    /// late, or not at all).
+    pub async fn applied_through(&self, index: u64) -> Result<(), ProposeError> {
         self.raft
             .wait(Some(COMMIT_WAIT))
             .applied_index_at_least(Some(index), "the catalog catches up with the metadata leader")
@@ -599,11 +612,7 @@ impl MetaNode {
         if reply.error.is_empty() {
             return Ok(reply.index);
         }
-        if reply.leader != 0 {
-            let leader = Some(reply.leader);
-            return Err(ProposeError::NotLeader { leader, leader_addr: self.peers.get(&reply.leader).cloned() });
-        }
-        Err(unavailable(reply.error))
+        Err(self.refusal(reply.leader, reply.error, unavailable))
     }
 
     /// Changes after every catalog change applied on this broker.
@@ -614,6 +623,13 @@ impl MetaNode {
     /// The catalog as of the last entry applied on this broker.
     pub fn catalog(&self) -> Catalog {
         self.machine.catalog()
+    }
+
+    /// `f` over the catalog as of the last entry applied on this broker,
+    /// without copying it (for a reader of one part of a large catalog; applies
+    /// wait meanwhile, so keep `f` short).
+    pub fn with_catalog<T>(&self, f: impl FnOnce(&Catalog) -> T) -> T {
+        self.machine.with_catalog(f)
     }
 
     /// The secret brokers present to each other's client ports (empty until

@@ -3,6 +3,7 @@
 //! Tests talk to it only through gRPC and the public client.
 
 pub mod cluster;
+pub mod history;
 pub mod http;
 pub mod payload;
 pub mod pki;

@@ -18,7 +18,11 @@
 //! - a topic of replication factor 2 (a placed shard on brokers 1 and 2),
 //!   produced to from broker 3 (outside it), holds every acknowledged
 //!   produce once at its offset on both replicas (a kill of either replica
-//!   makes it unavailable, never lossy).
+//!   makes it unavailable, never lossy);
+//! - the history the clients recorded (every acknowledged produce with when
+//!   it was sent and answered; every record served by a `Fetch` at each
+//!   broker, followers included, and by the group) fits the model of a log
+//!   (`sluice_tests::history`): appends in real-time order, no dirty read.
 //!
 //! A few rounds in `make test`; `make soak` runs SLUICE_CLUSTER_KILLS rounds
 //! (290: about 200 broker kills, the rest network faults). Seeded: replay with SLUICE_CLUSTER_SEED.
@@ -33,6 +37,7 @@ use sluice_client::proto as pb;
 use sluice_client::{
     Admin, CancellationToken, ClusterInfo, Consumer, ConsumerConfig, Producer, ProducerConfig, RetryConfig,
 };
+use sluice_tests::history::History;
 use sluice_tests::proxy::Fault;
 use sluice_tests::{eventually, group_config, message, read_all, TestCluster};
 use tonic::transport::Channel;
@@ -68,6 +73,8 @@ struct Ledger {
     delivered: BTreeMap<String, u32>,
     /// Broken promises seen while running.
     violations: Vec<String>,
+    /// The produces' and reads' history, checked against the final log.
+    history: History,
 }
 
 type Shared = Arc<Mutex<Ledger>>;
@@ -94,18 +101,21 @@ async fn produce(channel: Channel, (id, topic): (u64, &str), ledger: Shared, sto
         for _ in 0..20 {
             let v = format!("p{id}-{n:06}");
             n += 1;
+            let invoked = Instant::now();
             match producer.enqueue(topic, None, message(v.clone())).await {
-                Ok(p) => pending.push((v, p)),
+                Ok(p) => pending.push((v, invoked, p)),
                 Err(_) => {
                     lock(&ledger).produce_unknown.insert(v);
                 }
             }
         }
-        for (v, p) in pending {
+        for (v, invoked, p) in pending {
             let result = p.await;
+            let answered = Instant::now();
             let mut l = lock(&ledger);
             match result {
                 Ok(d) => {
+                    l.history.appended(&v, (d.partition, d.offset), invoked, answered);
                     l.produced.insert(v, (d.partition, d.offset));
                 }
                 Err(_) => {
@@ -138,6 +148,7 @@ async fn consume(channels: Vec<Channel>, seed: u64, ledger: Shared, stop: Cancel
         {
             let mut l = lock(&ledger);
             for m in got {
+                l.history.read(&m.record, "the group");
                 let v = value(&m.record);
                 if l.acked.contains(&v) {
                     l.violations.push(format!("{v} was acknowledged and delivered again"));
@@ -168,6 +179,36 @@ async fn consume(channels: Vec<Channel>, seed: u64, ledger: Shared, stop: Cancel
             }
             Err(_) => l.ack_unknown.extend(acks.into_iter().map(|(v, _)| v)),
         }
+    }
+}
+
+/// A reader at every broker, followers included: tails each partition of
+/// `topic` with `Fetch` (which any replica serves up to what it knows is
+/// committed), recording every record it is served.
+async fn tail(channels: Vec<Channel>, (topic, partitions): (&str, u32), ledger: Shared, stop: CancellationToken) {
+    let mut next = vec![vec![0u64; partitions as usize]; channels.len()];
+    let mut turn = 0usize;
+    while !stop.is_cancelled() {
+        let (broker, partition) = (turn % channels.len(), (turn / channels.len()) % partitions as usize);
+        turn += 1;
+        let request = pb::FetchRequest {
+            topic: topic.into(),
+            partition: partition as u32,
+            offset: next[broker][partition],
+            max_messages: 500,
+            ..Default::default()
+        };
+        let mut client = pb::consumer_client::ConsumerClient::new(channels[broker].clone());
+        let fetched = tokio::time::timeout(Duration::from_secs(2), client.fetch(request)).await;
+        if let Ok(Ok(answer)) = fetched {
+            let answer = answer.into_inner();
+            let mut l = lock(&ledger);
+            for r in &answer.records {
+                l.history.read(r, &format!("a fetch at broker {}", broker + 1));
+            }
+            next[broker][partition] = answer.next_offset.max(next[broker][partition]);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -351,6 +392,7 @@ async fn nothing_acknowledged_is_lost_or_repeated_across_random_kills() -> anyho
     let stop = stop_producing.clone();
     producers.push(tokio::spawn(produce(cluster.broker(3).channel(), (9, PLACED), placed.clone(), stop)));
     let consumer = tokio::spawn(consume(channels.clone(), rng.random(), ledger.clone(), stop_consuming.clone()));
+    let reader = tokio::spawn(tail(channels.clone(), ("chaos", PARTITIONS), ledger.clone(), stop_consuming.clone()));
 
     let started = Instant::now();
     let (mut full_restarts, mut faults) = (0, 0);
@@ -410,6 +452,7 @@ async fn nothing_acknowledged_is_lost_or_repeated_across_random_kills() -> anyho
     }
     stop_consuming.cancel();
     consumer.await?;
+    reader.await?;
 
     // Every replica holds the same records.
     let expected = records_at(&cluster, 1, "chaos", PARTITIONS).await?;
@@ -432,11 +475,16 @@ async fn nothing_acknowledged_is_lost_or_repeated_across_random_kills() -> anyho
     })
     .await?;
     let placed_summary = stored_as_told(&lock(&placed), &pairs);
+    let placed_violations = lock(&placed).history.check(&pairs);
+    assert!(placed_violations.is_empty(), "the placed topic's history: {placed_violations:?}");
 
     {
         let l = lock(&ledger);
         assert!(l.violations.is_empty(), "broken promises: {:?}", &l.violations[..l.violations.len().min(10)]);
         stored_as_told(&l, &expected);
+        let violations = l.history.check(&expected);
+        assert!(violations.is_empty(), "the history does not fit a log: {:?}", &violations[..violations.len().min(10)]);
+        let (reads, offsets_read) = l.history.reads();
         let stored: BTreeSet<String> = expected.iter().flatten().map(value).collect();
         let mut dead_letters: BTreeMap<String, usize> = BTreeMap::new();
         for r in dead.iter().flatten() {
@@ -479,8 +527,9 @@ async fn nothing_acknowledged_is_lost_or_repeated_across_random_kills() -> anyho
              {full_restarts} times; {faults} network faults), seed {seed}: \
              {} stored ({} acknowledged produces, {} answers lost), {} acked OK, {} ack answers lost, {} dead \
              letters ({early} not poison: attempts used up by leases lost in kills; {twice} written twice), {} \
-         deliveries; replicas identical, \
-             every acknowledged produce once at its offset, nothing acked delivered again or dead-lettered",
+         deliveries; {reads} records served to readers ({offsets_read} offsets); replicas identical, \
+             every acknowledged produce once at its offset, appends in real-time order, no dirty read, \
+             nothing acked delivered again or dead-lettered",
             kills - faults + 2 * full_restarts,
             kills - full_restarts - faults,
             stored.len(),

@@ -8,6 +8,8 @@
 //!   forwarded there;
 //! - a consumer group of such a topic is served where its records are; a
 //!   consumer connected to any broker is sent there and gets every message;
+//! - dead letters in a placed topic are purged through a broker that holds
+//!   no replica of it (it asks the replicas);
 //! - a replica killed with SIGKILL and restarted serves the same records
 //!   (its placed shard finds its partitions again).
 
@@ -166,6 +168,29 @@ async fn topics_are_held_by_as_many_brokers_as_their_replication_factor() -> any
             Ok((described.backlog_messages == 0).then_some(()))
         })
         .await?;
+    }
+
+    // Dead letters in a placed topic are purged through a broker that holds none of them,
+    // by a raw call that follows nothing (as grpcurl makes it): that broker asks the replicas.
+    // The group makes its dead-letter topic beside `solo` (the same placed shard).
+    let with_dlq = pb::GroupConfig { dead_letter_topic: "solo-dlq".into(), ..group_config("solo", 5_000) };
+    admin.create_group("solo-dead", with_dlq).await?;
+    for id in 1..=3u64 {
+        eventually(Duration::from_secs(5), "solo-dlq reaches every broker", || async {
+            Ok(Admin::new(cluster.broker(id).channel()).describe_topic("solo-dlq").await.ok())
+        })
+        .await?;
+    }
+    let dead = fill(&cluster, "solo-dlq").await?;
+    let dlq = holders(&cluster, "solo-dlq").await?;
+    let mut raw = pb::admin_client::AdminClient::new(cluster.broker(outside(&dlq)).channel());
+    let purged = raw.purge_dead_letters(pb::PurgeDeadLettersRequest { group: "solo-dead".into() }).await?;
+    assert_eq!(purged.into_inner().purged, dead.len() as u64, "purged through broker {}", outside(&dlq));
+    for id in 1..=3u64 {
+        let described = Admin::new(cluster.broker(id).channel()).describe_topic("solo-dlq").await?;
+        let ends: Vec<(u64, u64)> = described.partitions.iter().map(|p| (p.earliest_offset, p.latest_offset)).collect();
+        let expected = (PER_PARTITION as u64, PER_PARTITION as u64);
+        assert_eq!(ends, [expected; PARTITIONS as usize], "nothing readable, described through broker {id}");
     }
 
     // The broker holding solo is killed and restarts: its placed shard finds its partitions again.

@@ -237,18 +237,12 @@ impl GroupRegistry {
         // a moment ago and not be applied here yet: it is waited for before the
         // admin lock is taken, since the catalog follower needs that lock to
         // apply anything.
-        let awaited = match self.cluster.get() {
-            Some(_) => Some(self.ctx.topics.get_or_await(&settings.topic).await),
-            None => None,
-        };
+        let topic = self.ctx.topics.get_or_await(&settings.topic).await;
         let guard = self.admin.lock().await;
         if self.read_map().contains_key(name) {
             return Err(Error::GroupExists(name.to_owned()));
         }
-        let topic = match awaited {
-            Some(found) => found?,
-            None => self.ctx.topics.get(&settings.topic)?,
-        };
+        let topic = topic?;
         settings.name = name.to_owned();
         if self.cluster.get().is_some() {
             // Not under the lock: the catalog follower takes it to apply what is proposed.

@@ -239,7 +239,7 @@ pub async fn describe(topics: &TopicRegistry, g: &GroupHandle) -> Result<pb::Gro
     let mut info = group_info(g).await?;
     let name = g.settings().dead_letter_topic;
     if !name.is_empty() {
-        if let Ok(dlq) = topics.get(&name) {
+        if let Ok(dlq) = topics.get_or_await(&name).await {
             info.dead_letters_stored = dlq.partitions.iter().map(|p| p.latest().saturating_sub(p.earliest())).sum();
         }
     }

@@ -83,7 +83,7 @@ impl Query {
     }
 
     async fn value(&self, groups: &GroupRegistry) -> Result<i64, Status> {
-        let info = crate::group::report(&*groups.get(&self.group)?).await?;
+        let info = crate::group::report(&*groups.get_or_await(&self.group).await?).await?;
         Ok(if self.age { info.oldest_unacked_age_ms / 1000 } else { info.backlog_messages as i64 })
     }
 }
@@ -134,7 +134,7 @@ impl ExternalScaler for ScalerService {
         req: Request<pb::ScaledObjectRef>,
     ) -> Result<Response<pb::GetMetricSpecResponse>, Status> {
         let q = self.query(&req, req.get_ref())?;
-        self.groups.get(&q.group)?;
+        self.groups.get_or_await(&q.group).await?;
         let spec =
             pb::MetricSpec { metric_name: q.metric_name(), target_size: q.target, target_size_float: q.target as f64 };
         Ok(Response::new(pb::GetMetricSpecResponse { metric_specs: vec![spec] }))

@@ -21,6 +21,7 @@ use sluice_replication::meta::{Catalog, ShardLeader};
 use sluice_replication::{
     BatchCommand, MetaNode, ShardCommand, ShardHost, ShardNode, ShardProposeError, ShardResponse,
 };
+use sluice_storage::raft::GroupId;
 use sluice_storage::record::encode_body;
 use sluice_storage::{now_ms, PartitionId, PartitionLog, ProducerSeq, RecordRef, Store, TopicConfig, TopicId};
 
@@ -301,11 +302,35 @@ impl ReplicatedPartitions {
     /// Refused while a broker runs a build that could not apply the entry.
     pub(super) async fn purge(&self, id: PartitionId) -> Result<u64> {
         self.meta.require_level(sluice_replication::meta::PURGE_LEVEL, "purging a replicated partition")?;
-        match self.shard(id)?.purge(id).await {
+        let purged = match self.shard(id) {
+            Ok(shard) => shard.purge(id).await,
+            // A placed partition this broker holds no replica of: asked of its replicas.
+            Err(Error::NotLeader { .. }) => self.purge_placed(id).await,
+            Err(e) => return Err(e),
+        };
+        match purged {
             Ok(purged) => Ok(purged),
             Err(ShardProposeError::NotLeader { leader, term }) => Err(self.not_leader_of(id, leader, term)),
             Err(ShardProposeError::Unavailable(why)) => Err(Error::ClusterUnavailable(why)),
         }
+    }
+
+    /// Purges placed partition `id` at its replicas (this broker holds none):
+    /// the leader the catalog recorded is asked first.
+    async fn purge_placed(&self, id: PartitionId) -> std::result::Result<u64, ShardProposeError> {
+        let number = self.shard_number(id);
+        let (mut replicas, leader) = {
+            let placement = self.placement();
+            (
+                placement.replicas.get(&number).cloned().unwrap_or_default(),
+                placement.leaders.get(&number).map(|l| l.broker),
+            )
+        };
+        replicas.sort_by_key(|r| Some(*r) != leader);
+        let addresses = self.meta.addresses();
+        let replicas: Vec<(u64, String)> =
+            replicas.into_iter().filter_map(|r| addresses.get(&r).map(|a| (r, a.clone()))).collect();
+        sluice_replication::shard::purge_placed(&self.meta.connections(), GroupId(number), &replicas, id).await
     }
 
     /// The metadata group (leaders' endpoints, the catalog).

@@ -110,18 +110,19 @@ impl ScheduleRegistry {
     pub fn list(&self) -> Vec<Schedule> {
         match &self.backend {
             Backend::Local { schedules, .. } => lock(schedules).values().cloned().collect(),
-            Backend::Cluster(node) => node
-                .catalog()
-                .schedules
-                .iter()
-                .filter_map(|(name, entry)| {
-                    let mut config = decode(name, &entry.settings)?;
-                    config.name = name.clone();
-                    config.id = entry.id;
-                    config.created_ms = entry.created_ms;
-                    Some(Schedule { config, progress: entry.progress })
-                })
-                .collect(),
+            Backend::Cluster(node) => node.with_catalog(|catalog| {
+                catalog
+                    .schedules
+                    .iter()
+                    .filter_map(|(name, entry)| {
+                        let mut config = decode(name, &entry.settings)?;
+                        config.name = name.clone();
+                        config.id = entry.id;
+                        config.created_ms = entry.created_ms;
+                        Some(Schedule { config, progress: entry.progress })
+                    })
+                    .collect()
+            }),
         }
     }
 

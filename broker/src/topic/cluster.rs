@@ -183,16 +183,18 @@ pub const CATALOG_GRACE: std::time::Duration = std::time::Duration::from_millis(
 
 /// The longest a lookup of an unknown name waits for the read barrier (a
 /// broker cut off from the metadata leader answers from its own catalog).
-const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
+const READ_BARRIER_WAIT: Duration = Duration::from_secs(5);
 
 /// `lookup`, or, when it finds nothing (`missing`), the answer once this
 /// broker has caught up with the metadata leader: the catalog reaches a
 /// broker a commit round after the broker that made a change answered, and a
 /// client may be redirected here (to a partition's or group's leader) in
-/// between. After the read barrier ([`MetaNode::catch_up`]) the catalog is
+/// between. After the read barrier ([`MetaNode::read_barrier`], then [`MetaNode::applied_through`]) the catalog is
 /// authoritative: a name it lacks is `NOT_FOUND`; one it holds is waited for
 /// until the registry follows (`changed`), or `UNAVAILABLE` ("retry") after
-/// [`APPLY_WAIT`]. Without a leader to ask, it waits up to [`CATALOG_GRACE`].
+/// [`APPLY_WAIT`]. A broker that learns the leader's read index but does not
+/// apply up to it in time answers `UNAVAILABLE` too: the name may exist.
+/// Without a leader to ask, it waits up to [`CATALOG_GRACE`].
 pub(crate) async fn await_known<T>(
     node: &MetaNode,
     changed: &tokio::sync::watch::Sender<u64>,
@@ -206,9 +208,16 @@ pub(crate) async fn await_known<T>(
     if !matches!(&found, Err(e) if missing(e)) {
         return found;
     }
-    let caught_up = match tokio::time::timeout(CATCH_UP_WAIT, node.catch_up()).await {
-        Ok(done) => done.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {} ms", CATCH_UP_WAIT.as_millis())),
+    let barrier = match tokio::time::timeout(READ_BARRIER_WAIT, node.read_barrier()).await {
+        Ok(index) => index.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", READ_BARRIER_WAIT.as_millis())),
+    };
+    let caught_up = match barrier {
+        Ok(index) => match node.applied_through(index).await {
+            Ok(()) => Ok(()),
+            Err(e) => return Err(Error::ClusterUnavailable(format!("{e}; retry"))),
+        },
+        Err(e) => Err(e),
     };
     match caught_up {
         Ok(()) if !in_catalog(node) => lookup(),

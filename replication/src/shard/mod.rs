@@ -25,6 +25,7 @@ use sluice_storage::{PartitionId, ProducerSeq, TopicConfig, TopicId};
 pub use log::ShardLog;
 pub use machine::ShardMachine;
 pub use node::{LeadershipWatch, PendingWrite, ShardLease, ShardNode, ShardProposeError, ShardStart};
+pub use purge::purge_placed;
 pub use sluice_storage::Trim;
 
 openraft::declare_raft_types!(

@@ -201,29 +201,18 @@ impl ShardNode {
         let deadline = Instant::now() + LEADER_WAIT;
         let mut pause = Duration::from_millis(5);
         loop {
-            let written = tokio::time::timeout(COMMIT_WAIT, self.raft.client_write(command.clone())).await;
-            let Ok(result) = written else {
-                return Err(ShardProposeError::Unavailable(format!(
-                    "not committed within {} s: no quorum answers this leader",
-                    COMMIT_WAIT.as_secs()
-                )));
-            };
-            match result {
-                Ok(reply) => return Ok(reply.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    let term = self.report().term;
-                    match f.leader_id {
-                        Some(leader) if leader != self.id => {
-                            return Err(ShardProposeError::NotLeader { leader: Some(leader), term })
-                        }
-                        _ if Instant::now() < deadline => {
-                            tokio::time::sleep(pause).await;
-                            pause = (pause * 2).min(Duration::from_millis(100));
-                        }
-                        _ => return Err(ShardProposeError::NotLeader { leader: None, term }),
-                    }
+            match write_once(&self.raft, command.clone()).await {
+                Err(ShardProposeError::NotLeader { leader: Some(leader), term }) if leader != self.id => {
+                    return Err(ShardProposeError::NotLeader { leader: Some(leader), term })
                 }
-                Err(e) => return Err(ShardProposeError::Unavailable(e.to_string())),
+                Err(ShardProposeError::NotLeader { term, .. }) if Instant::now() >= deadline => {
+                    return Err(ShardProposeError::NotLeader { leader: None, term })
+                }
+                Err(ShardProposeError::NotLeader { .. }) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
             }
         }
     }
@@ -409,33 +398,33 @@ impl ShardNode {
         let deadline = Instant::now() + LEADER_WAIT * 2;
         let mut pause = Duration::from_millis(5);
         loop {
-            let (result, retry) = match super::purge::purge_here(&self.raft, &self.machine, partition).await {
-                Err(ShardProposeError::NotLeader { leader: Some(leader), term }) if leader != self.id => {
-                    let metrics = self.raft.metrics().borrow_watched().clone();
-                    let addresses = crate::node::addresses_of(metrics.membership_config.nodes(), &self.peers);
-                    match addresses.get(&leader) {
-                        Some(addr) => {
-                            let asked =
-                                super::purge::purge_at(&self.connections, self.group, (leader, addr), partition).await;
-                            let retry = matches!(asked, Err(ShardProposeError::Unavailable(_)));
-                            (asked, retry)
-                        }
-                        None => (Err(ShardProposeError::NotLeader { leader: Some(leader), term }), false),
-                    }
-                }
-                other => {
-                    let retry = matches!(other, Err(ShardProposeError::NotLeader { leader: None, .. }));
-                    (other, retry)
-                }
-            };
-            match result {
-                Err(e) if retry && Instant::now() < deadline => {
+            match self.purge_once(partition).await {
+                Err(e @ (ShardProposeError::Unavailable(_) | ShardProposeError::NotLeader { leader: None, .. }))
+                    if Instant::now() < deadline =>
+                {
                     tracing::debug!(shard = self.group.0, error = %e, "purge: no leader answers yet; trying again");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// One purge: here if this broker leads the shard, else at the leader it knows.
+    async fn purge_once(&self, partition: PartitionId) -> Result<u64, ShardProposeError> {
+        match super::purge::purge_here(&self.raft, &self.machine, partition).await {
+            Err(ShardProposeError::NotLeader { leader: Some(leader), term }) if leader != self.id => {
+                let metrics = self.raft.metrics().borrow_watched().clone();
+                let addresses = crate::node::addresses_of(metrics.membership_config.nodes(), &self.peers);
+                match addresses.get(&leader) {
+                    Some(addr) => {
+                        super::purge::purge_at(&self.connections, self.group, (leader, addr), partition).await
+                    }
+                    None => Err(ShardProposeError::NotLeader { leader: Some(leader), term }),
+                }
+            }
+            other => other,
         }
     }
 
@@ -484,5 +473,28 @@ impl ShardNode {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(shard = self.group.0, error = %e, "shard did not stop cleanly");
         }
+    }
+}
+
+/// One `client_write` of `command`, bounded by [`COMMIT_WAIT`]: its answer once
+/// committed and applied here, `NotLeader` (with the leader, if known) where
+/// this broker does not lead, `Unavailable` when no quorum answers in time.
+pub(crate) async fn write_once(
+    raft: &Raft<ShardTypes, ShardMachine>,
+    command: ShardCommand,
+) -> Result<ShardResponse, ShardProposeError> {
+    let Ok(result) = tokio::time::timeout(COMMIT_WAIT, raft.client_write(command)).await else {
+        return Err(ShardProposeError::Unavailable(format!(
+            "not committed within {} s: no quorum answers this leader",
+            COMMIT_WAIT.as_secs()
+        )));
+    };
+    match result {
+        Ok(reply) => Ok(reply.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            let term = raft.metrics().borrow_watched().current_term;
+            Err(ShardProposeError::NotLeader { leader: f.leader_id, term })
+        }
+        Err(e) => Err(ShardProposeError::Unavailable(e.to_string())),
     }
 }

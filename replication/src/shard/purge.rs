@@ -23,10 +23,9 @@
 //!   again), and carried by snapshots, so a replica that installs one hides
 //!   the same records and does not copy them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::Raft;
 use serde::{Deserialize, Serialize};
 use sluice_proto::internal::v1 as pb;
@@ -37,7 +36,7 @@ use sluice_storage::{PartitionId, TopicId};
 use super::{ShardCommand, ShardMachine, ShardProposeError, ShardTypes};
 use crate::codec::{Format, Postcard};
 use crate::network::Peers;
-use crate::node::COMMIT_WAIT;
+use crate::node::{COMMIT_WAIT, LEADER_WAIT};
 
 /// Which partition a broker asks the shard's leader to purge.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -108,19 +107,53 @@ pub(crate) async fn purge_here(
         return Ok(0);
     }
     let command = ShardCommand::Purge { topic: partition.topic.0, partition: partition.index, below };
-    let written = tokio::time::timeout(COMMIT_WAIT, raft.client_write(command)).await;
-    let Ok(result) = written else {
+    super::node::write_once(raft, command).await.map(|_| below - start)
+}
+
+/// Purges `partition` of shard `group` from a broker that holds no replica
+/// of the shard (a placed topic's partition): asks its `replicas` (broker id,
+/// cluster address; the leader the catalog recorded first), going straight
+/// to the leader a replica names, and, while none leads (an election), asks
+/// again for up to two leader waits: a purge is safe to repeat.
+pub async fn purge_placed(
+    peers: &Peers,
+    group: GroupId,
+    replicas: &[(u64, String)],
+    partition: PartitionId,
+) -> Result<u64, ShardProposeError> {
+    if replicas.is_empty() {
         return Err(ShardProposeError::Unavailable(format!(
-            "not committed within {} s: no quorum answers this leader",
-            COMMIT_WAIT.as_secs()
+            "no cluster address is known for any replica of shard {}",
+            group.0
         )));
-    };
-    match result {
-        Ok(_) => Ok(below - start),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(ShardProposeError::NotLeader { leader: f.leader_id, term: metrics.current_term })
+    }
+    let deadline = Instant::now() + LEADER_WAIT * 2;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let mut order: Vec<&(u64, String)> = replicas.iter().collect();
+        let mut refused = ShardProposeError::NotLeader { leader: None, term: 0 };
+        let mut next = 0;
+        while let Some(&(id, ref addr)) = order.get(next).copied() {
+            next += 1;
+            match purge_at(peers, group, (id, addr), partition).await {
+                Ok(purged) => return Ok(purged),
+                Err(e) => {
+                    if let ShardProposeError::NotLeader { leader: Some(leader), .. } = e {
+                        // The leader it names is asked next.
+                        if let Some(at) = order.iter().skip(next).position(|r| r.0 == leader) {
+                            let named = order.remove(next + at);
+                            order.insert(next, named);
+                        }
+                    }
+                    refused = e;
+                }
+            }
         }
-        Err(e) => Err(ShardProposeError::Unavailable(e.to_string())),
+        if Instant::now() >= deadline {
+            return Err(refused);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 
