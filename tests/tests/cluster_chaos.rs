@@ -50,8 +50,10 @@ const PLACED: &str = "pairs";
 const PLACED_PARTITIONS: u32 = 2;
 const PLACED_ON: [u64; 2] = [1, 2];
 const MAX_ATTEMPTS: u32 = 3;
-/// Messages per producer, at most (the loop ends them sooner).
-const MAX_PER_PRODUCER: usize = 200_000;
+/// Messages per producer and round, at most: a producer writes about 1,000 a
+/// round, so the cap bounds the run without ending the load before the last
+/// round (a fixed 200,000 left the soak's last 90 rounds without produce).
+const MAX_PER_ROUND: usize = 2_000;
 
 /// Messages the consumer always nacks: they must end dead-lettered.
 fn is_poison(value: &str) -> bool {
@@ -88,7 +90,7 @@ fn value(r: &pb::Record) -> String {
 }
 
 /// One producer seeded with one broker, writing `p{id}-n` to `topic` in batches until stopped.
-async fn produce(channel: Channel, (id, topic): (u64, &str), ledger: Shared, stop: CancellationToken) {
+async fn produce(channel: Channel, (id, topic, limit): (u64, &str, usize), ledger: Shared, stop: CancellationToken) {
     let config = ProducerConfig {
         request_timeout: Duration::from_secs(3),
         retry: RetryConfig { initial: Duration::from_millis(50), max: Duration::from_millis(500), max_retries: 12 },
@@ -96,7 +98,7 @@ async fn produce(channel: Channel, (id, topic): (u64, &str), ledger: Shared, sto
     };
     let producer = Producer::new(channel, config);
     let mut n = 0;
-    while !stop.is_cancelled() && n < MAX_PER_PRODUCER {
+    while !stop.is_cancelled() && n < limit {
         let mut pending = Vec::new();
         for _ in 0..20 {
             let v = format!("p{id}-{n:06}");
@@ -383,14 +385,15 @@ async fn nothing_acknowledged_is_lost_or_repeated_across_random_kills() -> anyho
     let stop_consuming = CancellationToken::new();
     let channels: Vec<Channel> = cluster.ids().iter().map(|id| cluster.broker(*id).channel()).collect();
     let mut producers = Vec::new();
+    let limit = (kills as usize).max(10) * MAX_PER_ROUND;
     for (i, channel) in channels.iter().enumerate() {
         let (id, stop) = (i as u64 + 1, stop_producing.clone());
-        producers.push(tokio::spawn(produce(channel.clone(), (id, "chaos"), ledger.clone(), stop)));
+        producers.push(tokio::spawn(produce(channel.clone(), (id, "chaos", limit), ledger.clone(), stop)));
     }
     // The placed topic's producer starts at the broker outside its shard, and finds the replicas.
     let placed: Shared = Arc::default();
     let stop = stop_producing.clone();
-    producers.push(tokio::spawn(produce(cluster.broker(3).channel(), (9, PLACED), placed.clone(), stop)));
+    producers.push(tokio::spawn(produce(cluster.broker(3).channel(), (9, PLACED, limit), placed.clone(), stop)));
     let consumer = tokio::spawn(consume(channels.clone(), rng.random(), ledger.clone(), stop_consuming.clone()));
     let reader = tokio::spawn(tail(channels.clone(), ("chaos", PARTITIONS), ledger.clone(), stop_consuming.clone()));
 
