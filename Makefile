@@ -89,6 +89,7 @@ bench: build
 bench-smoke: build
 	bash deploy/bench.sh --smoke
 	bash deploy/bench-cluster.sh --smoke
+	bash deploy/bench-single.sh --smoke
 	bash deploy/bench-scale.sh --smoke
 	$(BIN)/bench-failover --smoke
 	bash deploy/bench-push.sh --smoke

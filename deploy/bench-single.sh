@@ -10,12 +10,16 @@
 # The baseline is SLUICE_BASELINE_BROKER (a sluice-broker binary), or else the broker built
 # from git revision SLUICE_BASELINE_REV (default 761c107, the last commit before
 # replication) in a worktree under target/baseline (a cold release build: minutes).
+# --smoke: tiny counts, one run each, this build's broker as its own baseline (make test
+# runs it so the script cannot rot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
 DATA=target/bench-single
 rm -rf "$DATA" && mkdir -p "$DATA"
 M=${SLUICE_BENCH_MESSAGES:-300000}
 ROUNDS=${SLUICE_BENCH_ROUNDS:-3}
+[ $SMOKE = 1 ] && M=3000 && ROUNDS=1
 REV=${SLUICE_BASELINE_REV:-761c107}
 # shellcheck source=deploy/lib/brokers.sh
 source deploy/lib/brokers.sh
@@ -23,6 +27,7 @@ source deploy/lib/brokers.sh
 source deploy/lib/workloads.sh
 
 baseline=${SLUICE_BASELINE_BROKER:-}
+[ $SMOKE = 1 ] && baseline=$BROKER
 if [ -z "$baseline" ]; then
   src=target/baseline/$REV
   [ -d "$src" ] || git worktree add --detach "$src" "$REV" >&2
