@@ -98,17 +98,17 @@ bench-smoke: build
 bench-cluster: build
 	bash deploy/bench-cluster.sh
 
-# Failover: kill -9 of a partition's leader to the first acknowledged produce at the new
-# leader, 20 kills, with the distribution (docs/BENCHMARKS.md).
-# HTTP ingest through the gateway with h2load (installed from apt if missing), beside gRPC produce.
 # This build's single broker against the one of SLUICE_BASELINE_REV (default: before
 # replication), alternating, same run.
 bench-single: build
 	bash deploy/bench-single.sh
 
+# HTTP ingest through the gateway with h2load (installed from apt if missing), beside gRPC produce.
 bench-gateway: build
 	bash deploy/bench-gateway.sh
 
+# Failover: kill -9 of a partition's leader to the first acknowledged produce at the new
+# leader, 20 kills, with the distribution (docs/BENCHMARKS.md).
 bench-failover: build
 	$(BIN)/bench-failover --kills 20
 

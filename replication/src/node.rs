@@ -522,17 +522,6 @@ impl MetaNode {
         ProposeError::NotLeader { leader: Some(leader), leader_addr: self.addresses().remove(&leader) }
     }
 
-    /// The read barrier for names this broker's catalog lacks: the metadata
-    /// leader's read index (every change committed before the call is at or
-    /// below it), asked over the cluster link when this broker follows, of
-    /// each peer while no leader is known. A broker asks it before it answers
-    /// "not found", so a client that made a topic through one broker and names
-    /// it at another a moment later is never told it does not exist; then it
-    /// waits for [`MetaNode::applied_through`]. Bounded by the leader wait.
-    pub async fn read_barrier(&self) -> Result<u64, ProposeError> {
-        self.read_index().await
-    }
-
     /// Waits (up to [`COMMIT_WAIT`]) until this broker has applied the
     /// catalog through entry `index` (a [`MetaNode::read_barrier`]);
     /// `Unavailable` if it has not by then (it hears the leader's appends
@@ -548,7 +537,14 @@ impl MetaNode {
             })
     }
 
-    async fn read_index(&self) -> Result<u64, ProposeError> {
+    /// The read barrier for names this broker's catalog lacks: the metadata
+    /// leader's read index (every change committed before the call is at or
+    /// below it), asked over the cluster link when this broker follows, of
+    /// each peer while no leader is known. A broker asks it before it answers
+    /// "not found", so a client that made a topic through one broker and names
+    /// it at another a moment later is never told it does not exist; then it
+    /// waits for [`MetaNode::applied_through`]. Bounded by the leader wait.
+    pub async fn read_barrier(&self) -> Result<u64, ProposeError> {
         let deadline = std::time::Instant::now() + LEADER_WAIT;
         let mut pause = Duration::from_millis(10);
         loop {

@@ -212,16 +212,12 @@ pub(crate) async fn await_known<T>(
         Ok(index) => index.map_err(|e| e.to_string()),
         Err(_) => Err(format!("no answer within {} ms", READ_BARRIER_WAIT.as_millis())),
     };
-    let caught_up = match barrier {
-        Ok(index) => match node.applied_through(index).await {
-            Ok(()) => Ok(()),
-            Err(e) => return Err(Error::ClusterUnavailable(format!("{e}; retry"))),
-        },
-        Err(e) => Err(e),
-    };
-    match caught_up {
-        Ok(()) if !in_catalog(node) => lookup(),
-        Ok(()) => await_change(changes, "the catalog", || lookup().ok()).await,
+    if let Ok(index) = barrier {
+        node.applied_through(index).await.map_err(|e| Error::ClusterUnavailable(format!("{e}; retry")))?;
+    }
+    match barrier {
+        Ok(_) if !in_catalog(node) => lookup(),
+        Ok(_) => await_change(changes, "the catalog", || lookup().ok()).await,
         Err(e) => {
             tracing::debug!(error = %e, "no read barrier; waiting for the catalog instead");
             let deadline = tokio::time::Instant::now() + CATALOG_GRACE;
